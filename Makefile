@@ -1,0 +1,36 @@
+# `make run` and `make test` work on a fresh machine: they build .venv from requirements.lock first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+PYTEST ?= -q
+
+.PHONY: install run test unit kcat clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	# torch==2.13.0 resolves to the CPU wheel this machine keeps on disk; any other spec pulls CUDA.
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
+	# requirements are in requirements.lock. tests/integration/test_faust_click.py proves the pairing.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/guardstream demo
+
+kcat:
+	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
+	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
+
+test: $(STAMP) kcat
+	$(PY) -m pytest $(PYTEST)
+
+unit: $(STAMP)
+	$(PY) -m pytest $(PYTEST) tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""guardstream: Kafka → Faust → Ray → Qwen3Guard moderation worker."""

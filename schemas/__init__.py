@@ -1,0 +1,24 @@
+"""Event models and their JSON Schema export: the wire contract."""
+
+from guardstream.schemas.events import (
+    SCHEMA_VERSION,
+    Action,
+    ActionEvent,
+    ConversationEvent,
+    DeadLetter,
+    Message,
+    Moderate,
+    RiskLevel,
+    Role,
+    TokenChunkEvent,
+    VerdictEvent,
+    WindowCount,
+    derive_id,
+    verdict_id,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
+    "Moderate", "RiskLevel", "Role", "TokenChunkEvent", "VerdictEvent", "WindowCount",
+    "derive_id", "verdict_id",
+]

@@ -1,0 +1,146 @@
+"""The Faust app and its wiring: which agent reads which topic and writes where.
+
+    conversations ──[gen]──────────► verdicts ──[enforcement]──► actions
+         bad input ──────────────► dlq   │ ──[audit]────────► PostgreSQL / SQLite
+                                         └──[analytics-dedupe]──► analytics-by-key ──[analytics-count]──► analytics
+
+Every agent consumes micro-batches with `take_events`, which acks (and so lets Faust commit) an
+event's offset only after the loop body has finished: each body awaits the delivery of what it
+produced first. Values travel as raw bytes and are parsed by the pydantic wire models, so a bad
+record becomes a dead letter instead of crashing the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import faust
+
+from guardstream.schemas import DeadLetter, VerdictEvent
+from guardstream.topology.settings import Settings
+from guardstream.topology.topics import topics_for
+from guardstream.workers import metrics
+from guardstream.workers.analytics import count_keys, key_window, window_count
+from guardstream.workers.audit import open_audit_store
+from guardstream.workers.enforcement import action_for
+from guardstream.workers.gen_moderation import GenModerator
+from guardstream.workers.intake import RawRecord, decode
+
+log = logging.getLogger(__name__)
+VERDICT_BATCH = 256
+
+
+def _credentials(settings: Settings):
+    options = settings.kafka_client_options()
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=options.get("ssl_context"))
+    if "ssl_context" in options:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def _record(event) -> RawRecord:
+    m = event.message
+    return RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+
+
+def create_app(settings: Settings, bootstrap: str, moderator: GenModerator) -> faust.App:
+    topics = topics_for(settings)
+    partitions = settings.topic_partitions
+    app = faust.App(
+        settings.app_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store="memory://",
+        topic_partitions=partitions, topic_replication_factor=settings.topic_replication, web_enabled=False,
+        consumer_auto_offset_reset="earliest", producer_acks=-1, topic_allow_declare=True,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s, broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=1,
+    )
+
+    def raw_topic(name: str, **kw) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                         partitions=partitions, **kw)
+
+    conversations, verdicts = raw_topic(topics.conversations.name), raw_topic(topics.verdicts.name)
+    actions, dlq, analytics = raw_topic(topics.actions.name), raw_topic(topics.dlq.name), raw_topic(topics.analytics.name)
+    by_count_key = raw_topic(f"{settings.topic_prefix}{settings.app_id}-analytics-by-key", internal=True)
+    seen = app.Table("analytics-seen", default=int, partitions=partitions)
+    counts = app.Table("analytics-counts", default=int, partitions=partitions)
+
+    async def deliver(sends: list[tuple[faust.TopicT, str | None, bytes]]) -> None:
+        pending = [await topic.send(key=key.encode() if key is not None else None, value=value)
+                   for topic, key, value in sends]
+        await asyncio.gather(*pending)
+
+    def dead(letter: DeadLetter) -> tuple[faust.TopicT, str | None, bytes]:
+        metrics.DEAD_LETTERS.labels(letter.topic, letter.error_code).inc()
+        log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.error)
+        return dlq, letter.key, letter.model_dump_json().encode()
+
+    def read_verdicts(events) -> tuple[list[VerdictEvent], list]:
+        decoded = [decode(_record(e), VerdictEvent, settings.max_event_bytes) for e in events]
+        return [d for d in decoded if isinstance(d, VerdictEvent)], [dead(d) for d in decoded if isinstance(d, DeadLetter)]
+
+    @app.agent(conversations, name="gen")
+    async def gen(stream):
+        async for events in stream.take_events(settings.gen_batch_size * settings.gen_actors, settings.gen_batch_wait_ms / 1000):
+            began = time.perf_counter()
+            produced, letters = await moderator.moderate([_record(e) for e in events])
+            await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
+                          + [dead(d) for d in letters])
+            metrics.GEN_BATCH_SECONDS.observe(time.perf_counter() - began)
+
+    @app.agent(verdicts, name="enforcement")
+    async def enforcement(stream):
+        async for events in stream.take_events(VERDICT_BATCH, 0.05):
+            found, letters = read_verdicts(events)
+            sends = []
+            for verdict in found:
+                action = action_for(verdict)
+                metrics.ACTIONS.labels(action.tenant, action.action.value).inc()
+                sends.append((actions, action.conversation_id, action.model_dump_json().encode()))
+            await deliver(sends + letters)
+
+    @app.agent(verdicts, name="audit")
+    async def audit(stream):
+        store = open_audit_store(settings.audit_target())
+        try:
+            async for events in stream.take_events(VERDICT_BATCH, 0.2):
+                found, _ = read_verdicts(events)  # enforcement already dead-letters bad verdict records
+                if found:
+                    await store.upsert_reliably(found)
+        finally:
+            await store.close()
+
+    # The analytics agents own tables, which Faust only lets a stream write per event; their
+    # sends are buffered, and Faust flushes the producer before it commits their offsets.
+    @app.agent(verdicts, name="analytics-dedupe")
+    async def analytics_dedupe(stream):
+        async for event in stream.events():
+            verdict = decode(_record(event), VerdictEvent, settings.max_event_bytes)
+            if not isinstance(verdict, VerdictEvent) or seen.get(verdict.verdict_id):
+                continue
+            keys = count_keys(verdict, settings.analytics_window_s)
+            for key in keys:
+                await by_count_key.send(key=key.encode(), value=b"1")
+            seen[verdict.verdict_id] = key_window(keys[0])
+
+    @app.agent(by_count_key, name="analytics-count")
+    async def analytics_count(stream):
+        async for event in stream.events():
+            key = event.message.key.decode()
+            counts[key] += 1
+            update = window_count(key, counts[key], settings.analytics_window_s)
+            metrics.VERDICTS.labels(update.tenant, update.risk_level.value, update.category).inc()
+            await analytics.send(key=key.encode(), value=update.model_dump_json().encode())
+
+    @app.timer(interval=settings.analytics_window_s)
+    async def expire_analytics():
+        """Forget windows older than the retention; a verdict replayed after that counts again."""
+        horizon = time.time() - settings.analytics_retention_s
+        for table, window_of in ((seen, lambda k, v: v), (counts, lambda k, v: key_window(k))):
+            for key in [k for k, v in list(table.items()) if window_of(k, v) < horizon]:
+                del table[key]
+
+    return app

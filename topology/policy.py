@@ -1,0 +1,52 @@
+"""Policy: how a raw model judgement becomes an action, per tenant.
+
+- strict mode treats Controversial as Unsafe, loose mode as Safe (as the model card defines);
+- per-category actions refine what an unsafe verdict does (e.g. Politically Sensitive → review);
+- the fail mode decides what an `Error` verdict (model down, malformed output) does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardstream.schemas import Action, RiskLevel
+
+_SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2}
+
+
+class TenantPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["strict", "loose"] = "strict"
+    fail_mode: Literal["closed", "open"] = "closed"
+    unsafe_action: Action = Action.block
+    category_actions: dict[str, Action] = Field(default_factory=dict)
+
+    def decide(self, risk: RiskLevel, categories: list[str]) -> Action:
+        if risk is RiskLevel.error:
+            return Action.block if self.fail_mode == "closed" else Action.allow
+        if risk is RiskLevel.safe or (risk is RiskLevel.controversial and self.mode == "loose"):
+            return Action.allow
+        overrides = [self.category_actions[c] for c in categories if c in self.category_actions]
+        return max(overrides, key=_SEVERITY.__getitem__) if overrides else self.unsafe_action
+
+    def describe(self, tenant: str) -> str:
+        return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}"
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    default: TenantPolicy = Field(default_factory=TenantPolicy)
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> TenantPolicy:
+        return self.tenants.get(tenant, self.default)
+
+    @classmethod
+    def from_source(cls, source: str) -> Policy:
+        """A JSON document, or the path of a JSON file."""
+        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        return cls.model_validate(json.loads(text))

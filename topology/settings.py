@@ -1,0 +1,89 @@
+"""Runtime settings: defaults, then `GUARDSTREAM_*` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guardstream.topology.policy import Policy
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Kafka. No bootstrap servers means "use the embedded broker" (CLI) or "a test started one".
+    kafka_bootstrap: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_prefix: str = "guard."
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    app_id: str = "guardstream"
+    # A new consumer group's first join waits on the rebalance timeout (Tansu: half of it).
+    kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
+    kafka_session_timeout_s: float = Field(default=10, gt=0)
+
+    # Ray and the model pool.
+    ray_address: str | None = None  # None: start a local Ray with ray_num_cpus
+    ray_num_cpus: int = Field(default=2, ge=1)
+    gen_model: str | None = None  # hub id or path; None: the tiny test-fixture checkpoint
+    gen_backend: Literal["transformers"] = "transformers"
+    gen_actors: int = Field(default=1, ge=1)
+    gen_actor_cpus: float = Field(default=1, ge=0)
+    gen_actor_gpus: float = Field(default=0, ge=0)
+    device: str = "cpu"
+    dtype: str = "auto"
+    gen_batch_size: int = Field(default=16, ge=1)
+    gen_batch_wait_ms: int = Field(default=50, ge=0)
+    gen_call_timeout_s: float = Field(default=120, gt=0)
+
+    # Input limits and downstream sinks.
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024)
+    audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under guardstream_home
+    audit_store_text: bool = False
+    analytics_window_s: int = Field(default=60, ge=1)
+    analytics_retention_s: int = Field(default=3600, ge=1)
+    metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint
+    policy: Policy = Field(default_factory=Policy)
+    home: Path = Field(default_factory=lambda: Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream")))
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        """Environment (`GUARDSTREAM_<FIELD>`) under explicit overrides; `None` overrides are ignored."""
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for name in cls.model_fields:
+            raw = environ.get(f"GUARDSTREAM_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = Policy.from_source(raw) if name == "policy" else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"invalid settings ({problems}); see `guardstream worker --help`") from None
+
+    def audit_target(self) -> str:
+        return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"
+
+    def kafka_client_options(self) -> dict:
+        """aiokafka keyword arguments for the security settings."""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password)
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+        return options

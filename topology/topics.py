@@ -1,0 +1,71 @@
+"""The topic registry: every topic guardstream reads or writes, with its key and retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from guardstream.topology.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    role: str
+    name: str
+    partitions: int
+    key: str
+    value: str
+    compacted: bool = False
+    retention_ms: int = 7 * DAY_MS
+
+    def configs(self) -> dict[str, str]:
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        return {"retention.ms": str(self.retention_ms)}
+
+
+@dataclass(frozen=True)
+class Topics:
+    conversations: TopicSpec
+    chunks: TopicSpec
+    verdicts: TopicSpec
+    actions: TopicSpec
+    analytics: TopicSpec
+    dlq: TopicSpec
+
+    def all(self) -> list[TopicSpec]:
+        return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq]
+
+
+def topics_for(settings: Settings) -> Topics:
+    p, n = settings.topic_prefix, settings.topic_partitions
+    return Topics(
+        conversations=TopicSpec("conversations", f"{p}conversations", n, "conversation_id", "ConversationEvent"),
+        chunks=TopicSpec("chunks", f"{p}chunks", n, "conversation_id", "TokenChunkEvent"),
+        verdicts=TopicSpec("verdicts", f"{p}verdicts", n, "conversation_id", "VerdictEvent", retention_ms=30 * DAY_MS),
+        actions=TopicSpec("actions", f"{p}actions", n, "conversation_id", "ActionEvent"),
+        analytics=TopicSpec("analytics", f"{p}analytics", n, "window|tenant|risk|category", "WindowCount", compacted=True),
+        dlq=TopicSpec("dlq", f"{p}dlq", n, "original key", "DeadLetter", retention_ms=30 * DAY_MS),
+    )
+
+
+async def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """Create missing topics; returns the names that were created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics_for(settings).all() if t.name not in existing]
+        if wanted:
+            try:
+                await admin.create_topics([NewTopic(t.name, t.partitions, settings.topic_replication, topic_configs=t.configs())
+                                           for t in wanted])
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

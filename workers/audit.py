@@ -1,0 +1,125 @@
+"""The audit trail: verdicts stored by verdict id, so a redelivered verdict changes nothing.
+
+PostgreSQL (`postgresql://...`) in production; SQLite (`sqlite:///path`) when no database is
+configured. The moderated text is stored only when the worker was told to include it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sqlite3
+from pathlib import Path
+
+import psycopg
+
+from guardstream.schemas import VerdictEvent
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("verdict_id", "source_event_id", "conversation_id", "tenant", "moderate", "model_id", "model_variant",
+           "risk_level", "categories", "refusal", "probabilities", "action", "policy", "error", "latency_ms",
+           "produced_at", "excerpt")
+
+
+def _row(v: VerdictEvent) -> tuple:
+    return (v.verdict_id, v.source_event_id, v.conversation_id, v.tenant, v.moderate.value, v.model_id,
+            v.model_variant, v.risk_level.value, json.dumps(v.categories), v.refusal,
+            json.dumps(v.probabilities) if v.probabilities is not None else None, v.action.value, v.policy, v.error,
+            v.latency_ms, v.produced_at.isoformat(), v.excerpt)
+
+
+class AuditStore:
+    """Shared retry: an unavailable database delays the audit agent (its offsets wait), never drops rows."""
+
+    async def upsert_reliably(self, verdicts: list[VerdictEvent], max_backoff_s: float = 30) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                if not self.is_open():
+                    await self.open()
+                await self.upsert(verdicts)
+                return
+            except (psycopg.Error, sqlite3.Error, OSError) as exc:
+                log.error("audit store %s failed (%s); retrying in %.1fs", self.describe(), exc, backoff)
+                await self.close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+
+
+class PostgresAudit(AuditStore):
+    DDL = """
+    CREATE TABLE IF NOT EXISTS guard_verdicts (
+        verdict_id text PRIMARY KEY, source_event_id text NOT NULL, conversation_id text NOT NULL,
+        tenant text NOT NULL, moderate text NOT NULL, model_id text NOT NULL, model_variant text NOT NULL,
+        risk_level text NOT NULL, categories jsonb NOT NULL, refusal boolean, probabilities jsonb,
+        action text NOT NULL, policy text NOT NULL, error text, latency_ms double precision NOT NULL,
+        produced_at timestamptz NOT NULL, excerpt text, stored_at timestamptz NOT NULL DEFAULT now())
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: psycopg.AsyncConnection | None = None
+
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def describe(self) -> str:
+        return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", self.url)
+
+    async def open(self) -> None:
+        self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        await self._conn.execute(self.DDL)
+
+    async def upsert(self, verdicts: list[VerdictEvent]) -> None:
+        sql = (f"INSERT INTO guard_verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+               "ON CONFLICT (verdict_id) DO NOTHING")
+        async with self._conn.transaction():
+            async with self._conn.cursor() as cur:
+                await cur.executemany(sql, [_row(v) for v in verdicts])
+
+    async def close(self) -> None:
+        if self._conn:
+            await self._conn.close()
+            self._conn = None
+
+
+class SqliteAudit(AuditStore):
+    def __init__(self, path: Path):
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS guard_verdicts ({', '.join(COLUMNS)}, PRIMARY KEY (verdict_id))")
+
+    async def upsert(self, verdicts: list[VerdictEvent]) -> None:
+        def write() -> None:
+            with self._db:
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO guard_verdicts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    [_row(v) for v in verdicts])
+
+        await asyncio.to_thread(write)
+
+    async def close(self) -> None:
+        if self._db:
+            self._db.close()
+            self._db = None
+
+
+def open_audit_store(target: str) -> AuditStore:
+    if target.startswith(("postgresql://", "postgres://")):
+        return PostgresAudit(target)
+    if target.startswith("sqlite:///"):
+        return SqliteAudit(Path(target.removeprefix("sqlite:///")))
+    raise ValueError(f"audit url {target!r}: use postgresql://user@host/db or sqlite:///path/to/file")

@@ -1,0 +1,166 @@
+"""`guardstream`: run the broker, the worker, the demo; produce, tail, export schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from guardstream.topology.settings import Settings, SettingsError
+
+console = Console(stderr=True)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _bootstrap_or_fail(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        raise click.UsageError("no Kafka given: pass --bootstrap HOST:PORT or set GUARDSTREAM_KAFKA_BOOTSTRAP "
+                               "(or use `guardstream up`, which starts the embedded broker)")
+    return settings.kafka_bootstrap
+
+
+def worker_options(f):
+    options = [
+        click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]"),
+        click.option("--ray-address", help="Ray cluster address; default: a local Ray [env GUARDSTREAM_RAY_ADDRESS]"),
+        click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture"),
+        click.option("--gen-actors", type=int, help="GenGuard actors in the pool"),
+        click.option("--device", help="torch device for the actors (cpu, cuda)"),
+        click.option("--policy", "policy_source", help="policy as JSON or a JSON file path [env GUARDSTREAM_POLICY]"),
+        click.option("--audit-url", help="postgresql://... or sqlite:///path [env GUARDSTREAM_AUDIT_URL]"),
+        click.option("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
+        click.option("--loglevel", default="info", type=click.Choice(["debug", "info", "warning", "error"])),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _worker_settings(policy_source: str | None, **flags) -> Settings:
+    from guardstream.topology.policy import Policy
+
+    policy = None
+    if policy_source:
+        try:
+            policy = Policy.from_source(policy_source)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--policy: {exc}") from None
+    return _settings(policy=policy, **flags)
+
+
+@click.group()
+def main() -> None:
+    """guardstream: moderate Kafka chat streams with Qwen3Guard on a Ray pool."""
+
+
+@main.command()
+@worker_options
+def worker(loglevel: str, policy_source: str | None, **flags) -> None:
+    """Run a Faust worker against an existing Kafka."""
+    from guardstream.workers.runtime import run_worker
+
+    settings = _worker_settings(policy_source, **flags)
+    run_worker(settings, _bootstrap_or_fail(settings), loglevel)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="loopback port; default: a free one")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) and create the topics."""
+    from guardstream.topology.topics import ensure_topics
+    from guardstream.workers.broker import EmbeddedBroker
+
+    settings = _settings()
+    with EmbeddedBroker(port) as embedded:
+        asyncio.run(ensure_topics(settings, embedded.bootstrap))
+        console.print(f"[green]broker ready[/] on [bold]{embedded.bootstrap}[/]  "
+                      f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}); Ctrl-C stops it")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+@main.command()
+@worker_options
+def up(loglevel: str, policy_source: str | None, **flags) -> None:
+    """Broker (unless GUARDSTREAM_KAFKA_BOOTSTRAP is set), local Ray and a worker, in one command."""
+    from guardstream.workers.broker import EmbeddedBroker
+    from guardstream.workers.runtime import run_worker
+
+    settings = _worker_settings(policy_source, **flags)
+    if settings.kafka_bootstrap:
+        run_worker(settings, settings.kafka_bootstrap, loglevel)
+        return
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
+        console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")
+        run_worker(settings, embedded.bootstrap, loglevel)
+
+
+@main.command()
+@click.option("--events", "events_file", type=click.Path(exists=True, path_type=Path),
+              default=EXAMPLES / "conversations.jsonl", show_default=True, help="JSONL of conversation events")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture")
+@click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
+def demo(events_file: Path, gen_model: str | None, timeout_s: float) -> None:
+    """Embedded broker + local Ray + a worker; moderate sample conversations and show the verdicts live."""
+    from guardstream.workers.demo import run_demo
+
+    sys.exit(run_demo(events_file, gen_model, timeout_s, console))
+
+
+@main.command()
+@click.argument("events_file", type=click.Path(exists=True, path_type=Path))
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--topic", "role", type=click.Choice(["conversations", "chunks"]), default="conversations", show_default=True)
+def produce(events_file: Path, kafka_bootstrap: str | None, role: str) -> None:
+    """Produce JSONL events, keyed by conversation_id (lines are sent as they are, valid or not)."""
+    from guardstream.workers.kafka_io import produce_lines
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    lines = [line for line in events_file.read_text().splitlines() if line.strip()]
+    sent = asyncio.run(produce_lines(settings, _bootstrap_or_fail(settings), role, lines))
+    console.print(f"produced {sent} events to {settings.topic_prefix}{role}")
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["verdicts", "actions", "analytics", "dlq", "conversations", "chunks"]))
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--limit", type=int, default=None, help="stop after this many records")
+@click.option("--json", "as_json", is_flag=True, help="print raw JSON lines instead of a table")
+def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: bool) -> None:
+    """Follow a topic from the beginning, as a table or as JSON lines."""
+    from guardstream.workers.kafka_io import tail_topic
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    asyncio.run(tail_topic(settings, _bootstrap_or_fail(settings), role, limit, as_json))
+
+
+@main.group()
+def schemas() -> None:
+    """The wire contract."""
+
+
+@schemas.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema of every event to DIRECTORY."""
+    from guardstream.schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

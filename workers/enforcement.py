@@ -1,0 +1,15 @@
+"""Enforcement: every verdict becomes one action event that a gateway can act on."""
+
+from guardstream.schemas import ActionEvent, VerdictEvent, derive_id
+
+
+def action_for(verdict: VerdictEvent) -> ActionEvent:
+    found = ", ".join(verdict.categories) or "no unsafe category"
+    reason = f"{verdict.risk_level.value} ({found}) under {verdict.policy}"
+    if verdict.error:
+        reason += f"; model error: {verdict.error[:200]}"
+    return ActionEvent(
+        action_id=derive_id("action", verdict.verdict_id), verdict_id=verdict.verdict_id,
+        source_event_id=verdict.source_event_id, conversation_id=verdict.conversation_id, tenant=verdict.tenant,
+        action=verdict.action, reason=reason,
+    )

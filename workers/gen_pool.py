@@ -1,0 +1,81 @@
+"""Ray actors hosting Qwen3Guard-Gen, and the pool the Faust agent calls.
+
+Actors restart when their process dies (`max_restarts=-1`) and a call in flight is retried on
+the restarted actor (`max_task_retries`), so a crash costs latency, not verdicts. A call that
+still fails raises `GenUnavailable`, which the agent turns into `Error` verdicts for the policy's
+fail mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from guardstream.schemas import Moderate
+from guardstream.workers.gen_engine import GenEngine, GenRequest, GenResult
+
+log = logging.getLogger(__name__)
+
+
+class GenUnavailable(RuntimeError):
+    pass
+
+
+@ray.remote(max_restarts=-1, max_task_retries=2)
+class GenGuard:
+    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
+
+    def ready(self) -> dict:
+        return {"model": self.engine.model_id, "pid": os.getpid()}
+
+    def classify(self, requests: list[tuple[list[dict], str]]) -> list[GenResult]:
+        return self.engine.classify([GenRequest(messages, Moderate(moderate)) for messages, moderate in requests])
+
+
+class GenPool:
+    def __init__(self, model: str, actors: int, *, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
+                 num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120):
+        threads = max(1, int(num_cpus)) if num_cpus else 1
+        self.model = model
+        self.call_timeout_s = call_timeout_s
+        self.actors = [
+            GenGuard.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(model, device, dtype, max_batch_size, threads)
+            for _ in range(actors)
+        ]
+        self._next = itertools.cycle(range(actors))
+
+    def wait_ready(self, timeout_s: float = 600) -> list[dict]:
+        """Block until every actor has loaded its model; a load error surfaces here, not later."""
+        try:
+            return ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        except RayActorError as exc:
+            raise RuntimeError(f"a GenGuard actor failed to start: {exc}") from None
+        except GetTimeoutError:
+            raise RuntimeError(f"GenGuard actors did not load {self.model!r} within {timeout_s:.0f}s") from None
+
+    async def classify(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Spread one micro-batch over the actors and gather the results in input order."""
+        if not requests:
+            return []
+        k = len(self.actors)
+        shards = [requests[i::k] for i in range(min(k, len(requests)))]
+        calls = [self.actors[next(self._next)].classify.remote([(r.messages, r.moderate.value) for r in shard])
+                 for shard in shards]
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*calls), self.call_timeout_s)
+        except (RayActorError, RayTaskError, asyncio.TimeoutError) as exc:
+            raise GenUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        results: list[GenResult | None] = [None] * len(requests)
+        for i, answer in enumerate(answers):
+            for j, result in enumerate(answer):
+                results[i + j * k] = result
+        return results

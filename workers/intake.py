@@ -1,0 +1,56 @@
+"""Turning raw Kafka records into events, or into dead letters that say what was wrong."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from guardstream.schemas import DeadLetter
+
+RAW_EXCERPT_CHARS = 2048
+_TOO_LONG = {"string_too_long", "too_long", "bytes_too_long"}
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def dead_letter(record: RawRecord, code: str, error: str) -> DeadLetter:
+    value = record.value or b""
+    return DeadLetter(
+        topic=record.topic, partition=record.partition, offset=record.offset,
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        raw_value=value[:RAW_EXCERPT_CHARS].decode("utf-8", "replace"), raw_size=len(value),
+        error_code=code, error=error[:2000],
+    )
+
+
+def decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter:
+    value = record.value or b""
+    if len(value) > max_bytes:
+        return dead_letter(record, "oversize", f"value is {len(value)} bytes, the limit is {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead_letter(record, "not_utf8", f"value is not UTF-8: {exc}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return dead_letter(record, "not_json", f"value is not JSON: {exc}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        code = "oversize" if any(e["type"] in _TOO_LONG for e in errors) else "invalid_schema"
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in errors[:10])
+        return dead_letter(record, code, f"not a valid {model.__name__}: {detail}")

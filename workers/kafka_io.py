@@ -1,0 +1,93 @@
+"""Plain aiokafka producing and reading, for the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+
+from guardstream.topology.settings import Settings
+from guardstream.topology.topics import topics_for
+
+
+def topic_name(settings: Settings, role: str) -> str:
+    return getattr(topics_for(settings), role).name
+
+
+def _key_of(line: str) -> bytes | None:
+    try:
+        key = json.loads(line).get("conversation_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(key).encode() if key is not None else None
+
+
+async def produce_lines(settings: Settings, bootstrap: str, role: str, lines: list[str]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    await producer.start()
+    try:
+        topic = topic_name(settings, role)
+        sent = [await producer.send(topic, line.encode(), key=_key_of(line)) for line in lines]
+        await asyncio.gather(*sent)
+        return len(sent)
+    finally:
+        await producer.stop()
+
+
+async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s: float | None = None,
+                  until: Callable[[], bool] = lambda: False) -> AsyncIterator:
+    """Yield a topic's records from the beginning, until `until()` or no record for idle_timeout_s."""
+    consumer = AIOKafkaConsumer(topic_name(settings, role), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"guardstream-reader-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+                                **settings.kafka_client_options())
+    await consumer.start()
+    try:
+        last = time.monotonic()
+        while not until():
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                for message in messages:
+                    last = time.monotonic()
+                    yield message
+            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+    finally:
+        await consumer.stop()
+
+
+async def read_values(settings: Settings, bootstrap: str, role: str, count: int, timeout_s: float) -> list[dict]:
+    """The first `count` JSON values of a topic, or as many as arrived within timeout_s."""
+    values: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    async for message in records(settings, bootstrap, role, until=lambda: len(values) >= count or time.monotonic() > deadline):
+        values.append(json.loads(message.value))
+    return values
+
+
+SUMMARY = {
+    "verdicts": lambda v: f"{v['tenant']:<10} {v['moderate']:<8} {v['risk_level']:<13} {v['action']:<6} "
+                          f"{', '.join(v['categories']) or '-'}",
+    "actions": lambda v: f"{v['tenant']:<10} {v['action']:<6} {v['reason']}",
+    "analytics": lambda v: f"{v['window_start']} {v['tenant']:<10} {v['risk_level']:<13} {v['category']:<28} {v['count']}",
+    "dlq": lambda v: f"{v['topic']}[{v['partition']}]@{v['offset']} {v['error_code']}: {v['error']}",
+}
+
+
+async def tail_topic(settings: Settings, bootstrap: str, role: str, limit: int | None, as_json: bool) -> None:
+    console = Console()
+    seen = 0
+    async for message in records(settings, bootstrap, role, until=lambda: limit is not None and seen >= limit):
+        seen += 1
+        text = message.value.decode("utf-8", "replace")
+        if as_json or role not in SUMMARY:
+            console.print(text, markup=False, highlight=False)
+            continue
+        try:
+            console.print(SUMMARY[role](json.loads(text)), markup=False, highlight=False)
+        except (ValueError, KeyError):
+            console.print(f"[red]unreadable record at offset {message.offset}[/]: {text[:200]}")

@@ -1,0 +1,64 @@
+"""Starting a worker: topics, Ray, the model pool, then the Faust worker.
+
+Ray must be up before Faust's worker starts: `ray.init()` inside a running Faust worker fails
+(mode's stdout proxy has no `fileno`), and the worker runs with `redirect_stdouts=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import faust
+import ray
+
+from guardstream.topology.app import create_app
+from guardstream.topology.settings import Settings
+from guardstream.topology.topics import ensure_topics
+from guardstream.workers.gen_moderation import GenModerator
+from guardstream.workers.gen_pool import GenPool
+from guardstream.workers.metrics import serve_metrics
+from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
+
+log = logging.getLogger("guardstream")
+
+
+def resolve_gen_model(settings: Settings, progress=None) -> str:
+    if settings.gen_model:
+        return settings.gen_model
+    log.warning("no --gen-model given: using the tiny TEST-FIXTURE checkpoint, which is not a safety model")
+    return str(build_tiny_checkpoints(progress).gen)
+
+
+def start_ray(settings: Settings) -> None:
+    if ray.is_initialized():
+        return
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=settings.ray_num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
+    """Run one Faust worker until it is stopped (SIGINT/SIGTERM)."""
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    created = asyncio.run(ensure_topics(settings, bootstrap))
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    model = resolve_gen_model(settings)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    start_ray(settings)
+    pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
+                   max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
+                   num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s)
+    log.info("loading %s into %d GenGuard actor(s)...", model, settings.gen_actors)
+    for info in pool.wait_ready():
+        log.info("GenGuard ready: %s", info)
+    serve_metrics(settings.metrics_port)
+    app = create_app(settings, bootstrap, GenModerator(settings, pool, model))
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        ray.shutdown()
