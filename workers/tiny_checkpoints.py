@@ -210,8 +210,8 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
 
-def _inputs_digest() -> str:
-    digest = hashlib.sha256()
+def _inputs_digest(*settings: object) -> str:
+    digest = hashlib.sha256(repr(settings).encode())
     for part in (Path(__file__).read_bytes(), Path(resources.files("guardstream.workers") / "stream_reference.py").read_bytes(),
                  *(f.read_bytes() for f in sorted(FIXTURES.iterdir(), key=lambda f: f.name)),
                  torch.__version__.encode()):
@@ -226,7 +226,8 @@ def guardstream_home() -> Path:
 def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 220, stream_steps: int = 300) -> TinyCheckpoints:
     """Return the cached fixture checkpoints, building them first (about a minute) if needed."""
     progress = progress or (lambda *_: None)
-    root = guardstream_home() / "checkpoints" / f"tiny-{_inputs_digest()}"
+    key = _inputs_digest(gen_steps, stream_steps)
+    root = guardstream_home() / "checkpoints" / f"tiny-{key}"
     result = TinyCheckpoints(gen=root / "gen", stream=root / "stream")
     if (root / "DONE").exists():
         return result
@@ -249,7 +250,7 @@ def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 22
         _train_stream(tokenizer, train, staging / "stream", stream_steps, progress)
         for name in ("gen", "stream"):
             (staging / name / "README.md").write_text(f"# {FIXTURE_NOTE}\n\nBuilt by guardstream.workers.tiny_checkpoints.\n")
-        (staging / "DONE").write_text(_inputs_digest())
+        (staging / "DONE").write_text(key)
         shutil.rmtree(root, ignore_errors=True)
         staging.rename(root)
     return result

@@ -1,0 +1,36 @@
+from datetime import datetime, timezone
+
+from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
+from guardstream.workers.analytics import count_keys, key_window, window_count
+from guardstream.workers.enforcement import action_for
+
+
+def verdict(**overrides) -> VerdictEvent:
+    fields = dict(verdict_id="v1", source_event_id="e1", conversation_id="c1", tenant="acme", moderate=Moderate.prompt,
+                  model_id="m", model_variant="gen", risk_level=RiskLevel.unsafe, categories=["Violent", "PII"],
+                  action=Action.block, policy="tenant=acme mode=strict fail=closed", latency_ms=3,
+                  produced_at=datetime(2026, 1, 1, 12, 0, 59, tzinfo=timezone.utc))
+    return VerdictEvent(**{**fields, **overrides})
+
+
+def test_one_count_key_per_category_in_the_verdicts_window():
+    keys = count_keys(verdict(), 60)
+    start = int(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp())
+    assert keys == [f"{start}|acme|Unsafe|Violent", f"{start}|acme|Unsafe|PII"]
+    assert count_keys(verdict(categories=[], risk_level=RiskLevel.safe), 60) == [f"{start}|acme|Safe|None"]
+    assert key_window(keys[0]) == start
+
+
+def test_window_count_reads_back_its_key():
+    key = count_keys(verdict(), 300)[1]
+    update = window_count(key, 7, 300)
+    assert (update.tenant, update.risk_level, update.category, update.count) == ("acme", RiskLevel.unsafe, "PII", 7)
+    assert (update.window_end - update.window_start).total_seconds() == 300
+
+
+def test_every_verdict_becomes_one_action_with_a_deterministic_id_and_a_reason():
+    a, b = action_for(verdict()), action_for(verdict())
+    assert a.action_id == b.action_id and a.action is Action.block and a.verdict_id == "v1"
+    assert a.reason == "Unsafe (Violent, PII) under tenant=acme mode=strict fail=closed"
+    err = action_for(verdict(risk_level=RiskLevel.error, categories=[], error="pool down", action=Action.allow))
+    assert err.action is Action.allow and "model error: pool down" in err.reason

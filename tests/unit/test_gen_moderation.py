@@ -1,0 +1,83 @@
+"""The Gen step with a fake pool: verdict fields, fail modes, dead letters."""
+
+import json
+
+from guardstream.schemas import Action, Moderate, RiskLevel, verdict_id
+from guardstream.topology.policy import Policy
+from guardstream.topology.settings import Settings
+from guardstream.workers.gen_engine import GenResult
+from guardstream.workers.gen_moderation import GenModerator
+from guardstream.workers.gen_output import parse_gen_output
+from guardstream.workers.gen_pool import GenUnavailable
+from guardstream.workers.intake import RawRecord
+
+POLICY = Policy.model_validate({"tenants": {"loose": {"mode": "loose", "fail_mode": "open"}}})
+
+
+class ScriptedPool:
+    """Answers each request with the output scripted for its last message."""
+
+    def __init__(self, outputs: dict[str, str] | None = None, down: bool = False):
+        self.outputs, self.down, self.calls = outputs or {}, down, []
+
+    async def classify(self, requests):
+        self.calls.append(requests)
+        if self.down:
+            raise GenUnavailable("RayActorError: actor died")
+        results = []
+        for r in requests:
+            text = self.outputs[r.messages[-1]["content"]]
+            try:
+                results.append(GenResult(parse_gen_output(text, r.moderate), text, None, 1.0))
+            except ValueError as exc:
+                results.append(GenResult(None, text, f"malformed model output: {exc}", 1.0))
+        return results
+
+
+def rec(offset: int, tenant: str, content: str, **extra) -> RawRecord:
+    event = {"event_id": f"e{offset}", "conversation_id": f"c{offset}", "tenant": tenant,
+             "messages": [{"role": "user", "content": content}], **extra}
+    return RawRecord("guard.conversations", 0, offset, f"c{offset}".encode(), json.dumps(event).encode())
+
+
+async def test_verdicts_carry_judgement_policy_action_and_deterministic_id():
+    pool = ScriptedPool({"hi": "Safety: Safe\nCategories: None", "hmm": "Safety: Controversial\nCategories: Politically Sensitive Topics"})
+    moderator = GenModerator(Settings.load({}, policy=POLICY), pool, "tiny")
+    verdicts, dead = await moderator.moderate([rec(1, "strict", "hi"), rec(2, "strict", "hmm"), rec(3, "loose", "hmm")])
+    assert dead == []
+    assert [(v.source_event_id, v.risk_level, v.action) for v in verdicts] == [
+        ("e1", RiskLevel.safe, Action.allow), ("e2", RiskLevel.controversial, Action.block),
+        ("e3", RiskLevel.controversial, Action.allow)]
+    assert verdicts[0].verdict_id == verdict_id("e1", "tiny", Moderate.prompt)
+    assert verdicts[2].policy == "tenant=loose mode=loose fail=open"
+    assert all(v.excerpt is None and v.model_variant == "gen" for v in verdicts)
+
+
+async def test_malformed_output_is_an_error_verdict_under_the_fail_mode():
+    pool = ScriptedPool({"x": "I refuse to answer in your format"})
+    verdicts, _ = await GenModerator(Settings.load({}, policy=POLICY), pool, "tiny").moderate(
+        [rec(1, "strict", "x"), rec(2, "loose", "x")])
+    assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.allow)]
+    assert "no 'Safety:' line" in verdicts[0].error
+
+
+async def test_an_unavailable_pool_still_yields_one_verdict_per_event():
+    verdicts, _ = await GenModerator(Settings.load({}, policy=POLICY), ScriptedPool(down=True), "tiny").moderate(
+        [rec(1, "strict", "a"), rec(2, "loose", "b")])
+    assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.allow)]
+    assert all("gen pool unavailable" in v.error for v in verdicts)
+
+
+async def test_bad_records_become_dead_letters_and_never_reach_the_model():
+    pool = ScriptedPool({"ok": "Safety: Safe\nCategories: None"})
+    bad = RawRecord("guard.conversations", 1, 7, None, b"{not json")
+    verdicts, dead = await GenModerator(Settings.load({}), pool, "tiny").moderate([bad, rec(8, "t", "ok")])
+    assert [v.source_event_id for v in verdicts] == ["e8"]
+    assert [(d.offset, d.error_code) for d in dead] == [(7, "not_json")]
+    assert [r.messages[-1]["content"] for r in pool.calls[0]] == ["ok"]
+
+
+async def test_text_is_included_only_when_configured():
+    pool = ScriptedPool({"secret": "Safety: Safe\nCategories: None"})
+    verdicts, _ = await GenModerator(Settings.load({}, audit_store_text=True), pool, "tiny").moderate([rec(1, "t", "secret")])
+    assert verdicts[0].excerpt == "secret"

@@ -1,0 +1,33 @@
+import pytest
+
+from guardstream.topology.settings import Settings, SettingsError
+
+
+def test_environment_is_read_and_flags_win():
+    env = {"GUARDSTREAM_KAFKA_BOOTSTRAP": "kafka:9092", "GUARDSTREAM_GEN_ACTORS": "3", "GUARDSTREAM_TOPIC_PREFIX": "x."}
+    s = Settings.load(env, gen_actors=5, ray_address=None)
+    assert (s.kafka_bootstrap, s.gen_actors, s.topic_prefix, s.ray_address) == ("kafka:9092", 5, "x.", None)
+
+
+def test_policy_comes_from_the_environment_as_json():
+    s = Settings.load({"GUARDSTREAM_POLICY": '{"tenants": {"a": {"mode": "loose"}}}'})
+    assert s.policy.for_tenant("a").mode == "loose" and s.policy.for_tenant("b").mode == "strict"
+
+
+def test_invalid_settings_name_the_field_and_point_to_help():
+    with pytest.raises(SettingsError, match=r"gen_actors: .*greater than or equal to 1.*guardstream worker --help"):
+        Settings.load({"GUARDSTREAM_GEN_ACTORS": "0"})
+    with pytest.raises(SettingsError, match="kafka_security_protocol"):
+        Settings.load({}, kafka_security_protocol="CARRIER_PIGEON")
+
+
+def test_sasl_options_reach_the_kafka_clients():
+    s = Settings.load({}, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+                      kafka_sasl_username="u", kafka_sasl_password="p")
+    assert s.kafka_client_options() == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                                        "sasl_plain_username": "u", "sasl_plain_password": "p"}
+
+
+def test_audit_defaults_to_sqlite_under_home(tmp_path):
+    assert Settings.load({}, home=tmp_path).audit_target() == f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    assert Settings.load({"GUARDSTREAM_AUDIT_URL": "postgresql://db/x"}).audit_target() == "postgresql://db/x"
