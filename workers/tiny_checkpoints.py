@@ -223,7 +223,7 @@ def guardstream_home() -> Path:
     return Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream"))
 
 
-def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 220, stream_steps: int = 300) -> TinyCheckpoints:
+def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 320, stream_steps: int = 300) -> TinyCheckpoints:
     """Return the cached fixture checkpoints, building them first (about a minute) if needed."""
     progress = progress or (lambda *_: None)
     key = _inputs_digest(gen_steps, stream_steps)

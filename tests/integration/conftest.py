@@ -1,0 +1,120 @@
+"""Real parts only: the embedded broker over TCP, a `guardstream worker` process with local Ray,
+and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from guardstream.topology.settings import Settings
+from guardstream.workers.broker import EmbeddedBroker
+from guardstream.workers.kafka_io import topic_name
+
+PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+POLICY = {"default": {"mode": "strict", "fail_mode": "closed"},
+          "tenants": {"globex": {"mode": "loose", "fail_mode": "open", "category_actions": {"PII": "review"}}}}
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log") as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    name = f"guardstream_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN_URL} (set GUARDSTREAM_TEST_PG to another): {exc}")
+    admin.execute(f"CREATE DATABASE {name}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    bootstrap: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker(bootstrap: str, gen_model: str, log_path: Path, **env_settings: str) -> RunningWorker:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GUARDSTREAM_KAFKA_REBALANCE_TIMEOUT_S": "6",
+           "GUARDSTREAM_KAFKA_SESSION_TIMEOUT_S": "6",
+           **{f"GUARDSTREAM_{k.upper()}": str(v) for k, v in env_settings.items()}}
+    settings = Settings.load(env)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "guardstream.workers.cli", "worker", "--bootstrap", bootstrap,
+                                    "--gen-model", gen_model], stdout=log, stderr=subprocess.STDOUT, env=env)
+    worker = RunningWorker(settings, bootstrap, process, log_path)
+    deadline = time.monotonic() + 240
+    while "Worker ready" not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            pytest.fail(f"the worker did not become ready; its log ends with:\n{worker.log()[-4000:]}")
+        time.sleep(0.5)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def worker(broker, tiny, pg_url, tmp_path_factory):
+    """One worker for the session: strict default policy, loose `globex`, audit into PostgreSQL."""
+    running = start_worker(broker.bootstrap, str(tiny.gen), tmp_path_factory.mktemp("worker") / "worker.log",
+                           app_id="gs-it", topic_prefix="it.", audit_url=pg_url, policy=json.dumps(POLICY),
+                           audit_store_text="false")
+    yield running
+    running.stop()
+
+
+async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s: float = 120) -> None:
+    """Wait until the worker's consumer group has committed every record of a topic (all agents acked)."""
+    topic = topic_name(settings, role)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await probe.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        ends = await probe.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=partitions)
+            behind = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+            if all(lag <= 0 for lag in behind.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} not drained by group {settings.app_id} within {timeout_s}s: {behind}")
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.stop()
+        await admin.close()
