@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from guardstream.topology.settings import Settings
 from guardstream.workers.broker import EmbeddedBroker
-from guardstream.workers.kafka_io import topic_name
+from guardstream.workers.kafka_io import records, topic_name
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 POLICY = {"default": {"mode": "strict", "fail_mode": "closed"},
@@ -96,25 +96,35 @@ def worker(broker, tiny, pg_url, tmp_path_factory):
     running.stop()
 
 
+async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[int, int]:
+    """Next offset after the last record of each partition, found by reading the records.
+
+    Not ListOffsets: Tansu 0.6 answers it with the last batch's base offset + 1, which is short
+    of the end whenever a producer batched several records (kcat and aiokafka both do).
+    """
+    ends: dict[int, int] = {}
+    async for message in records(settings, bootstrap, role, idle_timeout_s=1.5):
+        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
+    return ends
+
+
 async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s: float = 120) -> None:
     """Wait until the worker's consumer group has committed every record of a topic (all agents acked)."""
     topic = topic_name(settings, role)
+    ends = await last_offsets(settings, bootstrap, role)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
-    await probe.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        ends = await probe.end_offsets(partitions)
+        partitions = [TopicPartition(topic, p) for p in ends]
         deadline = time.monotonic() + timeout_s
         while True:
             committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=partitions)
-            behind = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+            behind = {tp.partition: ends[tp.partition] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
             if all(lag <= 0 for lag in behind.values()):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic} not drained by group {settings.app_id} within {timeout_s}s: {behind}")
+                raise AssertionError(f"{topic} not drained by group {settings.app_id} within {timeout_s}s: "
+                                     f"records still uncommitted per partition {behind}")
             await asyncio.sleep(0.5)
     finally:
-        await probe.stop()
         await admin.close()
