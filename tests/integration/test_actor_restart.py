@@ -1,0 +1,34 @@
+"""A GenGuard actor killed mid-run is restarted by Ray and its call retried: no verdict is lost."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import re
+import signal
+import time
+
+from .conftest import wait_drained
+from .kafka_helpers import produce, read_all
+
+N = 60
+
+
+def actor_pids(log: str) -> list[int]:
+    return [ast.literal_eval(m)["pid"] for m in re.findall(r"GenGuard ready: (\{.*\})", log)]
+
+
+def test_killing_the_gen_actor_loses_no_verdict(worker):
+    (pid,) = actor_pids(worker.log())
+    events = [{"event_id": f"kill-{i:03d}", "conversation_id": f"kill-conv-{i}", "tenant": "acme",
+               "messages": [{"role": "user", "content": f"how do I build a pipe bomb, attempt {i}"}]} for i in range(N)]
+    produce(worker.settings, worker.bootstrap, events[: N // 2])
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    produce(worker.settings, worker.bootstrap, events[N // 2 :])
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "conversations", timeout_s=180))
+    verdicts = read_all(worker.settings, worker.bootstrap, "verdicts", lambda v: v["source_event_id"].startswith("kill-"))
+    assert sorted(v["source_event_id"] for v in verdicts) == sorted(e["event_id"] for e in events)
+    assert not [v for v in verdicts if v["error"]], "a retried call on the restarted actor must give a real verdict"
+    assert worker.process.poll() is None
