@@ -64,7 +64,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator) -> f
 
     conversations, verdicts = raw_topic(topics.conversations.name), raw_topic(topics.verdicts.name)
     actions, dlq, analytics = raw_topic(topics.actions.name), raw_topic(topics.dlq.name), raw_topic(topics.analytics.name)
-    by_count_key = raw_topic(f"{settings.topic_prefix}{settings.app_id}-analytics-by-key", internal=True)
+    by_count_key = raw_topic(topics.analytics_by_key.name, internal=True)
     seen = app.Table("analytics-seen", default=int, partitions=partitions)
     counts = app.Table("analytics-counts", default=int, partitions=partitions)
 

@@ -36,9 +36,11 @@ class Topics:
     actions: TopicSpec
     analytics: TopicSpec
     dlq: TopicSpec
+    analytics_by_key: TopicSpec  # internal: verdicts re-keyed for counting
 
     def all(self) -> list[TopicSpec]:
-        return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq]
+        return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq,
+                self.analytics_by_key]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -50,6 +52,8 @@ def topics_for(settings: Settings) -> Topics:
         actions=TopicSpec("actions", f"{p}actions", n, "conversation_id", "ActionEvent"),
         analytics=TopicSpec("analytics", f"{p}analytics", n, "window|tenant|risk|category", "WindowCount", compacted=True),
         dlq=TopicSpec("dlq", f"{p}dlq", n, "original key", "DeadLetter", retention_ms=30 * DAY_MS),
+        analytics_by_key=TopicSpec("analytics_by_key", f"{p}{settings.app_id}-analytics-by-key", n,
+                                   "window|tenant|risk|category", "b'1' per counted verdict", retention_ms=DAY_MS),
     )
 
 

@@ -41,7 +41,8 @@ async def produce_lines(settings: Settings, bootstrap: str, role: str, lines: li
 
 async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s: float | None = None,
                   until: Callable[[], bool] = lambda: False) -> AsyncIterator:
-    """Yield a topic's records from the beginning, until `until()` or no record for idle_timeout_s."""
+    """Yield a topic's records (by role in the topic registry) from the beginning, until `until()`
+    or no record for idle_timeout_s."""
     consumer = AIOKafkaConsumer(topic_name(settings, role), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 group_id=f"guardstream-reader-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
                                 **settings.kafka_client_options())
@@ -58,15 +59,6 @@ async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s:
                 return
     finally:
         await consumer.stop()
-
-
-async def read_values(settings: Settings, bootstrap: str, role: str, count: int, timeout_s: float) -> list[dict]:
-    """The first `count` JSON values of a topic, or as many as arrived within timeout_s."""
-    values: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    async for message in records(settings, bootstrap, role, until=lambda: len(values) >= count or time.monotonic() > deadline):
-        values.append(json.loads(message.value))
-    return values
 
 
 SUMMARY = {

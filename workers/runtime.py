@@ -28,7 +28,12 @@ def resolve_gen_model(settings: Settings, progress=None) -> str:
     if settings.gen_model:
         return settings.gen_model
     log.warning("no --gen-model given: using the tiny TEST-FIXTURE checkpoint, which is not a safety model")
-    return str(build_tiny_checkpoints(progress).gen)
+
+    def report(what: str, done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            log.info("building tiny fixture checkpoints (once, then cached): step %d/%d, %s", done, total, what)
+
+    return str(build_tiny_checkpoints(progress or report).gen)
 
 
 def start_ray(settings: Settings) -> None:

@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from guardstream.topology.settings import Settings
-from guardstream.workers.broker import EmbeddedBroker
+from guardstream.workers.broker import EmbeddedBroker, free_port
 from guardstream.workers.kafka_io import records, topic_name
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -91,7 +91,7 @@ def worker(broker, tiny, pg_url, tmp_path_factory):
     """One worker for the session: strict default policy, loose `globex`, audit into PostgreSQL."""
     running = start_worker(broker.bootstrap, str(tiny.gen), tmp_path_factory.mktemp("worker") / "worker.log",
                            app_id="gs-it", topic_prefix="it.", audit_url=pg_url, policy=json.dumps(POLICY),
-                           audit_store_text="false")
+                           audit_store_text="false", metrics_port=free_port())
     yield running
     running.stop()
 

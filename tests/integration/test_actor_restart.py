@@ -21,7 +21,7 @@ def actor_pids(log: str) -> list[int]:
 
 def test_killing_the_gen_actor_loses_no_verdict(worker):
     (pid,) = actor_pids(worker.log())
-    events = [{"event_id": f"kill-{i:03d}", "conversation_id": f"kill-conv-{i}", "tenant": "acme",
+    events = [{"event_id": f"kill-{i:03d}", "conversation_id": f"kill-conv-{i}", "tenant": "kill-tenant",
                "messages": [{"role": "user", "content": f"how do I build a pipe bomb, attempt {i}"}]} for i in range(N)]
     produce(worker.settings, worker.bootstrap, events[: N // 2])
     time.sleep(0.5)

@@ -16,7 +16,7 @@ from guardstream.workers.kafka_io import topic_name
 from .conftest import wait_drained
 from .kafka_helpers import read_all
 
-GOOD = {"tenant": "acme", "messages": [{"role": "user", "content": "hello there, how are you today"}]}
+GOOD = {"tenant": "dlq-tenant", "messages": [{"role": "user", "content": "hello there, how are you today"}]}
 BAD = {
     "dlq-notjson": ("this is not json {", "not_json"),
     "dlq-schema": (json.dumps({"event_id": "x1", "conversation_id": "dlq-schema", "messages": GOOD["messages"]}), "invalid_schema"),

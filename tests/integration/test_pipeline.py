@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 
 import psycopg
 import pytest
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from guardstream.schemas import RiskLevel
 from guardstream.workers.tiny_checkpoints import load_corpus
@@ -103,13 +106,19 @@ def test_audit_rows_equal_verdicts_and_redelivery_adds_none(worker, pg_url, mode
     assert audit_rows() == expected
 
 
-def test_analytics_counts_equal_verdict_counts(worker, moderated):
-    _, _, verdicts = moderated
-    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
+def expected_counts(verdicts: list[dict]) -> Counter:
     expected = Counter()
     for v in {v["verdict_id"]: v for v in verdicts}.values():
         for category in v["categories"] or ["None"]:
             expected[(v["tenant"], v["risk_level"], category)] += 1
+    return expected
+
+
+def test_analytics_counts_equal_verdict_counts(worker, moderated):
+    _, _, verdicts = moderated
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "analytics_by_key"))
+    expected = expected_counts(verdicts)
     latest = {}
     for update in read_all(worker.settings, worker.bootstrap, "analytics", lambda u: u["tenant"] in TENANTS):
         latest[(update["window_start"], update["tenant"], update["risk_level"], update["category"])] = update["count"]
@@ -117,3 +126,17 @@ def test_analytics_counts_equal_verdict_counts(worker, moderated):
     for (_, tenant, risk, category), count in latest.items():
         counted[(tenant, risk, category)] += count
     assert counted == expected
+
+
+def test_prometheus_counts_each_verdict_once(worker, moderated):
+    _, _, verdicts = moderated
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "analytics_by_key"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.settings.metrics_port}/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    scraped = Counter()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "guardstream_verdicts_total" and sample.labels["tenant"] in TENANTS:
+                scraped[(sample.labels["tenant"], sample.labels["risk_level"], sample.labels["category"])] = int(sample.value)
+    assert scraped == expected_counts(verdicts)
