@@ -71,9 +71,11 @@ SUMMARY = {
 
 
 async def tail_topic(settings: Settings, bootstrap: str, role: str, limit: int | None, as_json: bool) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)  # one record per line, also when piped
     seen = 0
-    async for message in records(settings, bootstrap, role, until=lambda: limit is not None and seen >= limit):
+    async for message in records(settings, bootstrap, role):
+        if limit is not None and seen >= limit:
+            break
         seen += 1
         text = message.value.decode("utf-8", "replace")
         if as_json or role not in SUMMARY:
