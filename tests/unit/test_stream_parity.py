@@ -1,0 +1,132 @@
+"""The cached, batched Stream engine gives the verdicts of one plain Hugging Face forward over the
+whole sequence (Qwen3Model + heads, same weights, fp32): same argmax everywhere, |Δprob| ≤ 1e-4."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from guardstream.workers.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+from guardstream.workers.stream_reference import StreamGuardReference
+from guardstream.workers.tiny_checkpoints import load_corpus
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    return tok, StreamGuardReference.from_pretrained(tiny.stream), lambda: StreamEngine.from_pretrained(tiny.stream)
+
+
+def conversations(tok, n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reply ids) pairs of varied lengths from the corpus, replies padded out with more text."""
+    rng = random.Random(seed)
+    corpus = [ex for ex in load_corpus() if ex.kind == "response"]
+    pairs = []
+    for i in range(n):
+        ex = corpus[rng.randrange(len(corpus))]
+        prompt = tok.apply_chat_template(ex.messages[:1], tokenize=False, add_generation_prompt=True)
+        reply = " ".join([ex.messages[1]["content"]] * rng.randint(1, 4))
+        pairs.append((tok(prompt, add_special_tokens=False)["input_ids"],
+                      tok(reply, add_special_tokens=False)["input_ids"][: rng.randint(3, 120)]))
+    return pairs
+
+
+@torch.inference_mode()
+def reference(model: StreamGuardReference, im_end: int, prompt: list[int], reply: list[int]):
+    h = model.hidden_states(torch.tensor([prompt + reply]))[0]
+    q_risk, q_cat = model.query_logits(h[prompt.index(im_end)])
+    r_risk, r_cat = model.response_logits(h[len(prompt):])
+    return torch.softmax(q_risk, -1), torch.softmax(q_cat, -1), torch.softmax(r_risk, -1), torch.softmax(r_cat, -1)
+
+
+def assert_same(verdict: TokenVerdict, risk: torch.Tensor, category: torch.Tensor, names: list[str], cat_names: list[str]):
+    assert verdict.label == names[int(risk.argmax())]
+    assert verdict.category == cat_names[int(category.argmax())]
+    assert max(abs(verdict.probabilities[n] - float(p)) for n, p in zip(names, risk)) <= TOL
+    assert abs(verdict.category_probability - float(category.max())) <= TOL
+
+
+def check(setup, prompt, reply, query: TokenVerdict, tokens: list[TokenVerdict]):
+    tok, model, _ = setup
+    labels = model.labels
+    q_risk, q_cat, r_risk, r_cat = reference(model, tok.convert_tokens_to_ids("<|im_end|>"), prompt, reply)
+    assert_same(query, q_risk, q_cat, labels.query_risk, labels.query_category)
+    assert len(tokens) == len(reply)
+    for verdict, risk, cat in zip(tokens, r_risk, r_cat):
+        assert_same(verdict, risk, cat, labels.response_risk, labels.response_category)
+
+
+@pytest.mark.parametrize("chunk", [1, 16, None])
+def test_chunk_size_does_not_change_verdicts(setup, chunk):
+    tok, _, make = setup
+    for i, (prompt, reply) in enumerate(conversations(tok, 4, seed=chunk or 99)):
+        engine = make()
+        query = engine.open(f"s{i}", prompt)
+        size = chunk or len(reply)
+        tokens = [v for start in range(0, len(reply), size) for v in engine.feed(f"s{i}", reply[start : start + size])]
+        check(setup, prompt, reply, query, tokens)
+
+
+def test_a_session_batched_with_31_others_gets_its_solo_verdicts(setup):
+    tok, _, make = setup
+    pairs = conversations(tok, 32, seed=5)
+    engine = make()
+    opened = engine.step([Open(f"s{i}", p) for i, (p, _) in enumerate(pairs)])
+    tokens: dict[int, list[TokenVerdict]] = {i: [] for i in range(32)}
+    rng = random.Random(3)
+    cursor = [0] * 32
+    while any(cursor[i] < len(r) for i, (_, r) in enumerate(pairs)):
+        batch = []
+        for i, (_, reply) in enumerate(pairs):
+            if cursor[i] < len(reply):
+                n = rng.randint(1, 16)  # every session with its own chunk size, every step
+                batch.append((i, reply[cursor[i] : cursor[i] + n]))
+                cursor[i] += n
+        for (i, ids), result in zip(batch, engine.step([Feed(f"s{i}", ids) for i, ids in batch])):
+            tokens[i].extend(result.tokens)
+    for i, (prompt, reply) in enumerate(pairs):
+        check(setup, prompt, reply, opened[i].query, tokens[i])
+    assert engine.pool.k.shape[1] >= 32  # the pool grew its slots on the way
+
+
+def test_appending_tokens_never_changes_earlier_verdicts(setup):
+    tok, _, make = setup
+    (prompt, reply), = conversations(tok, 1, seed=11)
+    engine = make()
+    engine.open("s", prompt)
+    first = engine.feed("s", reply[:10])
+    engine.feed("s", reply[10:])
+    _, model, _ = setup
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    _, _, short_risk, _ = reference(model, im_end, prompt, reply[:10])
+    _, _, long_risk, _ = reference(model, im_end, prompt, reply)
+    assert torch.allclose(short_risk, long_risk[:10], atol=TOL)
+    for verdict, risk in zip(first, long_risk[:10]):
+        assert verdict.label == model.labels.response_risk[int(risk.argmax())]
+
+
+def test_sessions_limits_eviction_and_memory(setup):
+    tok, _, make = setup
+    (prompt, reply), = conversations(tok, 1, seed=2)
+    engine = make()
+    engine.max_sessions, engine.idle_ttl_s = 2, 60
+    engine.open("a", prompt)
+    engine.open("b", prompt)
+    from guardstream.workers.stream_engine import SessionLimit, UnknownSession
+
+    with pytest.raises(SessionLimit):
+        engine.open("c", prompt)
+    engine.sessions["a"].last_used -= 120  # idle past the TTL: the next open evicts it
+    engine.open("c", prompt)
+    assert set(engine.sessions) == {"b", "c"}
+    with pytest.raises(UnknownSession):
+        engine.feed("a", reply[:2])
+    memory = engine.memory()
+    assert memory["sessions"]["b"] == len(prompt) * memory["bytes_per_token"] > 0
+    engine.close("b")
+    assert "b" not in engine.memory()["sessions"]
