@@ -10,6 +10,7 @@ from guardstream.schemas.events import (
     Moderate,
     RiskLevel,
     Role,
+    StreamPosition,
     TokenChunkEvent,
     VerdictEvent,
     WindowCount,
@@ -19,6 +20,6 @@ from guardstream.schemas.events import (
 
 __all__ = [
     "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
-    "Moderate", "RiskLevel", "Role", "TokenChunkEvent", "VerdictEvent", "WindowCount",
+    "Moderate", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
     "derive_id", "verdict_id",
 ]

@@ -77,10 +77,11 @@ class ConversationEvent(Wire):
 
 
 class TokenChunkEvent(Wire):
-    """A piece of a reply while it is generated (topic `chunks`), for Qwen3Guard-Stream.
+    """A piece of an assistant reply while it is generated (topic `chunks`), for Qwen3Guard-Stream.
 
-    Give Qwen3 token ids when the generator is a Qwen3 model, otherwise a text delta; `seq`
-    counts chunks of one stream from 0 so that gaps and duplicates can be detected.
+    `seq` counts the chunks of one stream from 0, so gaps and duplicates are detected; chunk 0
+    carries the user `prompt` the reply answers. Give Qwen3 token ids when the generator is a
+    Qwen3 model (same tokenizer), otherwise text deltas; do not mix them in one stream.
     """
 
     event_id: Id
@@ -88,7 +89,8 @@ class TokenChunkEvent(Wire):
     stream_id: Id
     tenant: Tenant
     seq: int = Field(ge=0)
-    role: Role = Role.assistant
+    role: Literal[Role.assistant] = Role.assistant
+    prompt: Text | None = None
     token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=MAX_CHUNK_TOKENS)
     text_delta: Text | None = None
     final: bool = False
@@ -98,6 +100,8 @@ class TokenChunkEvent(Wire):
     def _one_payload(self) -> TokenChunkEvent:
         if (self.token_ids is None) == (self.text_delta is None):
             raise ValueError("give exactly one of token_ids or text_delta")
+        if (self.seq == 0) != (self.prompt is not None):
+            raise ValueError("chunk 0 carries the user prompt, later chunks do not")
         return self
 
 
@@ -112,6 +116,20 @@ class Action(str, Enum):
     allow = "allow"
     review = "review"
     block = "block"
+    stop = "stop"  # stop the stream now: sent once per stream, on the chunk where the debounce tripped
+
+
+class StreamPosition(BaseModel):
+    """Where a Stream verdict sits in its reply; token indexes count reply tokens from 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    stream_id: Id
+    seq: int | None = Field(ge=0, description="the chunk judged; None on the final verdict of the stream")
+    token_offset: int = Field(ge=0)
+    token_count: int = Field(ge=0)
+    first_unsafe_token: int | None = None
+    stop_token: int | None = Field(default=None, description="the token where the debounce tripped")
+    final: bool = False
 
 
 class VerdictEvent(Wire):
@@ -133,6 +151,7 @@ class VerdictEvent(Wire):
     error: str | None = None
     latency_ms: float = Field(ge=0)
     excerpt: Text | None = Field(default=None, description="the judged text, only when the worker is told to include it")
+    stream: StreamPosition | None = None
     produced_at: datetime = Field(default_factory=utc_now)
 
 
@@ -172,7 +191,7 @@ class DeadLetter(Wire):
     key: str | None
     raw_value: str = Field(description="the original value, decoded leniently and truncated")
     raw_size: int
-    error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8"]
+    error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8", "sequence_gap", "stream_error"]
     error: str
     produced_at: datetime = Field(default_factory=utc_now)
 

@@ -1,7 +1,8 @@
 """The Faust app and its wiring: which agent reads which topic and writes where.
 
     conversations ──[gen]──────────► verdicts ──[enforcement]──► actions
-         bad input ──────────────► dlq   │ ──[audit]────────► PostgreSQL / SQLite
+    chunks ───────[stream]─────────►    │ ──[audit]────────► PostgreSQL / SQLite
+         bad input ──────────────► dlq   │
                                          └──[analytics-dedupe]──► analytics-by-key ──[analytics-count]──► analytics
 
 Every agent consumes micro-batches with `take_events`, which acks (and so lets Faust commit) an
@@ -27,6 +28,7 @@ from guardstream.workers.audit import open_audit_store
 from guardstream.workers.enforcement import action_for
 from guardstream.workers.gen_moderation import GenModerator
 from guardstream.workers.intake import RawRecord, decode
+from guardstream.workers.stream_moderation import StreamModerator, StreamState
 
 log = logging.getLogger(__name__)
 VERDICT_BATCH = 256
@@ -47,7 +49,7 @@ def _record(event) -> RawRecord:
     return RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
 
 
-def create_app(settings: Settings, bootstrap: str, moderator: GenModerator) -> faust.App:
+def create_app(settings: Settings, bootstrap: str, moderator: GenModerator, stream_moderator: StreamModerator) -> faust.App:
     topics = topics_for(settings)
     partitions = settings.topic_partitions
     app = faust.App(
@@ -65,6 +67,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator) -> f
     conversations, verdicts = raw_topic(topics.conversations.name), raw_topic(topics.verdicts.name)
     actions, dlq, analytics = raw_topic(topics.actions.name), raw_topic(topics.dlq.name), raw_topic(topics.analytics.name)
     by_count_key = raw_topic(topics.analytics_by_key.name, internal=True)
+    chunks = raw_topic(topics.chunks.name)
+    stream_states = app.Table("stream-state", key_type=str, value_serializer="json", partitions=partitions)
     seen = app.Table("analytics-seen", default=int, partitions=partitions)
     counts = app.Table("analytics-counts", default=int, partitions=partitions)
 
@@ -90,6 +94,43 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator) -> f
             await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
                           + [dead(d) for d in letters])
             metrics.GEN_BATCH_SECONDS.observe(time.perf_counter() - began)
+
+    # Stream sessions live in `stream_states` (conversation id → stream id → StreamState), so a
+    # worker that takes over a partition can rebuild them. A micro-batch has no "current event" for
+    # Faust to pick the changelog partition from, so the state is written to the store and to the
+    # changelog partition of the chunk it came from explicitly; `waiting` remembers conversations
+    # with chunks held behind a gap, which a timer re-checks; `stream_lock` keeps the two apart.
+    waiting: dict[str, int] = {}
+    stream_lock = asyncio.Lock()
+
+    def load_streams(conversation_id: str) -> dict[str, StreamState]:
+        return {sid: StreamState.model_validate(v) for sid, v in (stream_states.get(conversation_id) or {}).items()}
+
+    async def judge_chunks(records: list[RawRecord]) -> None:
+        async with stream_lock:
+            states = {c: load_streams(c) for c in waiting}
+            produced, letters, partition_of = await stream_moderator.moderate(records, states, load_streams)
+            await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
+                          + [dead(d) for d in letters])
+            for conversation_id in partition_of:  # after delivery: a crash in between replays, never skips
+                value = {sid: st.model_dump(mode="json") for sid, st in states[conversation_id].items()}
+                stream_states.data[conversation_id] = value
+                stream_states.send_changelog(partition_of[conversation_id], conversation_id, value)
+                if any(st.held for st in states[conversation_id].values()):
+                    waiting[conversation_id] = partition_of[conversation_id]
+                else:
+                    waiting.pop(conversation_id, None)
+
+    @app.agent(chunks, name="stream")
+    async def stream_agent(stream):
+        async for events in stream.take_events(settings.stream_batch_size, settings.stream_batch_wait_ms / 1000):
+            await judge_chunks([_record(e) for e in events])
+
+    @app.timer(interval=1.0)
+    async def release_gaps():
+        """Chunks held behind a gap are released (and the gap reported) once the wait is over."""
+        if waiting:
+            await judge_chunks([])
 
     @app.agent(verdicts, name="enforcement")
     async def enforcement(stream):

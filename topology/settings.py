@@ -47,6 +47,18 @@ class Settings(BaseModel):
     gen_batch_wait_ms: int = Field(default=50, ge=0)
     gen_call_timeout_s: float = Field(default=120, gt=0)
 
+    stream_model: str | None = None  # Qwen3Guard-Stream hub id or path; None: the tiny test fixture
+    stream_actors: int = Field(default=1, ge=1)
+    stream_actor_cpus: float = Field(default=1, ge=0)
+    stream_actor_gpus: float = Field(default=0, ge=0)
+    stream_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    stream_max_sessions: int = Field(default=4096, ge=1)
+    stream_idle_ttl_s: float = Field(default=600, gt=0)
+    stream_batch_size: int = Field(default=256, ge=1)  # chunks gathered into one batched step
+    stream_batch_wait_ms: int = Field(default=10, ge=0)
+    stream_debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
+    stream_gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
+
     # Input limits and downstream sinks.
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)
     audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under guardstream_home

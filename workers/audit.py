@@ -21,14 +21,15 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("verdict_id", "source_event_id", "conversation_id", "tenant", "moderate", "model_id", "model_variant",
            "risk_level", "categories", "refusal", "probabilities", "action", "policy", "error", "latency_ms",
-           "produced_at", "excerpt")
+           "produced_at", "excerpt", "stream")
 
 
 def _row(v: VerdictEvent) -> tuple:
     return (v.verdict_id, v.source_event_id, v.conversation_id, v.tenant, v.moderate.value, v.model_id,
             v.model_variant, v.risk_level.value, json.dumps(v.categories), v.refusal,
             json.dumps(v.probabilities) if v.probabilities is not None else None, v.action.value, v.policy, v.error,
-            v.latency_ms, v.produced_at.isoformat(), v.excerpt)
+            v.latency_ms, v.produced_at.isoformat(), v.excerpt,
+            v.stream.model_dump_json() if v.stream is not None else None)
 
 
 class AuditStore:
@@ -56,7 +57,7 @@ class PostgresAudit(AuditStore):
         tenant text NOT NULL, moderate text NOT NULL, model_id text NOT NULL, model_variant text NOT NULL,
         risk_level text NOT NULL, categories jsonb NOT NULL, refusal boolean, probabilities jsonb,
         action text NOT NULL, policy text NOT NULL, error text, latency_ms double precision NOT NULL,
-        produced_at timestamptz NOT NULL, excerpt text, stored_at timestamptz NOT NULL DEFAULT now())
+        produced_at timestamptz NOT NULL, excerpt text, stream jsonb, stored_at timestamptz NOT NULL DEFAULT now())
     """
 
     def __init__(self, url: str):

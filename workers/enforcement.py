@@ -1,11 +1,13 @@
 """Enforcement: every verdict becomes one action event that a gateway can act on."""
 
-from guardstream.schemas import ActionEvent, VerdictEvent, derive_id
+from guardstream.schemas import Action, ActionEvent, VerdictEvent, derive_id
 
 
 def action_for(verdict: VerdictEvent) -> ActionEvent:
     found = ", ".join(verdict.categories) or "no unsafe category"
     reason = f"{verdict.risk_level.value} ({found}) under {verdict.policy}"
+    if verdict.stream is not None and verdict.action is Action.stop:
+        reason += f"; stop stream {verdict.stream.stream_id} at reply token {verdict.stream.stop_token}"
     if verdict.error:
         reason += f"; model error: {verdict.error[:200]}"
     return ActionEvent(

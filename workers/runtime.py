@@ -12,28 +12,33 @@ import os
 
 import faust
 import ray
+from transformers import AutoTokenizer
 
 from guardstream.topology.app import create_app
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics
 from guardstream.workers.gen_moderation import GenModerator
 from guardstream.workers.gen_pool import GenPool
+from guardstream.workers.stream_moderation import StreamModerator
+from guardstream.workers.stream_pool import StreamPool
 from guardstream.workers.metrics import serve_metrics
 from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
 
 log = logging.getLogger("guardstream")
 
 
-def resolve_gen_model(settings: Settings, progress=None) -> str:
-    if settings.gen_model:
-        return settings.gen_model
-    log.warning("no --gen-model given: using the tiny TEST-FIXTURE checkpoint, which is not a safety model")
+def resolve_models(settings: Settings) -> tuple[str, str]:
+    """(Gen model, Stream model): the configured ones, or the tiny test fixtures."""
+    if settings.gen_model and settings.stream_model:
+        return settings.gen_model, settings.stream_model
+    log.warning("no --gen-model/--stream-model given: using the tiny TEST-FIXTURE checkpoints, which are not safety models")
 
     def report(what: str, done: int, total: int) -> None:
         if done % 50 == 0 or done == total:
             log.info("building tiny fixture checkpoints (once, then cached): step %d/%d, %s", done, total, what)
 
-    return str(build_tiny_checkpoints(progress or report).gen)
+    tiny = build_tiny_checkpoints(report)
+    return settings.gen_model or str(tiny.gen), settings.stream_model or str(tiny.stream)
 
 
 def start_ray(settings: Settings) -> None:
@@ -51,17 +56,25 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
-    model = resolve_gen_model(settings)
+    model, stream_model = resolve_models(settings)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start_ray(settings)
     pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
                    max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
                    num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s)
-    log.info("loading %s into %d GenGuard actor(s)...", model, settings.gen_actors)
+    stream_pool = StreamPool(stream_model, settings.stream_actors, device=settings.device, dtype=settings.stream_dtype,
+                             num_cpus=settings.stream_actor_cpus, num_gpus=settings.stream_actor_gpus,
+                             max_sessions=settings.stream_max_sessions, idle_ttl_s=settings.stream_idle_ttl_s,
+                             call_timeout_s=settings.gen_call_timeout_s)
+    log.info("loading %s into %d GenGuard and %s into %d StreamGuard actor(s)...", model, settings.gen_actors,
+             stream_model, settings.stream_actors)
     for info in pool.wait_ready():
         log.info("GenGuard ready: %s", info)
+    for info in stream_pool.wait_ready():
+        log.info("StreamGuard ready: %s", info)
     serve_metrics(settings.metrics_port)
-    app = create_app(settings, bootstrap, GenModerator(settings, pool, model))
+    stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(stream_model), stream_model)
+    app = create_app(settings, bootstrap, GenModerator(settings, pool, model), stream_moderator)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()

@@ -164,6 +164,8 @@ class StreamEngine:
 
     # -- the batched step -------------------------------------------------------------------
     def step(self, chunks: list[Open | Feed]) -> list[StepResult]:
+        if not chunks:
+            return []
         if len({c.session for c in chunks}) != len(chunks):
             raise ValueError("one chunk per session per step; queue the rest for the next step")
         now = time.monotonic()

@@ -35,7 +35,7 @@ def test_invalid_conversations_say_what_is_wrong(bad, fragment):
 
 
 def test_chunk_needs_exactly_one_payload():
-    base = {"event_id": "e", "conversation_id": "c", "stream_id": "s", "tenant": "t", "seq": 0}
+    base = {"event_id": "e", "conversation_id": "c", "stream_id": "s", "tenant": "t", "seq": 0, "prompt": "hi"}
     assert TokenChunkEvent.model_validate({**base, "token_ids": [1, 2]}).token_ids == [1, 2]
     assert TokenChunkEvent.model_validate({**base, "text_delta": "hi"}).text_delta == "hi"
     for payload in ({}, {"token_ids": [1], "text_delta": "x"}):
@@ -63,3 +63,13 @@ def test_schema_export_writes_one_json_schema_per_wire_model(tmp_path):
     schema = json.loads((tmp_path / "ConversationEvent.schema.json").read_text())
     assert schema["additionalProperties"] is False
     assert {"event_id", "conversation_id", "tenant", "messages"} <= set(schema["required"])
+
+
+def test_chunk_zero_carries_the_prompt_and_only_it():
+    base = {"event_id": "e", "conversation_id": "c", "stream_id": "s", "tenant": "t", "token_ids": [1]}
+    with pytest.raises(ValidationError, match="chunk 0 carries the user prompt"):
+        TokenChunkEvent.model_validate({**base, "seq": 0})
+    with pytest.raises(ValidationError, match="chunk 0 carries the user prompt"):
+        TokenChunkEvent.model_validate({**base, "seq": 3, "prompt": "hi"})
+    with pytest.raises(ValidationError):
+        TokenChunkEvent.model_validate({**base, "seq": 1, "role": "user"})

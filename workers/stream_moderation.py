@@ -1,0 +1,234 @@
+"""The Stream path's one step: a micro-batch of chunk records → chunk verdicts and dead letters.
+
+Per stream it keeps (in `StreamState`, stored by the agent in a Faust table) what is needed to
+judge the next chunk and to rebuild the session on another actor: the prompt, the reply tokens
+so far, the next expected `seq`, chunks held back behind a gap, and the debounce counter.
+
+- a chunk with seq < next is a duplicate and is dropped (its verdict already exists);
+- a chunk with seq > next waits for the missing ones; after `gap_timeout_s` the gap is reported
+  to the dead-letter topic and the stream continues with what it has;
+- `debounce` consecutive unsafe tokens (Unsafe, or Controversial under a strict policy) trip one
+  `stop` action per stream; chunks after it are `block`ed;
+- the final chunk also yields a verdict for the whole stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from guardstream.schemas import (
+    Action, DeadLetter, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, derive_id, verdict_id,
+)
+from guardstream.topology.settings import Settings
+from guardstream.workers.intake import RawRecord, dead_letter, decode
+from guardstream.workers.retokenize import IncrementalTokenizer
+from guardstream.workers.stream_engine import TokenVerdict
+from guardstream.workers.stream_pool import StreamAnswer, StreamCall, StreamUnavailable
+
+log = logging.getLogger(__name__)
+_SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
+
+
+class HeldChunk(BaseModel):
+    event: dict
+    topic: str
+    partition: int
+    offset: int
+
+
+class StreamState(BaseModel):
+    tenant: str
+    prompt: str | None = None
+    opened: bool = False
+    next_seq: int = 0
+    tokens: list[int] = Field(default_factory=list)
+    pending_text: str = ""
+    held: dict[int, HeldChunk] = Field(default_factory=dict)
+    gap_since: float | None = None
+    unsafe_run: int = 0
+    first_unsafe: int | None = None
+    category: str | None = None  # of the first unsafe token
+    stop_token: int | None = None
+    worst: str = "Safe"
+    done: bool = False
+
+
+@dataclass
+class _Ready:
+    """Chunks of one stream that are next in line, in seq order, with the ids they add."""
+
+    conversation_id: str
+    stream_id: str
+    state: StreamState
+    chunks: list[TokenChunkEvent] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)
+
+
+class StreamModerator:
+    def __init__(self, settings: Settings, pool, tokenizer, model_id: str):
+        self.settings, self.pool, self.tokenizer, self.model_id = settings, pool, tokenizer, model_id
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    async def moderate(self, records: list[RawRecord], states: dict[str, dict[str, StreamState]],
+                       load: Callable[[str], dict[str, StreamState]] = lambda c: {}, now: float | None = None
+                       ) -> tuple[list[VerdictEvent], list[DeadLetter], dict[str, int]]:
+        """Judge a batch. `states` maps conversation id → stream id → state, is filled by `load` for
+        conversations not in it yet, and is updated in place; the returned dict names the
+        conversations whose state changed, with the partition their chunks came from."""
+        now = time.time() if now is None else now
+        letters: list[DeadLetter] = []
+        ready: dict[tuple[str, str], _Ready] = {}
+        touched: dict[str, int] = {}
+        for record in records:
+            chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
+            if isinstance(chunk, DeadLetter):
+                letters.append(chunk)
+                continue
+            if chunk.conversation_id not in states:
+                states[chunk.conversation_id] = load(chunk.conversation_id)
+            streams = states[chunk.conversation_id]
+            state = streams.get(chunk.stream_id) or StreamState(tenant=chunk.tenant)
+            streams[chunk.stream_id] = state
+            touched[chunk.conversation_id] = record.partition
+            if state.done or chunk.seq < state.next_seq or chunk.seq in state.held:
+                if state.done and chunk.seq >= state.next_seq:
+                    letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} "
+                                                                       f"arrived after its final chunk"))
+                continue  # a duplicate: its verdict was produced when it first came
+            state.held[chunk.seq] = HeldChunk(event=chunk.model_dump(mode="json"), topic=record.topic,
+                                              partition=record.partition, offset=record.offset)
+            state.gap_since = state.gap_since or now
+        for conversation_id, streams in states.items():
+            for stream_id, state in streams.items():
+                if state.held:
+                    touched.setdefault(conversation_id, next(iter(state.held.values())).partition)
+                    letters += self._release(conversation_id, stream_id, state, ready, now)
+        verdicts = await self._judge(list(ready.values())) if ready else []
+        return verdicts, letters, touched
+
+    def _release(self, conversation_id: str, stream_id: str, state: StreamState, ready: dict, now: float) -> list[DeadLetter]:
+        """Move the chunks that are next in line from `held` to `ready`; report a gap that waited too long."""
+        letters = []
+        while state.held:
+            if state.next_seq not in state.held:
+                if now - (state.gap_since or now) < self.settings.stream_gap_timeout_s:
+                    break
+                first = min(state.held)
+                held = state.held[first]
+                letters.append(DeadLetter(
+                    topic=held.topic, partition=held.partition, offset=held.offset, key=conversation_id,
+                    raw_value=str(held.event)[:2048], raw_size=len(str(held.event)), error_code="sequence_gap",
+                    error=f"stream {stream_id}: chunks {state.next_seq}..{first - 1} never arrived within "
+                          f"{self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"))
+                state.next_seq = first
+            chunk = TokenChunkEvent.model_validate(state.held.pop(state.next_seq).event)
+            state.next_seq += 1
+            entry = ready.setdefault((conversation_id, stream_id), _Ready(conversation_id, stream_id, state))
+            entry.chunks.append(chunk)
+            entry.ids.append(self._chunk_ids(state, chunk))
+            if chunk.prompt is not None:
+                state.prompt = chunk.prompt
+            if chunk.final:
+                state.done = True
+                break
+        state.gap_since = now if state.held and not state.done else None
+        return letters
+
+    def _chunk_ids(self, state: StreamState, chunk: TokenChunkEvent) -> list[int]:
+        if chunk.token_ids is not None:
+            return list(chunk.token_ids)
+        incremental = IncrementalTokenizer(self.tokenizer, state.pending_text)
+        ids = incremental.push(chunk.text_delta) + (incremental.finish() if chunk.final else [])
+        state.pending_text = incremental.pending
+        return ids
+
+    async def _judge(self, ready: list[_Ready]) -> list[VerdictEvent]:
+        def call(r: _Ready, rebuild: bool) -> StreamCall:
+            new = [i for ids in r.ids for i in ids]
+            reopen = rebuild or not r.state.opened
+            return StreamCall(session=f"{r.conversation_id}/{r.stream_id}", new_ids=new,
+                              prompt_ids=self.prompt_ids(r.state.prompt or "") if reopen else None,
+                              history_ids=list(r.state.tokens) if rebuild else [], close=r.state.done)
+
+        began = time.perf_counter()
+        try:
+            answers = await self.pool.step([call(r, rebuild=False) for r in ready])
+            lost = [i for i, a in enumerate(answers) if a.missing]
+            if lost:
+                log.info("rebuilding %d stream sessions on their actors (actor restarted or evicted them)", len(lost))
+                for i, answer in zip(lost, await self.pool.step([call(ready[i], rebuild=True) for i in lost])):
+                    answers[i] = answer
+            failure = None
+        except StreamUnavailable as exc:
+            log.error("Stream pool unavailable for %d streams, applying fail modes: %s", len(ready), exc)
+            answers, failure = [StreamAnswer("", missing=True) for _ in ready], f"stream pool unavailable: {exc}"
+        latency_ms = (time.perf_counter() - began) * 1000
+        verdicts = []
+        for r, answer in zip(ready, answers):
+            verdicts += self._verdicts(r, answer, failure, latency_ms)
+        return verdicts
+
+    def _verdicts(self, r: _Ready, answer: StreamAnswer, failure: str | None, latency_ms: float) -> list[VerdictEvent]:
+        state, policy = r.state, self.settings.policy.for_tenant(r.state.tenant)
+        out = []
+        common = dict(conversation_id=r.conversation_id, tenant=state.tenant, model_id=self.model_id,
+                      model_variant="stream", policy=policy.describe(state.tenant), latency_ms=latency_ms)
+        if answer.query is not None and not state.opened:
+            q = answer.query
+            risk = RiskLevel(q.label)
+            categories = [q.category] if risk is not RiskLevel.safe and q.category != "None" else []
+            out.append(VerdictEvent(verdict_id=verdict_id(r.chunks[0].event_id, self.model_id, Moderate.prompt),
+                                    source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
+                                    categories=categories, probabilities=q.probabilities,
+                                    action=policy.decide(risk, categories), **common))
+        state.opened = state.opened or failure is None
+        tokens = iter(answer.tokens)
+        for chunk, ids in zip(r.chunks, r.ids):
+            offset = len(state.tokens)
+            judged = [next(tokens) for _ in ids] if failure is None else []
+            stopped_before = state.stop_token is not None
+            worst: TokenVerdict | None = None
+            for index, token in enumerate(judged, start=offset):
+                unsafe = token.label == "Unsafe" or (token.label == "Controversial" and policy.mode == "strict")
+                state.unsafe_run = state.unsafe_run + 1 if unsafe else 0
+                if unsafe and state.first_unsafe is None:
+                    state.first_unsafe, state.category = index, token.category
+                if state.unsafe_run >= self.settings.stream_debounce and state.stop_token is None:
+                    state.stop_token = index
+                if worst is None or _SEVERITY[token.label] > _SEVERITY[worst.label]:
+                    worst = token
+            state.tokens += ids
+            risk = RiskLevel.error if failure else RiskLevel(worst.label) if worst else RiskLevel.safe
+            state.worst = max(state.worst, risk.value, key=_SEVERITY.__getitem__)
+            if failure:
+                action = policy.decide(RiskLevel.error, [])
+                if action is Action.block and not stopped_before:
+                    action, state.stop_token = Action.stop, offset  # fail closed: stop the stream once
+            else:
+                action = Action.block if stopped_before else Action.stop if state.stop_token is not None else Action.allow
+            categories = [worst.category] if worst and risk is not RiskLevel.safe and worst.category != "None" else []
+            out.append(VerdictEvent(
+                verdict_id=verdict_id(chunk.event_id, self.model_id, Moderate.response), source_event_id=chunk.event_id,
+                moderate=Moderate.response, risk_level=risk, categories=categories,
+                probabilities=worst.probabilities if worst else None, action=action, error=failure,
+                stream=StreamPosition(stream_id=r.stream_id, seq=chunk.seq, token_offset=offset, token_count=len(ids),
+                                      first_unsafe_token=state.first_unsafe, stop_token=state.stop_token), **common))
+            if chunk.final:
+                state.tokens, state.pending_text = [], ""  # finished: only seq bookkeeping is still needed
+                out.append(VerdictEvent(
+                    verdict_id=derive_id("stream-final", r.conversation_id, r.stream_id, self.model_id),
+                    source_event_id=chunk.event_id, moderate=Moderate.response, risk_level=RiskLevel(state.worst),
+                    categories=[state.category] if state.category not in (None, "None") else [], action=Action.block if state.stop_token is not None else Action.allow,
+                    error=failure, stream=StreamPosition(stream_id=r.stream_id, seq=None, token_offset=0,
+                                                         token_count=offset + len(ids), first_unsafe_token=state.first_unsafe,
+                                                         stop_token=state.stop_token, final=True), **common))
+        return out

@@ -1,0 +1,108 @@
+"""Ray actors hosting the Stream engine, and the pool that routes each session to one of them.
+
+A session always goes to the same actor (a stable hash of its id), so its KV cache stays there.
+An actor that restarted has lost its sessions: it answers `missing` for them, and the caller
+sends them again with the prompt and the reply tokens judged so far, which rebuilds the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import zlib
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from guardstream.workers.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+
+
+class StreamUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamCall:
+    session: str
+    new_ids: list[int]
+    prompt_ids: list[int] | None = None  # set to (re)open the session
+    history_ids: list[int] = field(default_factory=list)  # reply tokens already judged, when rebuilding
+    close: bool = False
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    session: str
+    missing: bool = False
+    query: TokenVerdict | None = None
+    tokens: list[TokenVerdict] = field(default_factory=list)  # one per new id
+
+
+def run_calls(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:
+    """Opens first (one batched step), then every session's new tokens (a second batched step)."""
+    missing = {c.session for c in calls if c.prompt_ids is None and c.session not in engine.sessions}
+    live = [c for c in calls if c.session not in missing]
+    opened = {r.session: r.query for r in engine.step([Open(c.session, c.prompt_ids) for c in live if c.prompt_ids])}
+    feeds = [c for c in live if c.history_ids or c.new_ids]
+    fed = {r.session: r.tokens for r in engine.step([Feed(c.session, c.history_ids + c.new_ids) for c in feeds])} if feeds else {}
+    answers = []
+    for c in calls:
+        if c.session in missing:
+            answers.append(StreamAnswer(c.session, missing=True))
+            continue
+        tokens = fed.get(c.session, [])
+        answers.append(StreamAnswer(c.session, query=opened.get(c.session), tokens=tokens[len(c.history_ids):]))
+        if c.close:
+            engine.close(c.session)
+    engine.evict_idle()
+    return answers
+
+
+@ray.remote(max_restarts=-1, max_task_retries=2)
+class StreamGuard:
+    def __init__(self, model: str, device: str, dtype: str, threads: int, max_sessions: int, idle_ttl_s: float):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.engine = StreamEngine.from_pretrained(model, device=device, dtype=getattr(torch, dtype),
+                                                   max_sessions=max_sessions, idle_ttl_s=idle_ttl_s)
+
+    def ready(self) -> dict:
+        return {"model": "stream", "pid": os.getpid()}
+
+    def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        return run_calls(self.engine, calls)
+
+    def memory(self) -> dict:
+        return self.engine.memory()
+
+
+class StreamPool:
+    def __init__(self, model: str, actors: int, *, device: str = "cpu", dtype: str = "float32", num_cpus: float = 1,
+                 num_gpus: float = 0, max_sessions: int = 1024, idle_ttl_s: float = 300, call_timeout_s: float = 120):
+        self.model, self.call_timeout_s = model, call_timeout_s
+        threads = max(1, int(num_cpus)) if num_cpus else 1
+        self.actors = [StreamGuard.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(
+            model, device, dtype, threads, max_sessions, idle_ttl_s) for _ in range(actors)]
+
+    def owner(self, session: str) -> int:
+        return zlib.crc32(session.encode()) % len(self.actors)
+
+    def wait_ready(self, timeout_s: float = 600) -> list[dict]:
+        try:
+            return ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        except (RayActorError, GetTimeoutError) as exc:
+            raise RuntimeError(f"StreamGuard actors did not load {self.model!r}: {exc}") from None
+
+    async def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        by_actor: dict[int, list[StreamCall]] = {}
+        for call in calls:
+            by_actor.setdefault(self.owner(call.session), []).append(call)
+        try:
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(self.actors[i].step.remote(group) for i, group in by_actor.items())), self.call_timeout_s)
+        except (RayActorError, RayTaskError, asyncio.TimeoutError) as exc:
+            raise StreamUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        found = {a.session: a for group in answers for a in group}
+        return [found[c.session] for c in calls]
