@@ -68,7 +68,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator, stre
     actions, dlq, analytics = raw_topic(topics.actions.name), raw_topic(topics.dlq.name), raw_topic(topics.analytics.name)
     by_count_key = raw_topic(topics.analytics_by_key.name, internal=True)
     chunks = raw_topic(topics.chunks.name)
-    stream_states = app.Table("stream-state", key_type=str, value_serializer="json", partitions=partitions)
+    stream_states = app.Table("stream-state", key_type=str, partitions=partitions)  # values: JSON (the default)
     seen = app.Table("analytics-seen", default=int, partitions=partitions)
     counts = app.Table("analytics-counts", default=int, partitions=partitions)
 

@@ -15,8 +15,8 @@ from .kafka_helpers import produce, read_all
 N = 60
 
 
-def actor_pids(log: str) -> list[int]:
-    return [ast.literal_eval(m)["pid"] for m in re.findall(r"GenGuard ready: (\{.*\})", log)]
+def actor_pids(log: str, kind: str = "GenGuard") -> list[int]:
+    return [ast.literal_eval(m)["pid"] for m in re.findall(kind + r" ready: (\{.*\})", log)]
 
 
 def test_killing_the_gen_actor_loses_no_verdict(worker):
