@@ -147,6 +147,54 @@ def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: boo
 
 
 @main.group()
+def bench() -> None:
+    """Throughput and latency next to baselines measured in the same run."""
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+@bench.command("stream")
+@click.option("--config", "config_name", type=click.Choice(["tiny", "0.6b", "4b", "8b"]), default="tiny", show_default=True,
+              help="the tiny fixture checkpoint, or random weights of a real Qwen3Guard-Stream shape")
+@click.option("--streams", default="1,8,64", show_default=True, help="concurrent streams to measure")
+@click.option("--chunks", default="1,4,16", show_default=True, help="chunk sizes (tokens) to measure")
+@click.option("--reply-tokens", type=int, default=128, show_default=True, help="reply length per stream")
+@click.option("--prompt-tokens", type=int, default=32, show_default=True)
+@click.option("--reference-tokens", type=int, default=64, show_default=True,
+              help="reply tokens for baseline (a), which costs the whole sequence per token")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int, prompt_tokens: int,
+                 reference_tokens: int, device: str, dtype: str) -> None:
+    """Qwen3Guard-Stream: tokens/s and chunk latency at N streams × chunk size, vs (a) and (b)."""
+    import torch
+    from rich.table import Table
+
+    from guardstream.workers.bench_stream import ratios, run_stream_bench
+    from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
+
+    checkpoint = str(build_tiny_checkpoints().stream) if config_name == "tiny" else None
+
+    def report(m) -> None:
+        console.print(f"  measured {m.label:<38} chunk {m.chunk:>2}: {m.tokens_per_s:>10,.0f} tokens/s")
+
+    console.print(f"[bold]bench stream[/] config={config_name} device={device} dtype={dtype} reply={reply_tokens} tokens")
+    results = run_stream_bench(config_name, _int_list(streams), _int_list(chunks), reply_tokens, prompt_tokens,
+                               reference_tokens, device, getattr(torch, dtype), report, checkpoint)
+    table = Table(title=f"Qwen3Guard-Stream engine, {config_name} config, {device} {dtype}")
+    for column in ("mode", "streams", "chunk", "tokens/s", "chunk p50 ms", "chunk p99 ms", "× (a)", "× (b)"):
+        table.add_column(column, justify="right" if column != "mode" else "left")
+    a = results[0]
+    table.add_row(a.label, "1", "1", f"{a.tokens_per_s:,.0f}", f"{a.percentile(0.5):.2f}", f"{a.percentile(0.99):.2f}", "1.0", "")
+    for m, vs_a, vs_b in ratios(results):
+        table.add_row(m.label, str(m.streams), str(m.chunk), f"{m.tokens_per_s:,.0f}", f"{m.percentile(0.5):.2f}",
+                      f"{m.percentile(0.99):.2f}", f"{vs_a:.1f}", f"{vs_b:.1f}" if vs_b else "")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
+@main.group()
 def schemas() -> None:
     """The wire contract."""
 
