@@ -14,6 +14,7 @@ so far, the next expected `seq`, chunks held back behind a gap, and the debounce
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -118,17 +119,15 @@ class StreamModerator:
     def _release(self, conversation_id: str, stream_id: str, state: StreamState, ready: dict, now: float) -> list[DeadLetter]:
         """Move the chunks that are next in line from `held` to `ready`; report a gap that waited too long."""
         letters = []
-        while state.held:
+        while state.held and not state.done:
             if state.next_seq not in state.held:
                 if now - (state.gap_since or now) < self.settings.stream_gap_timeout_s:
                     break
                 first = min(state.held)
                 held = state.held[first]
-                letters.append(DeadLetter(
-                    topic=held.topic, partition=held.partition, offset=held.offset, key=conversation_id,
-                    raw_value=str(held.event)[:2048], raw_size=len(str(held.event)), error_code="sequence_gap",
-                    error=f"stream {stream_id}: chunks {state.next_seq}..{first - 1} never arrived within "
-                          f"{self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"))
+                letters.append(self._held_letter(conversation_id, held, "sequence_gap",
+                                                 f"stream {stream_id}: chunks {state.next_seq}..{first - 1} never arrived "
+                                                 f"within {self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"))
                 state.next_seq = first
             chunk = TokenChunkEvent.model_validate(state.held.pop(state.next_seq).event)
             state.next_seq += 1
@@ -140,8 +139,19 @@ class StreamModerator:
             if chunk.final:
                 state.done = True
                 break
-        state.gap_since = now if state.held and not state.done else None
+        if state.done:  # chunks numbered past the final one can never be judged
+            letters += [self._held_letter(conversation_id, held, "stream_error",
+                                          f"chunk {seq} of stream {stream_id} is numbered after its final chunk")
+                        for seq, held in sorted(state.held.items())]
+            state.held.clear()
+        state.gap_since = now if state.held else None
         return letters
+
+    @staticmethod
+    def _held_letter(conversation_id: str, held: HeldChunk, code: str, error: str) -> DeadLetter:
+        raw = json.dumps(held.event)
+        return DeadLetter(topic=held.topic, partition=held.partition, offset=held.offset, key=conversation_id,
+                          raw_value=raw[:2048], raw_size=len(raw), error_code=code, error=error)
 
     def _chunk_ids(self, state: StreamState, chunk: TokenChunkEvent) -> list[int]:
         if chunk.token_ids is not None:

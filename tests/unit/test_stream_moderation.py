@@ -131,3 +131,12 @@ async def test_bad_chunks_become_dead_letters(moderator):
     bad = RawRecord("guard.chunks", 1, 9, b"c1", json.dumps({"event_id": "x", "seq": 0}).encode())
     verdicts, letters, _ = await moderator.moderate([bad], {})
     assert verdicts == [] and letters[0].error_code == "invalid_schema"
+
+
+async def test_chunks_numbered_past_the_final_one_are_dead_letters(moderator):
+    events = chunks(moderator.tokenizer)[:3]
+    events[2]["final"] = True
+    late = {**events[1], "event_id": "s1-9", "seq": 9, "final": False}
+    verdicts, letters, _ = await moderator.moderate(records([events[0], late, events[1], events[2]]), {})
+    assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1, 2]
+    assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters] == [("stream_error", 9)]
