@@ -37,6 +37,8 @@ def worker_options(f):
         click.option("--ray-address", help="Ray cluster address; default: a local Ray [env GUARDSTREAM_RAY_ADDRESS]"),
         click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture"),
         click.option("--gen-actors", type=int, help="GenGuard actors in the pool"),
+        click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny test fixture"),
+        click.option("--stream-actors", type=int, help="StreamGuard actors in the pool"),
         click.option("--device", help="torch device for the actors (cpu, cuda)"),
         click.option("--policy", "policy_source", help="policy as JSON or a JSON file path [env GUARDSTREAM_POLICY]"),
         click.option("--audit-url", help="postgresql://... or sqlite:///path [env GUARDSTREAM_AUDIT_URL]"),
@@ -113,7 +115,7 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
 @click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture")
 @click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
 def demo(events_file: Path, gen_model: str | None, timeout_s: float) -> None:
-    """Embedded broker + local Ray + a worker; moderate sample conversations and show the verdicts live."""
+    """Embedded broker + local Ray + a worker; moderate sample conversations and reply streams, live."""
     from guardstream.workers.demo import run_demo
 
     sys.exit(run_demo(events_file, gen_model, timeout_s, console))

@@ -22,14 +22,17 @@ from guardstream.workers.broker import EmbeddedBroker
 from guardstream.workers.kafka_io import produce_lines, records
 from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
 
-POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.json"
-STYLE = {"allow": "green", "review": "yellow", "block": "bold red"}
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+POLICY = EXAMPLES / "policy.json"
+STREAMS = EXAMPLES / "streams.jsonl"
+STYLE = {"allow": "green", "review": "yellow", "block": "bold red", "stop": "bold red"}
 
 
-def _resolve_model(gen_model: str | None, console: Console) -> str:
+def _resolve_models(gen_model: str | None, console: Console) -> tuple[str, str | None]:
+    """The Gen model and, when the fixtures are used, the fixture Stream model (else the worker's own setting)."""
     if gen_model:
-        return gen_model
-    console.print("[yellow]No --gen-model: using the tiny TEST-FIXTURE checkpoint (not a safety model).[/]")
+        return gen_model, None
+    console.print("[yellow]No --gen-model: using the tiny TEST-FIXTURE checkpoints (not safety models).[/]")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=console, transient=True) as bar:
         task = bar.add_task("building tiny checkpoints (once, then cached)", total=None)
@@ -37,11 +40,13 @@ def _resolve_model(gen_model: str | None, console: Console) -> str:
         def report(what: str, done: int, total: int) -> None:
             bar.update(task, description=f"building tiny checkpoints: {what}", completed=done, total=total)
 
-        return str(build_tiny_checkpoints(report).gen)
+        tiny = build_tiny_checkpoints(report)
+        return str(tiny.gen), str(tiny.stream)
 
 
-def _table(rows: list[dict], dead: list[dict], expected: int) -> Table:
-    table = Table(title=f"verdicts {len(rows)}/{expected}   dead letters {len(dead)}", expand=True)
+def _table(rows: list[dict], dead: list[dict], expected: int, finals: dict[str, dict], streams: int) -> Table:
+    title = f"verdicts {len(rows)}/{expected}   dead letters {len(dead)}   streams finished {len(finals)}/{streams}"
+    table = Table(title=title, expand=True)
     for column in ("tenant", "moderate", "text", "risk", "categories", "action"):
         table.add_column(column, overflow="fold")
     for v in rows[-25:]:
@@ -49,41 +54,62 @@ def _table(rows: list[dict], dead: list[dict], expected: int) -> Table:
                       ", ".join(v["categories"]) or "-", f"[{STYLE[v['action']]}]{v['action']}[/]")
     for d in dead[-5:]:
         table.add_row("-", "dlq", d["raw_value"][:60], d["error_code"], d["error"][:60], "[magenta]dead letter[/]")
+    for stream_id, v in sorted(finals.items()):
+        where = v["stream"]["stop_token"]
+        table.add_row(v["tenant"], "stream", f"{stream_id}: {v['stream']['token_count']} tokens judged as they streamed",
+                      v["risk_level"], f"stopped at token {where}" if where is not None else "never stopped",
+                      f"[{STYLE[v['action']]}]{v['action']}[/]")
     return table
 
 
-async def _watch(settings: Settings, bootstrap: str, lines: list[str], timeout_s: float, console: Console) -> int:
+async def _watch(settings: Settings, bootstrap: str, lines: list[str], chunk_lines: list[str], timeout_s: float,
+                 console: Console) -> int:
     await produce_lines(settings, bootstrap, "conversations", lines)
+    await produce_lines(settings, bootstrap, "chunks", chunk_lines)
+    streams = len({json.loads(line)["stream_id"] for line in chunk_lines})
     verdicts: list[dict] = []
     dead: list[dict] = []
+    finals: dict[str, dict] = {}
     deadline = time.monotonic() + timeout_s
-    done = lambda: len(verdicts) + len(dead) >= len(lines) or time.monotonic() > deadline  # noqa: E731
+    done = lambda: (len(verdicts) + len(dead) >= len(lines) and len(finals) >= streams) or time.monotonic() > deadline  # noqa: E731
 
-    async def follow(role: str, into: list[dict]) -> None:
+    async def follow(role: str) -> None:
         async for message in records(settings, bootstrap, role, until=done):
-            into.append(json.loads(message.value))
+            value = json.loads(message.value)
+            if role == "dlq":
+                dead.append(value)
+            elif value.get("stream") is None:
+                verdicts.append(value)
+            elif value["stream"]["final"]:  # per-chunk and prompt verdicts of streams are summed up by the final one
+                finals[value["stream"]["stream_id"]] = value
 
-    with Live(_table(verdicts, dead, len(lines)), console=console, refresh_per_second=4) as live:
-        followers = asyncio.gather(follow("verdicts", verdicts), follow("dlq", dead))
+    def view() -> Table:
+        return _table(verdicts, dead, len(lines), finals, streams)
+
+    with Live(view(), console=console, refresh_per_second=4) as live:
+        followers = asyncio.gather(follow("verdicts"), follow("dlq"))
         while not done():
-            live.update(_table(verdicts, dead, len(lines)))
+            live.update(view())
             await asyncio.sleep(0.25)
-        live.update(_table(verdicts, dead, len(lines)))
+        live.update(view())
         await followers
-    missing = len(lines) - len(verdicts) - len(dead)
+    missing = len(lines) - len(verdicts) - len(dead) + streams - len(finals)
     if missing:
-        console.print(f"[red]{missing} events got no verdict within {timeout_s:.0f}s[/]; see the worker log")
+        console.print(f"[red]{missing} events or streams got no verdict within {timeout_s:.0f}s[/]; see the worker log")
         return 1
     counts = {a: sum(v["action"] == a for v in verdicts) for a in STYLE}
-    console.print(f"[green]done[/]: {len(verdicts)} verdicts ({counts}), {len(dead)} dead letters")
+    stopped = sum(v["stream"]["stop_token"] is not None for v in finals.values())
+    console.print(f"[green]done[/]: {len(verdicts)} verdicts ({counts}), {len(dead)} dead letters, "
+                  f"{len(finals)} streams moderated token by token ({stopped} stopped)")
     return 0
 
 
 def run_demo(events_file: Path, gen_model: str | None, timeout_s: float, console: Console) -> int:
     settings = Settings.load(audit_store_text=True)
     settings.home.mkdir(parents=True, exist_ok=True)
-    model = _resolve_model(gen_model, console)
+    model, stream_model = _resolve_models(gen_model, console)
     lines = [line for line in events_file.read_text().splitlines() if line.strip()]
+    chunk_lines = [line for line in STREAMS.read_text().splitlines() if line.strip()]
     with EmbeddedBroker(log_path=settings.home / "broker.log") as broker:
         console.print(f"embedded broker on [bold]{broker.bootstrap}[/]")
         asyncio.run(ensure_topics(settings, broker.bootstrap))
@@ -92,10 +118,11 @@ def run_demo(events_file: Path, gen_model: str | None, timeout_s: float, console
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "guardstream.workers.cli", "worker", "--bootstrap", broker.bootstrap,
-                 "--gen-model", model, "--policy", str(POLICY)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 "--gen-model", model, *(["--stream-model", stream_model] if stream_model else []), "--policy", str(POLICY)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         console.print(f"worker started (pid {worker.pid}, log {log_path}); starting Ray and loading the model...")
         try:
-            return asyncio.run(_watch(settings, broker.bootstrap, lines, timeout_s, console))
+            return asyncio.run(_watch(settings, broker.bootstrap, lines, chunk_lines, timeout_s, console))
         finally:
             worker.send_signal(signal.SIGTERM)
             try:

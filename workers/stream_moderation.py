@@ -199,7 +199,9 @@ class StreamModerator:
             out.append(VerdictEvent(verdict_id=verdict_id(r.chunks[0].event_id, self.model_id, Moderate.prompt),
                                     source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
                                     categories=categories, probabilities=q.probabilities,
-                                    action=policy.decide(risk, categories), **common))
+                                    action=policy.decide(risk, categories),
+                                    stream=StreamPosition(stream_id=r.stream_id, seq=r.chunks[0].seq, token_offset=0,
+                                                          token_count=0), **common))
         state.opened = state.opened or failure is None
         tokens = iter(answer.tokens)
         for chunk, ids in zip(r.chunks, r.ids):

@@ -51,7 +51,7 @@ def records(events: list[dict]) -> list[RawRecord]:
 
 
 def chunk_verdicts(verdicts):
-    return [v for v in verdicts if v.stream is not None and not v.stream.final]
+    return [v for v in verdicts if v.stream is not None and not v.stream.final and v.moderate.value == "response"]
 
 
 def expected_stop(moderator, reply: str = REPLY) -> int | None:
@@ -86,7 +86,9 @@ async def test_unsafe_reply_stops_once_at_the_debounced_token(moderator):
 async def test_safe_reply_never_stops(moderator):
     events = chunks(moderator.tokenizer, reply="Sure! Here is a simple plan: start early, keep it small, and enjoy it.")
     verdicts, _, _ = await moderator.moderate(records(events), {})
-    assert all(v.action is Action.allow for v in verdicts if v.stream is not None)
+    replies = [v for v in verdicts if v.moderate.value == "response"]
+    assert replies[-1].stream.final and all(v.action is Action.allow for v in replies)
+    assert verdicts[0].moderate.value == "prompt" and verdicts[0].stream.seq == 0  # the prompt is judged too
 
 
 async def test_out_of_order_duplicates_and_gaps(moderator):
