@@ -2,7 +2,9 @@
 
 - strict mode treats Controversial as Unsafe, loose mode as Safe (as the model card defines);
 - per-category actions refine what an unsafe verdict does (e.g. Politically Sensitive → review);
-- the fail mode decides what an `Error` verdict (model down, malformed output) does.
+- the fail mode decides what an `Error` verdict (model down, malformed output) does;
+- review thresholds send an allowed verdict to review when a label's probability is high enough
+  (e.g. {"Unsafe": 0.3}), for models that report probabilities.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ class TenantPolicy(BaseModel):
     fail_mode: Literal["closed", "open"] = "closed"
     unsafe_action: Action = Action.block
     category_actions: dict[str, Action] = Field(default_factory=dict)
+    review_thresholds: dict[str, float] = Field(default_factory=dict)
 
-    def decide(self, risk: RiskLevel, categories: list[str]) -> Action:
+    def decide(self, risk: RiskLevel, categories: list[str], probabilities: dict[str, float] | None = None) -> Action:
         if risk is RiskLevel.error:
             return Action.block if self.fail_mode == "closed" else Action.allow
         if risk is RiskLevel.safe or (risk is RiskLevel.controversial and self.mode == "loose"):
-            return Action.allow
+            crossed = any((probabilities or {}).get(label, 0.0) >= at for label, at in self.review_thresholds.items())
+            return Action.review if crossed else Action.allow
         overrides = [self.category_actions[c] for c in categories if c in self.category_actions]
         return max(overrides, key=_SEVERITY.__getitem__) if overrides else self.unsafe_action
 

@@ -46,7 +46,9 @@ class GenModerator:
             source_event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
             moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
             categories=categories, refusal=judgement.refusal if judgement else None,
-            action=policy.decide(risk, categories), policy=policy.describe(event.tenant),
+            probabilities=result.probabilities if result else None,
+            action=policy.decide(risk, categories, result.probabilities if result else None),
+            policy=policy.describe(event.tenant),
             error=failure or (result.error if result else None), latency_ms=latency_ms,
             excerpt=event.messages[-1].content if self.settings.audit_store_text else None,
         )

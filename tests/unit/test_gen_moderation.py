@@ -28,7 +28,8 @@ class ScriptedPool:
         for r in requests:
             text = self.outputs[r.messages[-1]["content"]]
             try:
-                results.append(GenResult(parse_gen_output(text, r.moderate), text, None, 1.0))
+                results.append(GenResult(parse_gen_output(text, r.moderate), text, None, 1.0, {"Safe": 0.5, "Unsafe": 0.4,
+                                                                                               "Controversial": 0.1}))
             except ValueError as exc:
                 results.append(GenResult(None, text, f"malformed model output: {exc}", 1.0))
         return results
@@ -81,3 +82,11 @@ async def test_text_is_included_only_when_configured():
     pool = ScriptedPool({"secret": "Safety: Safe\nCategories: None"})
     verdicts, _ = await GenModerator(Settings.load({}, audit_store_text=True), pool, "tiny").moderate([rec(1, "t", "secret")])
     assert verdicts[0].excerpt == "secret"
+
+
+async def test_probabilities_reach_the_verdict_and_the_policy():
+    policy = Policy.model_validate({"default": {"review_thresholds": {"Unsafe": 0.3}}})
+    pool = ScriptedPool({"hm": "Safety: Safe\nCategories: None"})
+    verdicts, _ = await GenModerator(Settings.load({}, policy=policy), pool, "tiny").moderate([rec(1, "t", "hm")])
+    assert verdicts[0].probabilities == {"Safe": 0.5, "Unsafe": 0.4, "Controversial": 0.1}
+    assert verdicts[0].action is Action.review

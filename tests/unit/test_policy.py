@@ -43,3 +43,12 @@ def test_tenant_overrides_fall_back_to_default(tmp_path):
 def test_policy_rejects_unknown_keys():
     with pytest.raises(ValueError, match="Extra inputs"):
         Policy.from_source('{"default": {"mode": "strict", "sternness": 11}}')
+
+
+def test_review_thresholds_send_confident_near_misses_to_review():
+    policy = TenantPolicy(mode="loose", review_thresholds={"Unsafe": 0.3})
+    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.6, "Unsafe": 0.35, "Controversial": 0.05}) is Action.review
+    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.9, "Unsafe": 0.05, "Controversial": 0.05}) is Action.allow
+    assert policy.decide(RiskLevel.controversial, [], {"Unsafe": 0.31}) is Action.review
+    assert policy.decide(RiskLevel.safe, []) is Action.allow  # no probabilities, nothing to threshold
+    assert policy.decide(RiskLevel.unsafe, ["Violent"], {"Unsafe": 0.9}) is Action.block

@@ -1,0 +1,57 @@
+"""Fast Gen paths against the model card's way (`generate()` + parse) on the same weights: the same
+label for every input, and probabilities within 1e-3 between the transformers scoring paths."""
+
+import pytest
+
+from guardstream.schemas import Moderate
+from guardstream.workers.gen_engine import GenEngine, GenRequest
+from guardstream.workers.tiny_checkpoints import load_corpus
+
+
+@pytest.fixture(scope="module")
+def paths(tiny):
+    corpus = load_corpus()
+    requests = [GenRequest(x.messages, Moderate(x.kind)) for x in corpus]
+    engines = {
+        "generate": GenEngine(str(tiny.gen), mode="generate"),
+        "score+prefix, batched": GenEngine(str(tiny.gen)),
+        "score, no prefix reuse": GenEngine(str(tiny.gen), reuse_prefix=False),
+        "score+prefix, one at a time": GenEngine(str(tiny.gen), max_batch_size=1),
+    }
+    return requests, {name: engine.classify(requests) for name, engine in engines.items()}
+
+
+def judged(result):
+    return (result.judgement.risk_level, result.judgement.categories, result.judgement.refusal) if result.judgement else None
+
+
+def test_every_fast_path_gives_the_reference_answer_on_every_input(paths):
+    requests, results = paths
+    assert len(requests) >= 200
+    reference = [judged(r) for r in results["generate"]]
+    assert sum(r is not None for r in reference) >= len(requests) - 2  # the fixture answers in format
+    for name, answers in results.items():
+        assert [judged(r) for r in answers] == reference, name
+        assert [r.raw_output for r in answers] == [r.raw_output for r in results["generate"]], name
+
+
+def test_scoring_paths_agree_on_probabilities(paths):
+    _, results = paths
+    base = results["score+prefix, batched"]
+    for name in ("score, no prefix reuse", "score+prefix, one at a time"):
+        worst = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(base, results[name]) for k in a.probabilities)
+        assert worst <= 1e-3, (name, worst)
+    for r in base:
+        assert abs(sum(r.probabilities.values()) - 1) < 1e-5
+        if r.judgement:
+            assert max(r.probabilities, key=r.probabilities.get) == r.judgement.risk_level.value
+
+
+def test_the_shared_prefix_is_the_policy_text(tiny):
+    engine = GenEngine(str(tiny.gen))
+    for kind, conversation in ((Moderate.prompt, [{"role": "user", "content": "hi"}]),
+                               (Moderate.response, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])):
+        ids, _ = engine._prefix(kind)
+        text = engine.tokenizer.decode(ids)
+        assert "<END SAFETY POLICY>" in text and "<BEGIN CONVERSATION>" in text and "hi" not in text.split("<BEGIN CONVERSATION>")[1]
+        assert engine.render(GenRequest(conversation, kind)).startswith(text)
