@@ -196,6 +196,36 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
     Console(width=None if sys.stdout.isatty() else 140).print(table)
 
 
+@bench.command("gen")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
+@click.option("--batches", default="1,8,32", show_default=True, help="batch sizes to measure")
+@click.option("--requests", "count", type=int, default=96, show_default=True, help="messages per measurement")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+def bench_gen(gen_model: str | None, batches: str, count: int, device: str, dtype: str) -> None:
+    """Qwen3Guard-Gen: classifications/s and latency per path and batch size, vs the model card's generate()."""
+    from rich.table import Table
+
+    from guardstream.workers.bench_gen import run_gen_bench
+    from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
+
+    model = gen_model or str(build_tiny_checkpoints().gen)
+
+    def report(m) -> None:
+        console.print(f"  measured {m.path:<42} batch {m.batch:>2}: {m.per_second:>8,.1f} classifications/s")
+
+    console.print(f"[bold]bench gen[/] model={model} device={device} requests={count}")
+    results = run_gen_bench(model, _int_list(batches), count, device, dtype, report)
+    table = Table(title=f"Qwen3Guard-Gen paths, {count} messages from the fixture corpus, {device}")
+    for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", "label agreement"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    base = results[0].per_second
+    for m in results:
+        table.add_row(m.path, str(m.batch), f"{m.per_second:,.1f}", f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
+                      f"{m.per_second / base:.1f}", f"{m.agree:.0%}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
 @main.group()
 def schemas() -> None:
     """The wire contract."""
