@@ -82,9 +82,9 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator, stre
         log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.error)
         return dlq, letter.key, letter.model_dump_json().encode()
 
-    def read_verdicts(events) -> tuple[list[VerdictEvent], list]:
+    def read_verdicts(events) -> tuple[list[VerdictEvent], list[DeadLetter]]:
         decoded = [decode(_record(e), VerdictEvent, settings.max_event_bytes) for e in events]
-        return [d for d in decoded if isinstance(d, VerdictEvent)], [dead(d) for d in decoded if isinstance(d, DeadLetter)]
+        return [d for d in decoded if isinstance(d, VerdictEvent)], [d for d in decoded if isinstance(d, DeadLetter)]
 
     @app.agent(conversations, name="gen")
     async def gen(stream):
@@ -141,7 +141,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator, stre
                 action = action_for(verdict)
                 metrics.ACTIONS.labels(action.tenant, action.action.value).inc()
                 sends.append((actions, action.conversation_id, action.model_dump_json().encode()))
-            await deliver(sends + letters)
+            await deliver(sends + [dead(d) for d in letters])  # the one agent that reports bad verdict records
 
     @app.agent(verdicts, name="audit")
     async def audit(stream):
