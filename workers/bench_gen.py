@@ -54,14 +54,21 @@ def _measure(engine: GenEngine, name: str, batch: int, requests: list[GenRequest
 
 
 def run_gen_bench(model: str, batches: list[int], count: int, device: str, dtype: str,
-                  report: Callable[[GenMeasurement], None]) -> list[GenMeasurement]:
+                  report: Callable[[GenMeasurement], None], with_vllm: bool = False) -> list[GenMeasurement]:
     requests = bench_requests(count)
     reference_engine = GenEngine(model, device=device, dtype=dtype, mode="generate", max_new_tokens=128)
     first, reference = _measure(reference_engine, "reference: generate(128), one at a time", 1, requests, None)
     report(first)
     results = [first]
-    for name, options in PATHS.items():
-        engine = GenEngine(model, device=device, dtype=dtype, **options)
+    engines = ((name, lambda options=options: GenEngine(model, device=device, dtype=dtype, **options))
+               for name, options in PATHS.items())
+    if with_vllm:
+        from guardstream.workers.gen_vllm import VllmGenEngine
+
+        engines = [*engines, ("vLLM, prefix caching", lambda: VllmGenEngine(model, device=device, dtype=dtype,
+                                                                            max_batch_size=max(batches)))]
+    for name, make in engines:
+        engine = make()
         for batch in batches:
             measured, _ = _measure(engine, name, batch, requests, reference)
             results.append(measured)

