@@ -45,7 +45,9 @@ class Settings(BaseModel):
     device: str = "cpu"
     dtype: str = "auto"
     gen_batch_size: int = Field(default=16, ge=1)
-    gen_batch_wait_ms: int = Field(default=50, ge=0)
+    gen_batch_wait_ms: int = Field(default=50, ge=0)  # the agent's micro-batch window
+    gen_actor_wait_ms: int = Field(default=5, ge=0)  # an actor's wait for more callers' requests
+    gen_max_inflight: int = Field(default=4, ge=1)  # calls admitted per actor before callers wait
     gen_call_timeout_s: float = Field(default=120, gt=0)
 
     stream_model: str | None = None  # Qwen3Guard-Stream hub id or path; None: the tiny test fixture

@@ -1,5 +1,10 @@
 """Ray actors hosting Qwen3Guard-Gen, and the pool the Faust agent calls.
 
+Each actor batches dynamically: calls from any number of callers (agents of several workers)
+are gathered into engine batches (`MicroBatcher`). The pool admits at most `max_inflight` calls
+per actor; a caller beyond that waits, which holds its Faust agent back from fetching more: a
+saturated pool slows intake instead of growing a queue.
+
 Actors restart when their process dies (`max_restarts=-1`) and a call in flight is retried on
 the restarted actor (`max_task_retries`), so a crash costs latency, not verdicts. A call that
 still fails raises `GenUnavailable`, which the agent turns into `Error` verdicts for the policy's
@@ -17,6 +22,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from guardstream.schemas import Moderate
+from guardstream.workers.batching import MicroBatcher
 from guardstream.workers.gen_engine import GenEngine, GenRequest, GenResult
 
 log = logging.getLogger(__name__)
@@ -28,7 +34,8 @@ class GenUnavailable(RuntimeError):
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class GenGuard:
-    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, threads: int, mode: str, backend: str):
+    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, threads: int, mode: str, backend: str,
+                 max_wait_ms: int):
         import torch
 
         torch.set_num_threads(threads)
@@ -38,26 +45,29 @@ class GenGuard:
             self.engine = VllmGenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
         else:
             self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
+        self.batcher = MicroBatcher(self.engine.classify, max_batch_size, max_wait_ms / 1000)
 
-    def ready(self) -> dict:
+    async def ready(self) -> dict:
         return {"model": self.engine.model_id, "pid": os.getpid()}
 
-    def classify(self, requests: list[tuple[list[dict], str]]) -> list[GenResult]:
-        return self.engine.classify([GenRequest(messages, Moderate(moderate)) for messages, moderate in requests])
+    async def classify(self, requests: list[tuple[list[dict], str]]) -> list[GenResult]:
+        return await self.batcher.submit([GenRequest(messages, Moderate(moderate)) for messages, moderate in requests])
 
 
 class GenPool:
     def __init__(self, model: str, actors: int, *, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
                  num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120, mode: str = "score",
-                 backend: str = "transformers"):
+                 backend: str = "transformers", max_wait_ms: int = 5, max_inflight: int = 4):
         threads = max(1, int(num_cpus)) if num_cpus else 1
         self.model = model
         self.call_timeout_s = call_timeout_s
         self.actors = [
             GenGuard.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(model, device, dtype, max_batch_size, threads, mode,
-                                                                            backend)
+                                                                            backend, max_wait_ms)
             for _ in range(actors)
         ]
+        self.max_inflight = max_inflight
+        self._admission: list[asyncio.Semaphore] | None = None  # made in the loop that uses them
         self._next = itertools.cycle(range(actors))
 
     def wait_ready(self, timeout_s: float = 600) -> list[dict]:
@@ -73,12 +83,18 @@ class GenPool:
         """Spread one micro-batch over the actors and gather the results in input order."""
         if not requests:
             return []
+        if self._admission is None:
+            self._admission = [asyncio.Semaphore(self.max_inflight) for _ in self.actors]
         k = len(self.actors)
         shards = [requests[i::k] for i in range(min(k, len(requests)))]
-        calls = [self.actors[next(self._next)].classify.remote([(r.messages, r.moderate.value) for r in shard])
-                 for shard in shards]
+
+        async def call(shard: list[GenRequest]) -> list[GenResult]:
+            index = next(self._next)
+            async with self._admission[index]:  # backpressure: wait while this actor is saturated
+                return await self.actors[index].classify.remote([(r.messages, r.moderate.value) for r in shard])
+
         try:
-            answers = await asyncio.wait_for(asyncio.gather(*calls), self.call_timeout_s)
+            answers = await asyncio.wait_for(asyncio.gather(*(call(shard) for shard in shards)), self.call_timeout_s)
         except (RayActorError, RayTaskError, asyncio.TimeoutError) as exc:
             raise GenUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         results: list[GenResult | None] = [None] * len(requests)

@@ -62,7 +62,8 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
                    max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
                    num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s, mode=settings.gen_mode,
-                   backend=settings.gen_backend)
+                   backend=settings.gen_backend, max_wait_ms=settings.gen_actor_wait_ms,
+                   max_inflight=settings.gen_max_inflight)
     stream_pool = StreamPool(stream_model, settings.stream_actors, device=settings.device, dtype=settings.stream_dtype,
                              num_cpus=settings.stream_actor_cpus, num_gpus=settings.stream_actor_gpus,
                              max_sessions=settings.stream_max_sessions, idle_ttl_s=settings.stream_idle_ttl_s,
