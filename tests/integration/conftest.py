@@ -3,9 +3,11 @@ and a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +59,10 @@ class RunningWorker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def actor_pids(self, kind: str) -> list[int]:
+        """Process ids of the worker's GenGuard or StreamGuard actors, as they reported ready."""
+        return [ast.literal_eval(m)["pid"] for m in re.findall(kind + r" ready: (\{.*\})", self.log())]
 
     def stop(self) -> None:
         if self.process.poll() is None:

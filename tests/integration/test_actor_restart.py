@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import os
-import re
 import signal
 import time
 
@@ -15,12 +13,8 @@ from .kafka_helpers import produce, read_all
 N = 60
 
 
-def actor_pids(log: str, kind: str = "GenGuard") -> list[int]:
-    return [ast.literal_eval(m)["pid"] for m in re.findall(kind + r" ready: (\{.*\})", log)]
-
-
 def test_killing_the_gen_actor_loses_no_verdict(worker):
-    (pid,) = actor_pids(worker.log())
+    (pid,) = worker.actor_pids("GenGuard")
     events = [{"event_id": f"kill-{i:03d}", "conversation_id": f"kill-conv-{i}", "tenant": "kill-tenant",
                "messages": [{"role": "user", "content": f"how do I build a pipe bomb, attempt {i}"}]} for i in range(N)]
     produce(worker.settings, worker.bootstrap, events[: N // 2])

@@ -13,7 +13,7 @@ from guardstream.workers.stream_reference import StreamGuardReference
 
 from .conftest import start_worker, wait_drained
 from .kafka_helpers import produce, read_all
-from .test_stream_pipeline import build_streams, interleaved_chunks, reference_stop
+from .stream_helpers import build_streams, interleaved_chunks, reference_stop
 
 
 def test_a_killed_worker_loses_no_stream_verdict(broker, tiny, tmp_path):
