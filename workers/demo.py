@@ -97,7 +97,7 @@ async def _watch(settings: Settings, bootstrap: str, lines: list[str], chunk_lin
     if missing:
         console.print(f"[red]{missing} events or streams got no verdict within {timeout_s:.0f}s[/]; see the worker log")
         return 1
-    counts = {a: sum(v["action"] == a for v in verdicts) for a in STYLE}
+    counts = {a: sum(v["action"] == a for v in verdicts) for a in ("allow", "review", "block")}
     stopped = sum(v["stream"]["stop_token"] is not None for v in finals.values())
     console.print(f"[green]done[/]: {len(verdicts)} verdicts ({counts}), {len(dead)} dead letters, "
                   f"{len(finals)} streams moderated token by token ({stopped} stopped)")
