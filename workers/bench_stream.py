@@ -107,7 +107,7 @@ def run_stream_bench(config_name: str, streams: list[int], chunks: list[int], re
                      reference_tokens: int, device: str, dtype: torch.dtype, report: Callable[[Measurement], None],
                      checkpoint: str | None = None) -> list[Measurement]:
     if config_name == "tiny":
-        from guardstream.workers.stream_engine import load_checkpoint
+        from guardstream.workers.qwen3 import load_checkpoint
 
         config, weights = load_checkpoint(checkpoint)
     else:

@@ -15,11 +15,29 @@ Weights load by the checkpoint's own names (`model.layers.N.self_attn.q_proj.wei
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """config.json and the safetensors weights of a local checkpoint directory or a hub id."""
+    path = Path(path)
+    if not path.is_dir():
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
+    weights: dict[str, Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    if not weights:
+        raise FileNotFoundError(f"no *.safetensors weights in {path}")
+    return json.loads((path / "config.json").read_text()), weights
 
 
 @dataclass(frozen=True)
@@ -54,15 +72,18 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * x.to(dtype)
 
 
-def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
-    """Rotary embedding, half-split layout as in Qwen3. x: [B, heads, T, d], positions: [B, T]."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    angles = positions.float()[:, None, :, None] * inv_freq  # [B, 1, T, d/2]
-    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+def rope_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles, [B, 1, T, d], computed once per forward for every layer."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.float()[:, None, :, None] * inv_freq
+    angles = torch.cat([angles, angles], -1)
+    return angles.cos(), angles.sin()
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding, half-split layout as in Qwen3. x: [B, heads, T, d]."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
+    return (x.float() * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
 class KVPool:
@@ -91,6 +112,13 @@ class KVPool:
     def release(self, slot: int) -> None:
         self.free.append(slot)
 
+    def read(self, layer: int, slots: Tensor, first: int | None, span: int) -> tuple[Tensor, Tensor]:
+        """K and V of the slots' first `span` positions: a view when the slots are consecutive from
+        `first`, else a gathered copy."""
+        if first is not None:
+            return self.k[layer, first : first + len(slots), :, :span], self.v[layer, first : first + len(slots), :, :span]
+        return self.k[layer, :, :, :span].index_select(0, slots), self.v[layer, :, :, :span].index_select(0, slots)
+
     def reserve(self, length: int) -> None:
         if length > self.capacity:
             capacity = self.capacity
@@ -114,10 +142,16 @@ class Qwen3:
         self.shape = shape
         self.embed = weights[f"{prefix}embed_tokens.weight"]
         self.norm = weights[f"{prefix}norm.weight"]
-        names = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                 "self_attn.q_norm", "self_attn.k_norm", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
-                 "mlp.down_proj")
-        self.layers = [{n: weights[f"{prefix}layers.{i}.{n}.weight"] for n in names} for i in range(shape.num_layers)]
+        self.layers = [self._layer(weights, f"{prefix}layers.{i}.") for i in range(shape.num_layers)]
+
+    @staticmethod
+    def _layer(weights: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+        """One layer's weights; q/k/v and gate/up are concatenated so each is one matmul."""
+        w = lambda name: weights[f"{prefix}{name}.weight"]  # noqa: E731
+        return {"input_layernorm": w("input_layernorm"), "post_attention_layernorm": w("post_attention_layernorm"),
+                "qkv": torch.cat([w("self_attn.q_proj"), w("self_attn.k_proj"), w("self_attn.v_proj")]),
+                "q_norm": w("self_attn.q_norm"), "k_norm": w("self_attn.k_norm"), "o_proj": w("self_attn.o_proj"),
+                "gate_up": torch.cat([w("mlp.gate_proj"), w("mlp.up_proj")]), "down": w("mlp.down_proj")}
 
     @torch.inference_mode()
     def forward(self, tokens: Tensor, starts: Tensor, lengths: Tensor, slots: Tensor, pool: KVPool) -> Tensor:
@@ -131,22 +165,25 @@ class Qwen3:
         span = int((starts + lengths).max())
         pool.reserve(span)
         # query j of row b sees keys t <= its own position; padded queries see key 0 and are ignored
-        mask = torch.arange(span, device=tokens.device)[None, None, :] <= positions[:, :, None]
-        mask = mask[:, None]  # [B, 1, K, span]
+        visible = torch.arange(span, device=tokens.device)[None, None, :] <= positions[:, :, None]
+        mask = torch.zeros(visible.shape, dtype=pool.dtype, device=tokens.device).masked_fill_(~visible, float("-inf"))
+        mask = mask[:, None]  # [B, 1, K, span], additive, built once for every layer
+        first = int(slots[0])
+        consecutive = first if bool((slots == torch.arange(first, first + batch, device=slots.device)).all()) else None
+        cos, sin = rope_tables(positions, s.head_dim, s.rope_theta)
+        q_width, kv_width = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         x = F.embedding(tokens, self.embed)
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w["input_layernorm"], s.rms_norm_eps)
-            q = (h @ w["self_attn.q_proj"].T).view(batch, width, s.num_heads, s.head_dim)
-            k = (h @ w["self_attn.k_proj"].T).view(batch, width, s.num_kv_heads, s.head_dim)
-            v = (h @ w["self_attn.v_proj"].T).view(batch, width, s.num_kv_heads, s.head_dim)
-            q = rope(rms_norm(q, w["self_attn.q_norm"], s.rms_norm_eps).transpose(1, 2), positions, s.rope_theta)
-            k = rope(rms_norm(k, w["self_attn.k_norm"], s.rms_norm_eps).transpose(1, 2), positions, s.rope_theta)
+            q, k, v = (h @ w["qkv"].T).split([q_width, kv_width, kv_width], -1)
+            q = rope(rms_norm(q.view(batch, width, s.num_heads, s.head_dim), w["q_norm"], s.rms_norm_eps).transpose(1, 2), cos, sin)
+            k = rope(rms_norm(k.view(batch, width, s.num_kv_heads, s.head_dim), w["k_norm"], s.rms_norm_eps).transpose(1, 2), cos, sin)
+            v = v.reshape(batch, width, s.num_kv_heads, s.head_dim)
             pool.k[i, slots[rows], :, positions[rows, cols]] = k[rows, :, cols]
             pool.v[i, slots[rows], :, positions[rows, cols]] = v.transpose(1, 2)[rows, :, cols]
-            keys = pool.k[i, :, :, :span].index_select(0, slots)
-            values = pool.v[i, :, :, :span].index_select(0, slots)
+            keys, values = pool.read(i, slots, consecutive, span)
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-            x = x + attn.transpose(1, 2).reshape(batch, width, -1) @ w["self_attn.o_proj"].T
-            h = rms_norm(x, w["post_attention_layernorm"], s.rms_norm_eps)
-            x = x + (F.silu(h @ w["mlp.gate_proj"].T) * (h @ w["mlp.up_proj"].T)) @ w["mlp.down_proj"].T
+            x = x + attn.transpose(1, 2).reshape(batch, width, -1) @ w["o_proj"].T
+            gate, up = (rms_norm(x, w["post_attention_layernorm"], s.rms_norm_eps) @ w["gate_up"].T).chunk(2, -1)
+            x = x + (F.silu(gate) * up) @ w["down"].T
         return rms_norm(x, self.norm, s.rms_norm_eps)

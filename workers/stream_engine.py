@@ -9,16 +9,14 @@ give the same verdicts as re-processing the whole sequence, at the cost of the n
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from guardstream.workers.qwen3 import KVPool, Qwen3, Qwen3Shape, rms_norm
+from guardstream.workers.qwen3 import KVPool, Qwen3, Qwen3Shape, load_checkpoint, rms_norm
 from guardstream.workers.stream_reference import StreamLabels
 
 
@@ -62,21 +60,6 @@ class _Session:
     slot: int
     length: int
     last_used: float
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
-    """config.json and the safetensors weights of a local checkpoint directory or a hub id."""
-    path = Path(path)
-    if not path.is_dir():
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
-    weights: dict[str, Tensor] = {}
-    for file in sorted(path.glob("*.safetensors")):
-        weights.update(load_file(str(file)))
-    if not weights:
-        raise FileNotFoundError(f"no *.safetensors weights in {path}")
-    return json.loads((path / "config.json").read_text()), weights
 
 
 class _Heads:
