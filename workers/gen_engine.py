@@ -6,23 +6,25 @@ block parsed, in one of two modes.
   next-token distribution over the three label words gives label and probabilities; then the few
   tokens of `Categories:`/`Refusal:` are decoded greedily from the KV cache. The part of the template
   before the conversation (the policy text) is the same for every request of a kind: its KV is
-  computed once per engine and reused, so each request only prefills its own conversation.
+  computed once per engine and reused, so each request only prefills its own conversation. This
+  runs on the plain-PyTorch Qwen3 (`workers/gen_scorer.py`) with the checkpoint's own weights.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 LABELS = ("Safe", "Unsafe", "Controversial")
 FORCED_PREFIX = "Safety:"
 
 from guardstream.schemas import Moderate
 from guardstream.workers.gen_output import GenJudgement, MalformedOutput, parse_gen_output
+from guardstream.workers.gen_scorer import GenScorer
+from guardstream.workers.qwen3 import load_checkpoint
 
 
 def label_token(tokenizer, label: str) -> int:
@@ -57,13 +59,46 @@ def load_checkpoint_error(model: str, exc: Exception) -> RuntimeError:
     )
 
 
+# Conversation texts whose first characters could merge with the template text before them if the
+# tokenizer's pre-tokenization does not split there; the first two differ at their first token.
+BOUNDARY_PROBES = ("a", "z z", " lead", "\n\nnew", ":colon", "'s", "42", "!?", "é", "   ", "\t x", "<|im_end|>")
+
+
+def conversation(kind: Moderate, content: str) -> list[dict]:
+    turns = [{"role": "user", "content": content}]
+    return turns + [{"role": "assistant", "content": content}] if kind is Moderate.response else turns
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The start of every templated request of one kind (the policy text). `text` is set when
+    tokenizing the text after it gives the same ids as tokenizing the whole, as it did on every
+    probe; then each request tokenizes only its conversation."""
+    ids: list[int]
+    text: str | None
+
+
+def checkpoint_dtype(config: dict, dtype: str) -> torch.dtype:
+    """`auto` is the checkpoint's own dtype, as transformers reads it."""
+    if dtype == "auto":
+        dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, dtype)
+
+
 class GenEngine:
     def __init__(self, model: str, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
                  max_new_tokens: int = 64, mode: str = "score", reuse_prefix: bool = True):
+        if mode not in ("score", "generate"):
+            raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
-        except (OSError, ValueError) as exc:
+            if mode == "generate":
+                self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
+            else:
+                config, weights = load_checkpoint(model)
+                self.scorer = GenScorer(config, weights, device=device, dtype=checkpoint_dtype(config, dtype),
+                                        max_batch_size=max_batch_size)
+        except (OSError, ValueError, KeyError) as exc:
             raise load_checkpoint_error(model, exc) from exc
         if self.tokenizer.chat_template is None:
             raise RuntimeError(f"{model!r} has no chat template; Qwen3Guard-Gen checkpoints carry one")
@@ -73,15 +108,12 @@ class GenEngine:
         self.device = device
         self.max_batch_size = max_batch_size
         self.max_new_tokens = max_new_tokens
-        if mode not in ("score", "generate"):
-            raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         self.mode, self.reuse_prefix = mode, reuse_prefix
         self.forced_ids = self.tokenizer(FORCED_PREFIX, add_special_tokens=False)["input_ids"]
         self.label_ids = [label_token(self.tokenizer, label) for label in LABELS]
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                          if i is not None}
-        self._prefixes: dict[Moderate, tuple[list[int], DynamicCache]] = {}
-
+        self._prefixes: dict[Moderate, SharedPrefix] = {}
 
     def render(self, request: GenRequest) -> str:
         return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
@@ -111,62 +143,35 @@ class GenEngine:
             except MalformedOutput as exc:
                 results[i] = GenResult(None, text, f"malformed model output: {exc}", latency_ms, probabilities)
 
-    def _prefix(self, kind: Moderate) -> tuple[list[int], DynamicCache]:
-        """Token ids every request of this kind starts with, and their KV, computed once."""
+    def _prefix(self, kind: Moderate) -> SharedPrefix:
         if kind not in self._prefixes:
-            turns = [[{"role": "user", "content": c}] for c in ("a", "z z")]
-            if kind is Moderate.response:
-                turns = [t + [{"role": "assistant", "content": c}] for t, c in zip(turns, ("b", "y y"))]
-            a, b = (self.tokenizer(self.render(GenRequest(t, kind)), add_special_tokens=False)["input_ids"] for t in turns)
+            probes = [self.render(GenRequest(conversation(kind, content), kind)) for content in BOUNDARY_PROBES]
+            a, b = self._tokenize(probes[:2])
             shared = 0
             while shared < min(len(a), len(b)) and a[shared] == b[shared]:
                 shared += 1
             ids = a[:shared]
-            cache = DynamicCache(config=self.model.config)
-            if ids:
-                self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True)
-            self._prefixes[kind] = (ids, cache)
+            text = self.tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+            clean = all(p.startswith(text) and self._tokenize([p])[0] == ids + self._tokenize([p[len(text):]])[0]
+                        for p in probes)
+            self._prefixes[kind] = SharedPrefix(ids, text if clean else None)
         return self._prefixes[kind]
 
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     def _score(self, prompts: list[str], kind: Moderate) -> list[tuple[str, dict[str, float]]]:
-        full = [self.tokenizer(p, add_special_tokens=False)["input_ids"] + self.forced_ids for p in prompts]
-        prefix, prefix_cache = self._prefix(kind) if self.reuse_prefix else ([], None)
-        if any(ids[: len(prefix)] != prefix for ids in full):  # a request that does not share it: prefill everything
-            prefix, prefix_cache = [], None
-        rows = [ids[len(prefix):] for ids in full]
-        width, batch = max(map(len, rows)), len(rows)
-        pad = self.tokenizer.pad_token_id
-        # [prefix | left padding | own tokens]: every row's last token sits in the last column
-        tokens = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = torch.tensor([[0] * (width - len(r)) + list(range(len(prefix), len(prefix) + len(r))) for r in rows],
-                                 device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(batch)
-        logits = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True).logits[:, -1].float()
-        label_probs = torch.softmax(logits[:, self.label_ids], -1)
-        generated = [[] for _ in range(batch)]
-        done = [False] * batch
-        next_ids = logits.argmax(-1)
-        last = positions[:, -1]
-        for _ in range(self.max_new_tokens):
-            for row, token in enumerate(next_ids.tolist()):
-                if not done[row]:
-                    done[row] = token in self.stop_ids
-                    if not done[row]:
-                        generated[row].append(token)
-            if all(done):
-                break
-            mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=self.device)], 1)
-            last = last + 1
-            logits = self.model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=last[:, None],
-                                past_key_values=cache, use_cache=True).logits[:, -1]
-            next_ids = logits.argmax(-1)
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        return [(FORCED_PREFIX + text, dict(zip(LABELS, probs))) for text, probs in zip(texts, label_probs.tolist())]
+        shared = self._prefix(kind) if self.reuse_prefix else SharedPrefix([], "")
+        if shared.text is not None and all(p.startswith(shared.text) for p in prompts):
+            prefix, rows = shared.ids, self._tokenize([p[len(shared.text):] for p in prompts])
+        else:  # tokenize whole; a request that does not start with the prefix makes the batch prefill everything
+            full = self._tokenize(prompts)
+            prefix = shared.ids if all(ids[: len(shared.ids)] == shared.ids for ids in full) else []
+            rows = [ids[len(prefix):] for ids in full]
+        scored = self.scorer.score(prefix, [ids + self.forced_ids for ids in rows], self.label_ids, self.stop_ids,
+                                   self.max_new_tokens)
+        texts = self.tokenizer.batch_decode([s.answer_ids for s in scored], skip_special_tokens=True)
+        return [(FORCED_PREFIX + text, dict(zip(LABELS, s.label_probabilities))) for text, s in zip(texts, scored)]
 
     def _generate(self, prompts: list[str]) -> list[str]:
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)

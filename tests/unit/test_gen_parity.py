@@ -51,7 +51,34 @@ def test_the_shared_prefix_is_the_policy_text(tiny):
     engine = GenEngine(str(tiny.gen))
     for kind, conversation in ((Moderate.prompt, [{"role": "user", "content": "hi"}]),
                                (Moderate.response, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])):
-        ids, _ = engine._prefix(kind)
+        ids = engine._prefix(kind).ids
         text = engine.tokenizer.decode(ids)
         assert "<END SAFETY POLICY>" in text and "<BEGIN CONVERSATION>" in text and "hi" not in text.split("<BEGIN CONVERSATION>")[1]
         assert engine.render(GenRequest(conversation, kind)).startswith(text)
+
+
+def test_tokenizing_only_the_conversation_gives_the_whole_text_ids(tiny):
+    engine = GenEngine(str(tiny.gen))
+    for example in load_corpus():
+        kind = Moderate(example.kind)
+        shared, text = engine._prefix(kind), engine.render(GenRequest(example.messages, kind))
+        assert shared.text is not None and text.startswith(shared.text)
+        assert shared.ids + engine._tokenize([text[len(shared.text):]])[0] == engine._tokenize([text])[0]
+
+
+def test_label_probabilities_equal_a_plain_hugging_face_forward(tiny):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    engine = GenEngine(str(tiny.gen), max_batch_size=16)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny.gen), dtype=torch.float32).eval()
+    requests = [GenRequest(x.messages, Moderate(x.kind)) for x in load_corpus()[:48]]
+    ours = engine.classify(requests)
+    worst = 0.0
+    with torch.inference_mode():
+        for request, result in zip(requests, ours):
+            ids = engine._tokenize([engine.render(request)])[0] + engine.forced_ids
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            reference = torch.softmax(logits[engine.label_ids], -1).tolist()
+            worst = max(worst, *(abs(a - b) for a, b in zip(reference, result.probabilities.values())))
+    assert worst <= 1e-4, worst
