@@ -1,5 +1,12 @@
 """`guardstream bench gen`: classifications/s and latency of each Gen path, next to the model card's
-way (`generate(max_new_tokens=128)`, one message at a time) measured in the same run."""
+way (`generate(max_new_tokens=128)`, one message at a time) measured in the same run.
+
+On a checkpoint (the tiny fixture or a real one) every path runs through `GenEngine` on the fixture
+corpus, and label agreement with the reference is reported. On a random-weight model of a real
+Qwen3Guard-Gen shape (`--config 0.6b|4b|8b`) requests are token ids of a realistic length and
+answers have a fixed length, since random weights never write a stop token; those rows measure
+speed, not verdicts.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
 from guardstream.schemas import Moderate
 from guardstream.workers.gen_engine import GenEngine, GenRequest
+from guardstream.workers.gen_scorer import GenScorer
+from guardstream.workers.qwen3 import QWEN3GUARD_SHAPES
 from guardstream.workers.tiny_checkpoints import load_corpus
 
 
@@ -19,7 +31,8 @@ class GenMeasurement:
     requests: int
     seconds: float
     latencies_ms: list[float]
-    agree: float  # share of requests whose label equals the reference's
+    agree: float | None  # share of requests whose label equals the reference's (None: random weights)
+    useful_flops: float = 0.0  # matmul FLOPs of the tokens after the shared prefix, the same for every path
 
     @property
     def per_second(self) -> float:
@@ -28,6 +41,10 @@ class GenMeasurement:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def useful_tflops(self) -> float:
+        return self.useful_flops / self.seconds / 1e12
 
 
 PATHS = {  # name → GenEngine options
@@ -73,4 +90,82 @@ def run_gen_bench(model: str, batches: list[int], count: int, device: str, dtype
             measured, _ = _measure(engine, name, batch, requests, reference)
             results.append(measured)
             report(measured)
+    return results
+
+
+# Qwen3Guard-Gen 0.6B and 4B tie the output projection to the embedding; 8B does not.
+TIED_EMBEDDINGS = {"0.6b": True, "4b": True, "8b": False}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Token counts of one Gen request, estimated for the published chat template and Qwen's tokenizer."""
+    prefix_tokens: int = 220  # the task and policy text before the conversation, the same for every request
+    conversation_tokens: tuple[int, int] = (32, 256)  # per request, drawn uniformly
+    tail_tokens: int = 80  # the instructions after the conversation and the assistant header
+    answer_tokens: int = 14  # "Safety: Unsafe\nCategories: Violent\nRefusal: No"
+    forced_tokens: int = 2  # "Safety:"
+
+    def requests(self, count: int, vocab: int, seed: int = 0) -> tuple[list[int], list[list[int]]]:
+        """The shared prefix and each request's own ids (conversation, tail, forced prefix), shortest first."""
+        generator = torch.Generator().manual_seed(seed)
+        ids = lambda n: torch.randint(10, vocab, (n,), generator=generator).tolist()  # noqa: E731
+        prefix, tail, forced = ids(self.prefix_tokens), ids(self.tail_tokens), ids(self.forced_tokens)
+        low, high = self.conversation_tokens
+        lengths = sorted(torch.randint(low, high + 1, (count,), generator=generator).tolist())
+        return prefix, [ids(n) + tail + forced for n in lengths]
+
+
+def random_gen_model(config_name: str, seed: int = 0, **overrides) -> Qwen3ForCausalLM:
+    """A Qwen3ForCausalLM with the real shape and weight names of a Qwen3Guard-Gen size, random weights."""
+    shape = {"vocab_size": 151_936, **QWEN3GUARD_SHAPES[config_name], **overrides}
+    config = Qwen3Config(rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_position_embeddings=32_768,
+                         tie_word_embeddings=TIED_EMBEDDINGS[config_name], eos_token_id=None, pad_token_id=0, **shape)
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(config).eval()
+
+
+def matmul_flops_per_token(config: Qwen3Config) -> float:
+    c = config
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    per_layer = c.hidden_size * (q + 2 * kv) + q * c.hidden_size + 3 * c.hidden_size * c.intermediate_size
+    return 2.0 * c.num_hidden_layers * per_layer
+
+
+def run_gen_shape_bench(config_name: str, batches: list[int], count: int, device: str, dtype: torch.dtype,
+                        report: Callable[[GenMeasurement], None], workload: Workload = Workload(),
+                        **overrides) -> list[GenMeasurement]:
+    model = random_gen_model(config_name, **overrides).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    prefix, rows = workload.requests(count, model.config.vocab_size)
+    useful = matmul_flops_per_token(model.config) * sum(map(len, rows))
+    answer = workload.answer_tokens - workload.forced_tokens
+
+    latencies, began = [], time.perf_counter()
+    with torch.inference_mode():
+        for row in rows:  # the model card's way: the whole templated input, the whole answer generated
+            t0 = time.perf_counter()
+            model.generate(torch.tensor([prefix + row[: -workload.forced_tokens]], device=device), do_sample=False,
+                           max_new_tokens=workload.answer_tokens, min_new_tokens=workload.answer_tokens)
+            sync()
+            latencies.append((time.perf_counter() - t0) * 1000)
+    results = [GenMeasurement("reference: generate(), one at a time", 1, count, time.perf_counter() - began,
+                              latencies, None, useful)]
+    report(results[-1])
+    scorer = GenScorer(model.config.to_dict(), dict(model.state_dict()), device=device, dtype=dtype,
+                       max_batch_size=max(batches))
+    label_ids = rows[0][-3:]  # any three ids: random weights have no label words
+    for name, shared in (("label scoring", []), ("label scoring + prefix reuse", prefix)):
+        own = [r if shared else prefix + r for r in rows]
+        for batch in batches:
+            scorer.score(shared, own[:batch], label_ids, set(), answer)  # warm-up (and the prefix KV)
+            sync()
+            latencies, began = [], time.perf_counter()
+            for start in range(0, count, batch):
+                t0 = time.perf_counter()
+                scorer.score(shared, own[start : start + batch], label_ids, set(), answer)
+                sync()
+                latencies += [(time.perf_counter() - t0) * 1000] * len(own[start : start + batch])
+            results.append(GenMeasurement(name, batch, count, time.perf_counter() - began, latencies, None, useful))
+            report(results[-1])
     return results

