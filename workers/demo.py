@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from guardstream.topology.topics import ensure_topics
 from guardstream.workers.broker import EmbeddedBroker
 from guardstream.workers.kafka_io import produce_lines, records
 from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
+from guardstream.workers.worker_process import WorkerProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 POLICY = EXAMPLES / "policy.json"
@@ -114,18 +112,11 @@ def run_demo(events_file: Path, gen_model: str | None, timeout_s: float, console
         console.print(f"embedded broker on [bold]{broker.bootstrap}[/]")
         asyncio.run(ensure_topics(settings, broker.bootstrap))
         log_path = settings.home / "worker.log"
-        env = {**os.environ, "GUARDSTREAM_AUDIT_STORE_TEXT": "true", "GUARDSTREAM_APP_ID": f"guardstream-demo-{os.getpid()}"}
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "guardstream.workers.cli", "worker", "--bootstrap", broker.bootstrap,
-                 "--gen-model", model, *(["--stream-model", stream_model] if stream_model else []), "--policy", str(POLICY)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        console.print(f"worker started (pid {worker.pid}, log {log_path}); starting Ray and loading the model...")
+        worker = WorkerProcess(broker.bootstrap, log_path, "--gen-model", model,
+                               *(["--stream-model", stream_model] if stream_model else []), "--policy", str(POLICY),
+                               audit_store_text="true", app_id=f"guardstream-demo-{os.getpid()}")
+        console.print(f"worker started (pid {worker.process.pid}, log {log_path}); starting Ray and loading the model...")
         try:
             return asyncio.run(_watch(settings, broker.bootstrap, lines, chunk_lines, timeout_s, console))
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()

@@ -8,12 +8,8 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -24,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from guardstream.topology.settings import Settings
 from guardstream.workers.broker import EmbeddedBroker, free_port
 from guardstream.workers.kafka_io import records, topic_name
+from guardstream.workers.worker_process import WorkerProcess, WorkerStartError
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 POLICY = {"default": {"mode": "strict", "fail_mode": "closed"},
@@ -50,46 +47,19 @@ def pg_url():
     admin.close()
 
 
-@dataclass
-class RunningWorker:
-    settings: Settings
-    bootstrap: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
+class RunningWorker(WorkerProcess):
     def actor_pids(self, kind: str) -> list[int]:
         """Process ids of the worker's GenGuard or StreamGuard actors, as they reported ready."""
         return [ast.literal_eval(m)["pid"] for m in re.findall(kind + r" ready: (\{.*\})", self.log())]
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
 
 def start_worker(bootstrap: str, gen_model: str, log_path: Path, **env_settings: str) -> RunningWorker:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GUARDSTREAM_KAFKA_REBALANCE_TIMEOUT_S": "6",
-           "GUARDSTREAM_KAFKA_SESSION_TIMEOUT_S": "6",
-           **{f"GUARDSTREAM_{k.upper()}": str(v) for k, v in env_settings.items()}}
-    settings = Settings.load(env)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "guardstream.workers.cli", "worker", "--bootstrap", bootstrap,
-                                    "--gen-model", gen_model], stdout=log, stderr=subprocess.STDOUT, env=env)
-    worker = RunningWorker(settings, bootstrap, process, log_path)
-    deadline = time.monotonic() + 240
-    while "Worker ready" not in worker.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            worker.stop()
-            pytest.fail(f"the worker did not become ready; its log ends with:\n{worker.log()[-4000:]}")
-        time.sleep(0.5)
-    return worker
+    worker = RunningWorker(bootstrap, log_path, "--gen-model", gen_model, kafka_rebalance_timeout_s=6,
+                           kafka_session_timeout_s=6, **env_settings)
+    try:
+        return worker.wait_ready()
+    except WorkerStartError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")
