@@ -6,9 +6,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guardstream.topology.policy import Policy
+
+
+AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics"]
+AGENTS = ("gen", "stream", "enforcement", "audit", "analytics")
 
 
 class SettingsError(ValueError):
@@ -37,7 +41,8 @@ class Settings(BaseModel):
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus
     ray_num_cpus: int = Field(default=2, ge=1)
     gen_model: str | None = None  # hub id or path; None: the tiny test-fixture checkpoint
-    gen_backend: Literal["transformers", "vllm"] = "transformers"
+    # noop answers Safe without a model: only for `guardstream bench pipeline` (the plumbing ceiling)
+    gen_backend: Literal["transformers", "vllm", "noop"] = "transformers"
     gen_mode: Literal["score", "generate"] = "score"  # one-pass label scoring with prefix reuse, or generate()
     gen_actors: int = Field(default=1, ge=1)
     gen_actor_cpus: float = Field(default=1, ge=0)
@@ -61,6 +66,22 @@ class Settings(BaseModel):
     stream_batch_wait_ms: int = Field(default=10, ge=0)
     stream_debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
     stream_gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
+
+    # Which agents this worker runs (comma-separated in the environment): the Gen and Stream paths
+    # need the GPU pool, the sinks only the verdict topic, so they can run as separate deployments.
+    agents: frozenset[AgentName] = frozenset(AGENTS)
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agent_list(cls, value):
+        return [a.strip() for a in value.split(",") if a.strip()] if isinstance(value, str) else value
+
+    @field_validator("agents")
+    @classmethod
+    def _some_agent(cls, value):
+        if not value:
+            raise ValueError(f"name at least one of {', '.join(AGENTS)}")
+        return value
 
     # Input limits and downstream sinks.
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)

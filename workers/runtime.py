@@ -59,24 +59,33 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     model, stream_model = resolve_models(settings)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start_ray(settings)
-    pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
-                   max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
-                   num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s, mode=settings.gen_mode,
-                   backend=settings.gen_backend, max_wait_ms=settings.gen_actor_wait_ms,
-                   max_inflight=settings.gen_max_inflight)
-    stream_pool = StreamPool(stream_model, settings.stream_actors, device=settings.device, dtype=settings.stream_dtype,
-                             num_cpus=settings.stream_actor_cpus, num_gpus=settings.stream_actor_gpus,
-                             max_sessions=settings.stream_max_sessions, idle_ttl_s=settings.stream_idle_ttl_s,
-                             call_timeout_s=settings.gen_call_timeout_s)
-    log.info("loading %s into %d GenGuard and %s into %d StreamGuard actor(s)...", model, settings.gen_actors,
-             stream_model, settings.stream_actors)
-    for info in pool.wait_ready():
-        log.info("GenGuard ready: %s", info)
-    for info in stream_pool.wait_ready():
-        log.info("StreamGuard ready: %s", info)
+    moderator = stream_moderator = None
+    pools = []
+    if "gen" in settings.agents:
+        pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
+                       max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
+                       num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s,
+                       mode=settings.gen_mode, backend=settings.gen_backend, max_wait_ms=settings.gen_actor_wait_ms,
+                       max_inflight=settings.gen_max_inflight)
+        pools.append(("GenGuard", pool))
+        if settings.gen_backend == "noop":
+            log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
+        moderator = GenModerator(settings, pool, "noop" if settings.gen_backend == "noop" else model)
+    if "stream" in settings.agents:
+        stream_pool = StreamPool(stream_model, settings.stream_actors, device=settings.device,
+                                 dtype=settings.stream_dtype, num_cpus=settings.stream_actor_cpus,
+                                 num_gpus=settings.stream_actor_gpus, max_sessions=settings.stream_max_sessions,
+                                 idle_ttl_s=settings.stream_idle_ttl_s, call_timeout_s=settings.gen_call_timeout_s)
+        pools.append(("StreamGuard", stream_pool))
+        stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(stream_model),
+                                           stream_model)
+    log.info("agents: %s; loading %s", ", ".join(sorted(settings.agents)),
+             ", ".join(f"{kind} x{len(p.actors)}" for kind, p in pools) or "no model")
+    for kind, p in pools:
+        for info in p.wait_ready():
+            log.info("%s ready: %s", kind, info)
     serve_metrics(settings.metrics_port)
-    stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(stream_model), stream_model)
-    app = create_app(settings, bootstrap, GenModerator(settings, pool, model), stream_moderator)
+    app = create_app(settings, bootstrap, moderator, stream_moderator)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()

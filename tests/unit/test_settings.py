@@ -31,3 +31,13 @@ def test_sasl_options_reach_the_kafka_clients():
 def test_audit_defaults_to_sqlite_under_home(tmp_path):
     assert Settings.load({}, home=tmp_path).audit_target() == f"sqlite:///{tmp_path / 'audit.sqlite'}"
     assert Settings.load({"GUARDSTREAM_AUDIT_URL": "postgresql://db/x"}).audit_target() == "postgresql://db/x"
+
+
+def test_a_worker_runs_all_agents_or_the_ones_named():
+    assert Settings.load({}).agents == {"gen", "stream", "enforcement", "audit", "analytics"}
+    assert Settings.load({"GUARDSTREAM_AGENTS": "gen, audit"}).agents == {"gen", "audit"}
+    assert Settings.load({}, agents="stream").agents == {"stream"}
+    with pytest.raises(SettingsError, match="agents"):
+        Settings.load({"GUARDSTREAM_AGENTS": "gen,billing"})
+    with pytest.raises(SettingsError, match="name at least one"):
+        Settings.load({"GUARDSTREAM_AGENTS": ","})
