@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 LABELS = ("Safe", "Unsafe", "Controversial")
 FORCED_PREFIX = "Safety:"
 
-from guardstream.schemas import Moderate
+from guardstream.schemas import Moderate, RiskLevel
 from guardstream.workers.gen_output import GenJudgement, MalformedOutput, parse_gen_output
 from guardstream.workers.gen_scorer import GenScorer
 from guardstream.workers.qwen3 import load_checkpoint
@@ -178,3 +178,15 @@ class GenEngine:
         out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class NoopGenEngine:
+    """Answers Safe to everything without a model. It exists for `guardstream bench pipeline`, which
+    measures what the broker, Faust and Ray cost without an engine; its verdicts name it as model."""
+
+    model_id = "noop"
+
+    def classify(self, requests: list[GenRequest]) -> list[GenResult]:
+        safe = GenJudgement(RiskLevel.safe, [], None)
+        return [GenResult(safe, "Safety: Safe\nCategories: None", None, 0.0, {"Safe": 1.0, "Unsafe": 0.0,
+                                                                               "Controversial": 0.0}) for _ in requests]

@@ -23,7 +23,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from guardstream.schemas import Moderate
 from guardstream.workers.batching import MicroBatcher
-from guardstream.workers.gen_engine import GenEngine, GenRequest, GenResult
+from guardstream.workers.gen_engine import GenEngine, GenRequest, GenResult, NoopGenEngine
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class GenGuard:
             from guardstream.workers.gen_vllm import VllmGenEngine
 
             self.engine = VllmGenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
+        elif backend == "noop":
+            self.engine = NoopGenEngine()
         else:
             self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
         self.batcher = MicroBatcher(self.engine.classify, max_batch_size, max_wait_ms / 1000)
