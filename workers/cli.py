@@ -243,7 +243,7 @@ def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int,
         table.add_column(column, justify="left" if column == "path" else "right")
     base = results[0].per_second
     for m in results:
-        rate = f"{m.per_second:,.1f}" if m.per_second >= 10 else f"{m.per_second:.3f}"
+        rate = f"{m.per_second:,.1f}" if m.per_second >= 1 else f"{m.per_second:.3f}"
         table.add_row(m.path, str(m.batch), rate, f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
                       f"{m.per_second / base:.1f}", f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}")
     Console(width=None if sys.stdout.isatty() else 140).print(table)
