@@ -1,0 +1,60 @@
+"""GenPool's admission: at most `max_inflight` calls per actor; more callers wait instead of queueing
+work on the actor (backpressure to the Faust agent). The actors are fakes here; the integration
+tests run the real ones."""
+
+import asyncio
+import itertools
+
+import pytest
+
+from guardstream.schemas import Moderate
+from guardstream.workers.gen_engine import GenRequest
+from guardstream.workers.gen_pool import GenPool, GenUnavailable
+
+
+class SlowActor:
+    """Stands in for a GenGuard handle: `classify.remote(...)` is awaitable, and counts concurrency."""
+
+    def __init__(self):
+        self.running = self.most = self.calls = 0
+        self.classify = self
+
+    def remote(self, requests):
+        async def run():
+            self.running += 1
+            self.calls += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.02)
+            self.running -= 1
+            return [f"answer:{messages[0]['content']}" for messages, _ in requests]
+        return run()
+
+
+def pool_of(actors, max_inflight, timeout_s=10.0) -> GenPool:
+    pool = GenPool.__new__(GenPool)  # no Ray: the same admission and sharding code over fake handles
+    pool.model, pool.actors, pool.max_inflight, pool.call_timeout_s = "fake", actors, max_inflight, timeout_s
+    pool._admission, pool._next = None, itertools.cycle(range(len(actors)))
+    return pool
+
+
+def request(text: str) -> GenRequest:
+    return GenRequest([{"role": "user", "content": text}], Moderate.prompt)
+
+
+async def test_callers_beyond_the_inflight_limit_wait_and_every_answer_returns_in_order():
+    actors = [SlowActor(), SlowActor()]
+    pool = pool_of(actors, max_inflight=2)
+    batches = [[request(f"{b}-{i}") for i in range(4)] for b in range(10)]
+    answers = await asyncio.gather(*(pool.classify(batch) for batch in batches))
+    assert answers == [[f"answer:{r.messages[0]['content']}" for r in batch] for batch in batches]
+    assert [a.most for a in actors] == [2, 2]  # ten concurrent callers, never more than 2 calls per actor
+    assert sum(a.calls for a in actors) == 20  # each batch split over both actors
+
+
+async def test_a_pool_that_does_not_answer_in_time_is_unavailable():
+    class Stuck(SlowActor):
+        def remote(self, requests):
+            return asyncio.sleep(5)
+
+    with pytest.raises(GenUnavailable, match="TimeoutError"):
+        await pool_of([Stuck()], max_inflight=1, timeout_s=0.05).classify([request("x")])
