@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -30,6 +31,31 @@ log = logging.getLogger(__name__)
 
 class GenUnavailable(RuntimeError):
     pass
+
+
+def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) -> Callable[[list[GenRequest]], list[GenResult]]:
+    """A batch the engine fails on is retried one request at a time, so a poison input gets an
+    error result of its own instead of taking its batch-mates down with it."""
+
+    def failed(exc: Exception) -> GenResult:
+        return GenResult(None, "", f"engine failed on this input: {type(exc).__name__}: {str(exc)[:300]}", 0.0)
+
+    def one(request: GenRequest) -> GenResult:
+        try:
+            return classify([request])[0]
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes this request's result
+            return failed(exc)
+
+    def run(requests: list[GenRequest]) -> list[GenResult]:
+        try:
+            return classify(requests)
+        except Exception as exc:  # noqa: BLE001
+            if len(requests) == 1:
+                return [failed(exc)]
+            log.warning("engine failed on a batch of %d (%s); retrying one at a time", len(requests), exc)
+            return [one(request) for request in requests]
+
+    return run
 
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
@@ -47,7 +73,7 @@ class GenGuard:
             self.engine = NoopGenEngine()
         else:
             self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
-        self.batcher = MicroBatcher(self.engine.classify, max_batch_size, max_wait_ms / 1000)
+        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), max_batch_size, max_wait_ms / 1000)
 
     async def ready(self) -> dict:
         return {"model": self.engine.model_id, "pid": os.getpid()}

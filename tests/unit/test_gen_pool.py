@@ -58,3 +58,22 @@ async def test_a_pool_that_does_not_answer_in_time_is_unavailable():
 
     with pytest.raises(GenUnavailable, match="TimeoutError"):
         await pool_of([Stuck()], max_inflight=1, timeout_s=0.05).classify([request("x")])
+
+
+def test_a_poison_input_fails_alone_and_its_batch_mates_are_judged():
+    from guardstream.workers.gen_engine import GenResult
+    from guardstream.workers.gen_pool import isolate_failures
+
+    calls = []
+
+    def engine(requests):
+        calls.append(len(requests))
+        if any(r.messages[0]["content"] == "poison" for r in requests):
+            raise RuntimeError("CUDA error: device-side assert")
+        return [GenResult(None, f"ok:{r.messages[0]['content']}", None, 1.0) for r in requests]
+
+    results = isolate_failures(engine)([request("a"), request("poison"), request("b")])
+    assert [r.raw_output for r in results] == ["ok:a", "", "ok:b"]
+    assert results[1].error.startswith("engine failed on this input: RuntimeError: CUDA error")
+    assert calls == [3, 1, 1, 1]  # the batch, then one at a time
+    assert isolate_failures(engine)([request("poison")])[0].error is not None
