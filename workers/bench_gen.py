@@ -18,6 +18,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from guardstream.schemas import Moderate
+from guardstream.workers.bench_timing import device_sync, percentile, time_batches
 from guardstream.workers.gen_engine import GenEngine, GenRequest
 from guardstream.workers.gen_scorer import GenScorer
 from guardstream.workers.qwen3 import QWEN3GUARD_SHAPES
@@ -39,8 +40,7 @@ class GenMeasurement:
         return self.requests / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
     @property
     def useful_tflops(self) -> float:
@@ -136,7 +136,7 @@ def run_gen_shape_bench(config_name: str, batches: list[int], count: int, device
                         report: Callable[[GenMeasurement], None], workload: Workload = Workload(),
                         **overrides) -> list[GenMeasurement]:
     model = random_gen_model(config_name, **overrides).to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = device_sync(device)
     prefix, rows = workload.requests(count, model.config.vocab_size)
     useful = matmul_flops_per_token(model.config) * sum(map(len, rows))
     answer = workload.answer_tokens - workload.forced_tokens
@@ -160,12 +160,8 @@ def run_gen_shape_bench(config_name: str, batches: list[int], count: int, device
         for batch in batches:
             scorer.score(shared, own[:batch], label_ids, set(), answer)  # warm-up (and the prefix KV)
             sync()
-            latencies, began = [], time.perf_counter()
-            for start in range(0, count, batch):
-                t0 = time.perf_counter()
-                scorer.score(shared, own[start : start + batch], label_ids, set(), answer)
-                sync()
-                latencies += [(time.perf_counter() - t0) * 1000] * len(own[start : start + batch])
-            results.append(GenMeasurement(name, batch, count, time.perf_counter() - began, latencies, None, useful))
+            seconds, latencies = time_batches(own, batch, lambda chosen: scorer.score(shared, chosen, label_ids, set(),
+                                                                                     answer), sync)
+            results.append(GenMeasurement(name, batch, count, seconds, latencies, None, useful))
             report(results[-1])
     return results

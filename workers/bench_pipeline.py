@@ -25,6 +25,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from guardstream.topology.settings import Settings
+from guardstream.workers.bench_timing import percentile, time_batches
 from guardstream.workers.broker import EmbeddedBroker
 from guardstream.workers.kafka_io import topic_name
 from guardstream.workers.tiny_checkpoints import load_corpus
@@ -44,8 +45,7 @@ class PipelineMeasurement:
         return self.events / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        return percentile(self.latencies_ms, q)
 
 
 def bench_events(count: int, run: str) -> list[dict]:
@@ -66,13 +66,8 @@ def measure_engine_alone(model: str, events: list[dict], batch: int, threads: in
     engine = GenEngine(model, max_batch_size=batch)
     requests = [GenRequest(e["messages"], Moderate(e["moderate"])) for e in events]
     engine.classify(requests[:batch])  # warm-up (and the prefix KV)
-    latencies, began = [], time.perf_counter()
-    for start in range(0, len(requests), batch):
-        t0 = time.perf_counter()
-        engine.classify(requests[start : start + batch])
-        latencies += [(time.perf_counter() - t0) * 1000] * len(requests[start : start + batch])
-    return PipelineMeasurement("engine alone (GenEngine.classify)", batch, len(requests), time.perf_counter() - began,
-                               latencies)
+    seconds, latencies = time_batches(requests, batch, engine.classify)  # in arrival order, as the actor gets them
+    return PipelineMeasurement("engine alone (GenEngine.classify)", batch, len(requests), seconds, latencies)
 
 
 class VerdictClock:

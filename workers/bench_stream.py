@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen3Config
 
+from guardstream.workers.bench_timing import device_sync, percentile
 from guardstream.workers.qwen3 import QWEN3GUARD_SHAPES
 from guardstream.workers.stream_engine import Feed, Open, StreamEngine
 from guardstream.workers.stream_reference import StreamGuardReference
@@ -40,8 +41,7 @@ class Measurement:
         return self.tokens / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.chunk_latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        return percentile(self.chunk_latencies_ms, q)
 
 
 def random_checkpoint(shape: str, seed: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -106,7 +106,7 @@ def run_stream_bench(config_name: str, streams: list[int], chunks: list[int], re
         config, weights = random_checkpoint(config_name)
     vocab = config["vocab_size"]
     prompt = _reply(vocab, prompt_tokens - 1, seed=99) + [IM_END]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = device_sync(device)
     reference = StreamGuardReference(Qwen3Config.from_dict(config), config)
     reference.load_state_dict(weights)
     reference = reference.to(device=device, dtype=dtype).eval()
