@@ -56,9 +56,10 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
-    model, stream_model = resolve_models(settings)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    start_ray(settings)
+    if settings.agents & {"gen", "stream"}:  # a worker of verdict sinks only needs no model and no Ray
+        model, stream_model = resolve_models(settings)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        start_ray(settings)
     moderator = stream_moderator = None
     pools = []
     if "gen" in settings.agents:
