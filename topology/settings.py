@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -12,7 +12,7 @@ from guardstream.topology.policy import Policy
 
 
 AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics"]
-AGENTS = ("gen", "stream", "enforcement", "audit", "analytics")
+AGENTS: tuple[str, ...] = get_args(AgentName)
 
 
 class SettingsError(ValueError):
