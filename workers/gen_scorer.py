@@ -67,9 +67,9 @@ class GenScorer:
                 into = torch.tensor(slots, device=self.device)
                 self.pool.k[:, into, :, : len(prefix)] = keys[:, None]
                 self.pool.v[:, into, :, : len(prefix)] = values[:, None]
-            positions = torch.tensor([len(prefix) + len(r) for r in rows], device=self.device)
-            logits = (self._forward(rows, positions - torch.tensor([len(r) for r in rows], device=self.device), slots)
-                      @ self.lm_head.T).float()
+            starts = torch.full((len(rows),), len(prefix), device=self.device)
+            logits = (self._forward(rows, starts, slots) @ self.lm_head.T).float()
+            positions = starts + torch.tensor([len(r) for r in rows], device=self.device)  # of each next token
             label_probabilities = torch.softmax(logits[:, label_ids], -1).tolist()
             answers: list[list[int]] = [[] for _ in rows]
             done = [False] * len(rows)
