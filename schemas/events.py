@@ -3,23 +3,40 @@
 Producers and consumers in other languages use the JSON Schemas exported from these
 (`guardstream schemas export DIR`). Unknown fields are rejected so that a typo in a producer
 surfaces as a dead letter instead of a silently ignored setting.
+
+Uniqueness: a producer keeps `event_id` unique within its (tenant, conversation_id), and
+`stream_id` unique within its (tenant, conversation_id). Every id guardstream derives (verdict,
+action, stream-final verdict) includes tenant and conversation, so it is unique across tenants
+and the same on every replay. Ids and tenants are printable text without control characters.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = 32_000
 MAX_MESSAGES = 64
 MAX_CHUNK_TOKENS = 4_096
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _printable(value: str) -> str:
+    """Ids end up in database keys, log lines and HTTP headers: no control or invisible format
+    characters (a NUL, for one, makes PostgreSQL refuse the row)."""
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValueError(f"must be printable text, found the control character U+{ord(bad):04X}")
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_printable)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -183,7 +200,13 @@ class WindowCount(Wire):
 
 
 class DeadLetter(Wire):
-    """Input that could not be moderated (topic `dlq`), with where it came from and why."""
+    """Input that could not be moderated (topic `dlq`), with where it came from and why.
+
+    Codes: `not_utf8`, `not_json`, `invalid_schema`, `oversize` (intake); `sequence_gap`,
+    `stream_error` (a stream's chunks out of shape); `processing_failed` (a moderation step
+    failed on this record alone); `undeliverable` (its verdict could not be written to Kafka);
+    `audit_rejected` (the audit database refused its row: `topic` is then the verdict topic).
+    """
 
     topic: str
     partition: int
@@ -191,7 +214,8 @@ class DeadLetter(Wire):
     key: str | None
     raw_value: str = Field(description="the original value, decoded leniently and truncated")
     raw_size: int
-    error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8", "sequence_gap", "stream_error"]
+    error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8", "sequence_gap", "stream_error",
+                        "processing_failed", "undeliverable", "audit_rejected"]
     error: str
     produced_at: datetime = Field(default_factory=utc_now)
 
@@ -201,8 +225,9 @@ _VERDICT_NAMESPACE = uuid.UUID("6f1b7a52-3c39-4c5e-9d1a-2f5b8f0c7e11")
 
 def derive_id(kind: str, *parts: str) -> str:
     """A deterministic id, so a replayed event yields the same id and sinks can upsert."""
-    return str(uuid.uuid5(_VERDICT_NAMESPACE, "\x1f".join((kind, *parts))))
+    return str(uuid.uuid5(_VERDICT_NAMESPACE, json.dumps([kind, *parts])))  # JSON: no two part lists read alike
 
 
-def verdict_id(source_event_id: str, model_id: str, moderate: Moderate) -> str:
-    return derive_id("verdict", source_event_id, model_id, moderate.value)
+def verdict_id(tenant: str, conversation_id: str, source_event_id: str, model_id: str, moderate: Moderate) -> str:
+    """Unique across tenants and conversations: producers only keep event ids unique within one."""
+    return derive_id("verdict", tenant, conversation_id, source_event_id, model_id, moderate.value)

@@ -42,7 +42,7 @@ class GenModerator:
         risk = judgement.risk_level if judgement else RiskLevel.error
         categories = judgement.categories if judgement else []
         return VerdictEvent(
-            verdict_id=verdict_id(event.event_id, self.model_id, event.moderate),
+            verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate),
             source_event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
             moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
             categories=categories, refusal=judgement.refusal if judgement else None,

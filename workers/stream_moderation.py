@@ -196,7 +196,8 @@ class StreamModerator:
             q = answer.query
             risk = RiskLevel(q.label)
             categories = [q.category] if risk is not RiskLevel.safe and q.category != "None" else []
-            out.append(VerdictEvent(verdict_id=verdict_id(r.chunks[0].event_id, self.model_id, Moderate.prompt),
+            out.append(VerdictEvent(verdict_id=verdict_id(state.tenant, r.conversation_id, r.chunks[0].event_id, self.model_id,
+                                                           Moderate.prompt),
                                     source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
                                     categories=categories, probabilities=q.probabilities,
                                     action=policy.decide(risk, categories),
@@ -229,7 +230,8 @@ class StreamModerator:
                 action = Action.block if stopped_before else Action.stop if state.stop_token is not None else Action.allow
             categories = [worst.category] if worst and risk is not RiskLevel.safe and worst.category != "None" else []
             out.append(VerdictEvent(
-                verdict_id=verdict_id(chunk.event_id, self.model_id, Moderate.response), source_event_id=chunk.event_id,
+                verdict_id=verdict_id(state.tenant, r.conversation_id, chunk.event_id, self.model_id, Moderate.response),
+                source_event_id=chunk.event_id,
                 moderate=Moderate.response, risk_level=risk, categories=categories,
                 probabilities=worst.probabilities if worst else None, action=action, error=failure,
                 stream=StreamPosition(stream_id=r.stream_id, seq=chunk.seq, token_offset=offset, token_count=len(ids),
@@ -237,7 +239,7 @@ class StreamModerator:
             if chunk.final:
                 state.tokens, state.pending_text = [], ""  # finished: only seq bookkeeping is still needed
                 out.append(VerdictEvent(
-                    verdict_id=derive_id("stream-final", r.conversation_id, r.stream_id, self.model_id),
+                    verdict_id=derive_id("stream-final", state.tenant, r.conversation_id, r.stream_id, self.model_id),
                     source_event_id=chunk.event_id, moderate=Moderate.response, risk_level=RiskLevel(state.worst),
                     categories=[state.category] if state.category not in (None, "None") else [], action=Action.block if state.stop_token is not None else Action.allow,
                     error=failure, stream=StreamPosition(stream_id=r.stream_id, seq=None, token_offset=0,

@@ -49,7 +49,7 @@ async def test_verdicts_carry_judgement_policy_action_and_deterministic_id():
     assert [(v.source_event_id, v.risk_level, v.action) for v in verdicts] == [
         ("e1", RiskLevel.safe, Action.allow), ("e2", RiskLevel.controversial, Action.block),
         ("e3", RiskLevel.controversial, Action.allow)]
-    assert verdicts[0].verdict_id == verdict_id("e1", "tiny", Moderate.prompt)
+    assert verdicts[0].verdict_id == verdict_id("strict", "c1", "e1", "tiny", Moderate.prompt)
     assert verdicts[2].policy == "tenant=loose mode=loose fail=open"
     assert all(v.excerpt is None and v.model_variant == "gen" for v in verdicts)
 

@@ -43,11 +43,35 @@ def test_chunk_needs_exactly_one_payload():
             TokenChunkEvent.model_validate({**base, **payload})
 
 
-def test_verdict_ids_are_deterministic_and_distinguish_model_and_role():
-    a = verdict_id("e1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt)
-    assert a == verdict_id("e1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt)
-    assert len({a, verdict_id("e1", "Qwen/Qwen3Guard-Gen-4B", Moderate.prompt),
-                verdict_id("e1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.response), verdict_id("e2", "m", Moderate.prompt)}) == 4
+def test_verdict_ids_are_deterministic_and_distinguish_tenant_conversation_event_model_and_role():
+    base = ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt)
+    a = verdict_id(*base)
+    assert a == verdict_id(*base)
+    variants = [("globex", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
+                ("acme", "c-2", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
+                ("acme", "c-1", "e-2", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-4B", Moderate.prompt),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.response)]
+    assert len({a, *(verdict_id(*v) for v in variants)}) == 1 + len(variants)
+
+
+def test_parts_of_a_derived_id_cannot_be_shifted_into_each_other():
+    # "a|b" + "c" against "a" + "b|c": whatever the characters, and ids are printable besides
+    assert verdict_id("t", "a\x1fb", "c", "m", Moderate.prompt) != verdict_id("t", "a", "b\x1fc", "m", Moderate.prompt)
+    assert verdict_id("t", 'a", "b', "c", "m", Moderate.prompt) != verdict_id("t", "a", 'b", "c', "m", Moderate.prompt)
+    with pytest.raises(ValidationError, match="U\\+001F"):
+        ConversationEvent.model_validate({"event_id": "b\x1fc", "conversation_id": "a", "tenant": "t",
+                                          "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.mark.parametrize("field", ["event_id", "conversation_id", "stream_id"])
+@pytest.mark.parametrize("bad", ["\x00", "a\nb", "tab\there", "\x7f", "zero\u200bwidth", "\u2028"])
+def test_ids_are_printable_text_without_control_characters(field, bad):
+    chunk = {"event_id": "e", "conversation_id": "c", "stream_id": "s", "tenant": "t", "seq": 0, "prompt": "p",
+             "token_ids": [1]}
+    with pytest.raises(ValidationError, match="must be printable text"):
+        TokenChunkEvent.model_validate({**chunk, field: bad})
+    assert TokenChunkEvent.model_validate({**chunk, field: "ok id/with spaces é 中"})
 
 
 def test_verdict_rejects_unknown_risk_levels():
