@@ -1,7 +1,8 @@
 """Policy: how a raw model judgement becomes an action, per tenant.
 
 - strict mode treats Controversial as Unsafe, loose mode as Safe (as the model card defines);
-- per-category actions refine what an unsafe verdict does (e.g. Politically Sensitive → review);
+- an unsafe verdict's action is the most severe over its categories, each taking its override
+  (e.g. Politically Sensitive → review) or else `unsafe_action`;
 - the fail mode decides what an `Error` verdict (model down, malformed output) does;
 - review thresholds send an allowed verdict to review when a label's probability is high enough
   (e.g. {"Unsafe": 0.3}), for models that report probabilities.
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guardstream.schemas import Action, RiskLevel
 
-_SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2}
+_SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
 
 
 class TenantPolicy(BaseModel):
@@ -34,8 +35,9 @@ class TenantPolicy(BaseModel):
         if risk is RiskLevel.safe or (risk is RiskLevel.controversial and self.mode == "loose"):
             crossed = any((probabilities or {}).get(label, 0.0) >= at for label, at in self.review_thresholds.items())
             return Action.review if crossed else Action.allow
-        overrides = [self.category_actions[c] for c in categories if c in self.category_actions]
-        return max(overrides, key=_SEVERITY.__getitem__) if overrides else self.unsafe_action
+        # each category takes its override or else unsafe_action; the most severe of them applies
+        return max((self.category_actions.get(c, self.unsafe_action) for c in categories or [None]),
+                   key=_SEVERITY.__getitem__)
 
     def describe(self, tenant: str) -> str:
         return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}"

@@ -22,12 +22,20 @@ def test_fail_mode_decides_errors():
     assert TenantPolicy(fail_mode="open").decide(RiskLevel.error, []) is Action.allow
 
 
-def test_category_actions_refine_unsafe_and_the_most_severe_wins():
+def test_each_category_takes_its_override_or_the_unsafe_action_and_the_most_severe_wins():
     policy = TenantPolicy(unsafe_action="block", category_actions={"PII": "review", "Jailbreak": "allow"})
     assert policy.decide(RiskLevel.unsafe, ["PII"]) is Action.review
+    assert policy.decide(RiskLevel.unsafe, ["Jailbreak"]) is Action.allow
     assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "PII"]) is Action.review
+    # a category without an override counts as unsafe_action: an override never downgrades the others
+    assert policy.decide(RiskLevel.unsafe, ["Violent", "PII"]) is Action.block
+    assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "Violent"]) is Action.block
     assert policy.decide(RiskLevel.unsafe, ["Violent"]) is Action.block
+    assert policy.decide(RiskLevel.unsafe, []) is Action.block
     assert policy.decide(RiskLevel.safe, ["PII"]) is Action.allow
+    lenient = TenantPolicy(unsafe_action="review", category_actions={"Violent": "block"})
+    assert lenient.decide(RiskLevel.unsafe, ["PII"]) is Action.review
+    assert lenient.decide(RiskLevel.unsafe, ["PII", "Violent"]) is Action.block
 
 
 def test_tenant_overrides_fall_back_to_default(tmp_path):
