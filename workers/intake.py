@@ -36,6 +36,16 @@ def dead_letter(record: RawRecord, code: str, error: str) -> DeadLetter:
 
 
 def decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter:
+    """The record's event, or its dead letter; never raises, whatever the bytes."""
+    try:
+        return _decode(record, model, max_bytes)
+    except RecursionError:
+        return dead_letter(record, "not_json", "value is nested too deeply to parse")
+    except Exception as exc:  # noqa: BLE001 - whatever a record makes the parser raise is its dead letter
+        return dead_letter(record, "invalid_schema", f"value could not be parsed: {type(exc).__name__}: {exc}")
+
+
+def _decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter:
     value = record.value or b""
     if len(value) > max_bytes:
         return dead_letter(record, "oversize", f"value is {len(value)} bytes, the limit is {max_bytes}")
