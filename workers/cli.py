@@ -65,6 +65,15 @@ def _worker_settings(policy_source: str | None, **flags) -> Settings:
     return _settings(policy=policy, **flags)
 
 
+def exit_on_signals() -> None:
+    """SIGTERM and SIGINT raise SystemExit, so `with` blocks stop the children they started."""
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
+
+
 @click.group()
 def main() -> None:
     """guardstream: moderate Kafka chat streams with Qwen3Guard on a Ray pool."""
@@ -88,11 +97,13 @@ def broker(port: int | None) -> None:
     from guardstream.workers.broker import EmbeddedBroker
 
     settings = _settings()
+    exit_on_signals()
     with EmbeddedBroker(port) as embedded:
         asyncio.run(ensure_topics(settings, embedded.bootstrap))
         console.print(f"[green]broker ready[/] on [bold]{embedded.bootstrap}[/]  "
                       f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}); Ctrl-C stops it")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            signal.pause()
 
 
 @main.command()
@@ -107,6 +118,7 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
         run_worker(settings, settings.kafka_bootstrap, loglevel)
         return
     settings.home.mkdir(parents=True, exist_ok=True)
+    exit_on_signals()  # until the worker installs its own handlers: the broker below is still stopped
     with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
         console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")
         run_worker(settings, embedded.bootstrap, loglevel)
