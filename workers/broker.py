@@ -34,6 +34,14 @@ class EmbeddedBroker:
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        try:  # whatever ends the wait (a timeout, a signal's SystemExit) stops the process: __exit__ would not
+            self._wait_listening(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -41,10 +49,9 @@ class EmbeddedBroker:
                                    f"(log: {self.log_path or 'not kept'}); is port {self.port} taken?")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
+                return
             except OSError:
                 time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"the embedded broker did not listen on {self.bootstrap} within {timeout_s:.0f}s")
 
     def stop(self) -> None:
