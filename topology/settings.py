@@ -9,6 +9,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guardstream.topology.policy import Policy
+from guardstream.workers import faults
 
 
 AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics"]
@@ -89,9 +90,16 @@ class Settings(BaseModel):
     audit_store_text: bool = False
     analytics_window_s: int = Field(default=60, ge=1)
     analytics_retention_s: int = Field(default=3600, ge=1)
-    metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint
+    metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
+    faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
     policy: Policy = Field(default_factory=Policy)
     home: Path = Field(default_factory=lambda: Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream")))
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_spec(cls, value):
+        faults.parse(value)
+        return value
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:

@@ -23,6 +23,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from guardstream.schemas import Moderate
+from guardstream.workers import faults
 from guardstream.workers.batching import MicroBatcher
 from guardstream.workers.gen_engine import GenEngine, GenRequest, GenResult, NoopGenEngine
 
@@ -109,6 +110,7 @@ class GenPool:
 
     async def classify(self, requests: list[GenRequest]) -> list[GenResult]:
         """Spread one micro-batch over the actors and gather the results in input order."""
+        faults.hit("pool")
         if not requests:
             return []
         if self._admission is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from guardstream.workers import faults
 from guardstream.workers.stream_engine import Feed, Open, StreamEngine, TokenVerdict
 
 
@@ -96,6 +97,7 @@ class StreamPool:
             raise RuntimeError(f"StreamGuard actors did not load {self.model!r}: {exc}") from None
 
     async def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        faults.hit("pool")
         by_actor: dict[int, list[StreamCall]] = {}
         for call in calls:
             by_actor.setdefault(self.owner(call.session), []).append(call)
