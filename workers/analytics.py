@@ -33,3 +33,19 @@ def window_count(key: str, count: int, window_s: int) -> WindowCount:
 
 def key_window(key: str) -> int:
     return int(key.split("|", 1)[0])
+
+
+class StreamTime:
+    """Per-partition stream time, as Kafka Streams keeps it: the latest window end seen. A window
+    is expired once stream time is `retention_s` past its end, so a backlog is never late: only
+    data out of order by more than the retention is."""
+
+    def __init__(self, window_s: int, retention_s: int):
+        self.window_s, self.retention_s = window_s, retention_s
+        self.latest: dict[int, int] = {}
+
+    def advance(self, partition: int, window: int) -> None:
+        self.latest[partition] = max(self.latest.get(partition, 0), window + self.window_s)
+
+    def expired(self, partition: int, window: int) -> bool:
+        return window + self.window_s < self.latest.get(partition, 0) - self.retention_s

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import sqlite3
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import psycopg
 
 from guardstream.schemas import VerdictEvent
-
-log = logging.getLogger(__name__)
+from guardstream.workers import faults
 
 COLUMNS = ("verdict_id", "source_event_id", "conversation_id", "tenant", "moderate", "model_id", "model_variant",
            "risk_level", "categories", "refusal", "probabilities", "action", "policy", "error", "latency_ms",
@@ -32,22 +30,31 @@ def _row(v: VerdictEvent) -> tuple:
             v.stream.model_dump_json() if v.stream is not None else None)
 
 
-class AuditStore:
-    """Shared retry: an unavailable database delays the audit agent (its offsets wait), never drops rows."""
+class AuditUnavailable(ConnectionError):
+    """The database cannot be reached now: transient."""
 
-    async def upsert_reliably(self, verdicts: list[VerdictEvent], max_backoff_s: float = 30) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                if not self.is_open():
-                    await self.open()
-                await self.upsert(verdicts)
-                return
-            except (psycopg.Error, sqlite3.Error, OSError) as exc:
-                log.error("audit store %s failed (%s); retrying in %.1fs", self.describe(), exc, backoff)
-                await self.close()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff_s)
+
+class AuditRejected(Exception):
+    """The database refused a row (a permanent error): that verdict is dead-lettered, the rest stored."""
+
+    error_code = "audit_rejected"
+
+
+class AuditStore:
+    """`write` reopens a lost connection on the next call and raises: `AuditUnavailable` (transient: the audit agent retries while its offsets wait), or `AuditRejected` when the
+    database refuses what it was given (permanent: the agent narrows the batch down to that row)."""
+
+    async def write(self, verdicts: list[VerdictEvent]) -> None:
+        faults.hit("audit")
+        try:
+            if not self.is_open():
+                await self.open()
+            await self.upsert(verdicts)
+        except (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError, OSError) as exc:
+            await self.close()
+            raise AuditUnavailable(f"{self.describe()}: {exc}") from exc
+        except (psycopg.Error, sqlite3.Error, ValueError) as exc:
+            raise AuditRejected(f"{self.describe()} refused the row: {exc}") from exc
 
 
 class PostgresAudit(AuditStore):

@@ -17,8 +17,10 @@ from transformers import AutoTokenizer
 from guardstream.topology.app import create_app
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics
+from guardstream.workers import faults
 from guardstream.workers.gen_moderation import GenModerator
 from guardstream.workers.gen_pool import GenPool
+from guardstream.workers.local_ray import record_processes, start_local_ray
 from guardstream.workers.stream_moderation import StreamModerator
 from guardstream.workers.stream_pool import StreamPool
 from guardstream.workers.metrics import serve_metrics
@@ -47,12 +49,13 @@ def start_ray(settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=True)
     else:
-        ray.init(num_cpus=settings.ray_num_cpus, include_dashboard=False, log_to_driver=True)
+        start_local_ray(settings.ray_num_cpus, settings.home, settings.app_id)
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Run one Faust worker until it is stopped (SIGINT/SIGTERM)."""
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    faults.arm(settings.faults)
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
@@ -85,6 +88,8 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     for kind, p in pools:
         for info in p.wait_ready():
             log.info("%s ready: %s", kind, info)
+    if pools and not settings.ray_address:
+        record_processes(settings.home, settings.app_id)
     serve_metrics(settings.metrics_port)
     app = create_app(settings, bootstrap, moderator, stream_moderator)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)

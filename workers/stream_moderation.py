@@ -125,7 +125,7 @@ class StreamModerator:
                     break
                 first = min(state.held)
                 held = state.held[first]
-                letters.append(self._held_letter(conversation_id, held, "sequence_gap",
+                letters.append(self.held_letter(conversation_id, held, "sequence_gap",
                                                  f"stream {stream_id}: chunks {state.next_seq}..{first - 1} never arrived "
                                                  f"within {self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"))
                 state.next_seq = first
@@ -140,7 +140,7 @@ class StreamModerator:
                 state.done = True
                 break
         if state.done:  # chunks numbered past the final one can never be judged
-            letters += [self._held_letter(conversation_id, held, "stream_error",
+            letters += [self.held_letter(conversation_id, held, "stream_error",
                                           f"chunk {seq} of stream {stream_id} is numbered after its final chunk")
                         for seq, held in sorted(state.held.items())]
             state.held.clear()
@@ -148,7 +148,7 @@ class StreamModerator:
         return letters
 
     @staticmethod
-    def _held_letter(conversation_id: str, held: HeldChunk, code: str, error: str) -> DeadLetter:
+    def held_letter(conversation_id: str, held: HeldChunk, code: str, error: str) -> DeadLetter:
         raw = json.dumps(held.event)
         return DeadLetter(topic=held.topic, partition=held.partition, offset=held.offset, key=conversation_id,
                           raw_value=raw[:2048], raw_size=len(raw), error_code=code, error=error)

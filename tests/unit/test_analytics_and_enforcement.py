@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
-from guardstream.workers.analytics import count_keys, key_window, window_count
+from guardstream.workers.analytics import StreamTime, count_keys, key_window, window_count
 from guardstream.workers.enforcement import action_for
 
 
@@ -34,3 +34,14 @@ def test_every_verdict_becomes_one_action_with_a_deterministic_id_and_a_reason()
     assert a.reason == "Unsafe (Violent, PII) under tenant=acme mode=strict fail=closed"
     err = action_for(verdict(risk_level=RiskLevel.error, categories=[], error="pool down", action=Action.allow))
     assert err.action is Action.allow and "model error: pool down" in err.reason
+
+
+def test_stream_time_expires_windows_by_the_data_per_partition_not_by_the_clock():
+    clock = StreamTime(window_s=60, retention_s=120)
+    clock.advance(0, 1000)
+    assert not clock.expired(0, 1000) and not clock.expired(0, 900)  # a backlog is not late
+    clock.advance(0, 1200)  # stream time 1260: windows ending before 1140 are gone
+    assert clock.expired(0, 1000) and not clock.expired(0, 1080)
+    assert not clock.expired(1, 0), "another partition keeps its own time"
+    clock.advance(0, 100)  # data out of order does not move stream time back
+    assert clock.latest[0] == 1260

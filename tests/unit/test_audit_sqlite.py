@@ -18,8 +18,8 @@ def verdict(i: int, **overrides) -> VerdictEvent:
 async def test_redelivered_verdicts_add_no_rows(tmp_path):
     store = open_audit_store(f"sqlite:///{tmp_path / 'a' / 'audit.sqlite'}")
     assert isinstance(store, SqliteAudit)
-    await store.upsert_reliably([verdict(1), verdict(2, categories=["PII"], risk_level=RiskLevel.unsafe, action=Action.block)])
-    await store.upsert_reliably([verdict(2, latency_ms=99.0), verdict(3)])
+    await store.write([verdict(1), verdict(2, categories=["PII"], risk_level=RiskLevel.unsafe, action=Action.block)])
+    await store.write([verdict(2, latency_ms=99.0), verdict(3)])
     await store.close()
     rows = sqlite3.connect(tmp_path / "a" / "audit.sqlite").execute(
         "SELECT verdict_id, risk_level, categories, latency_ms FROM guard_verdicts ORDER BY verdict_id").fetchall()

@@ -1,0 +1,116 @@
+"""`Outcomes.settle` with fake steps: every record ends with an outcome, none is lost, none raises."""
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from guardstream.topology.outcomes import Outcomes, Undeliverable, is_transient
+from guardstream.workers.audit import AuditRejected, AuditUnavailable
+from guardstream.workers.faults import InjectedFault
+from guardstream.workers.intake import RawRecord
+
+
+def records(n: int) -> list[RawRecord]:
+    return [RawRecord("guard.conversations", 0, offset, f"k{offset}".encode(), b"{}") for offset in range(n)]
+
+
+class Sink:
+    """Collects what a step delivered and the dead letters."""
+
+    def __init__(self, letter_failures: list[Exception] = ()):
+        self.delivered: list[int] = []
+        self.letters = []
+        self.letter_failures = list(letter_failures)
+
+    async def send_letters(self, letters) -> None:
+        if self.letter_failures:
+            raise self.letter_failures.pop(0)
+        self.letters += letters
+
+
+def outcomes(sink: Sink) -> Outcomes:
+    return Outcomes("test", sink.send_letters, first_backoff_s=0.001, max_backoff_s=0.004)
+
+
+def test_transient_and_permanent_failures_are_told_apart():
+    for exc in (KafkaConnectionError(), ConnectionError(), TimeoutError(), InjectedFault("x"), AuditUnavailable("db")):
+        assert is_transient(exc), exc
+    for exc in (MessageSizeTooLargeError(), ValueError(), RecursionError(), AuditRejected("row"), Undeliverable("x"),
+                KeyError("k")):
+        assert not is_transient(exc), exc
+
+
+async def test_a_batch_that_succeeds_is_delivered_once():
+    sink, calls = Sink(), []
+
+    async def step(batch):
+        calls.append(len(batch))
+        sink.delivered += [r.offset for r in batch]
+
+    await outcomes(sink).settle(records(5), step)
+    assert (calls, sink.delivered, sink.letters) == ([5], [0, 1, 2, 3, 4], [])
+
+
+async def test_transient_failures_are_retried_with_the_whole_batch_until_they_pass():
+    sink, failures = Sink(), [KafkaConnectionError(), ConnectionError("ray"), TimeoutError()]
+
+    async def step(batch):
+        if failures:
+            raise failures.pop(0)
+        sink.delivered += [r.offset for r in batch]
+
+    await outcomes(sink).settle(records(4), step)
+    assert (sink.delivered, sink.letters) == ([0, 1, 2, 3], [])
+
+
+async def test_a_poison_record_is_dead_lettered_alone_and_its_batch_mates_get_their_outcomes():
+    sink = Sink()
+
+    async def step(batch):
+        if any(r.offset == 2 for r in batch):
+            raise RecursionError("maximum recursion depth exceeded")
+        sink.delivered += [r.offset for r in batch]
+
+    await outcomes(sink).settle(records(5), step)
+    assert sorted(sink.delivered) == [0, 1, 3, 4]
+    assert [(d.offset, d.error_code) for d in sink.letters] == [(2, "processing_failed")]
+    assert "RecursionError: maximum recursion depth exceeded" in sink.letters[0].error
+
+
+async def test_the_dead_letter_code_comes_from_the_failure():
+    sink = Sink()
+
+    async def step(batch):
+        if batch[0].offset == 0:
+            raise Undeliverable("MessageSizeTooLargeError")
+        raise AuditRejected("refused the row: check constraint")
+
+    await outcomes(sink).settle(records(2), step)
+    assert [(d.offset, d.error_code) for d in sink.letters] == [(0, "undeliverable"), (1, "audit_rejected")]
+
+
+async def test_dead_letters_are_retried_until_delivered_whatever_the_failure():
+    sink = Sink(letter_failures=[KafkaConnectionError(), MessageSizeTooLargeError()])
+
+    async def step(batch):
+        raise ValueError("bad")
+
+    await outcomes(sink).settle(records(1), step)
+    assert [d.error_code for d in sink.letters] == ["processing_failed"]
+
+
+async def test_cancellation_leaves_the_batch_without_an_outcome_so_nothing_is_acked():
+    sink, started = Sink(), asyncio.Event()
+
+    async def step(batch):
+        started.set()
+        raise ConnectionError("broker down")  # retried for ever while offsets are held
+
+    task = asyncio.create_task(outcomes(sink).settle(records(3), step))
+    await started.wait()
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (sink.delivered, sink.letters) == ([], [])

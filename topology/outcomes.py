@@ -1,0 +1,94 @@
+"""Every record of a batch gets an outcome before any offset moves.
+
+An agent hands a batch of raw records and its step (records -> delivered outcomes) to
+`Outcomes.settle`, and acks the batch's events only when `settle` returns. `settle` never
+raises (except when the worker is cancelled, which acks nothing):
+
+- a transient failure (a retriable Kafka error, a connection error such as Ray's or the audit
+  database's, a timeout) is retried with capped
+  exponential backoff while the agent holds its offsets;
+- any other failure narrows the batch down record by record, so batch-mates of a poison record
+  get their outcomes; a record that still fails alone becomes a dead letter with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+
+from guardstream.schemas import DeadLetter
+from guardstream.workers import metrics
+from guardstream.workers.intake import RawRecord, dead_letter
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[list[RawRecord]], Awaitable[None]]
+
+
+class Rejected(Exception):
+    """A permanent failure that names its dead letter's code (the step's default: processing_failed)."""
+
+    error_code = "processing_failed"
+
+
+class Undeliverable(Rejected):
+    error_code = "undeliverable"
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, (KafkaTimeoutError, ProducerClosed))
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class Outcomes:
+    def __init__(self, agent: str, send_letters: Callable[[list[DeadLetter]], Awaitable[None]],
+                 first_backoff_s: float = 0.2, max_backoff_s: float = 30):
+        self.agent, self.send_letters = agent, send_letters
+        self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
+
+    async def settle(self, records: list[RawRecord], step: Step) -> None:
+        """Run `step` until each record has its outcome: from it, or a dead letter of its own."""
+        if not records:
+            return
+        failure = await self._retrying(lambda: step(records), permanent_stops=True)
+        if failure is None:
+            return
+        metrics.BATCH_FAILURES.labels(self.agent).inc()
+        if len(records) > 1:
+            log.warning("%s: a batch of %d failed (%s); narrowing it down record by record", self.agent, len(records),
+                        describe(failure))
+            for record in records:
+                await self.settle([record], step)
+            return
+        letter = dead_letter(records[0], getattr(failure, "error_code", Rejected.error_code),
+                             f"{self.agent}: {describe(failure)}")
+        log.error("%s: record %s[%d]@%d failed alone (%s); dead-lettered", self.agent, letter.topic, letter.partition,
+                  letter.offset, describe(failure))
+        await self._retrying(lambda: self.send_letters([letter]), permanent_stops=False)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]], permanent_stops: bool) -> BaseException | None:
+        """None once `attempt` succeeds. Transient failures are retried; a permanent one is returned
+        when `permanent_stops`, else retried too (a dead letter is the last outcome there is)."""
+        backoff = self.first_backoff_s
+        while True:
+            try:
+                await attempt()
+                return None
+            except Exception as exc:  # noqa: BLE001 - classified here, never lost
+                transient = is_transient(exc)
+                if permanent_stops and not transient:
+                    return exc
+                metrics.RETRIES.labels(self.agent).inc()
+                (log.warning if transient else log.error)(
+                    "%s: %s; retrying in %.1fs (offsets held)", self.agent, describe(exc), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
