@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 import faust
 
 from guardstream.schemas import DeadLetter, VerdictEvent
+from guardstream.topology.consumer import StrictTransport
 from guardstream.topology.outcomes import Outcomes, Step, Undeliverable, describe, is_transient
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import PartitionedTable
@@ -95,6 +96,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         broker_heartbeat_interval=1, producer_max_batch_size=1_048_576,
         datadir=str(settings.home / "faust" / "{conf.name}-data"),  # not the working directory
     )
+    app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
 
     def raw_topic(name: str, **kw) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
