@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections import Counter
 
@@ -140,3 +141,15 @@ def test_prometheus_counts_each_verdict_once(worker, moderated):
             if sample.name == "guardstream_verdicts_total" and sample.labels["tenant"] in TENANTS:
                 scraped[(sample.labels["tenant"], sample.labels["risk_level"], sample.labels["category"])] = int(sample.value)
     assert scraped == expected_counts(verdicts)
+
+
+def test_health_probes_and_lag_gauges_answer_on_the_metrics_port(worker, moderated):
+    base = f"http://127.0.0.1:{worker.settings.metrics_port}"
+    for probe in ("healthz", "readyz"):
+        with urllib.request.urlopen(f"{base}/{probe}", timeout=10) as response:
+            assert response.status == 200, probe
+            assert json.loads(response.read())["ok"] is True
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert {"guardstream_consumer_lag", "guardstream_table_entries", "guardstream_retries",
+            "guardstream_batch_failures", "guardstream_dead_letters"} <= families
