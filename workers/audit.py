@@ -41,8 +41,9 @@ class AuditRejected(Exception):
 
 
 class AuditStore:
-    """`write` reopens a lost connection on the next call and raises: `AuditUnavailable` (transient: the audit agent retries while its offsets wait), or `AuditRejected` when the
-    database refuses what it was given (permanent: the agent narrows the batch down to that row)."""
+    """`write` reopens a lost connection on the next call and raises `AuditUnavailable` (transient:
+    the audit agent retries while its offsets wait), or `AuditRejected` when the database refuses
+    what it was given (permanent: the agent narrows the batch down to the refused row)."""
 
     async def write(self, verdicts: list[VerdictEvent]) -> None:
         faults.hit("audit")
