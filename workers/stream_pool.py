@@ -8,6 +8,7 @@ sends them again with the prompt and the reply tokens judged so far, which rebui
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from guardstream.workers import faults
 from guardstream.workers.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+
+
+log = logging.getLogger(__name__)
 
 
 class StreamUnavailable(RuntimeError):
@@ -38,9 +42,43 @@ class StreamAnswer:
     missing: bool = False
     query: TokenVerdict | None = None
     tokens: list[TokenVerdict] = field(default_factory=list)  # one per new id
+    error: str | None = None  # the engine failed on this session alone; it was closed, to be rebuilt
 
 
 def run_calls(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:
+    """One batched step for every call. A batch the engine fails on is rolled back and run again
+    one session at a time, so only a failing session gets an error; that session is closed, and
+    its next call finds it missing and rebuilds it from its history."""
+    before = {c.session: engine.sessions[c.session].length for c in calls if c.session in engine.sessions}
+    try:
+        return _run_batch(engine, calls)
+    except Exception as exc:  # noqa: BLE001 - isolated below
+        _roll_back(engine, calls, before)
+        if len(calls) == 1:
+            return [_failed(engine, calls[0], exc)]
+        log.warning("stream step failed on a batch of %d sessions (%s); running them one at a time", len(calls), exc)
+        return [answer for call in calls for answer in run_calls(engine, [call])]
+
+
+def _roll_back(engine: StreamEngine, calls: list[StreamCall], before: dict[str, int]) -> None:
+    """Fed sessions return to their lengths before the failed step (KV past a length is never
+    read); sessions the step opened or re-opened (a new slot) are closed: the retry opens them."""
+    for call in calls:
+        if call.prompt_ids is None and call.session in before and call.session in engine.sessions:
+            engine.sessions[call.session].length = before[call.session]
+        else:
+            engine.close(call.session)
+
+
+def _failed(engine: StreamEngine, call: StreamCall, exc: Exception) -> StreamAnswer:
+    if "CUDA error" in str(exc):  # sticky on the device: only a new process clears it, and Ray restarts this one
+        log.critical("CUDA error in the stream engine (%s); exiting so that Ray restarts the actor", exc)
+        os._exit(70)
+    engine.close(call.session)
+    return StreamAnswer(call.session, error=f"engine failed on this stream: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _run_batch(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:
     """Opens first (one batched step), then every session's new tokens (a second batched step)."""
     missing = {c.session for c in calls if c.prompt_ids is None and c.session not in engine.sessions}
     live = [c for c in calls if c.session not in missing]
