@@ -38,7 +38,7 @@ from guardstream.workers.audit import open_audit_store
 from guardstream.workers.enforcement import action_for
 from guardstream.workers.gen_moderation import GenModerator
 from guardstream.workers.intake import RawRecord, decode
-from guardstream.workers.stream_moderation import StreamModerator, StreamState
+from guardstream.workers.stream_moderation import StreamModerator, StreamState, conversation_of
 
 log = logging.getLogger(__name__)
 VERDICT_BATCH = 256
@@ -135,6 +135,11 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
 
     tables: dict[str, PartitionedTable] = {}
 
+    def restore_owned(table: PartitionedTable, source: faust.TopicT) -> None:
+        """What a table holds for partitions of its source topic that this worker no longer owns is dropped."""
+        table.keep_partitions({tp.partition for tp in app.assignor.assigned_actives()
+                               if tp.topic == source.get_topic_name()})
+
     async def settled(name: str, stream, size: int, wait_s: float, step: Step) -> None:
         """The loop every agent runs: a batch, an outcome for each record, then (only then) the acks."""
         handler = Outcomes(name, send_letters)
@@ -157,7 +162,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                           moderate_conversations)
 
     if "stream" in settings.agents:
-        # Stream sessions live in `stream_states` (conversation id → stream id → StreamState), so a
+        # Stream sessions live in `stream_states` (state_key(tenant, conversation) → stream id →
+        # StreamState), so a
         # worker that takes over a partition can rebuild them; each state is written after the
         # verdicts it led to were delivered (a crash in between replays, never skips). `waiting`
         # holds conversations with chunks held behind a gap, which a timer re-checks; `stream_lock`
@@ -167,8 +173,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         waiting: dict[str, int] = {}
         stream_lock = asyncio.Lock()
 
-        def load_streams(conversation_id: str) -> dict[str, StreamState]:
-            return {sid: StreamState.model_validate(v) for sid, v in stream_states.get(conversation_id, {}).items()}
+        def load_streams(key: str) -> dict[str, StreamState]:
+            return {sid: StreamState.model_validate(v) for sid, v in stream_states.get(key, {}).items()}
 
         async def judge_chunks(records: list[RawRecord], held_in: list[str] = ()) -> None:
             """Judge `records`, and release the chunks held in the conversations `held_in`."""
@@ -177,48 +183,72 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                 produced, letters, partition_of = await stream_moderator.moderate(records, states, load_streams)
                 await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
                               + [dead(d) for d in letters])
-                for conversation_id, partition in partition_of.items():
-                    streams = states[conversation_id]
-                    stream_states.put(partition, conversation_id, {sid: st.model_dump(mode="json") for sid, st in streams.items()})
+                for key, partition in partition_of.items():
+                    streams = states[key]
+                    stream_states.put(partition, key, {sid: st.model_dump(mode="json") for sid, st in streams.items()})
                     if any(st.held for st in streams.values()):
-                        waiting[conversation_id] = partition
+                        waiting[key] = partition
                     else:
-                        waiting.pop(conversation_id, None)
+                        waiting.pop(key, None)
+
+        @stream_states.table.on_recover
+        async def find_held_chunks() -> None:
+            """After each rebalance: streams with held chunks are found from the table (a restarted or
+            new owner releases them too), and only for the partitions this worker owns."""
+            restore_owned(stream_states, chunks)
+            waiting.clear()
+            waiting.update({key: partition for key, partition, streams in stream_states.items()
+                            if any(StreamState.model_validate(st).held for st in streams.values())})
 
         @app.agent(chunks, name="stream")
         async def stream_agent(stream):
             await settled("stream", stream, settings.stream_batch_size, settings.stream_batch_wait_ms / 1000, judge_chunks)
 
-        async def drop_held(conversation_id: str, failure: Exception) -> None:
+        async def drop_held(key: str, failure: Exception) -> None:
             """Held chunks whose release failed for good become dead letters; the streams go on."""
             async with stream_lock:
-                streams = load_streams(conversation_id)
+                streams = load_streams(key)
                 await send_letters([stream_moderator.held_letter(
-                    conversation_id, held, "processing_failed", f"stream {sid}: releasing chunk {seq} failed: "
-                                                                f"{describe(failure)}")
+                    conversation_of(key), held, "processing_failed",
+                    f"stream {sid}: releasing chunk {seq} failed: {describe(failure)}")
                     for sid, state in streams.items() for seq, held in sorted(state.held.items())])
                 for state in streams.values():
                     state.held.clear()
                     state.gap_since = None
-                stream_states.put(waiting.pop(conversation_id), conversation_id,
+                stream_states.put(waiting.pop(key), key,
                                   {sid: st.model_dump(mode="json") for sid, st in streams.items()})
 
         async def release_gaps() -> None:
             """Chunks held behind a gap are released (and the gap reported) once the wait is over,
             one conversation at a time, so one that fails does not hold back the others."""
-            for conversation_id in list(waiting):
+            for key in list(waiting):
                 try:
-                    await judge_chunks([], [conversation_id])
+                    await judge_chunks([], [key])
                 except Exception as exc:  # noqa: BLE001 - transient: the next tick retries; the others go on
                     if is_transient(exc):
-                        log.warning("releasing held chunks of conversation %r failed (%s); retrying next tick",
-                                    conversation_id, describe(exc))
+                        log.warning("releasing held chunks of conversation %s failed (%s); retrying next tick",
+                                    key, describe(exc))
                     else:
-                        log.error("releasing held chunks of conversation %r failed (%s); dead-lettering them",
-                                  conversation_id, describe(exc))
-                        await drop_held(conversation_id, exc)
+                        log.error("releasing held chunks of conversation %s failed (%s); dead-lettering them",
+                                  key, describe(exc))
+                        await drop_held(key, exc)
 
         app.timer(interval=1.0)(guarded("release_gaps", release_gaps))
+
+        async def forget_streams() -> None:
+            """Finished streams, and streams idle past stream_idle_ttl_s, leave the table (a conversation
+            left with none is deleted with a tombstone); a chunk of one that comes later starts afresh."""
+            horizon = time.time() - settings.stream_idle_ttl_s
+            async with stream_lock:
+                for key, partition, streams in stream_states.items():
+                    keep = {sid: st for sid, st in streams.items() if st["held"] or st["updated_at"] >= horizon}
+                    if not keep:
+                        stream_states.delete(key)
+                        waiting.pop(key, None)
+                    elif len(keep) < len(streams):
+                        stream_states.put(partition, key, keep)
+
+        app.timer(interval=min(60.0, settings.stream_idle_ttl_s))(guarded("forget_streams", forget_streams))
 
     if "enforcement" in settings.agents:
         async def enforce(records: list[RawRecord]) -> None:
@@ -300,8 +330,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
 
         def restored(table: PartitionedTable, topic: faust.TopicT, clock: StreamTime) -> None:
             """After a rebalance's recovery: keep only owned partitions, and resume stream time from the data."""
-            table.keep_partitions({tp.partition for tp in app.assignor.assigned_actives()
-                                   if tp.topic == topic.get_topic_name()})
+            restore_owned(table, topic)
             for _, partition, window in table.items():
                 clock.advance(partition, window)
 

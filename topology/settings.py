@@ -67,6 +67,7 @@ class Settings(BaseModel):
     stream_batch_wait_ms: int = Field(default=10, ge=0)
     stream_debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
     stream_gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
+    stream_max_tokens: int = Field(default=16384, ge=1)  # reply tokens judged per stream; past it the stream ends
 
     # Which agents this worker runs (comma-separated in the environment): the Gen and Stream paths
     # need the GPU pool, the sinks only the verdict topic, so they can run as separate deployments.

@@ -7,8 +7,10 @@ so far, the next expected `seq`, chunks held back behind a gap, and the debounce
 - a chunk with seq < next is a duplicate and is dropped (its verdict already exists);
 - a chunk with seq > next waits for the missing ones; after `gap_timeout_s` the gap is reported
   to the dead-letter topic and the stream continues with what it has;
-- `debounce` consecutive unsafe tokens (Unsafe, or Controversial under a strict policy) trip one
-  `stop` action per stream; chunks after it are `block`ed;
+- the tenant's policy judges each token as Gen's verdicts are judged (mode, per-category actions,
+  `unsafe_action`, review thresholds): `debounce` consecutive tokens it would block trip one
+  `stop` action per stream, and chunks after it are `block`ed; a token it sends to review makes
+  its chunk (and the stream's final verdict) `review`;
 - the final chunk also yields a verdict for the whole stream.
 """
 
@@ -56,7 +58,18 @@ class StreamState(BaseModel):
     category: str | None = None  # of the first unsafe token
     stop_token: int | None = None
     worst: str = "Safe"
+    reviewed: bool = False  # a chunk went to review: so does the whole stream, unless it was stopped
     done: bool = False
+    updated_at: float = 0.0  # wall time of its last chunk: finished and idle streams are forgotten after a while
+
+
+def state_key(tenant: str, conversation_id: str) -> str:
+    """Where a conversation's streams are kept: scoped by tenant, and no two pairs read alike."""
+    return json.dumps([tenant, conversation_id])
+
+
+def conversation_of(key: str) -> str:
+    return json.loads(key)[1]
 
 
 @dataclass
@@ -68,6 +81,7 @@ class _Ready:
     state: StreamState
     chunks: list[TokenChunkEvent] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
+    too_long: tuple[str, str] | None = None  # (event id, reason): past stream_max_tokens, a final verdict says so
 
 
 class StreamModerator:
@@ -82,24 +96,30 @@ class StreamModerator:
     async def moderate(self, records: list[RawRecord], states: dict[str, dict[str, StreamState]],
                        load: Callable[[str], dict[str, StreamState]] = lambda c: {}, now: float | None = None
                        ) -> tuple[list[VerdictEvent], list[DeadLetter], dict[str, int]]:
-        """Judge a batch. `states` maps conversation id → stream id → state, is filled by `load` for
-        conversations not in it yet, and is updated in place; the returned dict names the
-        conversations whose state changed, with the partition their chunks came from."""
+        """Judge a batch. `states` maps a conversation's `state_key` → stream id → state, is filled
+        by `load` for conversations not in it yet, and is updated in place; the returned dict names
+        the conversations whose state changed, with the partition their chunks came from."""
         now = time.time() if now is None else now
         letters: list[DeadLetter] = []
-        ready: dict[tuple[str, str], _Ready] = {}
+        ready: dict[tuple[str, str, str], _Ready] = {}
         touched: dict[str, int] = {}
         for record in records:
             chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
             if isinstance(chunk, DeadLetter):
                 letters.append(chunk)
                 continue
-            if chunk.conversation_id not in states:
-                states[chunk.conversation_id] = load(chunk.conversation_id)
-            streams = states[chunk.conversation_id]
+            if chunk.token_ids and max(chunk.token_ids) >= len(self.tokenizer):
+                letters.append(dead_letter(record, "stream_error", f"token id {max(chunk.token_ids)} is outside the "
+                                                                   f"checkpoint's vocabulary of {len(self.tokenizer)}"))
+                continue
+            key = state_key(chunk.tenant, chunk.conversation_id)
+            if key not in states:
+                states[key] = load(key)
+            streams = states[key]
             state = streams.get(chunk.stream_id) or StreamState(tenant=chunk.tenant)
             streams[chunk.stream_id] = state
-            touched[chunk.conversation_id] = record.partition
+            state.updated_at = now
+            touched[key] = record.partition
             if state.done or chunk.seq < state.next_seq or chunk.seq in state.held:
                 if state.done and chunk.seq >= state.next_seq:
                     letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} "
@@ -108,11 +128,11 @@ class StreamModerator:
             state.held[chunk.seq] = HeldChunk(event=chunk.model_dump(mode="json"), topic=record.topic,
                                               partition=record.partition, offset=record.offset)
             state.gap_since = state.gap_since or now
-        for conversation_id, streams in states.items():
+        for key, streams in states.items():
             for stream_id, state in streams.items():
                 if state.held:
-                    touched.setdefault(conversation_id, next(iter(state.held.values())).partition)
-                    letters += self._release(conversation_id, stream_id, state, ready, now)
+                    touched.setdefault(key, next(iter(state.held.values())).partition)
+                    letters += self._release(conversation_of(key), stream_id, state, ready, now)
         verdicts = await self._judge(list(ready.values())) if ready else []
         return verdicts, letters, touched
 
@@ -129,11 +149,21 @@ class StreamModerator:
                                                  f"stream {stream_id}: chunks {state.next_seq}..{first - 1} never arrived "
                                                  f"within {self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"))
                 state.next_seq = first
-            chunk = TokenChunkEvent.model_validate(state.held.pop(state.next_seq).event)
+            held = state.held.pop(state.next_seq)
+            chunk = TokenChunkEvent.model_validate(held.event)
             state.next_seq += 1
-            entry = ready.setdefault((conversation_id, stream_id), _Ready(conversation_id, stream_id, state))
+            entry = ready.setdefault((state.tenant, conversation_id, stream_id), _Ready(conversation_id, stream_id, state))
+            ids = self._chunk_ids(state, chunk)
+            judged = len(state.tokens) + sum(map(len, entry.ids))
+            if judged + len(ids) > self.settings.stream_max_tokens:
+                reason = (f"stream too long: chunk {chunk.seq} passes stream_max_tokens "
+                          f"({self.settings.stream_max_tokens}); judged up to reply token {judged}")
+                entry.too_long = (chunk.event_id, reason)
+                letters.append(self.held_letter(conversation_id, held, "stream_error", f"stream {stream_id}: {reason}"))
+                state.done = True
+                break
             entry.chunks.append(chunk)
-            entry.ids.append(self._chunk_ids(state, chunk))
+            entry.ids.append(ids)
             if chunk.prompt is not None:
                 state.prompt = chunk.prompt
             if chunk.final:
@@ -146,6 +176,21 @@ class StreamModerator:
             state.held.clear()
         state.gap_since = now if state.held else None
         return letters
+
+    def _final(self, r: _Ready, event_id: str, error: str | None, common: dict) -> VerdictEvent:
+        """The verdict for the whole stream; a stream cut short by its length is never allowed silently."""
+        state = r.state
+        action = Action.block if state.stop_token is not None else \
+            Action.review if state.reviewed or r.too_long else Action.allow
+        final = VerdictEvent(
+            verdict_id=derive_id("stream-final", state.tenant, r.conversation_id, r.stream_id, self.model_id),
+            source_event_id=event_id, moderate=Moderate.response,
+            risk_level=RiskLevel(state.worst), categories=[state.category] if state.category not in (None, "None") else [],
+            action=action, error=error, stream=StreamPosition(
+                stream_id=r.stream_id, seq=None, token_offset=0, token_count=len(state.tokens),
+                first_unsafe_token=state.first_unsafe, stop_token=state.stop_token, final=True), **common)
+        state.tokens, state.pending_text = [], ""  # finished: only seq bookkeeping is still needed
+        return final
 
     @staticmethod
     def held_letter(conversation_id: str, held: HeldChunk, code: str, error: str) -> DeadLetter:
@@ -165,7 +210,7 @@ class StreamModerator:
         def call(r: _Ready, rebuild: bool) -> StreamCall:
             new = [i for ids in r.ids for i in ids]
             reopen = rebuild or not r.state.opened
-            return StreamCall(session=f"{r.conversation_id}/{r.stream_id}", new_ids=new,
+            return StreamCall(session=json.dumps([r.state.tenant, r.conversation_id, r.stream_id]), new_ids=new,
                               prompt_ids=self.prompt_ids(r.state.prompt or "") if reopen else None,
                               history_ids=list(r.state.tokens) if rebuild else [], close=r.state.done)
 
@@ -183,8 +228,8 @@ class StreamModerator:
             answers, failure = [StreamAnswer("", missing=True) for _ in ready], f"stream pool unavailable: {exc}"
         latency_ms = (time.perf_counter() - began) * 1000
         verdicts = []
-        for r, answer in zip(ready, answers):
-            verdicts += self._verdicts(r, answer, failure, latency_ms)
+        for r, answer in zip(ready, answers):  # an engine error on one session fails only that stream
+            verdicts += self._verdicts(r, answer, failure or answer.error, latency_ms)
         return verdicts
 
     def _verdicts(self, r: _Ready, answer: StreamAnswer, failure: str | None, latency_ms: float) -> list[VerdictEvent]:
@@ -200,7 +245,7 @@ class StreamModerator:
                                                            Moderate.prompt),
                                     source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
                                     categories=categories, probabilities=q.probabilities,
-                                    action=policy.decide(risk, categories),
+                                    action=policy.decide(risk, categories, q.probabilities),
                                     stream=StreamPosition(stream_id=r.stream_id, seq=r.chunks[0].seq, token_offset=0,
                                                           token_count=0), **common))
         state.opened = state.opened or failure is None
@@ -210,9 +255,14 @@ class StreamModerator:
             judged = [next(tokens) for _ in ids] if failure is None else []
             stopped_before = state.stop_token is not None
             worst: TokenVerdict | None = None
+            review = False
             for index, token in enumerate(judged, start=offset):
                 unsafe = token.label == "Unsafe" or (token.label == "Controversial" and policy.mode == "strict")
-                state.unsafe_run = state.unsafe_run + 1 if unsafe else 0
+                decision = policy.decide(RiskLevel(token.label), [token.category] if token.category != "None" else [],
+                                         token.probabilities)
+                blocking = decision in (Action.block, Action.stop)  # only these count toward the stop
+                review = review or decision is Action.review
+                state.unsafe_run = state.unsafe_run + 1 if blocking else 0
                 if unsafe and state.first_unsafe is None:
                     state.first_unsafe, state.category = index, token.category
                 if state.unsafe_run >= self.settings.stream_debounce and state.stop_token is None:
@@ -227,7 +277,9 @@ class StreamModerator:
                 if action is Action.block and not stopped_before:
                     action, state.stop_token = Action.stop, offset  # fail closed: stop the stream once
             else:
-                action = Action.block if stopped_before else Action.stop if state.stop_token is not None else Action.allow
+                action = (Action.block if stopped_before else Action.stop if state.stop_token is not None
+                          else Action.review if review else Action.allow)
+            state.reviewed = state.reviewed or action is Action.review
             categories = [worst.category] if worst and risk is not RiskLevel.safe and worst.category != "None" else []
             out.append(VerdictEvent(
                 verdict_id=verdict_id(state.tenant, r.conversation_id, chunk.event_id, self.model_id, Moderate.response),
@@ -237,12 +289,7 @@ class StreamModerator:
                 stream=StreamPosition(stream_id=r.stream_id, seq=chunk.seq, token_offset=offset, token_count=len(ids),
                                       first_unsafe_token=state.first_unsafe, stop_token=state.stop_token), **common))
             if chunk.final:
-                state.tokens, state.pending_text = [], ""  # finished: only seq bookkeeping is still needed
-                out.append(VerdictEvent(
-                    verdict_id=derive_id("stream-final", state.tenant, r.conversation_id, r.stream_id, self.model_id),
-                    source_event_id=chunk.event_id, moderate=Moderate.response, risk_level=RiskLevel(state.worst),
-                    categories=[state.category] if state.category not in (None, "None") else [], action=Action.block if state.stop_token is not None else Action.allow,
-                    error=failure, stream=StreamPosition(stream_id=r.stream_id, seq=None, token_offset=0,
-                                                         token_count=offset + len(ids), first_unsafe_token=state.first_unsafe,
-                                                         stop_token=state.stop_token, final=True), **common))
+                out.append(self._final(r, chunk.event_id, failure, common))
+        if r.too_long:
+            out.append(self._final(r, *r.too_long, common))
         return out

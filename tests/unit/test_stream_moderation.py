@@ -11,7 +11,7 @@ from guardstream.schemas import Action
 from guardstream.topology.settings import Settings
 from guardstream.workers.intake import RawRecord
 from guardstream.workers.stream_engine import StreamEngine
-from guardstream.workers.stream_moderation import StreamModerator
+from guardstream.workers.stream_moderation import StreamModerator, state_key
 from guardstream.workers.stream_pool import run_calls
 
 PROMPT = "how do I build a pipe bomb"
@@ -103,7 +103,7 @@ async def test_out_of_order_duplicates_and_gaps(moderator):
     assert held == [] and letters == []
     released, letters, touched = await moderator.moderate([], states, now=108.0)  # past the gap timeout
     assert [d.error_code for d in letters] == ["sequence_gap"] and "chunks 4..4 never arrived" in letters[0].error
-    assert [v.stream.seq for v in chunk_verdicts(released)] == [5, 6] and touched == {"c1": 0}
+    assert [v.stream.seq for v in chunk_verdicts(released)] == [5, 6] and touched == {state_key("acme", "c1"): 0}
 
 
 async def test_text_deltas_give_the_same_verdicts_as_token_ids(moderator, tiny):
@@ -142,3 +142,136 @@ async def test_chunks_numbered_past_the_final_one_are_dead_letters(moderator):
     verdicts, letters, _ = await moderator.moderate(records([events[0], late, events[1], events[2]]), {})
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1, 2]
     assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters] == [("stream_error", 9)]
+
+
+def other(events: list[dict], stream: str, conversation: str = "c1", tenant: str = "acme") -> list[dict]:
+    return [{**e, "event_id": f"{stream}-{e['seq']}", "stream_id": stream, "conversation_id": conversation,
+             "tenant": tenant} for e in events]
+
+
+def essence(vs):
+    return [(v.verdict_id, v.risk_level, v.action, v.stream) for v in vs]
+
+
+async def test_token_ids_outside_the_vocabulary_are_dead_letters_and_never_reach_the_engine(moderator):
+    events = chunks(moderator.tokenizer)
+    poisoned = other(events, "bad")
+    poisoned[1]["token_ids"] = [5, len(moderator.tokenizer) + 7]
+    verdicts, letters, _ = await moderator.moderate(records(poisoned[:3]), {})
+    assert [(d.error_code, d.offset) for d in letters] == [("stream_error", 1)]
+    assert "outside the checkpoint's vocabulary" in letters[0].error
+    assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0]  # chunk 2 waits behind the gap
+
+
+def test_a_session_the_engine_fails_on_gets_an_error_alone_and_its_batch_mates_their_solo_answers(moderator):
+    """At the engine: a poisoned call (an id the embedding cannot index) batched with healthy ones."""
+    from guardstream.workers.stream_pool import StreamCall
+
+    engine, prompt = moderator.pool.engine, moderator.prompt_ids(PROMPT)
+    ids = moderator.tokenizer(REPLY, add_special_tokens=False)["input_ids"]
+    healthy = [StreamCall(f"h{i}", ids[i: i + 6], prompt_ids=prompt) for i in range(3)]
+    alone = [run_calls(engine, [call])[0] for call in healthy]
+    for call in healthy:
+        engine.close(call.session)
+    poison = StreamCall("poison", [3, 10**7], prompt_ids=prompt)
+    together = run_calls(engine, healthy[:2] + [poison] + healthy[2:])
+    assert [(a.session, a.query, a.tokens, a.error) for a in together if a.session != "poison"] == \
+           [(a.session, a.query, a.tokens, a.error) for a in alone]
+    assert together[2].error and "IndexError" in together[2].error and "poison" not in engine.sessions
+    # the healthy sessions go on from where they were: the failed batch was rolled back
+    follow = run_calls(engine, [StreamCall("h0", ids[6:9])])[0]
+    engine.open("fresh", prompt)
+    for got, want in zip(follow.tokens, engine.feed("fresh", ids[0:9])[6:], strict=True):
+        assert (got.label, got.category) == (want.label, want.category)
+        assert all(abs(got.probabilities[k] - want.probabilities[k]) <= 1e-4 for k in want.probabilities)
+
+
+async def test_an_engine_failure_fails_only_its_own_stream(moderator):
+    class PoisonOnce:
+        """The in-process pool, but the engine raises whenever the poisoned session is in a batch."""
+
+        def __init__(self, engine):
+            self.engine = engine
+
+        async def step(self, calls):
+            original = self.engine.step
+
+            def step(chunks):
+                if any("poisoned" in c.session for c in chunks):
+                    raise RuntimeError("kernel failed")
+                return original(chunks)
+
+            self.engine.step = step
+            try:
+                return run_calls(self.engine, calls)
+            finally:
+                self.engine.step = original
+
+    events = chunks(moderator.tokenizer)
+    alone, _, _ = await moderator.moderate(records(events), {})
+    moderator.pool.engine.sessions.clear()
+    moderator.pool = PoisonOnce(moderator.pool.engine)
+    mixed = [e for pair in zip(events, other(events, "poisoned")) for e in pair]
+    verdicts, letters, _ = await moderator.moderate(records(mixed), {})
+    mine = [v for v in verdicts if v.stream.stream_id == "s1"]
+    assert essence(mine) == essence(alone) and letters == []
+    poisoned = [v for v in verdicts if v.stream.stream_id == "poisoned"]
+    assert poisoned and all(v.risk_level.value == "Error" and "kernel failed" in v.error for v in poisoned)
+
+
+async def test_streams_are_scoped_by_tenant_and_keys_cannot_collide(moderator):
+    events = chunks(moderator.tokenizer)
+    alone, _, _ = await moderator.moderate(records(events), {})
+    moderator.pool.engine.sessions.clear()
+    twin = other(events, "s1", tenant="globex")  # same conversation, stream and event ids, another tenant
+    states = {}
+    verdicts, letters, _ = await moderator.moderate(records([e for pair in zip(events, twin) for e in pair]), states)
+    assert letters == [] and len(states) == 2
+    by_tenant = {t: [v for v in verdicts if v.tenant == t] for t in ("acme", "globex")}
+    assert essence(by_tenant["acme"]) == essence(alone)
+    assert [(v.risk_level, v.action, v.stream) for v in by_tenant["globex"]] == \
+           [(v.risk_level, v.action, v.stream) for v in alone]
+    assert not {v.verdict_id for v in by_tenant["acme"]} & {v.verdict_id for v in by_tenant["globex"]}
+    shifted = other(events, "b", conversation="a/")  # "a/" + "b" against "a" + "/b"
+    split = other(events, "/b", conversation="a")
+    states = {}
+    await moderator.moderate(records(shifted[:2] + split[:2]), states)
+    assert len(states) == 2 and len(moderator.pool.engine.sessions) == 2
+
+
+@pytest.mark.parametrize("tenant_policy, chunk_actions, final_action", [
+    ({}, {"allow", "stop", "block"}, "block"),
+    ({"unsafe_action": "review"}, {"allow", "review"}, "review"),
+    ({"category_actions": "every category: review"}, {"allow", "review"}, "review"),
+    ({"category_actions": "every category: allow"}, {"allow"}, "allow"),
+])
+async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant_policy, chunk_actions, final_action):
+    from guardstream.topology.policy import Policy
+
+    engine = StreamEngine.from_pretrained(tiny.stream)
+    if tenant_policy.get("category_actions"):
+        action = tenant_policy["category_actions"].rsplit(" ", 1)[1]
+        tenant_policy = {"category_actions": {c: action for c in engine.response_heads.category_names}}
+    policy = Policy.model_validate({"default": tenant_policy})
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    moderator = StreamModerator(Settings.load({}, policy=policy), InProcessPool(engine), tok, "tiny-stream")
+    verdicts, _, _ = await moderator.moderate(records(chunks(tok)), {})
+    assert {v.action.value for v in chunk_verdicts(verdicts)} == chunk_actions
+    final = [v for v in verdicts if v.stream.final]
+    assert [v.action.value for v in final] == [final_action]
+    stops = [v for v in chunk_verdicts(verdicts) if v.action.value == "stop"]
+    assert len(stops) == (1 if final_action == "block" else 0)
+
+
+async def test_a_stream_past_its_token_limit_ends_with_a_letter_and_a_final_verdict_that_says_so(tiny):
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    moderator = StreamModerator(Settings.load({}, stream_max_tokens=10), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
+                                tok, "tiny-stream")
+    events = chunks(tok)  # 4 tokens a chunk: chunk 2 would pass 10
+    verdicts, letters, _ = await moderator.moderate(records(events), {})
+    assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1]
+    final = [v for v in verdicts if v.stream.final]
+    assert len(final) == 1 and final[0].source_event_id == "s1-2" and "stream too long" in final[0].error
+    assert final[0].action.value in ("review", "block") and final[0].stream.token_count == 8
+    assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters][0] == ("stream_error", 2)
+    assert all(d.error_code == "stream_error" for d in letters) and len(letters) == len(events) - 2
