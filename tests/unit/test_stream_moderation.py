@@ -275,3 +275,26 @@ async def test_a_stream_past_its_token_limit_ends_with_a_letter_and_a_final_verd
     assert final[0].action.value in ("review", "block") and final[0].stream.token_count == 8
     assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters][0] == ("stream_error", 2)
     assert all(d.error_code == "stream_error" for d in letters) and len(letters) == len(events) - 2
+
+
+async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdicts(tiny):
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    ids = tok(REPLY, add_special_tokens=False)["input_ids"]
+
+    def fresh() -> StreamModerator:
+        return StreamModerator(Settings.load({}, stream_max_tokens=len(ids) + 4),
+                               InProcessPool(StreamEngine.from_pretrained(tiny.stream)), tok, "tiny-stream")
+
+    healthy = chunks(tok) + other(chunks(tok, size=3), "s2")
+    alone, _, _ = await fresh().moderate(records(healthy), {})
+    out_of_vocabulary = other(chunks(tok), "oov")
+    out_of_vocabulary[2]["token_ids"] = [1, len(tok) + 3]
+    oversized = other(chunks(tok), "big")
+    oversized[1]["token_ids"] = [7] * 5000
+    too_long = other(chunks(tok, reply=REPLY * 3), "long")
+    poisoned = out_of_vocabulary + oversized + too_long
+    mixed = [e for group in zip(healthy, poisoned) for e in group] + healthy[len(poisoned):] + poisoned[len(healthy):]
+    verdicts, letters, _ = await fresh().moderate(records(mixed), {})
+    assert essence([v for v in verdicts if v.stream.stream_id in ("s1", "s2")]) == essence(alone)
+    assert {d.error_code for d in letters} == {"stream_error", "oversize"}
+    assert any("too long" in (v.error or "") for v in verdicts if v.stream.stream_id == "long" and v.stream.final)
