@@ -75,11 +75,14 @@ def guarded(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awai
 
 
 async def pool_answers(pool, timeout_s: float = 10) -> bool:
+    """Every actor answers (and reports its memory) within the timeout."""
     try:
-        await asyncio.wait_for(asyncio.gather(*(actor.ready.remote() for actor in pool.actors)), timeout_s)
-        return True
+        answers = await asyncio.wait_for(asyncio.gather(*(actor.ready.remote() for actor in pool.actors)), timeout_s)
     except Exception:  # noqa: BLE001 - any failure to answer means not ready
         return False
+    for index, answer in enumerate(answers):
+        metrics.ACTOR_RSS.labels(type(pool).__name__, str(index)).set(answer["rss"])
+    return True
 
 
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,

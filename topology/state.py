@@ -9,15 +9,19 @@ after a restart.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
 
+from guardstream.workers import metrics
+
 
 class PartitionedTable:
     def __init__(self, table: faust.Table):
         self.table = table
+        self.written = metrics.CHANGELOG_BYTES.labels(table.name)
 
     def get(self, key: str, default: Any = None) -> Any:
         entry = self.table.data.get(key)
@@ -27,6 +31,7 @@ class PartitionedTable:
         entry = {"p": partition, "v": value}
         self.table.data[key] = entry
         self.table.send_changelog(partition, key, entry)
+        self.written.inc(len(key) + len(json.dumps(entry)))
 
     def delete(self, key: str) -> None:
         entry = self.table.data.pop(key, None)

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 
+import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -77,7 +78,7 @@ class GenGuard:
         self.batcher = MicroBatcher(isolate_failures(self.engine.classify), max_batch_size, max_wait_ms / 1000)
 
     async def ready(self) -> dict:
-        return {"model": self.engine.model_id, "pid": os.getpid()}
+        return {"model": self.engine.model_id, "pid": os.getpid(), "rss": psutil.Process().memory_info().rss}
 
     async def classify(self, requests: list[tuple[list[dict], str]]) -> list[GenResult]:
         return await self.batcher.submit([GenRequest(messages, Moderate(moderate)) for messages, moderate in requests])

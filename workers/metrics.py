@@ -27,6 +27,9 @@ RETRIES = Counter("guardstream_retries_total", "Transient failures retried while
 CONSUMER_LAG = Gauge("guardstream_consumer_lag", "Records after the last committed offset, per topic and partition",
                      ["topic", "partition"])
 TABLE_ENTRIES = Gauge("guardstream_table_entries", "Keys held in a Faust table by this worker", ["table"])
+CHANGELOG_BYTES = Counter("guardstream_changelog_bytes_total", "Bytes of table values written to changelogs", ["table"])
+ACTOR_RSS = Gauge("guardstream_actor_rss_bytes", "Resident memory of each model actor, as it last reported",
+                  ["kind", "actor"])
 LATE_VERDICTS = Counter("guardstream_analytics_late_total",
                         "Verdicts not counted because their window ended more than the retention ago", ["tenant"])
 

@@ -13,6 +13,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
+import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -108,7 +109,7 @@ class StreamGuard:
                                                    max_sessions=max_sessions, idle_ttl_s=idle_ttl_s)
 
     def ready(self) -> dict:
-        return {"model": "stream", "pid": os.getpid()}
+        return {"model": "stream", "pid": os.getpid(), "rss": psutil.Process().memory_info().rss}
 
     def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
         return run_calls(self.engine, calls)
