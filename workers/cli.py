@@ -300,6 +300,42 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
                   "the burst throughput (engine alone: its batch).")
 
 
+@main.command()
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--metrics-url", required=True, help="the worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics")
+@click.option("--streams", type=int, default=16, show_default=True, help="streams running at a time")
+@click.option("--minutes", type=float, default=10, show_default=True)
+@click.option("--reply-tokens", type=int, default=24, show_default=True, help="tokens per stream")
+@click.option("--chunk-tokens", type=int, default=4, show_default=True)
+@click.option("--tokens-per-s", type=float, default=30, show_default=True, help="per stream")
+@click.option("--every", "every_s", type=float, default=10, show_default=True, help="seconds between samples")
+def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: float, reply_tokens: int,
+         chunk_tokens: int, tokens_per_s: float, every_s: float) -> None:
+    """Keep N reply streams starting, running and finishing against a running worker; print its memory,
+    table entries, changelog bytes and lag over time."""
+    from rich.table import Table
+
+    from guardstream.workers.soak import run_soak
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+
+    def report(s) -> None:
+        console.print(f"  {s.at_s:>6.0f}s streams {s.streams_started:>6} started {s.streams_finished:>6} finished | "
+                      f"worker {s.worker_rss_mb:,.0f} MB, actors {s.actor_rss_mb:,.0f} MB | stream table "
+                      f"{s.table_entries:,} | changelog {s.changelog_mb:,.1f} MB | lag {s.lag:,}")
+
+    console.print(f"[bold]soak[/] {streams} streams at a time for {minutes:g} min against {metrics_url}")
+    samples = asyncio.run(run_soak(settings, _bootstrap_or_fail(settings), metrics_url, streams, minutes, reply_tokens,
+                                   chunk_tokens, tokens_per_s, every_s, report))
+    table = Table(title="soak: first and last sample")
+    for column in ("at s", "streams", "worker RSS MB", "actors RSS MB", "stream table", "changelog MB", "lag"):
+        table.add_column(column, justify="right")
+    for s in (samples[0], samples[-1]):
+        table.add_row(f"{s.at_s:.0f}", f"{s.streams_started:,}", f"{s.worker_rss_mb:,.0f}", f"{s.actor_rss_mb:,.0f}",
+                      f"{s.table_entries:,}", f"{s.changelog_mb:,.1f}", f"{s.lag:,}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
 @main.group()
 def schemas() -> None:
     """The wire contract."""
