@@ -60,6 +60,7 @@ class _Session:
     slot: int
     length: int
     last_used: float
+    prompt_length: int = 0  # tokens of the Open, so `length - prompt_length` reply tokens were fed
 
 
 class _Heads:
@@ -141,7 +142,7 @@ class StreamEngine:
             raise ValueError(f"prompt of {chunk.session!r} has no <|im_end|> closing the user turn")
         if len(self.sessions) >= self.max_sessions and not self.evict_idle(now):
             raise SessionLimit(f"{self.max_sessions} sessions open; close some or raise max_sessions")
-        state = _Session(self.pool.alloc(), 0, now)
+        state = _Session(self.pool.alloc(), 0, now, len(chunk.prompt_ids))
         self.sessions[chunk.session] = state
         return state
 

@@ -212,7 +212,8 @@ class StreamModerator:
             reopen = rebuild or not r.state.opened
             return StreamCall(session=json.dumps([r.state.tenant, r.conversation_id, r.stream_id]), new_ids=new,
                               prompt_ids=self.prompt_ids(r.state.prompt or "") if reopen else None,
-                              history_ids=list(r.state.tokens) if rebuild else [], close=r.state.done)
+                              history_ids=list(r.state.tokens) if rebuild else [], close=r.state.done,
+                              judged=len(r.state.tokens))
 
         began = time.perf_counter()
         try:

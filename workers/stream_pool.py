@@ -3,6 +3,7 @@
 A session always goes to the same actor (a stable hash of its id), so its KV cache stays there.
 An actor that restarted has lost its sessions: it answers `missing` for them, and the caller
 sends them again with the prompt and the reply tokens judged so far, which rebuilds the cache.
+The same happens when a session holds another number of reply tokens than the caller expects.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class StreamCall:
     prompt_ids: list[int] | None = None  # set to (re)open the session
     history_ids: list[int] = field(default_factory=list)  # reply tokens already judged, when rebuilding
     close: bool = False
+    judged: int = 0  # reply tokens the caller's state says the session holds (for a call that does not open it)
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,17 @@ def _failed(engine: StreamEngine, call: StreamCall, exc: Exception) -> StreamAns
     return StreamAnswer(call.session, error=f"engine failed on this stream: {type(exc).__name__}: {str(exc)[:300]}")
 
 
+def _in_step(engine: StreamEngine, call: StreamCall) -> bool:
+    session = engine.sessions.get(call.session)
+    return session is not None and session.length - session.prompt_length == call.judged
+
+
 def _run_batch(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:
-    """Opens first (one batched step), then every session's new tokens (a second batched step)."""
-    missing = {c.session for c in calls if c.prompt_ids is None and c.session not in engine.sessions}
+    """Opens first (one batched step), then every session's new tokens (a second batched step). A
+    session that is gone, or that holds another number of reply tokens than the caller's state says
+    (a retried step it already fed, a step whose tokens it never got), is answered missing: the
+    caller rebuilds it from its history instead of feeding it out of step."""
+    missing = {c.session for c in calls if c.prompt_ids is None and not _in_step(engine, c)}
     live = [c for c in calls if c.session not in missing]
     opened = {r.session: r.query for r in engine.step([Open(c.session, c.prompt_ids) for c in live if c.prompt_ids])}
     feeds = [c for c in live if c.history_ids or c.new_ids]

@@ -179,7 +179,8 @@ def test_a_session_the_engine_fails_on_gets_an_error_alone_and_its_batch_mates_t
            [(a.session, a.query, a.tokens, a.error) for a in alone]
     assert together[2].error and "IndexError" in together[2].error and "poison" not in engine.sessions
     # the healthy sessions go on from where they were: the failed batch was rolled back
-    follow = run_calls(engine, [StreamCall("h0", ids[6:9])])[0]
+    follow = run_calls(engine, [StreamCall("h0", ids[6:9], judged=6)])[0]
+    assert not follow.missing
     engine.open("fresh", prompt)
     for got, want in zip(follow.tokens, engine.feed("fresh", ids[0:9])[6:], strict=True):
         assert (got.label, got.category) == (want.label, want.category)
@@ -298,3 +299,18 @@ async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdict
     assert essence([v for v in verdicts if v.stream.stream_id in ("s1", "s2")]) == essence(alone)
     assert {d.error_code for d in letters} == {"stream_error", "oversize"}
     assert any("too long" in (v.error or "") for v in verdicts if v.stream.stream_id == "long" and v.stream.final)
+
+
+async def test_a_step_retried_after_its_delivery_failed_is_not_fed_twice(moderator):
+    """Outcomes retries a batch from the table's state while the actor already took its tokens: the
+    actor sees the session is ahead of the caller and has it rebuilt, so the verdicts do not change."""
+    events = chunks(moderator.tokenizer)
+    states = {}
+    await moderator.moderate(records(events[:3]), states)
+    before = {k: {sid: st.model_copy(deep=True) for sid, st in streams.items()} for k, streams in states.items()}
+    first, _, _ = await moderator.moderate(records(events[3:6]), states)
+    retried, _, _ = await moderator.moderate(records(events[3:6]), before)  # delivery failed: state not advanced
+    assert essence(retried) == essence(first)
+    for again, once in zip(retried, first, strict=True):
+        assert again.probabilities.keys() == once.probabilities.keys()
+        assert all(abs(again.probabilities[k] - once.probabilities[k]) <= 1e-4 for k in once.probabilities)
