@@ -166,8 +166,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
 
     if "stream" in settings.agents:
         # Stream sessions live in `stream_states` (state_key(tenant, conversation) → stream id →
-        # StreamState), so a
-        # worker that takes over a partition can rebuild them; each state is written after the
+        # StreamState), so a worker that takes over a partition can rebuild them; each state is written after the
         # verdicts it led to were delivered (a crash in between replays, never skips). `waiting`
         # holds conversations with chunks held behind a gap, which a timer re-checks; `stream_lock`
         # keeps the agent and the timer apart.
@@ -322,12 +321,13 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                     metrics.LATE_VERDICTS.labels(key.split("|", 2)[1]).inc()
                     continue
                 entry = f"{key}|{verdict_id}"
-                if counted.get(entry) is None:
+                new = counted.get(entry) is None
+                if new:
                     counted.put(record.partition, entry, window)
                     tally[key] += 1
-                    update = window_count(key, tally[key], window_s)
+                touched[key] = update = window_count(key, tally[key], window_s)
+                if new:
                     metrics.VERDICTS.labels(update.tenant, update.risk_level.value, update.category).inc()
-                touched[key] = window_count(key, tally[key], window_s)
             # every key of the batch is published, so a retried batch republishes what it counted
             await deliver([(analytics, key, update.model_dump_json().encode()) for key, update in touched.items()])
 
