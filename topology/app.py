@@ -377,6 +377,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         missing = [name for name, agent in app.agents.items() if not agent._actors]
         assigned = app.consumer.assignment() if app.consumer else set()
         answering = all([await pool_answers(p) for p in pools])
+        metrics.CONSUMER_LAG.clear()  # partitions moved to another worker are no longer this one's to report
         for tp in assigned:
             committed = app.consumer._committed_offset.get(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, (app.consumer.highwater(tp) or 0) - committed))
