@@ -1,6 +1,6 @@
 import pytest
 
-from guardstream.workers.tiny_checkpoints import TinyCheckpoints, build_tiny_checkpoints
+from guardstream.dev.tiny_checkpoints import TinyCheckpoints, build_tiny_checkpoints
 
 
 @pytest.fixture(scope="session")

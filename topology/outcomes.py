@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
 from guardstream.schemas import DeadLetter
-from guardstream.workers import metrics
-from guardstream.workers.intake import RawRecord, dead_letter
+from guardstream.schemas.intake import RawRecord, dead_letter
+from guardstream.workers.sinks import metrics
 
 log = logging.getLogger(__name__)
 

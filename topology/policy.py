@@ -4,6 +4,9 @@
 - an unsafe verdict's action is the most severe over its categories, each taking its override
   (e.g. Politically Sensitive → review) or else `unsafe_action`;
 - the fail mode decides what an `Error` verdict (model down, malformed output) does;
+- `too_long_action` decides what a conversation or stream longer than the model's context (or
+  `stream_max_tokens`) gets: it was not judged whole, and a fail-open tenant must not let that
+  pass silently, so it is its own setting (default block), apart from the fail mode;
 - review thresholds send an allowed verdict to review when a label's probability is high enough
   (e.g. {"Unsafe": 0.3}), for models that report probabilities.
 """
@@ -21,6 +24,10 @@ from guardstream.schemas import Action, RiskLevel
 _SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
 
 
+def most_severe(*actions: Action) -> Action:
+    return max(actions, key=_SEVERITY.__getitem__)
+
+
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["strict", "loose"] = "strict"
@@ -28,6 +35,7 @@ class TenantPolicy(BaseModel):
     unsafe_action: Action = Action.block
     category_actions: dict[str, Action] = Field(default_factory=dict)
     review_thresholds: dict[str, float] = Field(default_factory=dict)
+    too_long_action: Action = Action.block
 
     def decide(self, risk: RiskLevel, categories: list[str], probabilities: dict[str, float] | None = None) -> Action:
         if risk is RiskLevel.error:
@@ -36,8 +44,7 @@ class TenantPolicy(BaseModel):
             crossed = any((probabilities or {}).get(label, 0.0) >= at for label, at in self.review_thresholds.items())
             return Action.review if crossed else Action.allow
         # each category takes its override or else unsafe_action; the most severe of them applies
-        return max((self.category_actions.get(c, self.unsafe_action) for c in categories or [None]),
-                   key=_SEVERITY.__getitem__)
+        return most_severe(*(self.category_actions.get(c, self.unsafe_action) for c in categories or [None]))
 
     def describe(self, tenant: str) -> str:
         return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}"

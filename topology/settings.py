@@ -16,6 +16,11 @@ AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics"]
 AGENTS: tuple[str, ...] = get_args(AgentName)
 
 
+def default_home() -> Path:
+    """Where caches, the local Ray's records, Faust's data and the default SQLite audit live."""
+    return Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream"))
+
+
 class SettingsError(ValueError):
     pass
 
@@ -61,13 +66,16 @@ class Settings(BaseModel):
     stream_actor_cpus: float = Field(default=1, ge=0)
     stream_actor_gpus: float = Field(default=0, ge=0)
     stream_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    stream_call_timeout_s: float = Field(default=120, gt=0)
     stream_max_sessions: int = Field(default=4096, ge=1)
     stream_idle_ttl_s: float = Field(default=600, gt=0)
+    stream_kv_cache_mb: int = Field(default=4096, ge=1)  # per actor; past it, least recently used sessions are evicted
     stream_batch_size: int = Field(default=256, ge=1)  # chunks gathered into one batched step
     stream_batch_wait_ms: int = Field(default=10, ge=0)
     stream_debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
     stream_gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
     stream_max_tokens: int = Field(default=16384, ge=1)  # reply tokens judged per stream; past it the stream ends
+    stream_max_held_chunks: int = Field(default=256, ge=1)  # how far ahead of a gap a chunk may wait
 
     # Which agents this worker runs (comma-separated in the environment): the Gen and Stream paths
     # need the GPU pool, the sinks only the verdict topic, so they can run as separate deployments.
@@ -86,15 +94,17 @@ class Settings(BaseModel):
         return value
 
     # Input limits and downstream sinks.
-    max_event_bytes: int = Field(default=256 * 1024, ge=1024)
-    audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under guardstream_home
+    # An event under this limit is stored in a stream's entries whole, so it stays below the
+    # broker's 1 MiB message limit with room for the entry around it.
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
+    audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under home
     audit_store_text: bool = False
     analytics_window_s: int = Field(default=60, ge=1)
     analytics_retention_s: int = Field(default=3600, ge=1)
     metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
     faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
     policy: Policy = Field(default_factory=Policy)
-    home: Path = Field(default_factory=lambda: Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream")))
+    home: Path = Field(default_factory=default_home)
 
     @field_validator("faults")
     @classmethod

@@ -1,21 +1,33 @@
-"""Faust tables written with an explicit changelog partition.
+"""Faust tables written with an explicit changelog partition, and durably before any ack.
 
 Faust's own table API takes the partition from the event being processed, so it cannot write
 from a batch or a timer, and its windowed expiry neither writes tombstones nor expires keys
-restored from the changelog. Here every stored value remembers its partition, so a write, a
-delete (a tombstone to that partition) or an expiry pass works from anywhere, before and
-after a restart.
+restored from the changelog. Its changelog writes also go through a buffer that the flush before
+a commit can miss (a record taken from the buffer but not yet handed to the client), so a commit
+could outrun the state it relied on. Here every stored value remembers its partition, and
+`write` sends the changelog records itself and waits for the broker's acks before it changes
+the table: what an agent acks afterwards is always restored with the state it left.
+
+Each write ends with a tombstone for a key no one uses, sent to every partition it touched after
+the other records were acked, so it travels in a batch of its own. Recovery reads a changelog up
+to its high watermark, and Tansu (the development broker) reports the base offset of the last
+batch there: without the lone last record, every record but the first of a batch would be left
+out of recovery. On Kafka it costs one small record per partition and write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import faust
 
-from guardstream.workers import metrics
+from guardstream.workers.sinks import metrics
+
+
+_END_KEY = json.dumps("guardstream:end-of-write").encode()  # never stored: recovery applies it as a delete
 
 
 class PartitionedTable:
@@ -23,21 +35,38 @@ class PartitionedTable:
         self.table = table
         self.written = metrics.CHANGELOG_BYTES.labels(table.name)
 
+    @property
+    def producer(self):
+        return self.table.app.producer
+
+    @property
+    def topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
     def get(self, key: str, default: Any = None) -> Any:
         entry = self.table.data.get(key)
         return default if entry is None else entry["v"]
 
-    def put(self, partition: int, key: str, value: Any) -> None:
-        entry = {"p": partition, "v": value}
-        self.table.data[key] = entry
-        encoded = json.dumps(entry).encode()  # once: sent as is, and counted; recovery reads it as JSON
-        self.table.send_changelog(partition, key, encoded, value_serializer="raw")
-        self.written.inc(len(key) + len(encoded))
-
-    def delete(self, key: str) -> None:
-        entry = self.table.data.pop(key, None)
-        if entry is not None:
-            self.table.send_changelog(entry["p"], key, None, value_serializer="raw")
+    async def write(self, changes: Mapping[str, tuple[int, Any]]) -> None:
+        """Apply `changes` (key → (partition, value); a None value deletes the key) once the
+        changelog holds them. A key that is neither stored nor given a value needs no tombstone."""
+        sends, partitions = [], set()
+        for key, (partition, value) in changes.items():
+            stored = self.table.data.get(key)
+            if value is None and stored is None:
+                continue
+            # serialised once, sent raw; recovery reads it as JSON, as Faust's json codec wrote it
+            encoded = None if value is None else json.dumps({"p": partition, "v": value}, ensure_ascii=False).encode()
+            partitions.add(target := stored["p"] if value is None else partition)
+            sends.append(await self.producer.send(self.topic, json.dumps(key).encode(), encoded, target, None, None))
+            self.written.inc(len(key) + len(encoded or b""))
+        await asyncio.gather(*sends)
+        await asyncio.gather(*[await self.producer.send(self.topic, _END_KEY, None, p, None, None) for p in partitions])
+        for key, (partition, value) in changes.items():
+            if value is None:
+                self.table.data.pop(key, None)
+            else:
+                self.table.data[key] = {"p": partition, "v": value}
 
     def items(self) -> Iterator[tuple[str, int, Any]]:
         """(key, partition, value) of every stored key."""
@@ -52,9 +81,8 @@ class PartitionedTable:
             if entry["p"] not in partitions:
                 del self.table.data[key]
 
-    def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
+    async def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
         """Delete every key whose (key, partition, value) is expired; returns the deleted keys."""
         gone = [key for key, partition, value in self.items() if expired(key, partition, value)]
-        for key in gone:
-            self.delete(key)
+        await self.write({key: (-1, None) for key in gone})
         return gone

@@ -17,10 +17,10 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from guardstream.dev.broker import EmbeddedBroker, free_port
+from guardstream.dev.worker_process import WorkerProcess, WorkerStartError
+from guardstream.kafka_io import records, topic_name
 from guardstream.topology.settings import Settings
-from guardstream.workers.broker import EmbeddedBroker, free_port
-from guardstream.workers.kafka_io import records, topic_name
-from guardstream.workers.worker_process import WorkerProcess, WorkerStartError
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 POLICY = {"default": {"mode": "strict", "fail_mode": "closed"},

@@ -6,8 +6,8 @@ import asyncio
 import json
 from collections.abc import Callable
 
+from guardstream.kafka_io import produce_lines, records
 from guardstream.topology.settings import Settings
-from guardstream.workers.kafka_io import produce_lines, records
 
 
 def produce(settings: Settings, bootstrap: str, events: list[dict], role: str = "conversations") -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from guardstream.workers.stream_reference import StreamGuardReference
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.dev.tiny_checkpoints import load_corpus
+from guardstream.workers.engines.stream_reference import StreamGuardReference
 
 STREAMS, CHUNK, DEBOUNCE = 50, 4, 2
 

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from guardstream.dev.broker import free_port
+from guardstream.kafka_io import topic_name
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent, verdict_id
-from guardstream.workers.analytics import window_start
-from guardstream.workers.broker import free_port
-from guardstream.workers.kafka_io import topic_name
+from guardstream.workers.sinks.analytics import window_start
 
 from .conftest import start_worker, wait_drained
 from .kafka_helpers import read_all

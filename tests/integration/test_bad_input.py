@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from guardstream.workers.kafka_io import topic_name
+from guardstream.kafka_io import topic_name
 
 from .conftest import wait_drained
 from .kafka_helpers import read_all
@@ -76,7 +76,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_good_events_keep_flowing(wo
 
 def read_all_raw(worker, topic: str) -> list[tuple[str, int, int]]:
     """(key, partition, offset) of every record on the conversations topic."""
-    from guardstream.workers.kafka_io import records
+    from guardstream.kafka_io import records
 
     async def run():
         found = []

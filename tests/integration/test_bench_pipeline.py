@@ -1,8 +1,8 @@
 """`guardstream bench pipeline` measures through a real worker (its numbers are never asserted):
 a Gen-only worker with the no-op engine answers every event, and runs no other agent."""
 
+from guardstream.bench.pipeline import measure_pipeline
 from guardstream.topology.settings import Settings
-from guardstream.workers.bench_pipeline import measure_pipeline
 
 from .kafka_helpers import read_all
 
@@ -12,7 +12,7 @@ def test_a_gen_only_worker_with_the_noop_engine_answers_every_event(broker, tiny
     measured = measure_pipeline("noop", broker.bootstrap, log_path, str(tiny.gen), events=96, batch=32, threads=1,
                                 timeout_s=120, run="it-noop", agents="gen", gen_backend="noop",
                                 kafka_rebalance_timeout_s=6, kafka_session_timeout_s=6)
-    assert measured.events == 96 and measured.seconds > 0 and len(measured.latencies_ms) == 96
+    assert measured.count == 96 and measured.seconds > 0 and len(measured.latencies_ms) == 96
     log = log_path.read_text()
     assert "agents: gen; loading GenGuard x1" in log and "StreamGuard ready" not in log
     settings = Settings.load({}, topic_prefix="bench-it-noop.")

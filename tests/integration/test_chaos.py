@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from transformers import AutoTokenizer
 
-from guardstream.workers.kafka_io import records, topic_name
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.dev.tiny_checkpoints import load_corpus
+from guardstream.kafka_io import records, topic_name
 
 from .conftest import POLICY, start_worker, wait_drained
 from .kafka_helpers import read_all

@@ -12,9 +12,9 @@ import psycopg
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from guardstream.workers.audit import PostgresAudit
-from guardstream.workers.kafka_io import records, topic_name
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.dev.tiny_checkpoints import load_corpus
+from guardstream.kafka_io import records, topic_name
+from guardstream.workers.sinks.audit import PostgresAudit
 
 from .conftest import PG_ADMIN_URL, start_worker, wait_drained
 from .kafka_helpers import produce, read_all

@@ -7,10 +7,10 @@ import asyncio
 
 import ray
 
+from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.gen_engine import GenEngine, GenRequest
-from guardstream.workers.gen_pool import GenPool
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.pools.gen_pool import GenPool
 
 
 def judged(result):

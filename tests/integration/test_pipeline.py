@@ -12,8 +12,8 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import RiskLevel
-from guardstream.workers.tiny_checkpoints import load_corpus
 
 from .conftest import POLICY, wait_drained
 from .kafka_helpers import produce, read_all

@@ -1,8 +1,8 @@
 from datetime import datetime, timezone
 
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
-from guardstream.workers.analytics import StreamTime, count_keys, key_window, window_count
-from guardstream.workers.enforcement import action_for
+from guardstream.workers.sinks.analytics import StreamTime, count_keys, key_window, window_count
+from guardstream.workers.sinks.enforcement import action_for
 
 
 def verdict(**overrides) -> VerdictEvent:

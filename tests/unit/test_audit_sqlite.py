@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
-from guardstream.workers.audit import SqliteAudit, open_audit_store
+from guardstream.workers.sinks.audit import SqliteAudit, open_audit_store
 
 
 def verdict(i: int, **overrides) -> VerdictEvent:

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from guardstream.workers.batching import MicroBatcher
+from guardstream.workers.pools.batching import MicroBatcher
 
 
 async def test_concurrent_callers_share_batches_and_get_their_own_answers():

@@ -2,7 +2,7 @@ import json
 
 from click.testing import CliRunner
 
-from guardstream.workers.cli import main
+from guardstream.cli import main
 
 
 def test_schemas_export_writes_files(tmp_path):

@@ -3,13 +3,13 @@
 import json
 
 from guardstream.schemas import Action, Moderate, RiskLevel, verdict_id
+from guardstream.schemas.intake import RawRecord
 from guardstream.topology.policy import Policy
 from guardstream.topology.settings import Settings
-from guardstream.workers.gen_engine import GenResult
-from guardstream.workers.gen_moderation import GenModerator
-from guardstream.workers.gen_output import parse_gen_output
-from guardstream.workers.gen_pool import GenUnavailable
-from guardstream.workers.intake import RawRecord
+from guardstream.workers.engines.gen_engine import GenResult
+from guardstream.workers.engines.gen_output import parse_gen_output
+from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.pools.gen_pool import GenUnavailable
 
 POLICY = Policy.model_validate({"tenants": {"loose": {"mode": "loose", "fail_mode": "open"}}})
 
@@ -90,3 +90,19 @@ async def test_probabilities_reach_the_verdict_and_the_policy():
     verdicts, _ = await GenModerator(Settings.load({}, policy=policy), pool, "tiny").moderate([rec(1, "t", "hm")])
     assert verdicts[0].probabilities == {"Safe": 0.5, "Unsafe": 0.4, "Controversial": 0.1}
     assert verdicts[0].action is Action.review
+
+
+class TooLongPool:
+    async def classify(self, requests):
+        from guardstream.workers.engines.gen_engine import too_long
+        return [too_long(9000, 4000) for _ in requests]
+
+
+async def test_a_conversation_too_long_for_the_model_follows_too_long_action_not_the_fail_mode():
+    policy = Policy.model_validate({"tenants": {"loose": {"mode": "loose", "fail_mode": "open"},
+                                                "lenient": {"fail_mode": "open", "too_long_action": "review"}}})
+    moderator = GenModerator(Settings.load({}, policy=policy), TooLongPool(), "tiny")
+    verdicts, _ = await moderator.moderate([rec(1, "strict", "a"), rec(2, "loose", "b"), rec(3, "lenient", "c")])
+    assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.block),
+                                                           (RiskLevel.error, Action.review)]
+    assert all(v.error.startswith("too_long: the templated conversation is 9000 tokens") for v in verdicts)

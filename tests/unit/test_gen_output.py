@@ -1,7 +1,7 @@
 import pytest
 
 from guardstream.schemas import Moderate, RiskLevel
-from guardstream.workers.gen_output import MalformedOutput, parse_gen_output
+from guardstream.workers.engines.gen_output import MalformedOutput, parse_gen_output
 
 
 def test_prompt_verdict():

@@ -3,9 +3,9 @@ label for every input, and probabilities within 1e-3 between the transformers sc
 
 import pytest
 
+from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.gen_engine import GenEngine, GenRequest
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +51,17 @@ def test_the_shared_prefix_is_the_policy_text(tiny):
     engine = GenEngine(str(tiny.gen))
     for kind, conversation in ((Moderate.prompt, [{"role": "user", "content": "hi"}]),
                                (Moderate.response, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])):
-        ids = engine._prefix(kind).ids
+        ids = engine._prefix(kind)
         text = engine.tokenizer.decode(ids)
         assert "<END SAFETY POLICY>" in text and "<BEGIN CONVERSATION>" in text and "hi" not in text.split("<BEGIN CONVERSATION>")[1]
-        assert engine.render(GenRequest(conversation, kind)).startswith(text)
+        assert engine.input_ids(GenRequest(conversation, kind))[: len(ids)] == ids
 
 
-def test_tokenizing_only_the_conversation_gives_the_whole_text_ids(tiny):
+def test_every_corpus_request_starts_with_the_shared_prefix(tiny):
     engine = GenEngine(str(tiny.gen))
     for example in load_corpus():
         kind = Moderate(example.kind)
-        shared, text = engine._prefix(kind), engine.render(GenRequest(example.messages, kind))
-        assert shared.text is not None and text.startswith(shared.text)
-        assert shared.ids + engine._tokenize([text[len(shared.text):]])[0] == engine._tokenize([text])[0]
+        assert engine.input_ids(GenRequest(example.messages, kind))[: len(engine._prefix(kind))] == engine._prefix(kind)
 
 
 def test_label_probabilities_equal_a_plain_hugging_face_forward(tiny):
@@ -77,8 +75,18 @@ def test_label_probabilities_equal_a_plain_hugging_face_forward(tiny):
     worst = 0.0
     with torch.inference_mode():
         for request, result in zip(requests, ours):
-            ids = engine._tokenize([engine.render(request)])[0] + engine.forced_ids
+            ids = engine.input_ids(request) + engine.forced_ids
             logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
             reference = torch.softmax(logits[engine.label_ids], -1).tolist()
             worst = max(worst, *(abs(a - b) for a, b in zip(reference, result.probabilities.values())))
     assert worst <= 1e-4, worst
+
+
+@pytest.mark.parametrize("mode", ["score", "generate"])
+def test_a_conversation_past_the_models_positions_is_too_long_and_its_batch_mates_are_judged(tiny, mode):
+    engine = GenEngine(str(tiny.gen), mode=mode)
+    long = GenRequest([{"role": "user", "content": "word " * engine.max_positions}], Moderate.prompt)
+    short = GenRequest([{"role": "user", "content": "hello there"}], Moderate.prompt)
+    results = engine.classify([short, long, short])
+    assert results[1].too_long and results[1].judgement is None and "too_long" in results[1].error
+    assert not results[0].too_long and results[0].raw_output == results[2].raw_output == engine.classify([short])[0].raw_output

@@ -8,8 +8,8 @@ import itertools
 import pytest
 
 from guardstream.schemas import Moderate
-from guardstream.workers.gen_engine import GenRequest
-from guardstream.workers.gen_pool import GenPool, GenUnavailable
+from guardstream.workers.engines.gen_engine import GenRequest
+from guardstream.workers.pools.gen_pool import GenPool, GenUnavailable
 
 
 class SlowActor:
@@ -26,7 +26,7 @@ class SlowActor:
             self.most = max(self.most, self.running)
             await asyncio.sleep(0.02)
             self.running -= 1
-            return [f"answer:{messages[0]['content']}" for messages, _ in requests]
+            return [f"answer:{r.messages[0]['content']}" for r in requests]
         return run()
 
 
@@ -61,8 +61,8 @@ async def test_a_pool_that_does_not_answer_in_time_is_unavailable():
 
 
 def test_a_poison_input_fails_alone_and_its_batch_mates_are_judged():
-    from guardstream.workers.gen_engine import GenResult
-    from guardstream.workers.gen_pool import isolate_failures
+    from guardstream.workers.engines.gen_engine import GenResult
+    from guardstream.workers.pools.gen_pool import isolate_failures
 
     calls = []
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from guardstream.schemas import ConversationEvent, DeadLetter
-from guardstream.workers.intake import RawRecord, decode
+from guardstream.schemas.intake import RawRecord, decode
 
 GOOD = {"event_id": "e", "conversation_id": "c", "tenant": "t", "messages": [{"role": "user", "content": "hi"}]}
 

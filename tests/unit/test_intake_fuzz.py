@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardstream.schemas import ConversationEvent, DeadLetter, TokenChunkEvent, VerdictEvent
-from guardstream.workers.intake import RawRecord, decode
+from guardstream.schemas.intake import RawRecord, decode
 
 MODELS = (ConversationEvent, TokenChunkEvent, VerdictEvent)
 CONVERSATION = {"event_id": "e-1", "conversation_id": "c-1", "tenant": "acme", "moderate": "prompt",

@@ -5,10 +5,10 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
+from guardstream.schemas.intake import RawRecord
 from guardstream.topology.outcomes import Outcomes, Undeliverable, is_transient
-from guardstream.workers.audit import AuditRejected, AuditUnavailable
 from guardstream.workers.faults import InjectedFault
-from guardstream.workers.intake import RawRecord
+from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable
 
 
 def records(n: int) -> list[RawRecord]:

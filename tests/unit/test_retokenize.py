@@ -3,8 +3,8 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from guardstream.workers.retokenize import IncrementalTokenizer
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.dev.tiny_checkpoints import load_corpus
+from guardstream.workers.engines.retokenize import IncrementalTokenizer
 
 TRICKY = ["it's  two   spaces", "numbers 12345 and 3.14!", "émigré café naïve — “quotes”", "tabs\tand\nnewlines\n\n x",
           "don't can't won't", "a", "", "    ", "emoji 🙂🙃 mixed", "http://example.com/a?b=c&d=e"]

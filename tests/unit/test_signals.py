@@ -9,11 +9,11 @@ import time
 import psutil
 import pytest
 
-from guardstream.workers.broker import free_port
+from guardstream.dev.broker import free_port
 
 CLEANUP = """
 import sys, time
-from guardstream.workers.cli import exit_on_signals
+from guardstream.cli import exit_on_signals
 exit_on_signals()
 try:
     print("ready", flush=True)
@@ -52,7 +52,7 @@ def test_the_cli_stops_its_embedded_broker_on_a_signal(tmp_path, command, signum
     """`up` is signalled while its worker is still starting: before Faust installs its own handlers."""
     env = {**os.environ, "GUARDSTREAM_HOME": str(tmp_path), "GUARDSTREAM_KAFKA_BOOTSTRAP": ""}
     args = [a.format(port=free_port()) for a in command]
-    proc = subprocess.Popen([sys.executable, "-m", "guardstream.workers.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         broker = wait_for(lambda: brokers_of(proc.pid))[0]

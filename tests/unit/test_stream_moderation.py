@@ -8,11 +8,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from guardstream.schemas import Action
+from guardstream.schemas.intake import RawRecord
 from guardstream.topology.settings import Settings
-from guardstream.workers.intake import RawRecord
-from guardstream.workers.stream_engine import StreamEngine
-from guardstream.workers.stream_moderation import StreamModerator, state_key
-from guardstream.workers.stream_pool import run_calls
+from guardstream.workers.engines.stream_engine import StreamEngine
+from guardstream.workers.moderation.stream_moderation import StreamModerator
+from guardstream.workers.moderation.stream_state import StreamRef
+from guardstream.workers.pools.stream_pool import run_calls
+
+from .memory_table import MemoryTable
 
 PROMPT = "how do I build a pipe bomb"
 REPLY = "Okay, here is what you asked for. First, fill a steel pipe with black powder and seal both ends, then attach a fuse."
@@ -20,7 +23,7 @@ REPLY = "Okay, here is what you asked for. First, fill a steel pipe with black p
 
 class InProcessPool:
     def __init__(self, engine: StreamEngine):
-        self.engine = engine
+        self.engine, self.max_positions = engine, engine.max_positions
 
     async def step(self, calls):
         return run_calls(self.engine, calls)
@@ -69,8 +72,8 @@ def expected_stop(moderator, reply: str = REPLY) -> int | None:
 async def test_unsafe_reply_stops_once_at_the_debounced_token(moderator):
     stop = expected_stop(moderator)
     assert stop is not None, "the fixture should flag the bomb-making reply"
-    states = {}
-    verdicts, letters, _ = await moderator.moderate(records(chunks(moderator.tokenizer)), states)
+    states = MemoryTable()
+    verdicts, letters = await states.run(moderator, records(chunks(moderator.tokenizer)))
     assert letters == []
     per_chunk = chunk_verdicts(verdicts)
     assert [v.action for v in per_chunk].count(Action.stop) == 1
@@ -85,7 +88,7 @@ async def test_unsafe_reply_stops_once_at_the_debounced_token(moderator):
 
 async def test_safe_reply_never_stops(moderator):
     events = chunks(moderator.tokenizer, reply="Sure! Here is a simple plan: start early, keep it small, and enjoy it.")
-    verdicts, _, _ = await moderator.moderate(records(events), {})
+    verdicts, _ = await MemoryTable().run(moderator, records(events))
     replies = [v for v in verdicts if v.moderate.value == "response"]
     assert replies[-1].stream.final and all(v.action is Action.allow for v in replies)
     assert verdicts[0].moderate.value == "prompt" and verdicts[0].stream.seq == 0  # the prompt is judged too
@@ -94,35 +97,38 @@ async def test_safe_reply_never_stops(moderator):
 async def test_out_of_order_duplicates_and_gaps(moderator):
     events = chunks(moderator.tokenizer)
     shuffled = [events[0], events[2], events[1], events[1], events[3]]  # 2 before 1, 1 twice
-    states = {}
-    verdicts, letters, _ = await moderator.moderate(records(shuffled), states, now=100.0)
+    states = MemoryTable()
+    verdicts, letters = await states.run(moderator, records(shuffled), now=100.0)
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1, 2, 3] and letters == []
-    again, _, _ = await moderator.moderate(records(events[:4]), states, now=101.0)  # replayed: all duplicates
+    again, _ = await states.run(moderator, records(events[:4]), now=101.0)  # replayed: all duplicates
     assert again == []
-    held, letters, _ = await moderator.moderate(records(events[5:7]), states, now=102.0)  # chunk 4 missing
+    held, letters = await states.run(moderator, records(events[5:7]), now=102.0)  # chunk 4 missing
     assert held == [] and letters == []
-    released, letters, touched = await moderator.moderate([], states, now=108.0)  # past the gap timeout
+    waiting = StreamRef("acme", "c1", "s1")
+    assert states[waiting.key()]["held"] == [5, 6] and waiting.held_key(5) in states
+    released, letters = await states.run(moderator, [], [waiting], now=108.0)  # past the gap timeout
     assert [d.error_code for d in letters] == ["sequence_gap"] and "chunks 4..4 never arrived" in letters[0].error
-    assert [v.stream.seq for v in chunk_verdicts(released)] == [5, 6] and touched == {state_key("acme", "c1"): 0}
+    assert [v.stream.seq for v in chunk_verdicts(released)] == [5, 6]
+    assert states[waiting.key()]["held"] == [] and not [k for k in states if k.startswith('["held"')]
 
 
 async def test_text_deltas_give_the_same_verdicts_as_token_ids(moderator, tiny):
-    by_ids, _, _ = await moderator.moderate(records(chunks(moderator.tokenizer)), {})
+    by_ids, _ = await MemoryTable().run(moderator, records(chunks(moderator.tokenizer)))
     fresh = StreamModerator(moderator.settings, InProcessPool(StreamEngine.from_pretrained(tiny.stream)), moderator.tokenizer, "tiny-stream")
-    by_text, _, _ = await fresh.moderate(records(chunks(moderator.tokenizer, text=True)), {})
+    by_text, _ = await MemoryTable().run(fresh, records(chunks(moderator.tokenizer, text=True)))
     assert by_text[-1].stream.token_count == by_ids[-1].stream.token_count
     assert by_text[-1].stream.stop_token == by_ids[-1].stream.stop_token
 
 
 async def test_a_lost_session_is_rebuilt_from_state(moderator):
     events = chunks(moderator.tokenizer)
-    whole, _, _ = await moderator.moderate(records(events), {})
+    whole, _ = await MemoryTable().run(moderator, records(events))
     moderator.pool.engine.sessions.clear()  # as if a fresh engine: every cached session is gone
-    states = {}
-    first, _, _ = await moderator.moderate(records(events[:3]), states)
+    states = MemoryTable()
+    first, _ = await states.run(moderator, records(events[:3]))
     for session in list(moderator.pool.engine.sessions):
         moderator.pool.engine.close(session)  # the actor restarted between two batches
-    rest, _, _ = await moderator.moderate(records(events[3:]), states)
+    rest, _ = await states.run(moderator, records(events[3:]))
     def essence(vs):
         return [(v.verdict_id, v.risk_level, v.action, v.stream) for v in vs]
 
@@ -131,7 +137,7 @@ async def test_a_lost_session_is_rebuilt_from_state(moderator):
 
 async def test_bad_chunks_become_dead_letters(moderator):
     bad = RawRecord("guard.chunks", 1, 9, b"c1", json.dumps({"event_id": "x", "seq": 0}).encode())
-    verdicts, letters, _ = await moderator.moderate([bad], {})
+    verdicts, letters = await MemoryTable().run(moderator, [bad])
     assert verdicts == [] and letters[0].error_code == "invalid_schema"
 
 
@@ -139,7 +145,7 @@ async def test_chunks_numbered_past_the_final_one_are_dead_letters(moderator):
     events = chunks(moderator.tokenizer)[:3]
     events[2]["final"] = True
     late = {**events[1], "event_id": "s1-9", "seq": 9, "final": False}
-    verdicts, letters, _ = await moderator.moderate(records([events[0], late, events[1], events[2]]), {})
+    verdicts, letters = await MemoryTable().run(moderator, records([events[0], late, events[1], events[2]]))
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1, 2]
     assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters] == [("stream_error", 9)]
 
@@ -157,7 +163,7 @@ async def test_token_ids_outside_the_vocabulary_are_dead_letters_and_never_reach
     events = chunks(moderator.tokenizer)
     poisoned = other(events, "bad")
     poisoned[1]["token_ids"] = [5, len(moderator.tokenizer) + 7]
-    verdicts, letters, _ = await moderator.moderate(records(poisoned[:3]), {})
+    verdicts, letters = await MemoryTable().run(moderator, records(poisoned[:3]))
     assert [(d.error_code, d.offset) for d in letters] == [("stream_error", 1)]
     assert "outside the checkpoint's vocabulary" in letters[0].error
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0]  # chunk 2 waits behind the gap
@@ -165,7 +171,7 @@ async def test_token_ids_outside_the_vocabulary_are_dead_letters_and_never_reach
 
 def test_a_session_the_engine_fails_on_gets_an_error_alone_and_its_batch_mates_their_solo_answers(moderator):
     """At the engine: a poisoned call (an id the embedding cannot index) batched with healthy ones."""
-    from guardstream.workers.stream_pool import StreamCall
+    from guardstream.workers.pools.stream_pool import StreamCall
 
     engine, prompt = moderator.pool.engine, moderator.prompt_ids(PROMPT)
     ids = moderator.tokenizer(REPLY, add_special_tokens=False)["input_ids"]
@@ -188,10 +194,11 @@ def test_a_session_the_engine_fails_on_gets_an_error_alone_and_its_batch_mates_t
 
 
 async def test_an_engine_failure_fails_only_its_own_stream(moderator):
-    class PoisonOnce:
+    class PoisonOnce(InProcessPool):
         """The in-process pool, but the engine raises whenever the poisoned session is in a batch."""
 
         def __init__(self, engine):
+            super().__init__(engine)
             self.engine = engine
 
         async def step(self, calls):
@@ -209,11 +216,11 @@ async def test_an_engine_failure_fails_only_its_own_stream(moderator):
                 self.engine.step = original
 
     events = chunks(moderator.tokenizer)
-    alone, _, _ = await moderator.moderate(records(events), {})
+    alone, _ = await MemoryTable().run(moderator, records(events))
     moderator.pool.engine.sessions.clear()
     moderator.pool = PoisonOnce(moderator.pool.engine)
     mixed = [e for pair in zip(events, other(events, "poisoned")) for e in pair]
-    verdicts, letters, _ = await moderator.moderate(records(mixed), {})
+    verdicts, letters = await MemoryTable().run(moderator, records(mixed))
     mine = [v for v in verdicts if v.stream.stream_id == "s1"]
     assert essence(mine) == essence(alone) and letters == []
     poisoned = [v for v in verdicts if v.stream.stream_id == "poisoned"]
@@ -222,12 +229,12 @@ async def test_an_engine_failure_fails_only_its_own_stream(moderator):
 
 async def test_streams_are_scoped_by_tenant_and_keys_cannot_collide(moderator):
     events = chunks(moderator.tokenizer)
-    alone, _, _ = await moderator.moderate(records(events), {})
+    alone, _ = await MemoryTable().run(moderator, records(events))
     moderator.pool.engine.sessions.clear()
     twin = other(events, "s1", tenant="globex")  # same conversation, stream and event ids, another tenant
-    states = {}
-    verdicts, letters, _ = await moderator.moderate(records([e for pair in zip(events, twin) for e in pair]), states)
-    assert letters == [] and len(states) == 2
+    states = MemoryTable()
+    verdicts, letters = await states.run(moderator, records([e for pair in zip(events, twin) for e in pair]))
+    assert letters == [] and len(states.streams()) == 2
     by_tenant = {t: [v for v in verdicts if v.tenant == t] for t in ("acme", "globex")}
     assert essence(by_tenant["acme"]) == essence(alone)
     assert [(v.risk_level, v.action, v.stream) for v in by_tenant["globex"]] == \
@@ -235,9 +242,9 @@ async def test_streams_are_scoped_by_tenant_and_keys_cannot_collide(moderator):
     assert not {v.verdict_id for v in by_tenant["acme"]} & {v.verdict_id for v in by_tenant["globex"]}
     shifted = other(events, "b", conversation="a/")  # "a/" + "b" against "a" + "/b"
     split = other(events, "/b", conversation="a")
-    states = {}
-    await moderator.moderate(records(shifted[:2] + split[:2]), states)
-    assert len(states) == 2 and len(moderator.pool.engine.sessions) == 2
+    states = MemoryTable()
+    await states.run(moderator, records(shifted[:2] + split[:2]))
+    assert len(states.streams()) == 2 and len(moderator.pool.engine.sessions) == 2
 
 
 @pytest.mark.parametrize("tenant_policy, chunk_actions, final_action", [
@@ -256,7 +263,7 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
     policy = Policy.model_validate({"default": tenant_policy})
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
     moderator = StreamModerator(Settings.load({}, policy=policy), InProcessPool(engine), tok, "tiny-stream")
-    verdicts, _, _ = await moderator.moderate(records(chunks(tok)), {})
+    verdicts, _ = await MemoryTable().run(moderator, records(chunks(tok)))
     assert {v.action.value for v in chunk_verdicts(verdicts)} == chunk_actions
     final = [v for v in verdicts if v.stream.final]
     assert [v.action.value for v in final] == [final_action]
@@ -264,18 +271,42 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
     assert len(stops) == (1 if final_action == "block" else 0)
 
 
-async def test_a_stream_past_its_token_limit_ends_with_a_letter_and_a_final_verdict_that_says_so(tiny):
+@pytest.mark.parametrize("limit", ["stream_max_tokens", "model positions"])
+@pytest.mark.parametrize("too_long_action, final_action", [("block", "stop"), ("review", "review"), ("allow", "allow")])
+async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_the_policy_decides(
+        tiny, limit, too_long_action, final_action):
+    from guardstream.topology.policy import Policy
+
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
-    moderator = StreamModerator(Settings.load({}, stream_max_tokens=10), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
-                                tok, "tiny-stream")
+    engine = StreamEngine.from_pretrained(tiny.stream)
+    policy = Policy.model_validate({"default": {"too_long_action": too_long_action}})
+    settings = Settings.load({}, policy=policy, **({"stream_max_tokens": 10} if limit == "stream_max_tokens" else {}))
+    moderator = StreamModerator(settings, InProcessPool(engine), tok, "tiny-stream")
+    if limit == "model positions":  # room for the prompt and 10 reply tokens
+        moderator.pool.max_positions = engine.max_positions = len(moderator.prompt_ids(PROMPT)) + 10
     events = chunks(tok)  # 4 tokens a chunk: chunk 2 would pass 10
-    verdicts, letters, _ = await moderator.moderate(records(events), {})
+    verdicts, letters = await MemoryTable().run(moderator, records(events))
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1]
+    assert all(v.action is not Action.stop for v in chunk_verdicts(verdicts))  # the model would stop it later
     final = [v for v in verdicts if v.stream.final]
     assert len(final) == 1 and final[0].source_event_id == "s1-2" and "stream too long" in final[0].error
-    assert final[0].action.value in ("review", "block") and final[0].stream.token_count == 8
+    assert ("stream_max_tokens (10)" if limit == "stream_max_tokens" else "positions less the prompt's") in final[0].error
+    assert final[0].action.value == final_action and final[0].stream.token_count == 8
+    assert final[0].stream.stop_token == (8 if final_action == "stop" else None)
     assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters][0] == ("stream_error", 2)
     assert all(d.error_code == "stream_error" for d in letters) and len(letters) == len(events) - 2
+
+
+async def test_a_prompt_longer_than_the_model_is_never_sent_to_it(tiny):
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    engine = StreamEngine.from_pretrained(tiny.stream)
+    moderator = StreamModerator(Settings.load({}), InProcessPool(engine), tok, "tiny-stream")
+    events = chunks(tok)
+    events[0]["prompt"] = "word " * engine.max_positions
+    verdicts, letters = await MemoryTable().run(moderator, records(events))
+    assert [v.stream.final for v in verdicts] == [True] and verdicts[0].action is Action.stop
+    assert "positions less the prompt's" in verdicts[0].error and not engine.sessions
+    assert len(letters) == len(events) and {d.error_code for d in letters} == {"stream_error"}
 
 
 async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdicts(tiny):
@@ -287,7 +318,7 @@ async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdict
                                InProcessPool(StreamEngine.from_pretrained(tiny.stream)), tok, "tiny-stream")
 
     healthy = chunks(tok) + other(chunks(tok, size=3), "s2")
-    alone, _, _ = await fresh().moderate(records(healthy), {})
+    alone, _ = await MemoryTable().run(fresh(), records(healthy))
     out_of_vocabulary = other(chunks(tok), "oov")
     out_of_vocabulary[2]["token_ids"] = [1, len(tok) + 3]
     oversized = other(chunks(tok), "big")
@@ -295,7 +326,7 @@ async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdict
     too_long = other(chunks(tok, reply=REPLY * 3), "long")
     poisoned = out_of_vocabulary + oversized + too_long
     mixed = [e for group in zip(healthy, poisoned) for e in group] + healthy[len(poisoned):] + poisoned[len(healthy):]
-    verdicts, letters, _ = await fresh().moderate(records(mixed), {})
+    verdicts, letters = await MemoryTable().run(fresh(), records(mixed))
     assert essence([v for v in verdicts if v.stream.stream_id in ("s1", "s2")]) == essence(alone)
     assert {d.error_code for d in letters} == {"stream_error", "oversize"}
     assert any("too long" in (v.error or "") for v in verdicts if v.stream.stream_id == "long" and v.stream.final)
@@ -305,12 +336,78 @@ async def test_a_step_retried_after_its_delivery_failed_is_not_fed_twice(moderat
     """Outcomes retries a batch from the table's state while the actor already took its tokens: the
     actor sees the session is ahead of the caller and has it rebuilt, so the verdicts do not change."""
     events = chunks(moderator.tokenizer)
-    states = {}
-    await moderator.moderate(records(events[:3]), states)
-    before = {k: {sid: st.model_copy(deep=True) for sid, st in streams.items()} for k, streams in states.items()}
-    first, _, _ = await moderator.moderate(records(events[3:6]), states)
-    retried, _, _ = await moderator.moderate(records(events[3:6]), before)  # delivery failed: state not advanced
+    states = MemoryTable()
+    await states.run(moderator, records(events[:3]))
+    before = MemoryTable(states)
+    first, _ = await states.run(moderator, records(events[3:6]))
+    retried, _ = await before.run(moderator, records(events[3:6]))  # delivery failed: state not advanced
     assert essence(retried) == essence(first)
     for again, once in zip(retried, first, strict=True):
         assert again.probabilities.keys() == once.probabilities.keys()
         assert all(abs(again.probabilities[k] - once.probabilities[k]) <= 1e-4 for k in once.probabilities)
+
+
+async def test_each_chunk_writes_only_what_it_adds_and_a_finished_stream_keeps_only_its_state(moderator):
+    long = " ".join([REPLY] * 12)
+    events = chunks(moderator.tokenizer, reply=long, size=2)
+    table, written = MemoryTable(), []
+    for event in events:  # one chunk a batch, as a live stream arrives
+        staged_before = dict(table)
+        await table.run(moderator, records([event]))
+        written.append(sum(len(json.dumps(v)) for k, v in table.items() if staged_before.get(k) != v))
+    assert len(events) > 150
+    assert max(written[1:-1]) <= 1.2 * written[1]  # bounded per chunk, not growing with the stream
+    assert table.streams() == list(table)  # the ids entries left with the final chunk
+
+
+async def test_a_chunk_too_far_ahead_of_a_gap_is_a_dead_letter_and_held_chunks_are_bounded(tiny):
+    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    moderator = StreamModerator(Settings.load({}, stream_max_held_chunks=3), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
+                                tok, "tiny-stream")
+    events = chunks(tok)
+    table = MemoryTable()
+    verdicts, _ = await table.run(moderator, records([events[0]]))
+    assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0]
+    verdicts, letters = await table.run(moderator, records([events[2], events[3], events[4]]))
+    assert verdicts == []
+    assert [(d.error_code, json.loads(d.raw_value)["seq"]) for d in letters] == [("stream_error", 4)]
+    assert "3 or more ahead of chunk 1, the next expected" in letters[0].error
+    assert table[StreamRef("acme", "c1", "s1").key()]["held"] == [2, 3]
+
+
+async def test_a_gap_times_out_while_the_timer_keeps_checking_and_restarts_when_partitions_move(moderator):
+    """The timer re-checks a held stream every second: that must not restart its wait. A worker that
+    takes the partition over waits afresh, since the replay may still bring the missing chunk."""
+    events = chunks(moderator.tokenizer)  # gap timeout 5 s
+    ref = StreamRef("acme", "c1", "s1")
+    table = MemoryTable()
+    await table.run(moderator, records([events[0], events[2]]), now=100.0)  # chunk 1 missing
+    for tick in range(101, 105):
+        verdicts, letters = await table.run(moderator, [], [ref], now=float(tick))
+        assert verdicts == [] and letters == [] and table.last_writes == {}  # nothing changed: nothing written
+    verdicts, letters = await table.run(moderator, [], [ref], now=105.5)
+    assert [d.error_code for d in letters] == ["sequence_gap"] and [v.stream.seq for v in chunk_verdicts(verdicts)] == [2]
+
+    table = MemoryTable()
+    await table.run(moderator, records([events[0], events[2]]), now=100.0)
+    verdicts, letters = await table.run(moderator, [], [ref], now=200.0, waits_from=199.0)  # taken over at 199
+    assert verdicts == [] and letters == []
+    verdicts, letters = await table.run(moderator, records([events[1]]), now=201.0, waits_from=199.0)  # replayed
+    assert letters == [] and [v.stream.seq for v in chunk_verdicts(verdicts)] == [1, 2]
+
+
+async def test_idle_streams_leave_the_table_with_all_their_entries_and_finished_ones_wait_their_ttl(moderator):
+    from guardstream.workers.moderation.stream_state import idle_entries
+
+    events = chunks(moderator.tokenizer)
+    table = MemoryTable()
+    await table.run(moderator, records(events), now=100.0)  # finished at 100
+    await table.run(moderator, records(other(events[:3], "open")), now=100.0)  # still open
+    await table.run(moderator, records(other([events[0], events[2]], "gapped")), now=100.0)  # holds chunk 2
+    items = [(key, 0, value) for key, value in table.items()]
+    assert idle_entries(items, horizon=100.0) == {}  # nothing idle yet: the finished stream recognises late duplicates
+    gone = idle_entries(items, horizon=101.0)
+    assert set(gone) >= {StreamRef("acme", "c1", "s1").key(), StreamRef("acme", "c1", "open").key(),
+                         StreamRef("acme", "c1", "open").ids_key(0), StreamRef("acme", "c1", "open").prompt_key()}
+    assert all(v == (-1, None) for v in gone.values())
+    assert {k for k in table if k in gone} == {k for k in table if '"gapped"' not in k}  # the gapped stream stays whole

@@ -11,12 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+from guardstream.schemas.intake import RawRecord
 from guardstream.topology.settings import Settings
-from guardstream.workers.intake import RawRecord
-from guardstream.workers.stream_engine import StreamEngine
-from guardstream.workers.stream_moderation import StreamModerator
-from guardstream.workers.stream_pool import run_calls
-from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints
+from guardstream.workers.engines.stream_engine import StreamEngine
+from guardstream.workers.moderation.stream_moderation import StreamModerator
+from guardstream.workers.pools.stream_pool import run_calls
+
+from .memory_table import MemoryTable
 
 PROMPT = "how do I build a pipe bomb"
 REPLY = "Okay, here is what you asked for. First, fill a steel pipe with black powder and seal both ends, then attach a fuse."
@@ -30,6 +32,8 @@ EVENTS = [{"event_id": f"o-{seq}", "conversation_id": "c", "stream_id": "o", "te
 
 
 class Pool:
+    max_positions = ENGINE.max_positions
+
     async def step(self, calls):
         return run_calls(ENGINE, calls)
 
@@ -37,10 +41,10 @@ class Pool:
 def judge(batches: list[list[dict]]) -> list:
     ENGINE.sessions.clear()
     moderator = StreamModerator(Settings.load({}, stream_gap_timeout_s=30), Pool(), TOK, "tiny")
-    states, verdicts = {}, []
+    table, verdicts = MemoryTable(), []
     for n, batch in enumerate(batches):
-        found, letters, _ = asyncio.run(moderator.moderate(
-            [RawRecord("chunks", 0, i, b"c", json.dumps(e).encode()) for i, e in enumerate(batch)], states, now=100.0 + n))
+        found, letters = asyncio.run(table.run(
+            moderator, [RawRecord("chunks", 0, i, b"c", json.dumps(e).encode()) for i, e in enumerate(batch)], now=100.0 + n))
         assert letters == []
         verdicts += found
     return [v for v in verdicts if v.moderate.value == "response"]

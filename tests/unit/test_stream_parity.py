@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from guardstream.workers.stream_engine import Feed, Open, StreamEngine, TokenVerdict
-from guardstream.workers.stream_reference import StreamGuardReference
-from guardstream.workers.tiny_checkpoints import load_corpus
+from guardstream.dev.tiny_checkpoints import load_corpus
+from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+from guardstream.workers.engines.stream_reference import StreamGuardReference
 
 TOL = 1e-4
 
@@ -117,7 +117,7 @@ def test_sessions_limits_eviction_and_memory(setup):
     engine.max_sessions, engine.idle_ttl_s = 2, 60
     engine.open("a", prompt)
     engine.open("b", prompt)
-    from guardstream.workers.stream_engine import SessionLimit, UnknownSession
+    from guardstream.workers.engines.stream_engine import SessionLimit, UnknownSession
 
     with pytest.raises(SessionLimit):
         engine.open("c", prompt)
@@ -127,6 +127,43 @@ def test_sessions_limits_eviction_and_memory(setup):
     with pytest.raises(UnknownSession):
         engine.feed("a", reply[:2])
     memory = engine.memory()
-    assert memory["sessions"]["b"] == len(prompt) * memory["bytes_per_token"] > 0
+    blocks = -(-len(prompt) // engine.pool.block_size)
+    assert memory["used_bytes"] == 2 * blocks * engine.pool.block_bytes() > 0 and memory["sessions"] == 2
     engine.close("b")
-    assert "b" not in engine.memory()["sessions"]
+    assert engine.memory()["used_bytes"] == blocks * engine.pool.block_bytes()
+
+
+def test_kv_memory_follows_the_tokens_held_and_the_budget_evicts_the_least_recently_used(setup):
+    tok, _, make = setup
+    (prompt, reply), = conversations(tok, 1, seed=3)
+    unbounded = make()
+    engine = make()
+    per_block = engine.pool.block_bytes()
+    blocks = lambda n: -(-n // engine.pool.block_size)  # noqa: E731
+    for name in ("a", "b"):
+        engine.open(name, prompt)
+    long = (reply * 40)[: engine.max_positions - len(prompt)]
+    engine.open("long", prompt)
+    engine.feed("long", long)
+    # one long session holds its own blocks; the short ones are not grown to its length
+    assert engine.memory()["used_bytes"] == (2 * blocks(len(prompt)) + blocks(len(prompt) + len(long))) * per_block
+    # a budget for the long session and one short one: a new session evicts the least recently used
+    engine = make()
+    budget = lambda n: type(engine.pool)(engine.shape, engine.pool.dtype, "cpu", max_bytes=n * per_block)  # noqa: E731
+    engine.pool = budget(blocks(len(prompt)) + blocks(len(prompt) + len(long)))
+    engine.open("a", prompt)
+    engine.open("long", prompt)
+    engine.open("b", prompt)
+    got = engine.feed("long", long)
+    assert set(engine.sessions) == {"long", "b"} and engine.evicted == 1  # "a" was used least recently
+    unbounded.open("long", prompt)
+    want = unbounded.feed("long", long)
+    assert [(t.label, t.category) for t in got] == [(t.label, t.category) for t in want]
+    assert engine.memory()["used_bytes"] <= engine.memory()["budget_bytes"]
+    from guardstream.workers.engines.qwen3 import KVFull
+
+    engine = make()
+    engine.pool = budget(blocks(len(prompt)) + 1)
+    engine.open("a", prompt)
+    with pytest.raises(KVFull):  # a session alone past the budget fails (the actor answers it an error)
+        engine.feed("a", long)

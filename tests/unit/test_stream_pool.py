@@ -2,8 +2,8 @@
 
 import pytest
 
-from guardstream.workers import stream_pool
-from guardstream.workers.stream_pool import StreamCall, run_calls
+from guardstream.workers.pools import stream_pool
+from guardstream.workers.pools.stream_pool import StreamCall, run_calls
 
 
 class BrokenEngine:

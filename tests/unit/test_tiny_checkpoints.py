@@ -5,10 +5,10 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints, load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.gen_engine import GenEngine, GenRequest
-from guardstream.workers.stream_reference import StreamGuardReference
-from guardstream.workers.tiny_checkpoints import build_tiny_checkpoints, load_corpus
+from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.stream_reference import StreamGuardReference
 
 HEADS = ["risk_level_category_pre", "risk_level_category_layernorm", "risk_level_head", "category_head",
          "query_risk_level_category_pre", "query_risk_level_category_layernorm", "query_risk_level_head", "query_category_head"]
@@ -21,10 +21,11 @@ def test_gen_checkpoint_format(tiny):
     engine = GenEngine(str(tiny.gen))
     for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
         assert engine.tokenizer.convert_ids_to_tokens(engine.tokenizer.convert_tokens_to_ids(token)) == token
-    prompt = engine.render(GenRequest([{"role": "user", "content": "hi"}], Moderate.prompt))
+    render = lambda messages, kind: engine.tokenizer.decode(engine.input_ids(GenRequest(messages, kind)))  # noqa: E731
+    prompt = render([{"role": "user", "content": "hi"}], Moderate.prompt)
     assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
     assert "<BEGIN SAFETY POLICY>" in prompt and "Jailbreak." in prompt and "Refusal" not in prompt
-    reply = engine.render(GenRequest([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], Moderate.response))
+    reply = render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], Moderate.response)
     assert "ASSISTANT: yo" in reply and "'Refusal: Yes' or 'Refusal: No'" in reply and "Jailbreak." not in reply
 
 

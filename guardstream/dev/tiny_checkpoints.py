@@ -1,0 +1,251 @@
+"""Tiny TEST-FIXTURE checkpoints in the exact Qwen3Guard-Gen and Qwen3Guard-Stream formats.
+
+These are NOT safety models. They are a few MB, trained for seconds on the synthetic corpus in
+`fixtures/corpus.jsonl` so that their verdicts are meaningful on that corpus, and they exist so
+that tests and the offline demo exercise the real loading code (config keys, label maps, weight
+names, chat template with `<|im_start|>`/`<|im_end|>`) on machines that cannot download weights.
+head_dim is 64 so vLLM's CPU attention can load them too.
+
+Builds are deterministic and cached under `$GUARDSTREAM_HOME/checkpoints/` by a hash of the
+inputs; a file lock makes concurrent callers (test workers, the demo) build once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from guardstream.topology.settings import default_home
+from guardstream.workers.engines import labels
+from guardstream.workers.engines.labels import RISK_LABELS
+from guardstream.workers.engines.stream_reference import StreamGuardReference
+
+FIXTURES = resources.files("guardstream.dev") / "fixtures"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+RISK_LEVELS = list(RISK_LABELS)
+RESPONSE_CATEGORIES = [*labels.RESPONSE_CATEGORIES, "None"]  # the Stream heads also name "no category"
+QUERY_CATEGORIES = [*labels.QUERY_CATEGORIES, "None"]
+FIXTURE_NOTE = "guardstream test fixture, NOT a safety model: trained on a tiny synthetic corpus"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class CorpusExample:
+    id: str
+    split: str
+    kind: str  # "prompt" or "response"
+    messages: list[dict]
+    label: str
+    categories: list[str]
+    refusal: str | None
+    unsafe_from: int | None  # char offset in the reply where unsafe text starts
+
+
+@dataclass(frozen=True)
+class TinyCheckpoints:
+    gen: Path
+    stream: Path
+
+
+def load_corpus(split: str | None = None) -> list[CorpusExample]:
+    rows = [CorpusExample(**json.loads(line)) for line in (FIXTURES / "corpus.jsonl").read_text().splitlines()]
+    return [r for r in rows if split is None or r.split == split]
+
+
+def gen_target(example: CorpusExample) -> str:
+    """The text Qwen3Guard-Gen answers with, for one corpus example."""
+    lines = [f"Safety: {example.label}", f"Categories: {', '.join(example.categories) or 'None'}"]
+    if example.kind == "response":
+        lines.append(f"Refusal: {example.refusal}")
+    return "\n".join(lines)
+
+
+def _model_config(vocab_size: int, **extra) -> dict:
+    config = Qwen3Config(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
+        rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=2, pad_token_id=0,
+    ).to_dict()
+    config.update(dtype="float32", guardstream_fixture=FIXTURE_NOTE, **extra)
+    return config
+
+
+def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1536, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+        additional_special_tokens=["<|im_start|>"], model_max_length=4096,
+    )
+
+
+def _save_tokenizer(tokenizer: PreTrainedTokenizerFast, template: str, out: Path) -> None:
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(out))
+    tokenizer.chat_template = None  # one tokenizer serves both checkpoints; never train with the wrong one
+
+
+def _batches(items: list, size: int, rng: random.Random):
+    order = list(items)
+    while True:
+        rng.shuffle(order)
+        for i in range(0, len(order) - size + 1, size):
+            yield order[i : i + size]
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(map(len, rows))
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
+    rows = []
+    for ex in corpus:
+        prompt = tokenizer.apply_chat_template(ex.messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer(gen_target(ex) + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append((prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids))
+    config = _model_config(len(tokenizer), architectures=["Qwen3ForCausalLM"], model_type="qwen3")
+    model = Qwen3ForCausalLM(Qwen3Config.from_dict(config))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    rng = random.Random(0)
+    batches = _batches(rows, 16, rng)
+    model.train()
+    for step in range(steps):
+        batch = next(batches)
+        ids = _pad([r[0] for r in batch], tokenizer.pad_token_id)
+        mask = _pad([[1] * len(r[0]) for r in batch], 0)
+        loss = model(input_ids=ids, attention_mask=mask, labels=_pad([r[1] for r in batch], -100)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        progress(f"gen loss {loss.item():.3f}", step + 1, steps)
+    model.eval()
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(out))
+    config_path = out / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "guardstream_fixture": FIXTURE_NOTE}, indent=2))
+
+
+def _stream_rows(tokenizer, corpus: list[CorpusExample]):
+    """Token ids with per-position targets: query labels at the user's <|im_end|>, response labels per reply token."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rows = []
+    for ex in corpus:
+        user = ex.messages[0]["content"]
+        prefix = tokenizer(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+        query_pos = prefix.index(im_end)
+        ids, resp_risk, resp_cat = list(prefix), [-100] * len(prefix), [-100] * len(prefix)
+        if ex.kind == "response":
+            enc = tokenizer(ex.messages[1]["content"], add_special_tokens=False, return_offsets_mapping=True)
+            for tid, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+                unsafe = ex.unsafe_from is not None and end > ex.unsafe_from
+                ids.append(tid)
+                resp_risk.append(RISK_LEVELS.index(ex.label if unsafe else "Safe"))
+                resp_cat.append(RESPONSE_CATEGORIES.index(ex.categories[0] if unsafe else "None"))
+            query = None
+        else:
+            query = (RISK_LEVELS.index(ex.label), QUERY_CATEGORIES.index(ex.categories[0] if ex.categories else "None"))
+        rows.append((ids, query_pos, query, resp_risk, resp_cat))
+    return rows
+
+
+def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
+    as_map = lambda names: {str(i): n for i, n in enumerate(names)}  # noqa: E731
+    config = _model_config(
+        len(tokenizer), architectures=["Qwen3ForGuardModel"], model_type="qwen3", guard_inner_size=64,
+        num_risk_level=len(RISK_LEVELS), num_category=len(RESPONSE_CATEGORIES),
+        num_query_risk_level=len(RISK_LEVELS), num_query_category=len(QUERY_CATEGORIES),
+        response_risk_level_map=as_map(RISK_LEVELS), response_category_map=as_map(RESPONSE_CATEGORIES),
+        query_risk_level_map=as_map(RISK_LEVELS), query_category_map=as_map(QUERY_CATEGORIES),
+    )
+    model = StreamGuardReference(Qwen3Config.from_dict(config), config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    batches = _batches(_stream_rows(tokenizer, corpus), 16, random.Random(1))
+    model.train()
+    for step in range(steps):
+        batch = next(batches)
+        ids = _pad([r[0] for r in batch], tokenizer.pad_token_id)
+        mask = _pad([[1] * len(r[0]) for r in batch], 0)
+        h = model.hidden_states(ids, mask)
+        risk, cat = model.response_logits(h)
+        loss = F.cross_entropy(risk.flatten(0, 1), _pad([r[3] for r in batch], -100).flatten(), ignore_index=-100)
+        loss = loss + F.cross_entropy(cat.flatten(0, 1), _pad([r[4] for r in batch], -100).flatten(), ignore_index=-100)
+        queried = [(i, r) for i, r in enumerate(batch) if r[2] is not None]
+        if queried:
+            qh = torch.stack([h[i, r[1]] for i, r in queried])
+            q_risk, q_cat = model.query_logits(qh)
+            loss = loss + F.cross_entropy(q_risk, torch.tensor([r[2][0] for _, r in queried]))
+            loss = loss + F.cross_entropy(q_cat, torch.tensor([r[2][1] for _, r in queried]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        progress(f"stream loss {loss.item():.3f}", step + 1, steps)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _inputs_digest(*settings: object) -> str:
+    digest = hashlib.sha256(repr(settings).encode())
+    for part in (Path(__file__).read_bytes(), Path(resources.files("guardstream.workers.engines") / "stream_reference.py").read_bytes(),
+                 *(f.read_bytes() for f in sorted(FIXTURES.iterdir(), key=lambda f: f.name)),
+                 torch.__version__.encode()):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 320, stream_steps: int = 300) -> TinyCheckpoints:
+    """Return the cached fixture checkpoints, building them first (about a minute) if needed."""
+    progress = progress or (lambda *_: None)
+    key = _inputs_digest(gen_steps, stream_steps)
+    root = default_home() / "checkpoints" / f"tiny-{key}"
+    result = TinyCheckpoints(gen=root / "gen", stream=root / "stream")
+    if (root / "DONE").exists():
+        return result
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "DONE").exists():
+            return result
+        torch.manual_seed(0)
+        staging = root.with_name(root.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        train = load_corpus("train")
+        gen_template = (FIXTURES / "gen_chat_template.jinja").read_text()
+        stream_template = (FIXTURES / "stream_chat_template.jinja").read_text()
+        corpus_texts = [m["content"] for ex in load_corpus() for m in ex.messages] + [gen_target(ex) for ex in load_corpus()]
+        tokenizer = _train_tokenizer([gen_template, stream_template] * 20 + corpus_texts)
+        for name, template in (("gen", gen_template), ("stream", stream_template)):
+            _save_tokenizer(tokenizer, template, staging / name)
+        _train_gen(tokenizer, gen_template, train, staging / "gen", gen_steps, progress)
+        _train_stream(tokenizer, train, staging / "stream", stream_steps, progress)
+        for name in ("gen", "stream"):
+            (staging / name / "README.md").write_text(f"# {FIXTURE_NOTE}\n\nBuilt by guardstream.dev.tiny_checkpoints.\n")
+        (staging / "DONE").write_text(key)
+        shutil.rmtree(root, ignore_errors=True)
+        staging.rename(root)
+    return result

@@ -1,0 +1,1 @@
+"""One module per agent: each registers its agents, tables and timers on the app, and holds only that wiring."""

@@ -1,0 +1,27 @@
+"""Gen: conversations → verdicts (and dead letters), through the Gen pool."""
+
+from __future__ import annotations
+
+import time
+
+from guardstream.schemas.intake import RawRecord
+from guardstream.topology.wiring import Wiring
+from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.sinks import metrics
+
+
+def register(w: Wiring, moderator: GenModerator) -> None:
+    app, settings, deliver, dead, settled = w.app, w.settings, w.deliver, w.dead, w.settled
+    conversations, verdicts = w.conversations, w.verdicts
+
+    async def moderate_conversations(records: list[RawRecord]) -> None:
+        began = time.perf_counter()
+        produced, letters = await moderator.moderate(records)
+        await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
+                      + [dead(d) for d in letters])
+        metrics.GEN_BATCH_SECONDS.observe(time.perf_counter() - began)
+
+    @app.agent(conversations, name="gen")
+    async def gen(stream):
+        await settled("gen", stream, settings.gen_batch_size * settings.gen_actors, settings.gen_batch_wait_ms / 1000,
+                      moderate_conversations)

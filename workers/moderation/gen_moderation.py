@@ -1,0 +1,56 @@
+"""The Gen path's one step: a micro-batch of raw conversation records → verdicts and dead letters."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, verdict_id
+from guardstream.schemas.intake import RawRecord, decode
+from guardstream.topology.settings import Settings
+from guardstream.workers.engines.gen_engine import GenRequest, GenResult
+from guardstream.workers.pools.gen_pool import GenUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class GenModerator:
+    def __init__(self, settings: Settings, pool, model_id: str):
+        self.settings = settings
+        self.pool = pool
+        self.model_id = model_id
+
+    async def moderate(self, records: list[RawRecord]) -> tuple[list[VerdictEvent], list[DeadLetter]]:
+        decoded = [decode(r, ConversationEvent, self.settings.max_event_bytes) for r in records]
+        events = [d for d in decoded if isinstance(d, ConversationEvent)]
+        dead = [d for d in decoded if isinstance(d, DeadLetter)]
+        began = time.perf_counter()
+        try:
+            results = await self.pool.classify(
+                [GenRequest([m.model_dump(mode="json") for m in e.messages], e.moderate) for e in events])
+            failure = None
+        except GenUnavailable as exc:
+            log.error("Gen pool unavailable for %d events, applying fail modes: %s", len(events), exc)
+            results, failure = [None] * len(events), f"gen pool unavailable: {exc}"
+        latency_ms = (time.perf_counter() - began) * 1000
+        return [self._verdict(e, r, failure, latency_ms) for e, r in zip(events, results)], dead
+
+    def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
+                 latency_ms: float) -> VerdictEvent:
+        policy = self.settings.policy.for_tenant(event.tenant)
+        judgement = result.judgement if result else None
+        risk = judgement.risk_level if judgement else RiskLevel.error
+        categories = judgement.categories if judgement else []
+        action = policy.too_long_action if result and result.too_long else \
+            policy.decide(risk, categories, result.probabilities if result else None)
+        return VerdictEvent(
+            verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate),
+            source_event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
+            moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
+            categories=categories, refusal=judgement.refusal if judgement else None,
+            probabilities=result.probabilities if result else None,
+            action=action,
+            policy=policy.describe(event.tenant),
+            error=failure or (result.error if result else None), latency_ms=latency_ms,
+            excerpt=event.messages[-1].content if self.settings.audit_store_text else None,
+        )

@@ -1,0 +1,119 @@
+"""Ray actors hosting Qwen3Guard-Gen, and the pool the Faust agent calls.
+
+Each actor batches dynamically: calls from any number of callers (agents of several workers)
+are gathered into engine batches (`MicroBatcher`). The pool admits at most `max_inflight` calls
+per actor; a caller beyond that waits, which holds its Faust agent back from fetching more: a
+saturated pool slows intake instead of growing a queue.
+
+Actors restart when their process dies (`max_restarts=-1`) and a call in flight is retried on
+the restarted actor (`max_task_retries`), so a crash costs latency, not verdicts. A call that
+still fails raises `GenUnavailable`, which the agent turns into `Error` verdicts for the policy's
+fail mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+
+import ray
+
+from guardstream.workers import faults
+from guardstream.workers.pools import actors
+from guardstream.workers.engines.gen_engine import GenEngine, GenRequest, GenResult, NoopGenEngine
+from guardstream.workers.pools.batching import MicroBatcher
+
+log = logging.getLogger(__name__)
+
+
+class GenUnavailable(RuntimeError):
+    pass
+
+
+def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) -> Callable[[list[GenRequest]], list[GenResult]]:
+    """A batch the engine fails on is retried one request at a time, so a poison input gets an
+    error result of its own instead of taking its batch-mates down with it."""
+
+    def failed(exc: Exception) -> GenResult:
+        return GenResult(None, "", f"engine failed on this input: {type(exc).__name__}: {str(exc)[:300]}", 0.0)
+
+    def one(request: GenRequest) -> GenResult:
+        try:
+            return classify([request])[0]
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes this request's result
+            return failed(exc)
+
+    def run(requests: list[GenRequest]) -> list[GenResult]:
+        try:
+            return classify(requests)
+        except Exception as exc:  # noqa: BLE001
+            if len(requests) == 1:
+                return [failed(exc)]
+            log.warning("engine failed on a batch of %d (%s); retrying one at a time", len(requests), exc)
+            return [one(request) for request in requests]
+
+    return run
+
+
+@ray.remote(max_restarts=-1, max_task_retries=2)
+class GenGuard:
+    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, mode: str, backend: str,
+                 max_wait_ms: int, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        if backend == "vllm":
+            from guardstream.workers.engines.gen_vllm import VllmGenEngine
+
+            self.engine = VllmGenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
+        elif backend == "noop":
+            self.engine = NoopGenEngine()
+        else:
+            self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
+        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), max_batch_size, max_wait_ms / 1000)
+
+    async def ready(self) -> dict:
+        return actors.identity(self.engine.model_id)
+
+    async def classify(self, requests: list[GenRequest]) -> list[GenResult]:
+        return await self.batcher.submit(requests)
+
+
+class GenPool:
+    def __init__(self, model: str, count: int, *, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
+                 num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120, mode: str = "score",
+                 backend: str = "transformers", max_wait_ms: int = 5, max_inflight: int = 4):
+        self.model = model
+        self.call_timeout_s = call_timeout_s
+        self.actors = actors.start(GenGuard, count, num_cpus, num_gpus, model, device, dtype, max_batch_size, mode, backend,
+                                   max_wait_ms)
+        self.max_inflight = max_inflight
+        self._admission: list[asyncio.Semaphore] | None = None  # made in the loop that uses them
+        self._next = itertools.cycle(range(count))
+
+    def wait_ready(self, timeout_s: float = 600) -> list[dict]:
+        return actors.wait_ready(self.actors, "GenGuard", self.model, timeout_s)
+
+    async def classify(self, requests: list[GenRequest]) -> list[GenResult]:
+        """Spread one micro-batch over the actors and gather the results in input order."""
+        faults.hit("pool")
+        if not requests:
+            return []
+        if self._admission is None:
+            self._admission = [asyncio.Semaphore(self.max_inflight) for _ in self.actors]
+        k = len(self.actors)
+        shards = [requests[i::k] for i in range(min(k, len(requests)))]
+
+        async def call(shard: list[GenRequest]) -> list[GenResult]:
+            index = next(self._next)
+            async with self._admission[index]:  # backpressure: wait while this actor is saturated
+                return await self.actors[index].classify.remote(shard)
+
+        answers = await actors.gather((call(shard) for shard in shards), self.call_timeout_s, GenUnavailable)
+        results: list[GenResult | None] = [None] * len(requests)
+        for i, answer in enumerate(answers):
+            for j, result in enumerate(answer):
+                results[i + j * k] = result
+        return results
