@@ -8,18 +8,31 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
 - it marks the offsets it jumped over as acked ("gaps", meant for compacted and transactional
   topics, which guardstream never consumes), so those dropped records were also committed;
 - its commit check lets one unacked record at the head through, and is skipped entirely when
-  the committed offset is 0.
+  the committed offset is 0;
+- a record fetched around a rebalance can still be lost between the fetch and the agents (the
+  restart test saw the first record after a takeover never reach the agent, under CPU load);
+  nothing acks it, so with the rule below it would hold its partition's commit for good.
 
 Here the last-read offset is never remembered, so nothing is dropped and no gap is filled: a
 prefetched record may be delivered twice, which verdict ids and stream `seq`s make harmless.
 The committed offset moves only over a consecutive run of acked offsets that starts exactly at
-it, so the worst case is a held offset that the next owner replays, never a skipped record.
+it, so the worst case is a held offset that the next owner replays, never a skipped record. A
+partition whose committed record stays unacked for `REFETCH_AFTER_S` while later ones are acked
+lost that record on the way (agents ack each partition in order), and is fetched again from it.
+A partition without a committed offset starts from its earliest one, which is then the head.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+
+log = logging.getLogger(__name__)
+REFETCH_AFTER_S = 2.0  # a head still missing at the next commit check (acks come in order) was lost
 
 
 class _Unremembered(dict):
@@ -39,9 +52,50 @@ class StrictConsumer(aiokafka_driver.Consumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._read_offset = _Unremembered()
+        self._stalled: dict[TP, tuple[int, float]] = {}  # tp → (its unacked head, since when)
+        self._refetching: set[asyncio.Task] = set()
+
+    async def perform_seek(self) -> None:
+        """Faust leaves the head unknown (None) where nothing or offset 0 was committed, and then
+        commits whatever run is acked first; here such a partition's head is its earliest offset."""
+        await super().perform_seek()
+        unknown = [tp for tp in self.assignment() if self._committed_offset[tp] is None and not self._is_changelog_tp(tp)]
+        if unknown:
+            try:
+                self._committed_offset.update(await self.earliest_offsets(*unknown))
+            except Exception as exc:  # noqa: BLE001 - an exception here would stop the app's recovery
+                log.warning("earliest offsets of %d partitions unknown (%s); their first acked run is "
+                            "committed as it comes", len(unknown), exc)
 
     def _new_offset(self, tp: TP) -> int | None:
-        return committable(self._acked[tp], self._acked_index[tp], self._committed_offset[tp])
+        committed = self._committed_offset[tp]
+        offset = committable(self._acked[tp], self._acked_index[tp], committed)
+        if offset is None and committed is not None and self._acked[tp]:
+            self._watch_lost_head(tp, committed)
+        else:
+            self._stalled.pop(tp, None)
+        return offset
+
+    def _watch_lost_head(self, tp: TP, head: int) -> None:
+        """Later offsets of `tp` are acked and `head` is not: once that has lasted REFETCH_AFTER_S,
+        `tp` is fetched again from `head` (the later records come twice, which is harmless)."""
+        since = self._stalled.get(tp)
+        if since is None or since[0] != head:
+            self._stalled[tp] = (head, time.monotonic())
+        elif time.monotonic() - since[1] >= REFETCH_AFTER_S:
+            del self._stalled[tp]
+            log.warning("%s[%d]: offset %d never reached its agents while later ones were acked; fetching again "
+                        "from it", tp.topic, tp.partition, head)
+            task = asyncio.ensure_future(self._refetch(tp, head))
+            self._refetching.add(task)
+            task.add_done_callback(self._refetching.discard)
+
+    async def _refetch(self, tp: TP, head: int) -> None:
+        try:
+            if tp in self.assignment():
+                await self.seek(tp, head)
+        except Exception as exc:  # noqa: BLE001 - the next commit check tries again
+            log.warning("%s[%d]: fetching again from %d failed (%s)", tp.topic, tp.partition, head, exc)
 
 
 def committable(acked: list[int], acked_index: set[int], committed: int | None) -> int | None:

@@ -1,9 +1,13 @@
-"""StrictConsumer: it drops no record, and commits only a consecutive run of acked offsets that starts at the committed one."""
+"""StrictConsumer: it drops no record, commits only a consecutive run of acked offsets that starts at the
+committed one, and fetches again a head that never reached the agents."""
+
+import asyncio
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 
+from guardstream.topology import consumer as consumer_module
 from guardstream.topology.consumer import StrictConsumer, StrictTransport, committable
 
 
@@ -32,17 +36,22 @@ def test_without_a_committed_offset_the_first_run_is_committed():
     assert run([], 4)[0] is None
 
 
+def a_consumer(consumer_class=StrictConsumer, callback=lambda message: None):
+    """A consumer of an app whose broker is never reached: its bookkeeping is driven by hand."""
+    app = faust.App("consumer-probe", broker="kafka://127.0.0.1:1", store="memory://")
+    return consumer_class(StrictTransport(app.conf.broker_consumer, app), callback=callback,
+                          on_partitions_revoked=None, on_partitions_assigned=None)
+
+
 async def delivered_after_a_prefetched_record(consumer_class) -> set[int]:
     """Faust's own drain loop, fed as after a seek to committed offset 58 when a record fetched before
     the seek (83) comes first (faust-streaming #221); returns the offsets handed to the agents."""
-    app = faust.App("drain-probe", broker="kafka://127.0.0.1:1", store="memory://")
     seen: set[int] = set()
 
     async def callback(message):
         seen.add(message.offset)
 
-    consumer = consumer_class(StrictTransport(app.conf.broker_consumer, app), callback=callback,
-                              on_partitions_revoked=None, on_partitions_assigned=None)
+    consumer = a_consumer(consumer_class, callback)
     tp, fetcher = TP("t", 0), faust.Service()
     consumer._read_offset[tp] = 57
 
@@ -60,3 +69,64 @@ async def test_no_record_is_dropped_when_a_prefetched_one_arrives_first():
     assert set(range(58, 83)) - await delivered_after_a_prefetched_record(aiokafka_driver.Consumer), \
         "faust drops these (the bug this consumer exists for)"
     assert await delivered_after_a_prefetched_record(StrictConsumer) == set(range(58, 90))
+
+
+async def test_a_head_that_never_reaches_the_agents_is_fetched_again(monkeypatch):
+    consumer, tp, now, seeks = a_consumer(), TP("t", 0), [100.0], []
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+
+    async def seek(partition, offset):
+        seeks.append((partition, offset))
+
+    monkeypatch.setattr(consumer, "seek", seek)
+    consumer._committed_offset[tp] = 10
+    consumer._acked[tp], consumer._acked_index[tp] = [11, 12], {11, 12}
+    assert consumer._new_offset(tp) is None
+    now[0] += consumer_module.REFETCH_AFTER_S - 1
+    assert consumer._new_offset(tp) is None
+    await asyncio.sleep(0)
+    assert seeks == []  # a head still on its way is given time
+    now[0] += 1
+    assert consumer._new_offset(tp) is None
+    await asyncio.sleep(0)
+    assert seeks == [(tp, 10)]
+    consumer._acked[tp].append(10)  # the record fetched again is acked: the whole run commits
+    consumer._acked_index[tp].add(10)
+    assert consumer._new_offset(tp) == 13
+
+
+async def test_a_head_acked_in_time_is_never_fetched_again(monkeypatch):
+    consumer, tp, now, seeks = a_consumer(), TP("t", 0), [100.0], []
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(consumer, "seek", lambda *a: seeks.append(a))
+    consumer._committed_offset[tp] = 10
+    consumer._acked[tp], consumer._acked_index[tp] = [11], {11}
+    assert consumer._new_offset(tp) is None
+    consumer._acked[tp].append(10)
+    consumer._acked_index[tp].add(10)
+    assert consumer._new_offset(tp) == 12
+    consumer._acked[tp], consumer._acked_index[tp] = [13], {13}  # a later gap starts its own clock
+    now[0] += consumer_module.REFETCH_AFTER_S
+    assert consumer._new_offset(tp) is None
+    await asyncio.sleep(0)
+    assert seeks == []
+
+
+async def test_a_partition_with_nothing_committed_starts_at_its_earliest_offset(monkeypatch):
+    consumer, tp, changelog = a_consumer(), TP("t", 0), TP("app-table-changelog", 0)
+
+    async def seek_to_committed():
+        return {}
+
+    async def earliest_offsets(*tps):
+        return {t: 5 for t in tps}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp, changelog})
+    monkeypatch.setattr(consumer, "_is_changelog_tp", lambda t: t == changelog)
+    await consumer.perform_seek()
+    assert consumer._committed_offset[tp] == 5 and consumer._committed_offset[changelog] is None
+    consumer._acked[tp], consumer._acked_index[tp] = [6, 7], {6, 7}
+    assert consumer._new_offset(tp) is None  # Faust would have committed 8 past the unacked 5
