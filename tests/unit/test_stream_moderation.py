@@ -110,6 +110,9 @@ async def test_out_of_order_duplicates_and_gaps(moderator):
     assert [d.error_code for d in letters] == ["sequence_gap"] and "chunks 4..4 never arrived" in letters[0].error
     assert [v.stream.seq for v in chunk_verdicts(released)] == [5, 6]
     assert states[waiting.key()]["held"] == [] and not [k for k in states if k.startswith('["held"')]
+    late, letters = await states.run(moderator, records(events[3:5]), now=109.0)  # 3 is a duplicate; 4 came too late
+    assert late == [] and [(d.error_code, d.offset) for d in letters] == [("sequence_gap", 1)]  # events[4]'s record
+    assert "chunk 4 of stream s1 arrived after its gap was reported" in letters[0].error
 
 
 async def test_text_deltas_give_the_same_verdicts_as_token_ids(moderator, tiny):

@@ -4,7 +4,8 @@ Per stream it keeps (`workers/moderation/stream_state.py`, stored by the agent i
 needed to judge the next chunk and to rebuild the session on another actor: the prompt, the ids
 each chunk added, the next expected `seq`, chunks held back behind a gap, the debounce counter.
 
-- a chunk with seq < next is a duplicate and is dropped (its verdict already exists);
+- a chunk with seq < next is a duplicate and is dropped (its verdict already exists), unless its
+  gap was reported: then it is a dead letter, since it was never judged;
 - a chunk with seq > next waits for the missing ones (at most `stream_max_held_chunks` ahead);
   after `gap_timeout_s` the gap is reported to the dead-letter topic and the stream goes on;
 - the tenant's policy judges each token as Gen's verdicts are judged (mode, per-category actions,
@@ -39,6 +40,7 @@ from guardstream.workers.moderation.stream_state import HeldChunk, Staged, Strea
 from guardstream.workers.pools.stream_pool import StreamAnswer, StreamCall, StreamUnavailable
 
 log = logging.getLogger(__name__)
+_SKIPPED_KEPT = 8  # gaps a stream remembers, to dead-letter a chunk that turns up after its gap was reported
 _SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
 
 
@@ -94,6 +96,9 @@ class StreamModerator:
                 if state.done and chunk.seq >= state.next_seq:
                     letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} "
                                                                        f"arrived after its final chunk"))
+                elif state.passed_over(chunk.seq):
+                    letters.append(dead_letter(record, "sequence_gap", f"chunk {chunk.seq} of stream {chunk.stream_id} "
+                                                                       f"arrived after its gap was reported; not judged"))
                 continue  # a duplicate: its verdict was produced when it first came
             ahead = self.settings.stream_max_held_chunks
             if chunk.seq >= state.next_seq + ahead:
@@ -133,6 +138,7 @@ class StreamModerator:
                 letters += self._held_letters(ref, store, [first], "sequence_gap", lambda _: (
                     f"stream {ref.stream}: chunks {state.next_seq}..{first - 1} never arrived within "
                     f"{self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"), keep=True)
+                state.skipped = [*state.skipped, (state.next_seq, first - 1)][-_SKIPPED_KEPT:]
                 state.next_seq = first
             seq = state.next_seq
             held = HeldChunk.model_validate(store.get(ref.held_key(seq)))

@@ -49,6 +49,7 @@ class StreamState(BaseModel):
     pending_text: str = ""  # the re-tokenizer's held-back tail (bounded)
     held: list[int] = Field(default_factory=list)  # seqs waiting behind a gap, each in its own entry
     gap_since: float | None = None
+    skipped: list[tuple[int, int]] = Field(default_factory=list)  # seq ranges passed over by reported gaps (latest few)
     unsafe_run: int = 0
     first_unsafe: int | None = None
     category: str | None = None  # of the first unsafe token
@@ -57,6 +58,11 @@ class StreamState(BaseModel):
     reviewed: bool = False  # a chunk went to review: so does the whole stream, unless it was stopped
     done: bool = False
     updated_at: float = 0.0  # wall time of its last chunk: finished and idle streams are forgotten after a while
+
+
+    def passed_over(self, seq: int) -> bool:
+        """Whether `seq` was given up on when its gap was reported (it was never judged)."""
+        return any(first <= seq <= last for first, last in self.skipped)
 
 
 class StreamRef(NamedTuple):
