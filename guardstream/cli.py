@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -63,12 +64,14 @@ def _worker_settings(policy_source: str | None, **flags) -> Settings:
             policy = Policy.from_source(policy_source)
         except (OSError, ValueError) as exc:
             raise click.UsageError(f"--policy: {exc}") from None
-    return _with_models(_settings(policy=policy, **flags))
+    settings = _settings(policy=policy, **flags)
+    # a worker that joins a pool takes its models from the pool; a worker of sinks needs none
+    return _with_models(settings, bool(settings.agents & {"gen", "stream"}) and settings.pool == "create")
 
 
-def _with_models(settings: Settings) -> Settings:
+def _with_models(settings: Settings, needed: bool = True) -> Settings:
     """The settings with Gen and Stream models: the ones given, or the tiny test fixtures."""
-    if not settings.agents & {"gen", "stream"} or (settings.gen_model and settings.stream_model):
+    if not needed or (settings.gen_model and settings.stream_model):
         return settings
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 
@@ -82,6 +85,17 @@ def _with_models(settings: Settings) -> Settings:
     tiny = build_tiny_checkpoints(report)
     return settings.model_copy(update={"gen_model": settings.gen_model or str(tiny.gen),
                                        "stream_model": settings.stream_model or str(tiny.stream)})
+
+
+@contextmanager
+def _fatal_as_message():
+    """Settings and pool problems end the command with their message, not a traceback."""
+    from guardstream.workers.pools.model_pool import PoolMissing
+
+    try:
+        yield
+    except (SettingsError, PoolMissing) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def exit_on_signals() -> None:
@@ -105,7 +119,37 @@ def worker(loglevel: str, policy_source: str | None, **flags) -> None:
     from guardstream.runtime import run_worker
 
     settings = _worker_settings(policy_source, **flags)
-    run_worker(settings, _bootstrap_or_fail(settings), loglevel)
+    with _fatal_as_message():
+        run_worker(settings, _bootstrap_or_fail(settings), loglevel)
+
+
+@main.command()
+@click.option("--ray-address", help="the Ray cluster to run the pool on [env GUARDSTREAM_RAY_ADDRESS]")
+@click.option("--app-id", help="the app whose workers use this pool [env GUARDSTREAM_APP_ID]")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny test fixture")
+@click.option("--gen-actors", type=int, help="GenGuard actors [env GUARDSTREAM_GEN_ACTORS]")
+@click.option("--gen-backend", type=click.Choice(["transformers", "vllm"]), help="engine inside the GenGuard actors")
+@click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny test fixture")
+@click.option("--stream-actors", type=int, help="StreamGuard actors [env GUARDSTREAM_STREAM_ACTORS]")
+@click.option("--device", help="torch device of the Gen actors, and of the Stream actors unless "
+                               "GUARDSTREAM_STREAM_DEVICE is set")
+@click.option("--metrics-port", type=int, help="serve /healthz, /readyz and /metrics on this port")
+@click.option("--down", is_flag=True, help="remove the app's pool from the Ray cluster and exit")
+@click.option("--loglevel", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def pool(loglevel: str, down: bool, **flags) -> None:
+    """Create the app's model pool on a Ray cluster and watch it; workers with pool=join use it.
+
+    CPUs, GPUs and dtype per actor come from GUARDSTREAM_GEN_ACTOR_CPUS, _GEN_ACTOR_GPUS, _DTYPE,
+    _STREAM_ACTOR_CPUS, _STREAM_ACTOR_GPUS, _STREAM_DTYPE and the other pool settings. Stopping this
+    command leaves the actors running; a pool of other settings replaces the running one."""
+    from guardstream.runtime import run_pool
+
+    settings = _settings(**flags)
+    if not settings.ray_address:
+        raise click.UsageError("the pool runs on a Ray cluster of its own: pass --ray-address HOST:PORT or ray://HOST:10001 "
+                               "(or set GUARDSTREAM_RAY_ADDRESS); a worker without one creates a local pool itself")
+    with _fatal_as_message():
+        run_pool(settings if down else _with_models(settings), loglevel, down)
 
 
 @main.command()

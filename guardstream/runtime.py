@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
+import time
 
 import faust
 import ray
@@ -20,21 +23,115 @@ from guardstream.topology.topics import ensure_topics
 from guardstream.workers import faults
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
-from guardstream.workers.pools.gen_pool import GenPool
+from guardstream.workers.pools.gen_pool import GenPool, GenSpec
 from guardstream.workers.pools.local_ray import record_processes, start_local_ray
-from guardstream.workers.pools.stream_pool import StreamPool
-from guardstream.workers.sinks.metrics import serve_metrics
+from guardstream.workers.pools.model_pool import (PoolMissing, PoolSpec, ensure_pool, find_pool, namespace, pool_handles,
+                                                  remove_pool, wait_for_pool)
+from guardstream.workers.pools.stream_pool import StreamPool, StreamSpec
+from guardstream.workers.pools import actors
+from guardstream.workers.sinks.metrics import ACTOR_RSS, HEALTH, serve_metrics
 
 log = logging.getLogger("guardstream")
+WAIT_LOG_EVERY_S = 30
+RAY_CONNECT_TRIES, RAY_CONNECT_WAIT_S = 6, 5
+POOL_CHECK_S = 15  # how often a worker on a shared cluster checks that its pool is still the one it joined
+ACTOR_CLASS = {"gen": "GenGuard", "stream": "StreamGuard"}
+WATCH_EVERY_S = 10  # the pool process checks its actors this often (well inside the probes' staleness limit)
 
 
 def start_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
     if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=True)
+        for attempt in range(1, RAY_CONNECT_TRIES + 1):
+            try:
+                ray.init(address=settings.ray_address, log_to_driver=True)
+                return
+            except ConnectionError as exc:  # the head not up yet, or Ray Client's per-driver server failed to start
+                if attempt == RAY_CONNECT_TRIES:
+                    raise
+                log.warning("could not connect to Ray at %s (%s: %s); trying again in %ds (%d/%d)", settings.ray_address,
+                            type(exc).__name__, str(exc).strip().splitlines()[-1][:200], RAY_CONNECT_WAIT_S, attempt,
+                            RAY_CONNECT_TRIES)
+                ray.shutdown()
+                time.sleep(RAY_CONNECT_WAIT_S)
     else:
         start_local_ray(settings.ray_num_cpus, settings.home, settings.app_id)
+
+
+def pool_spec(settings: Settings, kinds: set[str]) -> PoolSpec:
+    """The pool these settings describe, for the model kinds named ("gen", "stream")."""
+    gen = GenSpec(settings.gen_model, settings.gen_actors, settings.gen_actor_cpus, settings.gen_actor_gpus,
+                  settings.device, settings.dtype, settings.gen_batch_size, settings.gen_mode, settings.gen_backend,
+                  settings.gen_actor_wait_ms) if "gen" in kinds else None
+    stream = StreamSpec(settings.stream_model, settings.stream_actors, settings.stream_actor_cpus,
+                        settings.stream_actor_gpus, settings.stream_device or settings.device, settings.stream_dtype,
+                        settings.stream_max_sessions, settings.stream_idle_ttl_s,
+                        settings.stream_kv_cache_mb) if "stream" in kinds else None
+    return PoolSpec(gen, stream)
+
+
+def _require_models(settings: Settings, kinds: set[str]) -> None:
+    if {k for k in kinds if not getattr(settings, f"{k}_model")}:
+        raise SettingsError("a pool needs gen_model and stream_model for the models it hosts "
+                            "(`guardstream worker` and `guardstream pool` pick the tiny test fixtures when none are given)")
+
+
+def open_pool(settings: Settings) -> PoolSpec:
+    """The app's model pool for this worker's agents: joined (waiting for it) or found-or-created."""
+    kinds = set(settings.agents) & {"gen", "stream"}
+    if settings.pool == "join":
+        said = [-WAIT_LOG_EVERY_S]
+
+        def waiting(elapsed: float) -> None:
+            HEALTH.update(True, "waiting for the model pool", False, "waiting for the model pool")
+            if elapsed - said[0] >= WAIT_LOG_EVERY_S:
+                said[0] = elapsed
+                log.warning("waiting for the model pool of app %s in Ray namespace %s (%.0fs so far): start it with "
+                            "`guardstream pool --ray-address %s --app-id %s`", settings.app_id,
+                            namespace(settings.app_id), elapsed, settings.ray_address or "ADDRESS", settings.app_id)
+
+        spec = wait_for_pool(settings.app_id, settings.pool_wait_s, waiting)
+    else:
+        _require_models(settings, kinds)
+        wanted = pool_spec(settings, kinds)
+        spec = ensure_pool(wanted, settings.app_id)
+        if spec != wanted:
+            log.warning("the model pool of app %s already exists and is used as it was created: %s (these settings "
+                        "asked for %s)", settings.app_id, spec.describe(), wanted.describe())
+    if absent := spec.missing(kinds):
+        raise PoolMissing(f"the model pool of app {settings.app_id} hosts no {' or '.join(sorted(absent))} model, which "
+                          f"this worker's agents need: create the pool with it, or run those agents under another app id")
+    log.info("model pool of app %s: %s", settings.app_id, spec.describe())
+    return spec
+
+
+def announce_actors(spec: PoolSpec, handles: dict[str, list], timeout_s: float = 600) -> None:
+    """Log each actor's identity once it answers: which processes serve this app (the same pids in
+    every worker of a shared pool)."""
+    for kind, part in (("gen", spec.gen), ("stream", spec.stream)):
+        if part is not None:
+            for info in actors.wait_ready(handles[kind], ACTOR_CLASS[kind], part.model, timeout_s):
+                log.info("%s ready: %s", ACTOR_CLASS[kind], info)
+
+
+def watch_pool(settings: Settings, spec: PoolSpec) -> None:
+    """On a shared Ray cluster: a worker whose pool was replaced or removed stops (SIGTERM to itself,
+    so Faust commits what is done), to be restarted onto the new pool instead of calling dead actors."""
+    def watch() -> None:
+        while True:
+            time.sleep(POOL_CHECK_S)
+            try:
+                current = find_pool(settings.app_id)
+            except Exception:  # noqa: BLE001 - Ray unreachable: the calls' own timeouts and fail modes apply
+                continue
+            if current != spec:
+                log.error("the model pool of app %s was %s; stopping this worker so that it is restarted onto the "
+                          "new one", settings.app_id, "replaced" if current else "removed")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="pool-watch", daemon=True).start()
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
@@ -44,45 +141,74 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
-    if settings.agents & {"gen", "stream"}:  # a worker of verdict sinks only needs no model and no Ray
-        model, stream_model = settings.gen_model, settings.stream_model
-        if not (model and stream_model):
-            raise SettingsError("a worker that runs gen or stream needs gen_model and stream_model "
-                                "(`guardstream worker` picks the tiny test fixtures when none are given)")
+    serve_metrics(settings.metrics_port)  # probes answer (not ready) while the pool loads
+    moderator = stream_moderator = None
+    agents = ", ".join(sorted(settings.agents))
+    if not settings.agents & {"gen", "stream"}:  # a worker of verdict sinks only needs no model and no Ray
+        log.info("agents: %s; loading no model", agents)
+    else:
+        log.info("agents: %s; opening the model pool of app %s", agents, settings.app_id)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         start_ray(settings)
-    moderator = stream_moderator = None
-    pools = []
-    if "gen" in settings.agents:
-        pool = GenPool(model, settings.gen_actors, device=settings.device, dtype=settings.dtype,
-                       max_batch_size=settings.gen_batch_size, num_cpus=settings.gen_actor_cpus,
-                       num_gpus=settings.gen_actor_gpus, call_timeout_s=settings.gen_call_timeout_s,
-                       mode=settings.gen_mode, backend=settings.gen_backend, max_wait_ms=settings.gen_actor_wait_ms,
-                       max_inflight=settings.gen_max_inflight)
-        pools.append(("GenGuard", pool))
-        if settings.gen_backend == "noop":
-            log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
-        moderator = GenModerator(settings, pool, "noop" if settings.gen_backend == "noop" else model)
-    if "stream" in settings.agents:
-        stream_pool = StreamPool(stream_model, settings.stream_actors, device=settings.device,
-                                 dtype=settings.stream_dtype, num_cpus=settings.stream_actor_cpus,
-                                 num_gpus=settings.stream_actor_gpus, max_sessions=settings.stream_max_sessions,
-                                 idle_ttl_s=settings.stream_idle_ttl_s, call_timeout_s=settings.stream_call_timeout_s,
-                                 kv_cache_mb=settings.stream_kv_cache_mb)
-        pools.append(("StreamGuard", stream_pool))
-        stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(stream_model),
-                                           stream_model)
-    log.info("agents: %s; loading %s", ", ".join(sorted(settings.agents)),
-             ", ".join(f"{kind} x{len(p.actors)}" for kind, p in pools) or "no model")
-    for kind, p in pools:
-        for info in p.wait_ready():
-            log.info("%s ready: %s", kind, info)
-    if pools and not settings.ray_address:
-        record_processes(settings.home, settings.app_id)
-    serve_metrics(settings.metrics_port)
+        spec = open_pool(settings)
+        handles = pool_handles(spec, settings.app_id)
+        announce_actors(spec, handles)
+        if "gen" in settings.agents:
+            pool = GenPool(handles["gen"], spec.gen.model, call_timeout_s=settings.gen_call_timeout_s,
+                           max_inflight=settings.gen_max_inflight)
+            if spec.gen.backend == "noop":
+                log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
+            moderator = GenModerator(settings, pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
+        if "stream" in settings.agents:
+            stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream_call_timeout_s)
+            stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(spec.stream.model),
+                                               spec.stream.model)
+        if settings.ray_address:
+            watch_pool(settings, spec)
+        else:
+            record_processes(settings.home, settings.app_id)
     app = create_app(settings, bootstrap, moderator, stream_moderator)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:
         ray.shutdown()
+
+
+def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> None:
+    """Create the app's model pool on the Ray cluster at `settings.ray_address` (replacing one created
+    with other settings) and watch it until stopped. Stopping leaves the actors running for the
+    workers; `down` removes them."""
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    start_ray(settings)
+    if down:
+        log.info("removed the model pool of app %s (%d actors)", settings.app_id, remove_pool(settings.app_id))
+        return
+    kinds = {"gen", "stream"}
+    _require_models(settings, kinds)
+    wanted = pool_spec(settings, kinds)
+    found = find_pool(settings.app_id)
+    if found is not None and found != wanted:
+        log.warning("the model pool of app %s runs %s; replacing it with %s (restart the app's workers, which hold "
+                    "handles to the old actors)", settings.app_id, found.describe(), wanted.describe())
+        remove_pool(settings.app_id)
+    spec = ensure_pool(wanted, settings.app_id)
+    serve_metrics(settings.metrics_port)
+    handles = pool_handles(spec, settings.app_id)
+    announce_actors(spec, handles)
+    HEALTH.update(True, "watching the pool", True, spec.describe())
+    log.info("model pool of app %s ready in Ray namespace %s: %s", settings.app_id, namespace(settings.app_id),
+             spec.describe())
+    while True:
+        try:
+            answers = {kind: actors.wait_ready(h, ACTOR_CLASS[kind], getattr(spec, kind).model, WATCH_EVERY_S)
+                       for kind, h in handles.items() if h}
+        except RuntimeError as exc:  # a dead or busy actor: Ray restarts it; the probe says so meanwhile
+            log.warning("model pool of app %s not answering: %s", settings.app_id, exc)
+            HEALTH.update(True, "watching the pool", False, str(exc))
+        else:
+            for kind, infos in answers.items():
+                for index, info in enumerate(infos):
+                    ACTOR_RSS.labels(kind, str(index)).set(info["rss"])
+            HEALTH.update(True, "watching the pool", True, spec.describe())
+        time.sleep(WATCH_EVERY_S)

@@ -46,7 +46,7 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
     except Exception:  # noqa: BLE001 - any failure to answer means not ready
         return False
     for index, answer in enumerate(answers):
-        labels = (type(pool).__name__, str(index))
+        labels = (pool.kind, str(index))
         metrics.ACTOR_RSS.labels(*labels).set(answer["rss"])
         for kind in ("used", "reserved", "budget"):
             if f"kv_{kind}_bytes" in answer:

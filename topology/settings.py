@@ -43,9 +43,13 @@ class Settings(BaseModel):
     kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
     kafka_session_timeout_s: float = Field(default=10, gt=0)
 
-    # Ray and the model pool.
+    # Ray and the model pool: named actors in the Ray namespace of app_id, shared by its workers.
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus
     ray_num_cpus: int = Field(default=2, ge=1)
+    # create: find the app's pool or create it from the settings below (get-if-exists);
+    # join: wait up to pool_wait_s for the pool that `guardstream pool` creates, and use it as it is.
+    pool: Literal["create", "join"] = "create"
+    pool_wait_s: float = Field(default=900, gt=0)
     gen_model: str | None = None  # hub id or path; None: the tiny test-fixture checkpoint
     # noop answers Safe without a model: only for `guardstream bench pipeline` (the plumbing ceiling)
     gen_backend: Literal["transformers", "vllm", "noop"] = "transformers"
@@ -65,6 +69,7 @@ class Settings(BaseModel):
     stream_actors: int = Field(default=1, ge=1)
     stream_actor_cpus: float = Field(default=1, ge=0)
     stream_actor_gpus: float = Field(default=0, ge=0)
+    stream_device: str | None = None  # None: `device`
     stream_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     stream_call_timeout_s: float = Field(default=120, gt=0)
     stream_max_sessions: int = Field(default=4096, ge=1)

@@ -26,3 +26,9 @@ def test_bad_policy_and_bad_settings_are_usage_errors(monkeypatch):
     monkeypatch.setenv("GUARDSTREAM_GEN_ACTORS", "zero")
     result = CliRunner().invoke(main, ["worker", "--bootstrap", "x:1"])
     assert result.exit_code == 2 and "gen_actors" in result.output
+
+
+def test_pool_without_a_ray_cluster_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("GUARDSTREAM_RAY_ADDRESS", raising=False)
+    result = CliRunner().invoke(main, ["pool", "--app-id", "guard"])
+    assert result.exit_code == 2 and "pass --ray-address" in result.output

@@ -3,7 +3,6 @@ work on the actor (backpressure to the Faust agent). The actors are fakes here; 
 tests run the real ones."""
 
 import asyncio
-import itertools
 
 import pytest
 
@@ -31,10 +30,7 @@ class SlowActor:
 
 
 def pool_of(actors, max_inflight, timeout_s=10.0) -> GenPool:
-    pool = GenPool.__new__(GenPool)  # no Ray: the same admission and sharding code over fake handles
-    pool.model, pool.actors, pool.max_inflight, pool.call_timeout_s = "fake", actors, max_inflight, timeout_s
-    pool._admission, pool._next = None, itertools.cycle(range(len(actors)))
-    return pool
+    return GenPool(actors, "fake", call_timeout_s=timeout_s, max_inflight=max_inflight)  # no Ray: fake handles
 
 
 def request(text: str) -> GenRequest:

@@ -20,6 +20,7 @@ def register(w: Wiring, moderator: GenModerator) -> None:
         await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
                       + [dead(d) for d in letters])
         metrics.GEN_BATCH_SECONDS.observe(time.perf_counter() - began)
+        metrics.BATCH_RECORDS.labels("gen").observe(len(records))
 
     @app.agent(conversations, name="gen")
     async def gen(stream):

@@ -15,6 +15,7 @@ from guardstream.topology.outcomes import describe, is_transient
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import Staged, StreamRef, idle_entries
+from guardstream.workers.sinks import metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,15 @@ def register(w: Wiring, stream_moderator: StreamModerator) -> None:
     async def judge_chunks(records: list[RawRecord], release: list[StreamRef] = ()) -> None:
         """Judge `records`, and release the chunks held in the streams `release` names."""
         async with stream_lock:
+            began = time.perf_counter()
             staged = Staged(stream_states.get)
             produced, letters = await stream_moderator.moderate(records, staged, release, waits_from=recovered_at)
             await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
                           + [dead(d) for d in letters])
             await apply(staged)
+            if records:
+                metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - began)
+                metrics.BATCH_RECORDS.labels("stream").observe(len(records))
 
     @stream_states.table.on_recover
     async def find_held_chunks() -> None:

@@ -1,23 +1,41 @@
-"""What every model pool does with its Ray actors: start them, wait for their models, and have
-them say who they are. Actors restart when their process dies (`max_restarts=-1`) and a call in
-flight is retried on the restarted actor (`max_task_retries`), so a crash costs latency, not verdicts."""
+"""What every model pool does with its Ray actors: create them by name (or find them), wait for
+their models, and have them say who they are. Actors restart when their process dies
+(`max_restarts=-1`) and a call in flight is retried on the restarted actor (`max_task_retries`),
+so a crash costs latency, not verdicts."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
 
 import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 
-def start(actor_class, count: int, num_cpus: float, num_gpus: float, *args) -> list:
-    """`count` actors of `actor_class`, each reserving `num_cpus`/`num_gpus`; the engine runs as many
-    torch threads as whole CPUs it reserved (its first argument after `args`)."""
-    threads = max(1, int(num_cpus)) if num_cpus else 1
-    return [actor_class.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(*args, threads) for _ in range(count)]
+@dataclass(frozen=True)
+class ActorSpec:
+    """What a pool's actors are created with (fixed for the pool's life, shared by its workers)."""
+
+    model: str
+    actors: int = 1
+    num_cpus: float = 1
+    num_gpus: float = 0
+    device: str = "cpu"
+    dtype: str = "auto"
+
+
+def named(actor_class, prefix: str, namespace: str, spec: ActorSpec) -> list:
+    """The actors `{prefix}-0..{spec.actors - 1}` in `namespace`: found when they exist, else created
+    (atomically, so workers that start together share them), each reserving the spec's CPUs and
+    GPUs. Detached: they outlive the process that made them, so no worker's exit takes them along.
+    The engine runs as many torch threads as whole CPUs it reserved."""
+    threads = max(1, int(spec.num_cpus)) if spec.num_cpus else 1
+    return [actor_class.options(name=f"{prefix}-{i}", namespace=namespace, lifetime="detached", get_if_exists=True,
+                                num_cpus=spec.num_cpus, num_gpus=spec.num_gpus).remote(spec, threads)
+            for i in range(spec.actors)]
 
 
 def wait_ready(actors: list, kind: str, model: str, timeout_s: float) -> list[dict]:

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ray
 
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 
 class GenUnavailable(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class GenSpec(actors.ActorSpec):
+    max_batch_size: int = 16
+    mode: str = "score"
+    backend: str = "transformers"
+    max_wait_ms: int = 5
 
 
 def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) -> Callable[[list[GenRequest]], list[GenResult]]:
@@ -59,20 +68,20 @@ def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) ->
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class GenGuard:
-    def __init__(self, model: str, device: str, dtype: str, max_batch_size: int, mode: str, backend: str,
-                 max_wait_ms: int, threads: int):
+    def __init__(self, spec: GenSpec, threads: int):
         import torch
 
         torch.set_num_threads(threads)
-        if backend == "vllm":
+        if spec.backend == "vllm":
             from guardstream.workers.engines.gen_vllm import VllmGenEngine
 
-            self.engine = VllmGenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
-        elif backend == "noop":
+            self.engine = VllmGenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size)
+        elif spec.backend == "noop":
             self.engine = NoopGenEngine()
         else:
-            self.engine = GenEngine(model, device=device, dtype=dtype, max_batch_size=max_batch_size, mode=mode)
-        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), max_batch_size, max_wait_ms / 1000)
+            self.engine = GenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size,
+                                    mode=spec.mode)
+        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), spec.max_batch_size, spec.max_wait_ms / 1000)
 
     async def ready(self) -> dict:
         return actors.identity(self.engine.model_id)
@@ -82,19 +91,16 @@ class GenGuard:
 
 
 class GenPool:
-    def __init__(self, model: str, count: int, *, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
-                 num_cpus: float = 1, num_gpus: float = 0, call_timeout_s: float = 120, mode: str = "score",
-                 backend: str = "transformers", max_wait_ms: int = 5, max_inflight: int = 4):
-        self.model = model
+    """A worker's view of the GenGuard actors (`model_pool` finds or creates them)."""
+
+    kind = "gen"  # the label of its actors in metrics
+
+    def __init__(self, handles: list, model: str, *, call_timeout_s: float = 120, max_inflight: int = 4):
+        self.actors, self.model = handles, model
         self.call_timeout_s = call_timeout_s
-        self.actors = actors.start(GenGuard, count, num_cpus, num_gpus, model, device, dtype, max_batch_size, mode, backend,
-                                   max_wait_ms)
         self.max_inflight = max_inflight
         self._admission: list[asyncio.Semaphore] | None = None  # made in the loop that uses them
-        self._next = itertools.cycle(range(count))
-
-    def wait_ready(self, timeout_s: float = 600) -> list[dict]:
-        return actors.wait_ready(self.actors, "GenGuard", self.model, timeout_s)
+        self._next = itertools.cycle(range(len(handles)))
 
     async def classify(self, requests: list[GenRequest]) -> list[GenResult]:
         """Spread one micro-batch over the actors and gather the results in input order."""

@@ -28,6 +28,14 @@ class StreamUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class StreamSpec(actors.ActorSpec):
+    dtype: str = "float32"  # a torch dtype name, unlike Gen's "auto"
+    max_sessions: int = 4096
+    idle_ttl_s: float = 600
+    kv_cache_mb: int = 4096
+
+
+@dataclass(frozen=True)
 class StreamCall:
     session: str
     new_ids: list[int]
@@ -109,15 +117,14 @@ def _run_batch(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnsw
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class StreamGuard:
-    def __init__(self, model: str, device: str, dtype: str, max_sessions: int, idle_ttl_s: float, kv_cache_bytes: int,
-                 threads: int):
+    def __init__(self, spec: StreamSpec, threads: int):
         import torch
 
         torch.set_num_threads(threads)
-        self.model = model
-        self.engine = StreamEngine.from_pretrained(model, device=device, dtype=getattr(torch, dtype),
-                                                   max_sessions=max_sessions, idle_ttl_s=idle_ttl_s,
-                                                   kv_cache_bytes=kv_cache_bytes)
+        self.model = spec.model
+        self.engine = StreamEngine.from_pretrained(spec.model, device=spec.device, dtype=getattr(torch, spec.dtype),
+                                                   max_sessions=spec.max_sessions, idle_ttl_s=spec.idle_ttl_s,
+                                                   kv_cache_bytes=spec.kv_cache_mb << 20)
 
     def ready(self) -> dict:
         """Who it is and what it holds: process memory, and KV cache bytes and evictions."""
@@ -130,21 +137,20 @@ class StreamGuard:
 
 
 class StreamPool:
-    def __init__(self, model: str, count: int, *, device: str = "cpu", dtype: str = "float32", num_cpus: float = 1,
-                 num_gpus: float = 0, max_sessions: int = 1024, idle_ttl_s: float = 300, call_timeout_s: float = 120,
-                 kv_cache_mb: int = 4096):
+    """A worker's view of the StreamGuard actors (`model_pool` finds or creates them)."""
+
+    kind = "stream"  # the label of its actors in metrics
+
+    def __init__(self, handles: list, model: str, *, call_timeout_s: float = 120):
         from transformers import AutoConfig
 
-        self.model, self.call_timeout_s = model, call_timeout_s
+        self.actors, self.model, self.call_timeout_s = handles, model, call_timeout_s
         self.max_positions = AutoConfig.from_pretrained(model).max_position_embeddings  # what a session may hold
-        self.actors = actors.start(StreamGuard, count, num_cpus, num_gpus, model, device, dtype, max_sessions, idle_ttl_s,
-                                   kv_cache_mb << 20)
 
     def owner(self, session: str) -> int:
+        """The same actor in every worker (the same hash over the same named actors), so a rebalance
+        that moves a conversation to another worker leaves its session and KV cache where they are."""
         return zlib.crc32(session.encode()) % len(self.actors)
-
-    def wait_ready(self, timeout_s: float = 600) -> list[dict]:
-        return actors.wait_ready(self.actors, "StreamGuard", self.model, timeout_s)
 
     async def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
         faults.hit("pool")

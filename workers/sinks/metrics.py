@@ -20,6 +20,11 @@ VERDICTS = Counter("guardstream_verdicts_total", "Verdicts counted by analytics 
 DEAD_LETTERS = Counter("guardstream_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "error_code"])
 GEN_BATCH_SECONDS = Histogram("guardstream_gen_batch_seconds", "Time to moderate one Gen micro-batch",
                               buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STREAM_BATCH_SECONDS = Histogram("guardstream_stream_batch_seconds", "Time to judge one batch of reply chunks and "
+                                 "deliver its verdicts (each chunk's time inside the worker)",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+BATCH_RECORDS = Histogram("guardstream_batch_records", "Records per agent batch sent to the model pool", ["agent"],
+                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 ACTIONS = Counter("guardstream_actions_total", "Actions emitted by enforcement", ["tenant", "action"])
 BATCH_FAILURES = Counter("guardstream_batch_failures_total",
                          "Batches (or single records) whose step failed permanently and was narrowed down", ["agent"])
@@ -34,6 +39,8 @@ ACTOR_KV = Gauge("guardstream_actor_kv_bytes", "KV cache of each Stream actor: h
                  "(reserved) and allowed (budget, stream_kv_cache_mb)", ["pool", "actor", "kind"])
 KV_EVICTIONS = Gauge("guardstream_actor_kv_evictions", "Sessions each Stream actor closed to make room in its KV cache "
                      "(rebuilt when they come back)", ["pool", "actor"])
+STREAM_REBUILDS = Counter("guardstream_stream_rebuilds_total", "Stream sessions sent again with their history because "
+                          "their actor had lost them (restart, eviction) or held another number of tokens")
 LATE_VERDICTS = Counter("guardstream_analytics_late_total",
                         "Verdicts not counted because their window ended more than the retention ago", ["tenant"])
 
