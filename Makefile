@@ -3,6 +3,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PYTEST ?= -q
+# checkov (the chart's security scan) has its own pinned environment: its ~100 requirements stay
+# out of the application's lock
+CHECKOV := .venv-checkov/bin/checkov
 
 .PHONY: install run test unit kcat clean
 
@@ -21,7 +24,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(CHECKOV): tests/chart/checkov.lock
+	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check --no-deps -r tests/chart/checkov.lock
+	touch $@
+
+install: $(STAMP) $(CHECKOV)
 
 run: $(STAMP)
 	$(VENV)/bin/guardstream demo
@@ -30,11 +38,11 @@ kcat:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
 	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
 
-test: $(STAMP) kcat
+test: $(STAMP) $(CHECKOV) kcat
 	$(PY) -m pytest $(PYTEST)
 
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST) tests/unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-checkov .pytest_cache

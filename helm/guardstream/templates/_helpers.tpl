@@ -1,7 +1,74 @@
 {{- define "guardstream.name" -}}{{ .Release.Name }}-guardstream{{- end -}}
+
 {{- define "guardstream.labels" -}}
 app.kubernetes.io/name: guardstream
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
-{{- define "guardstream.rayAddress" -}}ray://{{ include "guardstream.name" . }}-ray-head-svc:10001{{- end -}}
+
+{{/* Pods that may talk to the Ray cluster (the NetworkPolicy lets only these in). */}}
+{{- define "guardstream.rayClientLabel" -}}guardstream.io/ray-client: "true"{{- end -}}
+
+{{- define "guardstream.selector" -}}
+app.kubernetes.io/name: guardstream
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "guardstream.rayAddress" -}}
+{{- if .Values.ray.cluster.enabled -}}ray://{{ include "guardstream.name" . }}-ray-head-svc:10001
+{{- else -}}{{ required "ray.address is required when ray.cluster.enabled is false" .Values.ray.address }}{{- end -}}
+{{- end -}}
+
+{{- define "guardstream.raySecret" -}}{{ .Values.ray.auth.existingSecret | default (printf "%s-ray-token" (include "guardstream.name" .)) }}{{- end -}}
+
+{{/* Ray token authentication: the same token, read from a mounted Secret file, in the Ray pods,
+the pool and the moderation workers (and with the volume mounts and volumes below). */}}
+{{- define "guardstream.rayAuthEnv" -}}
+- {name: RAY_AUTH_MODE, value: token}
+- {name: RAY_AUTH_TOKEN_PATH, value: /etc/ray-auth/token}
+{{- end -}}
+{{- define "guardstream.rayAuthMount" -}}
+- {name: ray-auth, mountPath: /etc/ray-auth, readOnly: true}
+{{- end -}}
+{{- define "guardstream.rayAuthVolume" -}}
+- name: ray-auth
+  secret: {secretName: {{ include "guardstream.raySecret" . }}, defaultMode: 0440}
+{{- end -}}
+
+{{- define "guardstream.image" -}}
+{{- if .Values.image.digest -}}{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}{{ .Values.image.repository }}:{{ .Values.image.tag }}{{- end -}}
+{{- end -}}
+
+{{- define "guardstream.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
+
+{{/* Writable places under a read-only root filesystem: Ray's and Python's temp, the worker's home. */}}
+{{- define "guardstream.volumeMounts" -}}
+- {name: tmp, mountPath: /tmp}
+- {name: home, mountPath: /var/lib/guardstream}
+{{- end -}}
+{{- define "guardstream.volumes" -}}
+- {name: tmp, emptyDir: {}}
+- {name: home, emptyDir: {}}
+{{- end -}}
+
+{{- define "guardstream.probes" -}}
+livenessProbe:
+  httpGet: {path: /healthz, port: metrics}
+  initialDelaySeconds: 30
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 6
+readinessProbe:
+  httpGet: {path: /readyz, port: metrics}
+  periodSeconds: 10
+  timeoutSeconds: 5
+startupProbe:                      # model loading and the first rebalance may take minutes
+  httpGet: {path: /healthz, port: metrics}
+  periodSeconds: 10
+  failureThreshold: 90
+{{- end -}}
