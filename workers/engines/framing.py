@@ -39,8 +39,29 @@ def _markers(tokenizer) -> tuple[re.Pattern, dict[str, int]]:
 
 def render_ids(tokenizer, messages: list[dict], **template_options) -> list[int]:
     """The chat template's ids around `messages`, whose text stays text."""
+    return _encode(tokenizer, _skeleton(tokenizer, messages, **template_options), messages)
+
+
+def reply_prefix_ids(tokenizer, prompt: str) -> list[int]:
+    """What a Stream model reads before the first reply token, as its model card feeds it: the
+    checkpoint's template over [user, assistant] with thinking off, cut where the assistant's text
+    begins (found by rendering a sentinel reply). Whatever the template writes between the turns,
+    Qwen3's empty `<think>\n\n</think>\n\n` included, is in; nothing of the reply is."""
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
+    skeleton = _skeleton(tokenizer, messages, add_generation_prompt=False, enable_thinking=False)
+    reply_at = skeleton.find(_PLACEHOLDER.format(1))
+    if reply_at < 0:
+        raise ValueError("the chat template does not render the assistant's reply, so where a reply starts is unknown")
+    return _encode(tokenizer, skeleton[:reply_at], messages)
+
+
+def _skeleton(tokenizer, messages: list[dict], **template_options) -> str:
+    """The rendered template with a placeholder for each message's text."""
     marked = [{**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-    skeleton = tokenizer.apply_chat_template(marked, tokenize=False, **template_options)
+    return tokenizer.apply_chat_template(marked, tokenize=False, **template_options)
+
+
+def _encode(tokenizer, skeleton: str, messages: list[dict]) -> list[int]:
     pattern, added = _markers(tokenizer)
     ids: list[int] = []
     for i, part in enumerate(pattern.split(skeleton)):

@@ -33,11 +33,12 @@ from guardstream.schemas import (
 from guardstream.schemas.intake import RawRecord, dead_letter, decode
 from guardstream.topology.policy import most_severe
 from guardstream.topology.settings import Settings
-from guardstream.workers.engines.framing import render_ids
+from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
 from guardstream.workers.engines.stream_engine import TokenVerdict
 from guardstream.workers.moderation.stream_state import HeldChunk, Staged, StreamRef, StreamState
 from guardstream.workers.pools.stream_pool import StreamAnswer, StreamCall, StreamUnavailable
+from guardstream.workers.sinks import metrics
 
 log = logging.getLogger(__name__)
 _SKIPPED_KEPT = 8  # gaps a stream remembers, to dead-letter a chunk that turns up after its gap was reported
@@ -61,7 +62,7 @@ class StreamModerator:
         self.settings, self.pool, self.tokenizer, self.model_id = settings, pool, tokenizer, model_id
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        return render_ids(self.tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+        return reply_prefix_ids(self.tokenizer, prompt)
 
     async def moderate(self, records: list[RawRecord], store: Staged, release: Iterable[StreamRef] = (),
                        now: float | None = None, waits_from: float = 0.0) -> tuple[list[VerdictEvent], list[DeadLetter]]:
@@ -241,7 +242,9 @@ class StreamModerator:
             answers = await self.pool.step([call(r, rebuild=False) for r in judged]) if judged else []
             lost = [i for i, a in enumerate(answers) if a.missing]
             if lost:
-                log.info("rebuilding %d stream sessions on their actors (actor restarted or evicted them)", len(lost))
+                log.info("rebuilding %d stream sessions on their actors (lost by a restart or an eviction, or out of step)",
+                         len(lost))
+                metrics.STREAM_REBUILDS.inc(len(lost))
                 for i, answer in zip(lost, await self.pool.step([call(judged[i], rebuild=True) for i in lost])):
                     answers[i] = answer
             failure = None
