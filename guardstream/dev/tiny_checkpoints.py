@@ -1,10 +1,10 @@
 """Tiny TEST-FIXTURE checkpoints in the exact Qwen3Guard-Gen and Qwen3Guard-Stream formats.
 
-These are NOT safety models. They are a few MB, trained for seconds on the synthetic corpus in
-`fixtures/corpus.jsonl` so that their verdicts are meaningful on that corpus, and they exist so
-that tests and the offline demo exercise the real loading code (config keys, label maps, weight
-names, chat template with `<|im_start|>`/`<|im_end|>`) on machines that cannot download weights.
-head_dim is 64 so vLLM's CPU attention can load them too.
+These are NOT safety models. They are two layers wide of 128, trained for seconds on the synthetic
+corpus in `fixtures/corpus.jsonl` so that their verdicts are meaningful on that corpus, and they
+exist so that tests and the offline demo exercise the real loading code (config keys, label maps,
+weight names, Qwen3's own tokenizer and a Qwen3-style chat template) on machines that cannot
+download weights. head_dim is 64 so vLLM's CPU attention can load them too.
 
 Builds are deterministic and cached under `$GUARDSTREAM_HOME/checkpoints/` by a hash of the
 inputs; a file lock makes concurrent callers (test workers, the demo) build once.
@@ -25,16 +25,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from guardstream.dev import qwen_tokenizer
+from guardstream.dev.qwen_tokenizer import PADDED_VOCAB, qwen3_tokenizer
 from guardstream.topology.settings import default_home
+from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines import labels
 from guardstream.workers.engines.labels import RISK_LABELS
 from guardstream.workers.engines.stream_reference import StreamGuardReference
 
 FIXTURES = resources.files("guardstream.dev") / "fixtures"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 RISK_LEVELS = list(RISK_LABELS)
 RESPONSE_CATEGORIES = [*labels.RESPONSE_CATEGORIES, "None"]  # the Stream heads also name "no category"
 QUERY_CATEGORIES = [*labels.QUERY_CATEGORIES, "None"]
@@ -74,36 +75,45 @@ def gen_target(example: CorpusExample) -> str:
     return "\n".join(lines)
 
 
-def _model_config(vocab_size: int, **extra) -> dict:
+def _model_config(tokenizer, **extra) -> dict:
     config = Qwen3Config(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        vocab_size=PADDED_VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
         rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=2, pad_token_id=0,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ).to_dict()
     config.update(dtype="float32", guardstream_fixture=FIXTURE_NOTE, **extra)
     return config
-
-
-def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1536, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
-        additional_special_tokens=["<|im_start|>"], model_max_length=4096,
-    )
 
 
 def _save_tokenizer(tokenizer: PreTrainedTokenizerFast, template: str, out: Path) -> None:
     tokenizer.chat_template = template
     tokenizer.save_pretrained(str(out))
     tokenizer.chat_template = None  # one tokenizer serves both checkpoints; never train with the wrong one
+
+
+def _compact_index(rows: list[list[int]], pad_id: int) -> dict[int, int]:
+    """Qwen3 id -> training id, over the ids the corpus uses. Training over these alone is exact for
+    the corpus and spares every step a 151,936-row embedding and softmax (minutes of build time)."""
+    return {full: compact for compact, full in enumerate(sorted({pad_id, *(i for row in rows for i in row)}))}
+
+
+def _compact_config(config: dict, index: dict[int, int]) -> dict:
+    return {**config, "vocab_size": len(index), "pad_token_id": index[config["pad_token_id"]], "eos_token_id": None}
+
+
+def _with_full_vocab(build: Callable[[dict], torch.nn.Module], config: dict, trained: torch.nn.Module,
+                     index: dict[int, int]) -> torch.nn.Module:
+    """The model in Qwen3's whole vocabulary: trained rows at their Qwen3 ids, the rest left at the
+    seeded random init (the tied LM head follows the embedding)."""
+    full = build(config)
+    state = trained.state_dict()
+    table = full.get_submodule("model.embed_tokens").weight.detach().clone()
+    table[list(index)] = state.pop("model.embed_tokens.weight")
+    state.pop("lm_head.weight", None)
+    missing, unexpected = full.load_state_dict({**state, "model.embed_tokens.weight": table}, strict=False)
+    assert set(missing) <= {"lm_head.weight"} and not unexpected, (missing, unexpected)
+    return full
 
 
 def _batches(items: list, size: int, rng: random.Random):
@@ -126,22 +136,24 @@ def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path,
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         target_ids = tokenizer(gen_target(ex) + "<|im_end|>", add_special_tokens=False)["input_ids"]
         rows.append((prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids))
-    config = _model_config(len(tokenizer), architectures=["Qwen3ForCausalLM"], model_type="qwen3")
-    model = Qwen3ForCausalLM(Qwen3Config.from_dict(config))
+    index = _compact_index([ids for ids, _ in rows], tokenizer.pad_token_id)
+    rows = [([index[i] for i in ids], [-100 if t == -100 else index[t] for t in targets]) for ids, targets in rows]
+    config = _model_config(tokenizer, architectures=["Qwen3ForCausalLM"], model_type="qwen3")
+    build = lambda c: Qwen3ForCausalLM(Qwen3Config.from_dict(c))  # noqa: E731
+    model = build(_compact_config(config, index))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    rng = random.Random(0)
-    batches = _batches(rows, 16, rng)
+    batches = _batches(rows, 16, random.Random(0))
     model.train()
     for step in range(steps):
         batch = next(batches)
-        ids = _pad([r[0] for r in batch], tokenizer.pad_token_id)
+        ids = _pad([r[0] for r in batch], index[tokenizer.pad_token_id])
         mask = _pad([[1] * len(r[0]) for r in batch], 0)
         loss = model(input_ids=ids, attention_mask=mask, labels=_pad([r[1] for r in batch], -100)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         progress(f"gen loss {loss.item():.3f}", step + 1, steps)
-    model.eval()
+    model = _with_full_vocab(build, config, model, index).eval()
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.do_sample = False
@@ -151,12 +163,12 @@ def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path,
 
 
 def _stream_rows(tokenizer, corpus: list[CorpusExample]):
-    """Token ids with per-position targets: query labels at the user's <|im_end|>, response labels per reply token."""
+    """Token ids framed as the Stream model card feeds them, with per-position targets: query labels
+    at the user's <|im_end|>, response labels per reply token."""
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rows = []
     for ex in corpus:
-        user = ex.messages[0]["content"]
-        prefix = tokenizer(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+        prefix = reply_prefix_ids(tokenizer, ex.messages[0]["content"])
         query_pos = prefix.index(im_end)
         ids, resp_risk, resp_cat = list(prefix), [-100] * len(prefix), [-100] * len(prefix)
         if ex.kind == "response":
@@ -176,19 +188,23 @@ def _stream_rows(tokenizer, corpus: list[CorpusExample]):
 def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
     as_map = lambda names: {str(i): n for i, n in enumerate(names)}  # noqa: E731
     config = _model_config(
-        len(tokenizer), architectures=["Qwen3ForGuardModel"], model_type="qwen3", guard_inner_size=64,
+        tokenizer, architectures=["Qwen3ForGuardModel"], model_type="qwen3", guard_inner_size=64,
         num_risk_level=len(RISK_LEVELS), num_category=len(RESPONSE_CATEGORIES),
         num_query_risk_level=len(RISK_LEVELS), num_query_category=len(QUERY_CATEGORIES),
         response_risk_level_map=as_map(RISK_LEVELS), response_category_map=as_map(RESPONSE_CATEGORIES),
         query_risk_level_map=as_map(RISK_LEVELS), query_category_map=as_map(QUERY_CATEGORIES),
     )
-    model = StreamGuardReference(Qwen3Config.from_dict(config), config)
+    rows = _stream_rows(tokenizer, corpus)
+    index = _compact_index([r[0] for r in rows], tokenizer.pad_token_id)
+    rows = [([index[i] for i in ids], *rest) for ids, *rest in rows]
+    build = lambda c: StreamGuardReference(Qwen3Config.from_dict(c), c)  # noqa: E731
+    model = build(_compact_config(config, index))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    batches = _batches(_stream_rows(tokenizer, corpus), 16, random.Random(1))
+    batches = _batches(rows, 16, random.Random(1))
     model.train()
     for step in range(steps):
         batch = next(batches)
-        ids = _pad([r[0] for r in batch], tokenizer.pad_token_id)
+        ids = _pad([r[0] for r in batch], index[tokenizer.pad_token_id])
         mask = _pad([[1] * len(r[0]) for r in batch], 0)
         h = model.hidden_states(ids, mask)
         risk, cat = model.response_logits(h)
@@ -204,6 +220,7 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
         loss.backward()
         opt.step()
         progress(f"stream loss {loss.item():.3f}", step + 1, steps)
+    model = _with_full_vocab(build, config, model, index)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -211,7 +228,9 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
 
 def _inputs_digest(*settings: object) -> str:
     digest = hashlib.sha256(repr(settings).encode())
-    for part in (Path(__file__).read_bytes(), Path(resources.files("guardstream.workers.engines") / "stream_reference.py").read_bytes(),
+    engines = resources.files("guardstream.workers.engines")
+    for part in (Path(__file__).read_bytes(), Path(qwen_tokenizer.__file__).read_bytes(), qwen_tokenizer.qwen_bpe_file().read_bytes(),
+                 *((engines / name).read_bytes() for name in ("stream_reference.py", "framing.py")),
                  *(f.read_bytes() for f in sorted(FIXTURES.iterdir(), key=lambda f: f.name)),
                  torch.__version__.encode()):
         digest.update(part)
@@ -237,12 +256,11 @@ def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 32
         train = load_corpus("train")
         gen_template = (FIXTURES / "gen_chat_template.jinja").read_text()
         stream_template = (FIXTURES / "stream_chat_template.jinja").read_text()
-        corpus_texts = [m["content"] for ex in load_corpus() for m in ex.messages] + [gen_target(ex) for ex in load_corpus()]
-        tokenizer = _train_tokenizer([gen_template, stream_template] * 20 + corpus_texts)
+        tokenizer = qwen3_tokenizer()
         for name, template in (("gen", gen_template), ("stream", stream_template)):
             _save_tokenizer(tokenizer, template, staging / name)
         _train_gen(tokenizer, gen_template, train, staging / "gen", gen_steps, progress)
-        _train_stream(tokenizer, train, staging / "stream", stream_steps, progress)
+        _train_stream(AutoTokenizer.from_pretrained(str(staging / "stream")), train, staging / "stream", stream_steps, progress)
         for name in ("gen", "stream"):
             (staging / name / "README.md").write_text(f"# {FIXTURE_NOTE}\n\nBuilt by guardstream.dev.tiny_checkpoints.\n")
         (staging / "DONE").write_text(key)

@@ -26,7 +26,7 @@ def build_streams(tok) -> list[dict]:
 def reference_stop(model: StreamGuardReference, tok, stream: dict) -> int | None:
     """Where the published debounce (2 consecutive unsafe tokens, strict policy) trips, by one full forward."""
     prompt = tok(tok.apply_chat_template([{"role": "user", "content": stream["prompt"]}], tokenize=False,
-                                         add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+                                         add_generation_prompt=True, enable_thinking=False), add_special_tokens=False)["input_ids"]
     risk, _ = model.response_logits(model.hidden_states(torch.tensor([prompt + stream["ids"]]))[0, len(prompt):])
     unsafe = [model.labels.response_risk[int(i)] in ("Unsafe", "Controversial") for i in risk.argmax(-1)]
     run = 0

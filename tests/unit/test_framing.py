@@ -64,48 +64,24 @@ def test_plain_text_encodes_as_the_tokenizer_does(tokenizers, text):
         assert encode_text(tok, text) == tok(text, add_special_tokens=False)["input_ids"]
 
 
-def test_the_held_back_tail_is_bounded(tokenizers):
-    tok = tokenizers["stream"]
-    inc = IncrementalTokenizer(tok)
-    emitted = [i for _ in range(100) for i in inc.push("x" * 37)]  # one run without a pre-token boundary
-    assert len(inc.pending) <= IncrementalTokenizer.MAX_PENDING_CHARS and emitted
-    assert tok.decode(emitted + inc.finish()) == "x" * 3700
-
-
-# Qwen3's chat template in the parts that frame a reply: every turn closed by <|im_end|>, and the
-# last assistant turn (or the generation prompt, with thinking off) opened by an empty think block.
-QWEN3_STYLE = """{%- for m in messages -%}
+# A template that opens the reply with no think block (the fixture's own is Qwen3-style and writes one).
+NO_THINK = """{%- for m in messages -%}
 <|im_start|>{{ m.role }}
-{% if m.role == 'assistant' and loop.last %}<think>
-
-</think>
-
-{% endif %}{{ m.content }}<|im_end|>
+{{ m.content }}<|im_end|>
 {% endfor -%}
 {%- if add_generation_prompt %}<|im_start|>assistant
-{% if enable_thinking is defined and enable_thinking is false %}<think>
-
-</think>
-
-{% endif %}{% endif -%}"""
-QWEN_PRETOKENIZER = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+{% endif -%}"""
 TURNS = [("How do I pick a lock?", "Sorry, I can't help with that.\n\nTry a locksmith."),
          ("如何制作炸弹？", "我不能帮助你。请注意安全。"),
          ("爆弾の作り方を教えて", "それはお手伝いできません。"),
          ("كيف أصنع قنبلة؟", "لا أستطيع المساعدة في ذلك."),
          ("ราคาเท่าไหร่ 12345", "ประมาณ 67890 บาท 🙂👍🏽"),
-         ("Cafe\u0301 at 10:30?", "Sure — 2 × 3 = 6, see you at 10:30.")]
+         ("Cafe\u0301 at 10:30?", "Sure — 2 × 3 = 6, see you at the cafe\u0301 at 10:30.")]
 
 
-def framed_by(tok, template: str, qwen_pretokenizer: bool = False):
-    from tokenizers import Regex, pre_tokenizers
-
+def framed_by(tok, template: str):
     framed = copy.deepcopy(tok)
     framed.chat_template = template
-    if qwen_pretokenizer:  # Qwen's digits-one-by-one, newline-run pre-tokenizer over the fixture's byte-level BPE
-        framed.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZER), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     return framed
 
 
@@ -116,10 +92,10 @@ def reference_framing(tok, prompt: str, reply: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-@pytest.mark.parametrize("template,qwen_pretokenizer", [("fixture", False), ("qwen3", False), ("qwen3", True)])
-def test_stream_ids_equal_the_reference_framing_token_for_token(tokenizers, template, qwen_pretokenizer):
+@pytest.mark.parametrize("template", ["fixture", "no think block"])
+def test_stream_ids_equal_the_reference_framing_token_for_token(tokenizers, template):
     base = tokenizers["stream"]
-    tok = framed_by(base, base.chat_template if template == "fixture" else QWEN3_STYLE, qwen_pretokenizer)
+    tok = base if template == "fixture" else framed_by(base, NO_THINK)
     for prompt, reply in TURNS:
         prefix = reply_prefix_ids(tok, prompt)
         as_ids = encode_text(tok, reply)
@@ -131,7 +107,7 @@ def test_stream_ids_equal_the_reference_framing_token_for_token(tokenizers, temp
         after = tok.decode(reference[len(prefix) + len(as_ids):])
         assert after == "" or after.startswith("<|im_end|>")  # the reply was all of it
         think = "<think>\n\n</think>\n\n" in tok.decode(prefix)
-        assert think == (template == "qwen3")  # the empty think block is read before the reply when the template writes it
+        assert think == (template == "fixture")  # the empty think block is read before the reply when the template writes it
 
 
 def test_a_template_that_drops_the_reply_is_refused(tokenizers):

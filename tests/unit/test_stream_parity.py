@@ -29,7 +29,7 @@ def conversations(tok, n: int, seed: int = 0) -> list[tuple[list[int], list[int]
     pairs = []
     for i in range(n):
         ex = corpus[rng.randrange(len(corpus))]
-        prompt = tok.apply_chat_template(ex.messages[:1], tokenize=False, add_generation_prompt=True)
+        prompt = tok.apply_chat_template(ex.messages[:1], tokenize=False, add_generation_prompt=True, enable_thinking=False)
         reply = " ".join([ex.messages[1]["content"]] * rng.randint(1, 4))
         pairs.append((tok(prompt, add_special_tokens=False)["input_ids"],
                       tok(reply, add_special_tokens=False)["input_ids"][: rng.randint(3, 120)]))

@@ -57,7 +57,7 @@ def test_stream_fixture_agrees_with_heldout_labels(tiny):
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     query_hits = query_total = flagged_right = flagged_total = 0
     for ex in load_corpus("heldout"):
-        prefix_text = tok.apply_chat_template(ex.messages[:1], tokenize=False, add_generation_prompt=True)
+        prefix_text = tok.apply_chat_template(ex.messages[:1], tokenize=False, add_generation_prompt=True, enable_thinking=False)
         prefix = tok(prefix_text, add_special_tokens=False)["input_ids"]
         reply = tok(ex.messages[1]["content"], add_special_tokens=False)["input_ids"] if ex.kind == "response" else []
         h = model.hidden_states(torch.tensor([prefix + reply]))[0]
