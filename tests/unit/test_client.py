@@ -1,0 +1,90 @@
+"""The client's routing of verdicts to the requests waiting for them, and the endpoint's OpenAI mapping
+(no broker: the integration tests run both against the real pipeline)."""
+
+import asyncio
+
+import pytest
+from fastapi import HTTPException
+
+from guardstream.client import Guard, Outcome
+from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent
+from guardstream.serve import ModerationRequest, TextPart, as_result, texts_of
+from guardstream.topology.policy import Policy, TenantPolicy
+from guardstream.topology.settings import Settings
+
+
+def verdict(source: str, tenant: str = "acme", conversation: str = "c", action: Action = Action.allow,
+            stream: StreamPosition | None = None, moderate: Moderate = Moderate.response, **extra) -> VerdictEvent:
+    return VerdictEvent(verdict_id=f"v-{source}-{action.value}", source_event_id=source, conversation_id=conversation,
+                        tenant=tenant, moderate=moderate, model_id="m", model_variant="stream" if stream else "gen",
+                        risk_level=extra.pop("risk_level", RiskLevel.safe), action=action, policy="p", latency_ms=1,
+                        stream=stream, **extra)
+
+
+def guard() -> Guard:
+    policy = Policy(tenants={"open": TenantPolicy(fail_mode="open")})
+    return Guard("unused:9092", Settings.load({}, policy=policy))
+
+
+def test_verdicts_reach_their_own_request_only():
+    async def run():
+        g = guard()
+        mine = asyncio.get_running_loop().create_future()
+        g._waiting[("acme", "c", "e1")] = mine
+        g._deliver(verdict("e1", tenant="other"))  # same ids, another tenant: not ours
+        g._deliver(verdict("e2"))
+        assert not mine.done()
+        g._deliver(verdict("e1", action=Action.block))
+        return mine.result()
+
+    assert asyncio.run(run()).action is Action.block
+
+
+def test_a_stream_hears_its_prompt_chunks_stop_and_final():
+    async def run():
+        g = guard()
+        async with g.stream("c", "hi", tenant="acme", stream_id="s") as s:
+            at = lambda seq, **kw: StreamPosition(stream_id="s", seq=seq, token_offset=0, token_count=4, **kw)  # noqa: E731
+            g._deliver(verdict("s-0", moderate=Moderate.prompt, stream=at(0)))
+            g._deliver(verdict("s-0", stream=at(0)))
+            g._deliver(verdict("s-1", stream=at(1, stop_token=5), action=Action.stop))
+            g._deliver(verdict("s-2", stream=at(2), action=Action.block))
+            g._deliver(verdict("x-0", stream=StreamPosition(stream_id="x", seq=0, token_offset=0, token_count=1),
+                               action=Action.stop))  # another stream's stop
+            assert s.stopped.is_set() and s.stop_token == 5 and s.prompt_verdict.moderate is Moderate.prompt
+            assert [v.stream.seq for v in s.chunk_verdicts] == [0, 1, 2]
+            g._deliver(verdict("s-3", stream=StreamPosition(stream_id="s", seq=None, token_offset=0, token_count=12,
+                                                            stop_token=5, final=True), action=Action.stop))
+            return await asyncio.wait_for(asyncio.shield(s._final), 1)
+
+    assert asyncio.run(run()).stream.final
+    with pytest.raises(ValueError, match="already being guarded"):
+        async def twice():
+            g = guard()
+            async with g.stream("c", "hi", tenant="acme", stream_id="s"), g.stream("c", "hi", tenant="acme", stream_id="s"):
+                pass
+        asyncio.run(twice())
+
+
+def test_the_fail_mode_is_the_tenants():
+    g = guard()
+    assert g.fail_mode("acme") == Outcome(Action.block) and g.fail_mode("open") == Outcome(Action.allow)
+    assert g.fail_mode("acme").timed_out
+
+
+def test_openai_shape_of_a_verdict():
+    unsafe = Outcome(Action.block, verdict("e", moderate=Moderate.prompt, risk_level=RiskLevel.unsafe,
+                                           categories=["Violent", "PII"], probabilities={"Unsafe": 0.9, "Safe": 0.1}))
+    result = as_result(unsafe)
+    assert result["flagged"] and result["categories"]["violence"] and result["category_scores"]["violence"] == 0.9
+    assert sum(result["categories"].values()) == 1  # PII has no OpenAI name: it is in qwen3guard only
+    assert result["qwen3guard"]["categories"] == ["Violent", "PII"] and result["qwen3guard"]["action"] == "block"
+    late = as_result(Outcome(Action.allow))
+    assert not late["flagged"] and late["qwen3guard"]["timed_out"] and not any(late["category_scores"].values())
+
+
+def test_inputs_that_cannot_be_moderated_are_refused():
+    assert texts_of(ModerationRequest(input=[TextPart(type="text", text="a"), TextPart(type="text", text="b")])) == ["a", "b"]
+    for bad in ([], [TextPart(type="image_url")], ["x"] * 33):
+        with pytest.raises(HTTPException):
+            texts_of(ModerationRequest(input=bad))
