@@ -55,16 +55,19 @@ def worker_options(f):
     return f
 
 
-def _worker_settings(policy_source: str | None, **flags) -> Settings:
+def _policy(policy_source: str | None):
     from guardstream.topology.policy import Policy
 
-    policy = None
-    if policy_source:
-        try:
-            policy = Policy.from_source(policy_source)
-        except (OSError, ValueError) as exc:
-            raise click.UsageError(f"--policy: {exc}") from None
-    settings = _settings(policy=policy, **flags)
+    if not policy_source:
+        return None
+    try:
+        return Policy.from_source(policy_source)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--policy: {exc}") from None
+
+
+def _worker_settings(policy_source: str | None, **flags) -> Settings:
+    settings = _settings(policy=_policy(policy_source), **flags)
     # a worker that joins a pool takes its models from the pool; a worker of sinks needs none
     return _with_models(settings, bool(settings.agents & {"gen", "stream"}) and settings.pool == "create")
 
@@ -226,6 +229,26 @@ def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: boo
     asyncio.run(tail_topic(settings, _bootstrap_or_fail(settings), role, limit, as_json))
 
 
+@main.command()
+@click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--tenant", default="default", show_default=True, help="tenant of requests without X-Guardstream-Tenant")
+@click.option("--timeout", "timeout_s", type=float, default=5, show_default=True,
+              help="seconds to wait for a verdict before the tenant's fail mode answers")
+@click.option("--policy", "policy_source", help="the workers' policy (for the fail modes) [env GUARDSTREAM_POLICY]")
+def serve(kafka_bootstrap: str | None, host: str, port: int, tenant: str, timeout_s: float, policy_source: str | None) -> None:
+    """An OpenAI-compatible POST /v1/moderations, answered by the workers over Kafka."""
+    import uvicorn
+
+    from guardstream.client import Guard
+    from guardstream.serve import create_api
+
+    settings = _settings(policy=_policy(policy_source), kafka_bootstrap=kafka_bootstrap)
+    api = create_api(Guard(_bootstrap_or_fail(settings), settings, timeout_s), tenant, timeout_s)
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
 @main.group()
 def bench() -> None:
     """Throughput and latency next to baselines measured in the same run."""
@@ -361,6 +384,50 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
     console.print(f"pipeline efficiency {pipeline.per_second / engine.per_second:.2f} of the engine alone; "
                   f"plumbing ceiling {plumbing.per_second:,.0f} events/s. Latency: produce to verdict, paced at half "
                   "the burst throughput (engine alone: its batch).")
+
+
+@bench.command("stream-pipeline")
+@click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny fixture")
+@click.option("--streams", default="1,16,64", show_default=True, help="concurrent gateway streams to measure")
+@click.option("--tokens-per-s", type=float, default=30, show_default=True, help="reply tokens per second, per stream")
+@click.option("--chunk-tokens", type=int, default=4, show_default=True, help="token ids per chunk")
+@click.option("--reply-tokens", type=int, default=96, show_default=True, help="reply length per stream")
+@click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the StreamGuard actor (and engine alone)")
+def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: float, chunk_tokens: int,
+                          reply_tokens: int, actor_cpus: int) -> None:
+    """Gateway streams through broker → Faust → Ray → engine: chunk-verdict latency and stop lag at the
+    client, next to the broker alone and the engine alone."""
+    from rich.table import Table
+
+    from guardstream.bench.stream_pipeline import run_stream_pipeline_bench
+    from guardstream.bench.timing import percentile
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    model = stream_model or str(build_tiny_checkpoints().stream)
+    console.print(f"[bold]bench stream-pipeline[/] model={model}: streams {streams} at {tokens_per_s:g} tokens/s in "
+                  f"chunks of {chunk_tokens}; engine alone, then a worker (stream agent) and its actor")
+    floor, engine, runs = run_stream_pipeline_bench(model, _int_list(streams), chunk_tokens, tokens_per_s, reply_tokens,
+                                                    actor_cpus, _settings().home, lambda line: console.print(f"  {line}"))
+    table = Table(title=f"Stream pipeline: one worker (stream agent), one StreamGuard actor with {actor_cpus} thread(s), "
+                        f"{tokens_per_s:g} tokens/s per stream, chunks of {chunk_tokens}")
+    for column in ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
+                   "stop lag p50/p99 tokens", "kept up"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    table.add_row("broker floor: produce → consume, no worker", "", f"{len(floor):,}", f"{percentile(floor, 0.5):.1f}",
+                  f"{percentile(floor, 0.99):.1f}", "", "", "", "")
+    for m in engine:
+        table.add_row("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
+                      f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", "", "", "", "")
+    for r in runs:
+        table.add_row("pipeline: client → broker → worker → actor → client", str(r.streams), f"{len(r.latencies_ms):,}",
+                      f"{percentile(r.latencies_ms, 0.5):.1f}", f"{percentile(r.latencies_ms, 0.99):.1f}",
+                      f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
+                      f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
+                      f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
+                      "yes" if r.kept_up else "no")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console.print("Latency: produce to verdict at the client; stop lag: from producing the chunk that holds the stop "
+                  "token to the stop's arrival, and the reply tokens sent past that chunk meanwhile.")
 
 
 @main.command()

@@ -2,7 +2,7 @@
 
 - the engines (models) import only each other and the wire schemas;
 - the core (schemas, topology, workers) never imports the application (CLI, worker start-up,
-  Kafka client helpers) or its dev and bench tools;
+  Kafka client helpers, the gateway client and its endpoint) or its dev and bench tools;
 - production code, the application included, imports nothing from dev/ or bench/, except the
   CLI, whose commands start them.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"guardstream": "guardstream", "schemas": "guardstream.schemas", "topology": "guardstream.topology",
            "workers": "guardstream.workers"}
-APPLICATION = ("guardstream.cli", "guardstream.runtime", "guardstream.kafka_io", "guardstream.dev", "guardstream.bench")
+APPLICATION = ("guardstream.cli", "guardstream.runtime", "guardstream.kafka_io", "guardstream.client", "guardstream.serve",
+               "guardstream.dev", "guardstream.bench")
 TOOLS = ("guardstream.dev", "guardstream.bench")
 CORE = ("guardstream.schemas", "guardstream.topology", "guardstream.workers")
 ENGINES = "guardstream.workers.engines"
