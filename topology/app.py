@@ -73,6 +73,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         datadir=str(settings.home / "faust" / "{conf.name}-data"),  # not the working directory
     )
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
+    app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
 
     w = Wiring(app, settings)
     if "gen" in settings.agents:

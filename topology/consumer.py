@@ -48,12 +48,22 @@ class _Unremembered(dict):
         pass
 
 
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: StrictTransport):
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms  # Faust hard-codes 1,500 ms; read at start()
+        return consumer
+
+
 class StrictConsumer(aiokafka_driver.Consumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._read_offset = _Unremembered()
         self._stalled: dict[TP, tuple[int, float]] = {}  # tp → (its unacked head, since when)
         self._refetching: set[asyncio.Task] = set()
+
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
         """Faust leaves the head unknown (None) where nothing or offset 0 was committed, and then
@@ -120,3 +130,4 @@ def committable(acked: list[int], acked_index: set[int], committed: int | None) 
 
 class StrictTransport(aiokafka_driver.Transport):
     Consumer = StrictConsumer
+    fetch_max_wait_ms = 1500  # the app sets its own (settings.kafka_fetch_max_wait_ms)

@@ -1,5 +1,6 @@
 """The app a worker builds: the agents it was told to run, their tables, and no standby copies."""
 
+import asyncio
 import types
 
 from guardstream.topology.app import create_app
@@ -15,3 +16,13 @@ def test_a_worker_registers_the_agents_it_runs_and_keeps_no_standby_tables():
     assert sorted(models.agents) == ["gen", "stream"] and list(models.tables) == ["stream-state"]
     # a standby copy would put partitions this worker does not own into the tables its timers expire
     assert sinks.conf.table_standby_replicas == models.conf.table_standby_replicas == 0
+
+
+def test_the_agents_consumer_long_polls_as_long_as_the_settings_say():
+    # Faust's own 1,500 ms: the embedded broker answers a fetch at the end of its wait, so it was most of a chunk's latency
+    app = create_app(Settings.load({}, agents="enforcement", kafka_fetch_max_wait_ms=7), "127.0.0.1:1", None, None)
+
+    async def created():  # aiokafka makes its consumers inside a running loop
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    assert asyncio.run(created())._fetch_max_wait_ms == 7
