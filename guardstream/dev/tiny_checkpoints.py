@@ -132,8 +132,8 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
     rows = []
     for ex in corpus:
-        prompt = tokenizer.apply_chat_template(ex.messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(tokenizer.apply_chat_template(ex.messages, chat_template=template, tokenize=False),
+                               add_special_tokens=False)["input_ids"]  # as the Gen model card renders it
         target_ids = tokenizer(gen_target(ex) + "<|im_end|>", add_special_tokens=False)["input_ids"]
         rows.append((prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids))
     index = _compact_index([ids for ids, _ in rows], tokenizer.pad_token_id)

@@ -114,3 +114,31 @@ def test_a_template_that_drops_the_reply_is_refused(tokenizers):
     tok = framed_by(tokenizers["stream"], "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}")
     with pytest.raises(ValueError, match="does not render the assistant's reply"):
         reply_prefix_ids(tok, "hi")
+
+
+# A Gen template that also honours add_generation_prompt, which the Gen model card does not pass
+GEN_WITH_FLAG = """{%- for m in messages -%}
+<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor -%}
+<|im_start|>assistant
+{% if add_generation_prompt %}<think>
+
+</think>
+
+{% endif -%}"""
+
+
+@pytest.mark.parametrize("template", ["fixture", "honours add_generation_prompt"])
+def test_gen_ids_equal_the_model_cards_rendering(tiny, template):
+    engine = GenEngine(str(tiny.gen))
+    if template != "fixture":
+        engine.tokenizer = framed_by(engine.tokenizer, GEN_WITH_FLAG)
+    tok = engine.tokenizer
+    for prompt, reply in TURNS:
+        for request in (GenRequest([{"role": "user", "content": prompt}], Moderate.prompt),
+                        GenRequest([{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+                                   Moderate.response)):
+            card = tok(tok.apply_chat_template(request.messages, tokenize=False), add_special_tokens=False)["input_ids"]
+            assert engine.input_ids(request) == card
+            assert tok.decode(card).endswith("<|im_start|>assistant\n")  # and not the think block the flag adds

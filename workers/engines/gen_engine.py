@@ -62,8 +62,11 @@ class GenResult:
 
 
 def input_ids(tokenizer, request: GenRequest) -> list[int]:
-    """The templated request; its messages' text is read as text, never as control tokens."""
-    return render_ids(tokenizer, request.messages, add_generation_prompt=True)
+    """The request as the Gen model card renders it, `apply_chat_template(messages)` with the
+    template's defaults: Qwen3Guard-Gen's template writes the assistant header itself, and a flag the
+    card does not pass (add_generation_prompt) would add what the model never saw. Its messages'
+    text is read as text, never as control tokens."""
+    return render_ids(tokenizer, request.messages)
 
 
 def load_checkpoint_error(model: str, exc: Exception) -> RuntimeError:
