@@ -393,8 +393,9 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
 @click.option("--chunk-tokens", type=int, default=4, show_default=True, help="token ids per chunk")
 @click.option("--reply-tokens", type=int, default=96, show_default=True, help="reply length per stream")
 @click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the StreamGuard actor (and engine alone)")
+@click.option("--fetch-wait-ms", type=int, default=20, show_default=True, help="the worker's KAFKA_FETCH_MAX_WAIT_MS")
 def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: float, chunk_tokens: int,
-                          reply_tokens: int, actor_cpus: int) -> None:
+                          reply_tokens: int, actor_cpus: int, fetch_wait_ms: int) -> None:
     """Gateway streams through broker → Faust → Ray → engine: chunk-verdict latency and stop lag at the
     client, next to the broker alone and the engine alone."""
     from rich.table import Table
@@ -407,9 +408,10 @@ def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: 
     console.print(f"[bold]bench stream-pipeline[/] model={model}: streams {streams} at {tokens_per_s:g} tokens/s in "
                   f"chunks of {chunk_tokens}; engine alone, then a worker (stream agent) and its actor")
     floor, engine, runs = run_stream_pipeline_bench(model, _int_list(streams), chunk_tokens, tokens_per_s, reply_tokens,
-                                                    actor_cpus, _settings().home, lambda line: console.print(f"  {line}"))
+                                                    actor_cpus, fetch_wait_ms, _settings().home,
+                                                    lambda line: console.print(f"  {line}"))
     table = Table(title=f"Stream pipeline: one worker (stream agent), one StreamGuard actor with {actor_cpus} thread(s), "
-                        f"{tokens_per_s:g} tokens/s per stream, chunks of {chunk_tokens}")
+                        f"{tokens_per_s:g} tokens/s per stream, chunks of {chunk_tokens}, fetch wait {fetch_wait_ms} ms")
     for column in ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
                    "stop lag p50/p99 tokens", "kept up"):
         table.add_column(column, justify="left" if column == "path" else "right")

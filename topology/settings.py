@@ -42,10 +42,10 @@ class Settings(BaseModel):
     # A new consumer group's first join waits on the rebalance timeout (Tansu: half of it).
     kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
     kafka_session_timeout_s: float = Field(default=10, gt=0)
-    # The agents' fetch long poll. Kafka answers a waiting fetch when a record arrives, so this only
-    # paces idle polling there; the embedded broker answers at the end of the wait, so it adds to
-    # every chunk's latency (Faust's own 1,500 ms made a chunk verdict take 0.4 to 0.8 s).
-    kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
+    # The agents' fetch long poll (Faust's own: 1,500 ms). Kafka answers a waiting fetch when a
+    # record arrives, so there it only paces idle polling; the embedded broker answers at the end of
+    # the wait, so it adds to every chunk's latency (20 ms: `bench stream-pipeline`, README).
+    kafka_fetch_max_wait_ms: int = Field(default=1500, ge=1, le=5000)
 
     # Ray and the model pool: named actors in the Ray namespace of app_id, shared by its workers.
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus

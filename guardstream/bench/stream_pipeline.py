@@ -186,7 +186,7 @@ def measure_engine_alone(checkpoint: str, prompt: list[int], streams: int, chunk
 
 
 def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, tokens_per_s: float, reply_tokens: int,
-                              threads: int, home: Path, report: Callable[[str], None]
+                              threads: int, fetch_wait_ms: int, home: Path, report: Callable[[str], None]
                               ) -> tuple[list[float], list[Measurement], list[StreamsRun]]:
     from transformers import AutoTokenizer
 
@@ -201,7 +201,7 @@ def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, t
     with EmbeddedBroker(log_path=home / "bench-broker.log") as broker:
         worker = WorkerProcess(broker.bootstrap, home / "bench-stream-worker.log", "--stream-model", checkpoint,
                                app_id=f"bench-{run}", topic_prefix=f"bench-{run}.", agents="stream",
-                               stream_actor_cpus=threads).wait_ready()
+                               stream_actor_cpus=threads, kafka_fetch_max_wait_ms=fetch_wait_ms).wait_ready()
         try:
             floor = asyncio.run(measure_broker_floor(worker.settings, broker.bootstrap))
             report(f"broker floor: p50 {percentile(floor, 0.5):.1f} ms")
