@@ -29,7 +29,7 @@ def test_moderate_returns_the_verdict_of_its_own_event(worker):
 
     async def run():
         async with Guard(worker.bootstrap, client_settings(), timeout_s=120) as guard:
-            return await asyncio.gather(*(guard.moderate(conversation(f"cl-{i}", "acme", ex.messages[0]["content"]))
+            return await asyncio.gather(*(guard.moderate(conversation(f"cl-{i}", "gw-strict", ex.messages[0]["content"]))
                                           for i, ex in enumerate((unsafe, safe, unsafe))))
 
     outcomes = asyncio.run(run())
@@ -42,11 +42,11 @@ def test_a_timeout_applies_the_tenants_fail_mode(worker):
     async def run():
         async with Guard(worker.bootstrap, client_settings()) as guard:
             late = [await guard.moderate(conversation(f"cl-late-{tenant}", tenant, "hello"), timeout=0.001)
-                    for tenant in ("acme", "globex")]  # acme: the default fail-closed policy; globex: fail-open
-            async with guard.stream("cl-late-stream", "hello", tenant="globex", timeout=0.001) as s:
+                    for tenant in ("gw-strict", "gw-loose")]  # gw-strict: the default fail-closed policy; gw-loose: fail-open
+            async with guard.stream("cl-late-stream", "hello", tenant="gw-loose", timeout=0.001) as s:
                 await s.push("hi there")
                 ended = await s.finish()
-            after = await guard.moderate(conversation("cl-after", "acme", "hello"), timeout=120)
+            after = await guard.moderate(conversation("cl-after", "gw-strict", "hello"), timeout=120)
             return late, ended, after
 
     (closed, open_), ended, after = asyncio.run(run())
@@ -65,7 +65,7 @@ def test_guarded_streams_stop_where_the_reference_says(worker, tiny):
     assert any(e is not None for e in expected) and any(e is None for e in expected)
 
     async def guarded(guard: Guard, index: int, s: dict):
-        async with guard.stream(f"cl-conv-{index}", s["prompt"], tenant="acme", stream_id=f"cl-{index}") as g:
+        async with guard.stream(f"cl-conv-{index}", s["prompt"], tenant="gw-strict", stream_id=f"cl-{index}") as g:
             for k in range(0, len(s["ids"]), CHUNK):
                 if g.stopped.is_set():
                     break

@@ -28,7 +28,7 @@ def endpoint(worker, tmp_path_factory):
     env = {**os.environ, "GUARDSTREAM_TOPIC_PREFIX": "it.", "GUARDSTREAM_POLICY": json.dumps(POLICY)}
     with open(log, "w") as out:
         server = subprocess.Popen([str(Path(sys.executable).with_name("guardstream")), "serve", "--bootstrap", worker.bootstrap,
-                                   "--port", str(port), "--tenant", "acme", "--timeout", "120"],
+                                   "--port", str(port), "--tenant", "gw-strict", "--timeout", "120"],
                                   stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
@@ -67,9 +67,9 @@ def test_the_openai_client_gets_qwen3guard_verdicts(endpoint):
 def test_a_tenant_header_and_bad_input(endpoint):
     client = openai.OpenAI(base_url=endpoint, api_key="unused", max_retries=0, timeout=180)
     prompt = next(ex for ex in load_corpus("train") if ex.kind == "prompt" and ex.label == "Unsafe"
-                  and ex.categories[0] == "PII")  # globex (fail-open, loose) sends PII to review: not flagged
+                  and ex.categories[0] == "PII")  # gw-loose (fail-open, loose) sends PII to review: not flagged
     response = client.moderations.create(input=prompt.messages[0]["content"],
-                                         extra_headers={"X-Guardstream-Tenant": "globex"})
+                                         extra_headers={"X-Guardstream-Tenant": "gw-loose"})
     assert not response.results[0].flagged and response.results[0].model_extra["qwen3guard"]["action"] == "review"
     with pytest.raises(openai.BadRequestError, match="text only"):
         client.moderations.create(input=[{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])
