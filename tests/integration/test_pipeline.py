@@ -24,13 +24,17 @@ PREFIX = "pipe"
 
 
 def corpus_events() -> tuple[list[dict], dict[str, str]]:
+    """N corpus examples spread over the tenants, and a twin of each Controversial one for every
+    other tenant, so that strict and loose policies meet the same content."""
     corpus = load_corpus()
     events, heldout_labels = [], {}
     for i in range(N):
         example = corpus[i % len(corpus)]
-        event_id = f"{PREFIX}-{i:04d}"
-        events.append({"event_id": event_id, "conversation_id": f"{PREFIX}-conv-{i // 3}", "tenant": TENANTS[i % 3],
-                       "moderate": example.kind, "messages": example.messages})
+        event_id, tenant = f"{PREFIX}-{i:04d}", TENANTS[i % 3]
+        twins = [t for t in TENANTS if t != tenant] if example.label == "Controversial" else []
+        for suffix, owner in [("", tenant)] + [(f"-{t}", t) for t in twins]:
+            events.append({"event_id": event_id + suffix, "conversation_id": f"{PREFIX}-conv-{i // 3}{suffix}",
+                           "tenant": owner, "moderate": example.kind, "messages": example.messages})
         if example.split == "heldout":
             heldout_labels[event_id] = example.label
     return events, heldout_labels
@@ -52,11 +56,11 @@ def moderated(worker):
 
 def test_every_event_yields_exactly_one_verdict(moderated):
     events, _, verdicts = moderated
-    assert len(verdicts) == N
+    assert len(verdicts) == len(events)
     assert sorted(v["source_event_id"] for v in verdicts) == sorted(e["event_id"] for e in events)
-    assert len({v["verdict_id"] for v in verdicts}) == N
+    assert len({v["verdict_id"] for v in verdicts}) == len(events)
     errors = [v for v in verdicts if v["risk_level"] == RiskLevel.error.value]
-    assert len(errors) <= N * 0.02  # the tiny model rarely misformats; such a reply is an Error verdict
+    assert len(errors) <= len(events) * 0.02  # the tiny model rarely misformats; such a reply is an Error verdict
     assert all(v["error"].startswith("malformed model output") and v["action"] in ("block", "allow") for v in errors)
 
 
@@ -103,7 +107,7 @@ def test_audit_rows_equal_verdicts_and_redelivery_adds_none(worker, pg_url, mode
     asyncio.run(wait_drained(worker.settings, worker.bootstrap, "conversations"))
     asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
     again = read_all(worker.settings, worker.bootstrap, "verdicts", mine)
-    assert len(again) == 2 * N and {v["verdict_id"] for v in again} == set(expected)
+    assert len(again) == 2 * len(events) and {v["verdict_id"] for v in again} == set(expected)
     assert audit_rows() == expected
 
 
