@@ -27,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+
+from guardstream.topology.state import seal
 
 log = logging.getLogger(__name__)
 REFETCH_AFTER_S = 2.0  # a head still missing at the next commit check (acks come in order) was lost
@@ -76,6 +79,14 @@ class StrictConsumer(aiokafka_driver.Consumer):
             except Exception as exc:  # noqa: BLE001 - an exception here would stop the app's recovery
                 log.warning("earliest offsets of %d partitions unknown (%s); their first acked run is "
                             "committed as it comes", len(unknown), exc)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """Recovery reads each changelog up to these: they are sealed first (`state.seal`), so that
+        on Tansu the watermark lies past every record written before."""
+        changelogs = [tp for tp in partitions if self._is_changelog_tp(tp)]
+        if changelogs:
+            await seal(self.app.producer, changelogs)
+        return await super().highwaters(*partitions)
 
     def _new_offset(self, tp: TP) -> int | None:
         committed = self._committed_offset[tp]

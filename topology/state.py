@@ -8,26 +8,34 @@ could outrun the state it relied on. Here every stored value remembers its parti
 `write` sends the changelog records itself and waits for the broker's acks before it changes
 the table: what an agent acks afterwards is always restored with the state it left.
 
-Each write ends with a tombstone for a key no one uses, sent to every partition it touched after
-the other records were acked, so it travels in a batch of its own. Recovery reads a changelog up
-to its high watermark, and Tansu (the development broker) reports the base offset of the last
-batch there: without the lone last record, every record but the first of a batch would be left
-out of recovery. On Kafka it costs one small record per partition and write.
+Recovery reads a changelog up to its high watermark, and Tansu (the development broker) reports
+the base offset of the last batch there: every record but the first of that batch would be left
+out. So before a worker reads the high watermarks it seals each changelog partition with a lone
+tombstone for a key no one uses (`seal`, called by the consumer), a batch of its own: whatever a
+worker wrote before it, even one killed mid-write, is then below the watermark. On Kafka it
+costs one small record per partition and recovery, and writes pay no extra round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from guardstream.workers.sinks import metrics
 
 
-_END_KEY = json.dumps("guardstream:end-of-write").encode()  # never stored: recovery applies it as a delete
+_SEAL_KEY = json.dumps("guardstream:seal").encode()  # never stored: recovery applies it as a delete
+
+
+async def seal(producer, partitions: Iterable[TP]) -> None:
+    """End each changelog partition with a lone record, acked, so its high watermark covers every
+    record before it (on Tansu; see above)."""
+    await asyncio.gather(*[await producer.send(tp.topic, _SEAL_KEY, None, tp.partition, None, None) for tp in partitions])
 
 
 class PartitionedTable:
@@ -50,18 +58,17 @@ class PartitionedTable:
     async def write(self, changes: Mapping[str, tuple[int, Any]]) -> None:
         """Apply `changes` (key → (partition, value); a None value deletes the key) once the
         changelog holds them. A key that is neither stored nor given a value needs no tombstone."""
-        sends, partitions = [], set()
+        sends = []
         for key, (partition, value) in changes.items():
             stored = self.table.data.get(key)
             if value is None and stored is None:
                 continue
             # serialised once, sent raw; recovery reads it as JSON, as Faust's json codec wrote it
             encoded = None if value is None else json.dumps({"p": partition, "v": value}, ensure_ascii=False).encode()
-            partitions.add(target := stored["p"] if value is None else partition)
+            target = stored["p"] if value is None else partition
             sends.append(await self.producer.send(self.topic, json.dumps(key).encode(), encoded, target, None, None))
             self.written.inc(len(key) + len(encoded or b""))
         await asyncio.gather(*sends)
-        await asyncio.gather(*[await self.producer.send(self.topic, _END_KEY, None, p, None, None) for p in partitions])
         for key, (partition, value) in changes.items():
             if value is None:
                 self.table.data.pop(key, None)
