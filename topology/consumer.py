@@ -19,7 +19,9 @@ The committed offset moves only over a consecutive run of acked offsets that sta
 it, so the worst case is a held offset that the next owner replays, never a skipped record. A
 partition whose committed record stays unacked for `REFETCH_AFTER_S` while later ones are acked
 lost that record on the way (agents ack each partition in order), and is fetched again from it.
-A partition without a committed offset starts from its earliest one, which is then the head.
+A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it, with nothing
+acked after it either, is fetched again from it, and taken back into the fetch if Faust had left
+it out. A partition without a committed offset starts from its earliest one, which is then the head.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from collections.abc import Mapping
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+from mode import Service
 
 from guardstream.topology.state import seal
 
 log = logging.getLogger(__name__)
 REFETCH_AFTER_S = 2.0  # a head still missing at the next commit check (acks come in order) was lost
+STUCK_AFTER_S = 30.0  # a head neither acked nor passed while records lie beyond it: its partition stopped flowing
 
 
 class _Unremembered(dict):
@@ -63,6 +67,7 @@ class StrictConsumer(aiokafka_driver.Consumer):
         super().__init__(*args, **kwargs)
         self._read_offset = _Unremembered()
         self._stalled: dict[TP, tuple[int, float]] = {}  # tp → (its unacked head, since when)
+        self._stuck: dict[TP, tuple[int, float]] = {}  # tp → (its head with records beyond, since when)
         self._refetching: set[asyncio.Task] = set()
 
     def _new_consumer_thread(self) -> _ConsumerThread:
@@ -110,6 +115,41 @@ class StrictConsumer(aiokafka_driver.Consumer):
             task = asyncio.ensure_future(self._refetch(tp, head))
             self._refetching.add(task)
             task.add_done_callback(self._refetching.discard)
+
+    @Service.timer(REFETCH_AFTER_S)
+    async def _watch_stuck_heads(self) -> None:
+        try:
+            if not self.app.in_recovery:
+                await self._fetch_stuck_heads()
+        except Exception as exc:  # noqa: BLE001 - an exception in a timer would stop the app; the next tick retries
+            log.warning("checking for stuck partitions failed (%s)", exc)
+
+    async def _fetch_stuck_heads(self) -> None:
+        """A partition can also lose its head with nothing after it acked (the chaos test saw one
+        restarted worker never commit one partition while the others flowed): whenever records lie
+        beyond a committed head that has not moved for STUCK_AFTER_S, the partition is fetched
+        again from it, and taken back into the fetch if Faust had left it out. A slow batch that
+        lasts that long is then delivered twice, which is harmless."""
+        heads = {tp: head for tp in self.assignment() if not self._is_changelog_tp(tp)
+                 and (head := self._committed_offset.get(tp)) is not None and head not in self._acked_index[tp]}
+        ends = await self.highwaters(*heads) if heads else {}
+        now = time.monotonic()
+        for tp in list(self._stuck):
+            if tp not in heads or self._stuck[tp][0] != heads[tp] or (ends.get(tp) or 0) <= heads[tp]:
+                del self._stuck[tp]
+        for tp, head in heads.items():
+            if (ends.get(tp) or 0) <= head:
+                continue
+            since = self._stuck.setdefault(tp, (head, now))[1]
+            if now - since >= STUCK_AFTER_S:
+                del self._stuck[tp]
+                log.warning("%s[%d]: offset %d not acked for %.0fs with records up to %d beyond it (fetching: %s); "
+                            "fetching again from it", tp.topic, tp.partition, head, now - since, ends[tp],
+                            tp in self._get_active_partitions())
+                if tp not in self._paused_partitions:
+                    self._buffered_partitions.discard(tp)
+                    self._get_active_partitions().add(tp)
+                await self._refetch(tp, head)
 
     async def _refetch(self, tp: TP, head: int) -> None:
         try:

@@ -130,3 +130,39 @@ async def test_a_partition_with_nothing_committed_starts_at_its_earliest_offset(
     assert consumer._committed_offset[tp] == 5 and consumer._committed_offset[changelog] is None
     consumer._acked[tp], consumer._acked_index[tp] = [6, 7], {6, 7}
     assert consumer._new_offset(tp) is None  # Faust would have committed 8 past the unacked 5
+
+
+async def test_a_partition_whose_head_stops_moving_is_fetched_again(monkeypatch):
+    """Nothing after the head acked either: records beyond a head that has not moved for
+    STUCK_AFTER_S bring the partition back into the fetch, from its head."""
+    consumer, tp, idle, now, seeks = a_consumer(), TP("t", 0), TP("t", 1), [100.0], []
+    ends = {tp: 40, idle: 7}
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp, idle})
+
+    async def highwaters(*tps):
+        return {t: ends[t] for t in tps}
+
+    async def seek(partition, offset):
+        seeks.append((partition, offset))
+
+    monkeypatch.setattr(consumer, "highwaters", highwaters)
+    monkeypatch.setattr(consumer, "seek", seek)
+    consumer._committed_offset.update({tp: 10, idle: 7})  # `idle` has nothing beyond its head
+    consumer._get_active_partitions().discard(tp)  # as when Faust left it out of the fetch
+    await consumer._fetch_stuck_heads()
+    now[0] += consumer_module.STUCK_AFTER_S - 1
+    await consumer._fetch_stuck_heads()
+    assert seeks == []
+    consumer._committed_offset[tp] = 12  # it moved: its clock starts again
+    now[0] += 2
+    await consumer._fetch_stuck_heads()
+    assert seeks == []
+    now[0] += consumer_module.STUCK_AFTER_S
+    await consumer._fetch_stuck_heads()
+    assert seeks == [(tp, 12)] and tp in consumer._get_active_partitions()
+    ends[tp] = 12  # everything is committed: nothing to wait for
+    for _ in range(2):
+        await consumer._fetch_stuck_heads()
+        now[0] += consumer_module.STUCK_AFTER_S
+    assert seeks == [(tp, 12)] and not consumer._stuck
