@@ -19,8 +19,8 @@ The committed offset moves only over a consecutive run of acked offsets that sta
 it, so the worst case is a held offset that the next owner replays, never a skipped record. A
 partition whose committed record stays unacked for `REFETCH_AFTER_S` while later ones are acked
 lost that record on the way (agents ack each partition in order), and is fetched again from it.
-A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it, with nothing
-acked after it either, is fetched again from it, and taken back into the fetch if Faust had left
+A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it, even with
+nothing after it acked, is fetched again from it, and taken back into the fetch if Faust had left
 it out. A partition without a committed offset starts from its earliest one, which is then the head.
 """
 
