@@ -56,7 +56,7 @@ def worker_options(f):
 
 
 def _policy(policy_source: str | None):
-    from guardstream.topology.policy import Policy
+    from guardstream.workers.moderation.policy import Policy
 
     if not policy_source:
         return None

@@ -29,7 +29,8 @@ from guardstream.workers.pools.model_pool import (PoolMissing, PoolSpec, ensure_
                                                   remove_pool, wait_for_pool)
 from guardstream.workers.pools.stream_pool import StreamPool, StreamSpec
 from guardstream.workers.pools import actors
-from guardstream.workers.sinks.metrics import ACTOR_RSS, HEALTH, serve_metrics
+from guardstream.topology.health import HEALTH, serve_metrics
+from guardstream.topology.metrics import ACTOR_RSS, STREAM_REBUILDS
 
 log = logging.getLogger("guardstream")
 WAIT_LOG_EVERY_S = 30
@@ -158,11 +159,12 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
                            max_inflight=settings.gen_max_inflight)
             if spec.gen.backend == "noop":
                 log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
-            moderator = GenModerator(settings, pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
+            moderator = GenModerator(settings.gen_rules(), pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
         if "stream" in settings.agents:
             stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream_call_timeout_s)
-            stream_moderator = StreamModerator(settings, stream_pool, AutoTokenizer.from_pretrained(spec.stream.model),
-                                               spec.stream.model)
+            stream_moderator = StreamModerator(settings.stream_rules(), stream_pool,
+                                               AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
+                                               on_rebuild=STREAM_REBUILDS.inc)
         if settings.ray_address:
             watch_pool(settings, spec)
         else:

@@ -24,7 +24,8 @@ from guardstream.topology.settings import Settings
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
+from guardstream.topology.health import HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                                                f"not running: {', '.join(missing)}" if missing else ""]))
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
                                                 "model pool not answering" if not answering else ""]))
-        metrics.HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",
+        HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",
                               not live_problem and not ready_problem,
                               ready_problem or live_problem or f"{len(assigned)} partitions assigned")
 

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
 from guardstream.schemas import DeadLetter
 from guardstream.schemas.intake import RawRecord, dead_letter
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
 

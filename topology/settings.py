@@ -8,7 +8,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from guardstream.topology.policy import Policy
+from guardstream.workers.moderation.gen_moderation import GenRules
+from guardstream.workers.moderation.policy import Policy
+from guardstream.workers.moderation.stream_moderation import StreamRules
 from guardstream.workers import faults
 
 
@@ -136,6 +138,14 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise SettingsError(f"invalid settings ({problems}); see `guardstream worker --help`") from None
+
+    def gen_rules(self) -> GenRules:
+        return GenRules(policy=self.policy, max_event_bytes=self.max_event_bytes, store_text=self.audit_store_text)
+
+    def stream_rules(self) -> StreamRules:
+        return StreamRules(policy=self.policy, max_event_bytes=self.max_event_bytes, debounce=self.stream_debounce,
+                           gap_timeout_s=self.stream_gap_timeout_s, max_held_chunks=self.stream_max_held_chunks,
+                           max_tokens=self.stream_max_tokens)
 
     def audit_target(self) -> str:
         return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"

@@ -26,7 +26,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 
 
 _SEAL_KEY = json.dumps("guardstream:seal").encode()  # never stored: recovery applies it as a delete

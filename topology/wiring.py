@@ -24,7 +24,7 @@ from guardstream.topology.settings import Settings
 from guardstream.topology.state import PartitionedTable
 from guardstream.topology.topics import topics_for
 from guardstream.workers import faults
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
 VERDICT_BATCH = 256

@@ -22,7 +22,7 @@ from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
 from guardstream.workers.engines.gen_scorer import GenScorer
-from guardstream.workers.engines.qwen3 import QWEN3GUARD_SHAPES
+from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 
 
 PATHS = {  # name → GenEngine options

@@ -20,9 +20,9 @@ from transformers import Qwen3Config
 
 from guardstream.bench.timing import Measurement, device_sync
 from guardstream.workers.engines.labels import RISK_LABELS
-from guardstream.workers.engines.qwen3 import QWEN3GUARD_SHAPES
+from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 IM_END = 151_645  # Qwen3's <|im_end|>, which ends the prompt
 

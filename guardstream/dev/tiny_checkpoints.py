@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from guardstream.dev import qwen_tokenizer
+from guardstream.dev import qwen_tokenizer, stream_reference
 from guardstream.dev.qwen_tokenizer import PADDED_VOCAB, qwen3_tokenizer
+from guardstream.dev.stream_reference import StreamGuardReference
 from guardstream.topology.settings import default_home
+from guardstream.workers.engines import framing, labels
 from guardstream.workers.engines.framing import reply_prefix_ids
-from guardstream.workers.engines import labels
 from guardstream.workers.engines.labels import RISK_LABELS
-from guardstream.workers.engines.stream_reference import StreamGuardReference
 
 FIXTURES = resources.files("guardstream.dev") / "fixtures"
 RISK_LEVELS = list(RISK_LABELS)
@@ -129,6 +129,20 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
 
+def _fit(model, rows: list, pad_id: int, seed: int, name: str, steps: int, progress: Progress, loss_of) -> None:
+    """AdamW over shuffled batches of 16 rows (ids first), padded; `loss_of(batch, ids, mask)` scores one."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    batches = _batches(rows, 16, random.Random(seed))
+    model.train()
+    for step in range(steps):
+        batch = next(batches)
+        loss = loss_of(batch, _pad([r[0] for r in batch], pad_id), _pad([[1] * len(r[0]) for r in batch], 0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        progress(f"{name} loss {loss.item():.3f}", step + 1, steps)
+
+
 def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
     rows = []
     for ex in corpus:
@@ -141,18 +155,8 @@ def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path,
     config = _model_config(tokenizer, architectures=["Qwen3ForCausalLM"], model_type="qwen3")
     build = lambda c: Qwen3ForCausalLM(Qwen3Config.from_dict(c))  # noqa: E731
     model = build(_compact_config(config, index))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    batches = _batches(rows, 16, random.Random(0))
-    model.train()
-    for step in range(steps):
-        batch = next(batches)
-        ids = _pad([r[0] for r in batch], index[tokenizer.pad_token_id])
-        mask = _pad([[1] * len(r[0]) for r in batch], 0)
-        loss = model(input_ids=ids, attention_mask=mask, labels=_pad([r[1] for r in batch], -100)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        progress(f"gen loss {loss.item():.3f}", step + 1, steps)
+    _fit(model, rows, index[tokenizer.pad_token_id], 0, "gen", steps, progress,
+         lambda batch, ids, mask: model(input_ids=ids, attention_mask=mask, labels=_pad([r[1] for r in batch], -100)).loss)
     model = _with_full_vocab(build, config, model, index).eval()
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -199,13 +203,8 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
     rows = [([index[i] for i in ids], *rest) for ids, *rest in rows]
     build = lambda c: StreamGuardReference(Qwen3Config.from_dict(c), c)  # noqa: E731
     model = build(_compact_config(config, index))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    batches = _batches(rows, 16, random.Random(1))
-    model.train()
-    for step in range(steps):
-        batch = next(batches)
-        ids = _pad([r[0] for r in batch], index[tokenizer.pad_token_id])
-        mask = _pad([[1] * len(r[0]) for r in batch], 0)
+
+    def loss_of(batch, ids, mask):
         h = model.hidden_states(ids, mask)
         risk, cat = model.response_logits(h)
         loss = F.cross_entropy(risk.flatten(0, 1), _pad([r[3] for r in batch], -100).flatten(), ignore_index=-100)
@@ -216,10 +215,9 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
             q_risk, q_cat = model.query_logits(qh)
             loss = loss + F.cross_entropy(q_risk, torch.tensor([r[2][0] for _, r in queried]))
             loss = loss + F.cross_entropy(q_cat, torch.tensor([r[2][1] for _, r in queried]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        progress(f"stream loss {loss.item():.3f}", step + 1, steps)
+        return loss
+
+    _fit(model, rows, index[tokenizer.pad_token_id], 1, "stream", steps, progress, loss_of)
     model = _with_full_vocab(build, config, model, index)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
@@ -228,9 +226,8 @@ def _train_stream(tokenizer, corpus: list[CorpusExample], out: Path, steps: int,
 
 def _inputs_digest(*settings: object) -> str:
     digest = hashlib.sha256(repr(settings).encode())
-    engines = resources.files("guardstream.workers.engines")
     for part in (Path(__file__).read_bytes(), Path(qwen_tokenizer.__file__).read_bytes(), qwen_tokenizer.qwen_bpe_file().read_bytes(),
-                 *((engines / name).read_bytes() for name in ("stream_reference.py", "framing.py")),
+                 Path(stream_reference.__file__).read_bytes(), Path(framing.__file__).read_bytes(),
                  *(f.read_bytes() for f in sorted(FIXTURES.iterdir(), key=lambda f: f.name)),
                  torch.__version__.encode()):
         digest.update(part)

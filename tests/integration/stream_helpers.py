@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from guardstream.dev.tiny_checkpoints import load_corpus
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 STREAMS, CHUNK, DEBOUNCE = 50, 4, 2
 

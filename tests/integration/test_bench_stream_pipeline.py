@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from guardstream.bench.stream_pipeline import UNSAFE_EVERY, bench_replies, measure_broker_floor, measure_streams
 from guardstream.client import Guard
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 from .stream_helpers import reference_stop
 from .test_client import client_settings

@@ -10,9 +10,9 @@ from transformers import AutoTokenizer
 from guardstream.client import Guard, conversation
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Action, RiskLevel
-from guardstream.topology.policy import Policy
+from guardstream.workers.moderation.policy import Policy
 from guardstream.topology.settings import Settings
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 from .conftest import POLICY
 from .stream_helpers import CHUNK, build_streams, reference_stop

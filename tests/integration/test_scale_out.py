@@ -29,7 +29,7 @@ from transformers import AutoTokenizer
 
 from guardstream.dev.broker import free_port
 from guardstream.dev.tiny_checkpoints import load_corpus
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 from .conftest import RunningWorker, wait_drained
 from .kafka_helpers import produce, read_all

@@ -11,7 +11,7 @@ from collections import Counter
 
 from transformers import AutoTokenizer
 
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 from .conftest import wait_drained
 from .kafka_helpers import produce, read_all

@@ -9,7 +9,7 @@ from collections import Counter
 
 from transformers import AutoTokenizer
 
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 from .conftest import start_worker, wait_drained
 from .kafka_helpers import produce, read_all

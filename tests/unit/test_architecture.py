@@ -1,10 +1,15 @@
 """The layout's dependency rules, checked on every import in the source (function-level ones too).
 
-- the engines (models) import only each other and the wire schemas;
-- the core (schemas, topology, workers) never imports the application (CLI, worker start-up,
-  Kafka client helpers, the gateway client and its endpoint) or its dev and bench tools;
-- production code, the application included, imports nothing from dev/ or bench/, except the
-  CLI, whose commands start them.
+The layers form one ladder, and a module imports only its own layer and those below it:
+
+    schemas <- engines <- pools <- moderation <- topology <- application <- dev and bench tools
+                       (sinks sit beside moderation: schemas and faults only)
+
+- `workers/faults.py` (test-only fault points) is a leaf that pools, sinks and above may use;
+- third-party frameworks stay in their layer: engines use torch and transformers, never Ray,
+  Faust or Kafka; pools add Ray; nothing below `topology` imports Faust, mode, aiokafka or
+  prometheus_client; moderation reaches the models only through the pools;
+- production code imports nothing from dev/ or bench/, except the CLI, whose commands start them.
 """
 
 from __future__ import annotations
@@ -15,15 +20,50 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"guardstream": "guardstream", "schemas": "guardstream.schemas", "topology": "guardstream.topology",
            "workers": "guardstream.workers"}
-APPLICATION = ("guardstream.cli", "guardstream.runtime", "guardstream.kafka_io", "guardstream.client", "guardstream.serve",
-               "guardstream.dev", "guardstream.bench")
 TOOLS = ("guardstream.dev", "guardstream.bench")
-CORE = ("guardstream.schemas", "guardstream.topology", "guardstream.workers")
-ENGINES = "guardstream.workers.engines"
+FAULTS = "guardstream.workers.faults"
+# (layer, rank, what it may import besides lower ranks and itself). Sinks and moderation share a rank
+# but not each other.
+LAYERS = [
+    ("guardstream.schemas", 0),
+    ("guardstream.workers.engines", 1),
+    ("guardstream.workers.pools", 2),
+    ("guardstream.workers.moderation", 3),
+    ("guardstream.workers.sinks", 3),
+    ("guardstream.topology", 4),
+]
+SINKS_MAY_IMPORT = ("guardstream.schemas", FAULTS)
+APP_RANK = 5  # guardstream.* outside the core and the tools: runtime, client, serve, kafka_io
+SERVING = ("faust", "mode", "aiokafka", "prometheus_client")
+FORBIDDEN_THIRD_PARTY = {
+    "guardstream.schemas": ("torch", "transformers", "ray", "psycopg", *SERVING),
+    "guardstream.workers.engines": ("ray", "psycopg", *SERVING),
+    "guardstream.workers.pools": ("psycopg", *SERVING),
+    "guardstream.workers.moderation": ("torch", "transformers", "ray", "psycopg", *SERVING),
+    "guardstream.workers.sinks": ("torch", "transformers", "ray", *SERVING),
+    FAULTS: ("torch", "transformers", "ray", "psycopg", *SERVING),
+}
 
 
 def within(module: str, *packages: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    if within(module, "guardstream.cli"):
+        return "the CLI", APP_RANK + 3  # its commands start everything, the tools included
+    if within(module, "guardstream.bench"):
+        return "bench", APP_RANK + 2  # benchmarks run the dev tools' broker, fixtures and workers
+    if within(module, "guardstream.dev"):
+        return "dev", APP_RANK + 1
+    if within(module, FAULTS):
+        return FAULTS, 1  # a leaf beside the engines (which never use it), for the pools and above
+    for layer, rank in LAYERS:
+        if within(module, layer):
+            return layer, rank
+    if within(module, "guardstream.workers"):
+        return "guardstream.workers", 3
+    return "application", APP_RANK
 
 
 def modules() -> dict[str, str]:
@@ -37,26 +77,38 @@ def modules() -> dict[str, str]:
     return found
 
 
-def imports(source: str) -> set[str]:
+def imports(source: str, known: set[str]) -> set[str]:
+    """The modules `source` imports; `from package import module` names the module itself."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return {n for n in names if within(n, "guardstream")}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names}
+    return names
 
 
-def violations(found: dict[str, str]) -> list[str]:
+def violations(found: dict[str, str], known: set[str] | None = None) -> list[str]:
     wrong = []
+    known = set(found) if known is None else known
     for module, source in found.items():
-        for target in imports(source):
-            if within(module, ENGINES) and not within(target, ENGINES, "guardstream.schemas"):
-                wrong.append(f"{module} -> {target}: an engine imports only engines and schemas")
-            if within(module, *CORE) and within(target, *APPLICATION):
-                wrong.append(f"{module} -> {target}: the core imports nothing of the application")
-            if not within(module, *TOOLS, "guardstream.cli") and within(target, *TOOLS):
+        layer, rank = layer_of(module)
+        for target in imports(source, known):
+            if not within(target, "guardstream"):
+                banned = next((b for scope, bans in FORBIDDEN_THIRD_PARTY.items() if within(module, scope)
+                               for b in bans if within(target, b)), None)
+                if banned:
+                    wrong.append(f"{module} -> {target}: {layer} does not use {banned}")
+                continue
+            target_layer, target_rank = layer_of(target)
+            if within(target, *TOOLS) and not within(module, *TOOLS, "guardstream.cli"):
                 wrong.append(f"{module} -> {target}: production code imports nothing from dev/ or bench/")
+            elif target_rank > rank:
+                wrong.append(f"{module} -> {target}: {layer} is below {target_layer}")
+            elif layer == "guardstream.workers.sinks" and not within(target, layer, *SINKS_MAY_IMPORT):
+                wrong.append(f"{module} -> {target}: a sink imports only sinks, schemas and faults")
+            elif target_rank == rank and target_layer != layer and layer != "guardstream.workers":
+                wrong.append(f"{module} -> {target}: {layer} and {target_layer} are siblings")
     return sorted(wrong)
 
 
@@ -66,12 +118,28 @@ def test_no_module_imports_against_the_layers():
     assert violations(found) == []
 
 
-def test_the_check_catches_each_kind_of_upward_import():
+def test_the_check_catches_each_kind_of_wrong_import():
     bad = {"guardstream.workers.engines.x": "from guardstream.topology.settings import Settings",
-           "guardstream.workers.sinks.y": "import guardstream.runtime",
+           "guardstream.workers.moderation.m": "from guardstream.topology.settings import Settings\nimport faust",
+           "guardstream.workers.pools.p": "from guardstream.workers.moderation.policy import Policy\nimport aiokafka",
+           "guardstream.workers.engines.e": "import ray\nimport torch\nfrom transformers import AutoConfig",
+           "guardstream.workers.sinks.y": "import guardstream.runtime\nfrom guardstream.workers.engines import qwen3",
+           "guardstream.workers.moderation.s": "from guardstream.workers.sinks.audit import open_audit_store",
+           "guardstream.schemas.z": "from guardstream.workers.faults import hit",
+           "guardstream.topology.t": "from guardstream.client import Guard\nimport faust",
            "guardstream.runtime": "from guardstream.dev import tiny_checkpoints",
            "guardstream.cli": "def f():\n    from guardstream.dev.demo import run_demo"}
-    assert {v.split(":")[0] for v in violations(bad)} == {
-        "guardstream.runtime -> guardstream.dev",
+    known = {"guardstream.workers.faults", "guardstream.dev.tiny_checkpoints", "guardstream.workers.engines.qwen3"}
+    assert {v.split(":")[0] for v in violations(bad, known)} == {
         "guardstream.workers.engines.x -> guardstream.topology.settings",
-        "guardstream.workers.sinks.y -> guardstream.runtime"}
+        "guardstream.workers.moderation.m -> guardstream.topology.settings",
+        "guardstream.workers.moderation.m -> faust",
+        "guardstream.workers.pools.p -> guardstream.workers.moderation.policy",
+        "guardstream.workers.pools.p -> aiokafka",
+        "guardstream.workers.engines.e -> ray",
+        "guardstream.workers.sinks.y -> guardstream.runtime",
+        "guardstream.workers.sinks.y -> guardstream.workers.engines.qwen3",
+        "guardstream.workers.moderation.s -> guardstream.workers.sinks.audit",
+        "guardstream.schemas.z -> guardstream.workers.faults",
+        "guardstream.topology.t -> guardstream.client",
+        "guardstream.runtime -> guardstream.dev.tiny_checkpoints"}

@@ -9,7 +9,7 @@ from fastapi import HTTPException
 from guardstream.client import Guard, Outcome
 from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent
 from guardstream.serve import ModerationRequest, TextPart, as_result, texts_of
-from guardstream.topology.policy import Policy, TenantPolicy
+from guardstream.workers.moderation.policy import Policy, TenantPolicy
 from guardstream.topology.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 import time
 
-from guardstream.workers.sinks.metrics import STALE_AFTER_S, Health
+from guardstream.topology.health import STALE_AFTER_S, Health
 
 
 def test_probes_answer_from_the_latest_snapshot():

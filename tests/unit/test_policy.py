@@ -3,7 +3,7 @@ import json
 import pytest
 
 from guardstream.schemas import Action, RiskLevel
-from guardstream.topology.policy import Policy, TenantPolicy
+from guardstream.workers.moderation.policy import Policy, TenantPolicy
 
 
 @pytest.mark.parametrize("mode, risk, expected", [

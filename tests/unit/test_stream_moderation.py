@@ -9,9 +9,8 @@ from transformers import AutoTokenizer
 
 from guardstream.schemas import Action
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology.settings import Settings
 from guardstream.workers.engines.stream_engine import StreamEngine
-from guardstream.workers.moderation.stream_moderation import StreamModerator
+from guardstream.workers.moderation.stream_moderation import StreamModerator, StreamRules
 from guardstream.workers.moderation.stream_state import StreamRef
 from guardstream.workers.pools.stream_pool import run_calls
 
@@ -32,7 +31,7 @@ class InProcessPool:
 @pytest.fixture()
 def moderator(tiny):
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
-    return StreamModerator(Settings.load({}, stream_gap_timeout_s=5), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
+    return StreamModerator(StreamRules(gap_timeout_s=5), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
                            tok, "tiny-stream")
 
 
@@ -117,7 +116,7 @@ async def test_out_of_order_duplicates_and_gaps(moderator):
 
 async def test_text_deltas_give_the_same_verdicts_as_token_ids(moderator, tiny):
     by_ids, _ = await MemoryTable().run(moderator, records(chunks(moderator.tokenizer)))
-    fresh = StreamModerator(moderator.settings, InProcessPool(StreamEngine.from_pretrained(tiny.stream)), moderator.tokenizer, "tiny-stream")
+    fresh = StreamModerator(moderator.rules, InProcessPool(StreamEngine.from_pretrained(tiny.stream)), moderator.tokenizer, "tiny-stream")
     by_text, _ = await MemoryTable().run(fresh, records(chunks(moderator.tokenizer, text=True)))
     assert by_text[-1].stream.token_count == by_ids[-1].stream.token_count
     assert by_text[-1].stream.stop_token == by_ids[-1].stream.stop_token
@@ -257,7 +256,7 @@ async def test_streams_are_scoped_by_tenant_and_keys_cannot_collide(moderator):
     ({"category_actions": "every category: allow"}, {"allow"}, "allow"),
 ])
 async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant_policy, chunk_actions, final_action):
-    from guardstream.topology.policy import Policy
+    from guardstream.workers.moderation.policy import Policy
 
     engine = StreamEngine.from_pretrained(tiny.stream)
     if tenant_policy.get("category_actions"):
@@ -265,7 +264,7 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
         tenant_policy = {"category_actions": {c: action for c in engine.response_heads.category_names}}
     policy = Policy.model_validate({"default": tenant_policy})
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
-    moderator = StreamModerator(Settings.load({}, policy=policy), InProcessPool(engine), tok, "tiny-stream")
+    moderator = StreamModerator(StreamRules(policy=policy), InProcessPool(engine), tok, "tiny-stream")
     verdicts, _ = await MemoryTable().run(moderator, records(chunks(tok)))
     assert {v.action.value for v in chunk_verdicts(verdicts)} == chunk_actions
     final = [v for v in verdicts if v.stream.final]
@@ -278,13 +277,13 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
 @pytest.mark.parametrize("too_long_action, final_action", [("block", "stop"), ("review", "review"), ("allow", "allow")])
 async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_the_policy_decides(
         tiny, limit, too_long_action, final_action):
-    from guardstream.topology.policy import Policy
+    from guardstream.workers.moderation.policy import Policy
 
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
     engine = StreamEngine.from_pretrained(tiny.stream)
     policy = Policy.model_validate({"default": {"too_long_action": too_long_action}})
-    settings = Settings.load({}, policy=policy, **({"stream_max_tokens": 10} if limit == "stream_max_tokens" else {}))
-    moderator = StreamModerator(settings, InProcessPool(engine), tok, "tiny-stream")
+    rules = StreamRules(policy=policy, **({"max_tokens": 10} if limit == "stream_max_tokens" else {}))
+    moderator = StreamModerator(rules, InProcessPool(engine), tok, "tiny-stream")
     if limit == "model positions":  # room for the prompt and 10 reply tokens
         moderator.pool.max_positions = engine.max_positions = len(moderator.prompt_ids(PROMPT)) + 10
     events = chunks(tok)  # 4 tokens a chunk: chunk 2 would pass 10
@@ -303,7 +302,7 @@ async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_th
 async def test_a_prompt_longer_than_the_model_is_never_sent_to_it(tiny):
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
     engine = StreamEngine.from_pretrained(tiny.stream)
-    moderator = StreamModerator(Settings.load({}), InProcessPool(engine), tok, "tiny-stream")
+    moderator = StreamModerator(StreamRules(), InProcessPool(engine), tok, "tiny-stream")
     events = chunks(tok)
     events[0]["prompt"] = "word " * engine.max_positions
     verdicts, letters = await MemoryTable().run(moderator, records(events))
@@ -317,7 +316,7 @@ async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdict
     ids = tok(REPLY, add_special_tokens=False)["input_ids"]
 
     def fresh() -> StreamModerator:
-        return StreamModerator(Settings.load({}, stream_max_tokens=len(ids) + 4),
+        return StreamModerator(StreamRules(max_tokens=len(ids) + 4),
                                InProcessPool(StreamEngine.from_pretrained(tiny.stream)), tok, "tiny-stream")
 
     healthy = chunks(tok) + other(chunks(tok, size=3), "s2")
@@ -365,7 +364,7 @@ async def test_each_chunk_writes_only_what_it_adds_and_a_finished_stream_keeps_o
 
 async def test_a_chunk_too_far_ahead_of_a_gap_is_a_dead_letter_and_held_chunks_are_bounded(tiny):
     tok = AutoTokenizer.from_pretrained(str(tiny.stream))
-    moderator = StreamModerator(Settings.load({}, stream_max_held_chunks=3), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
+    moderator = StreamModerator(StreamRules(max_held_chunks=3), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
                                 tok, "tiny-stream")
     events = chunks(tok)
     table = MemoryTable()

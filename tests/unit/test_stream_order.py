@@ -13,9 +13,8 @@ from transformers import AutoTokenizer
 
 from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology.settings import Settings
 from guardstream.workers.engines.stream_engine import StreamEngine
-from guardstream.workers.moderation.stream_moderation import StreamModerator
+from guardstream.workers.moderation.stream_moderation import StreamModerator, StreamRules
 from guardstream.workers.pools.stream_pool import run_calls
 
 from .memory_table import MemoryTable
@@ -40,7 +39,7 @@ class Pool:
 
 def judge(batches: list[list[dict]]) -> list:
     ENGINE.sessions.clear()
-    moderator = StreamModerator(Settings.load({}, stream_gap_timeout_s=30), Pool(), TOK, "tiny")
+    moderator = StreamModerator(StreamRules(gap_timeout_s=30), Pool(), TOK, "tiny")
     table, verdicts = MemoryTable(), []
     for n, batch in enumerate(batches):
         found, letters = asyncio.run(table.run(

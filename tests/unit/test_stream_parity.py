@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine, TokenVerdict
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 TOL = 1e-4
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints, load_corpus
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
-from guardstream.workers.engines.stream_reference import StreamGuardReference
+from guardstream.dev.stream_reference import StreamGuardReference
 
 HEADS = ["risk_level_category_pre", "risk_level_category_layernorm", "risk_level_head", "category_head",
          "query_risk_level_category_pre", "query_risk_level_category_layernorm", "query_risk_level_head", "query_category_head"]

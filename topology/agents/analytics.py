@@ -10,7 +10,7 @@ from guardstream.schemas import VerdictEvent
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology.state import PartitionedTable
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring, guarded
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 from guardstream.workers.sinks.analytics import StreamTime, count_keys, key_window, window_count
 
 

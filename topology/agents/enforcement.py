@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guardstream.schemas.intake import RawRecord
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 from guardstream.workers.sinks.enforcement import action_for
 
 

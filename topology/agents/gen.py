@@ -7,7 +7,7 @@ import time
 from guardstream.schemas.intake import RawRecord
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.gen_moderation import GenModerator
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 
 
 def register(w: Wiring, moderator: GenModerator) -> None:

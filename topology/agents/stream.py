@@ -15,7 +15,7 @@ from guardstream.topology.outcomes import describe, is_transient
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import Staged, StreamRef, idle_entries
-from guardstream.workers.sinks import metrics
+from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
 

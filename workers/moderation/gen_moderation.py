@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
-from guardstream.topology.settings import Settings
 from guardstream.workers.engines.gen_engine import GenRequest, GenResult
+from guardstream.workers.moderation.policy import Policy
 from guardstream.workers.pools.gen_pool import GenUnavailable
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GenRules:
+    """What the Gen step needs of the settings: the policy, the input bound, whether text is kept."""
+
+    policy: Policy = field(default_factory=Policy)
+    max_event_bytes: int = 256 * 1024
+    store_text: bool = False
+
+
 class GenModerator:
-    def __init__(self, settings: Settings, pool, model_id: str):
-        self.settings = settings
+    def __init__(self, rules: GenRules, pool, model_id: str):
+        self.rules = rules
         self.pool = pool
         self.model_id = model_id
 
     async def moderate(self, records: list[RawRecord]) -> tuple[list[VerdictEvent], list[DeadLetter]]:
-        decoded = [decode(r, ConversationEvent, self.settings.max_event_bytes) for r in records]
+        decoded = [decode(r, ConversationEvent, self.rules.max_event_bytes) for r in records]
         events = [d for d in decoded if isinstance(d, ConversationEvent)]
         dead = [d for d in decoded if isinstance(d, DeadLetter)]
         began = time.perf_counter()
@@ -37,7 +47,7 @@ class GenModerator:
 
     def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
                  latency_ms: float) -> VerdictEvent:
-        policy = self.settings.policy.for_tenant(event.tenant)
+        policy = self.rules.policy.for_tenant(event.tenant)
         judgement = result.judgement if result else None
         risk = judgement.risk_level if judgement else RiskLevel.error
         categories = judgement.categories if judgement else []
@@ -52,5 +62,5 @@ class GenModerator:
             action=action,
             policy=policy.describe(event.tenant),
             error=failure or (result.error if result else None), latency_ms=latency_ms,
-            excerpt=event.messages[-1].content if self.settings.audit_store_text else None,
+            excerpt=event.messages[-1].content if self.rules.store_text else None,
         )

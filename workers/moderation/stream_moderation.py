@@ -24,25 +24,35 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from guardstream.schemas import (
     Action, DeadLetter, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, derive_id, verdict_id,
 )
 from guardstream.schemas.intake import RawRecord, dead_letter, decode
-from guardstream.topology.policy import most_severe
-from guardstream.topology.settings import Settings
 from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
 from guardstream.workers.engines.stream_engine import TokenVerdict
+from guardstream.workers.moderation.policy import Policy, most_severe
 from guardstream.workers.moderation.stream_state import HeldChunk, Staged, StreamRef, StreamState
 from guardstream.workers.pools.stream_pool import StreamAnswer, StreamCall, StreamUnavailable
-from guardstream.workers.sinks import metrics
 
 log = logging.getLogger(__name__)
 _SKIPPED_KEPT = 8  # gaps a stream remembers, to dead-letter a chunk that turns up after its gap was reported
 _SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
+
+
+@dataclass(frozen=True)
+class StreamRules:
+    """What the Stream step needs of the settings (their `stream_*` namesakes)."""
+
+    policy: Policy = field(default_factory=Policy)
+    max_event_bytes: int = 256 * 1024
+    debounce: int = 2
+    gap_timeout_s: float = 10
+    max_held_chunks: int = 256
+    max_tokens: int = 16384
 
 
 @dataclass
@@ -58,8 +68,11 @@ class _Ready:
 
 
 class StreamModerator:
-    def __init__(self, settings: Settings, pool, tokenizer, model_id: str):
-        self.settings, self.pool, self.tokenizer, self.model_id = settings, pool, tokenizer, model_id
+    def __init__(self, rules: StreamRules, pool, tokenizer, model_id: str,
+                 on_rebuild: Callable[[int], object] = lambda count: None):
+        """`on_rebuild(n)` hears of each step that had to rebuild n sessions (a metric, in the worker)."""
+        self.rules, self.pool, self.tokenizer, self.model_id = rules, pool, tokenizer, model_id
+        self.on_rebuild = on_rebuild
 
     def prompt_ids(self, prompt: str) -> list[int]:
         return reply_prefix_ids(self.tokenizer, prompt)
@@ -78,7 +91,7 @@ class StreamModerator:
         stored: dict[StreamRef, dict | None] = {}  # as loaded: a state written back only when it changed
         parsed: dict[str, TokenChunkEvent] = {}  # held key → the chunk decoded from this batch's record
         for record in records:
-            chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
+            chunk = decode(record, TokenChunkEvent, self.rules.max_event_bytes)
             if isinstance(chunk, DeadLetter):
                 letters.append(chunk)
                 continue
@@ -101,7 +114,7 @@ class StreamModerator:
                     letters.append(dead_letter(record, "sequence_gap", f"chunk {chunk.seq} of stream {chunk.stream_id} "
                                                                        f"arrived after its gap was reported; not judged"))
                 continue  # a duplicate: its verdict was produced when it first came
-            ahead = self.settings.stream_max_held_chunks
+            ahead = self.rules.max_held_chunks
             if chunk.seq >= state.next_seq + ahead:
                 letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} is "
                                                                    f"{ahead} or more ahead of chunk {state.next_seq}, the "
@@ -133,12 +146,12 @@ class StreamModerator:
         letters, waiting_for = [], state.next_seq
         while state.held and not state.done:
             if state.next_seq not in state.held:
-                if now - max(state.gap_since or now, waits_from) < self.settings.stream_gap_timeout_s:
+                if now - max(state.gap_since or now, waits_from) < self.rules.gap_timeout_s:
                     break
                 first = state.held[0]
                 letters += self._held_letters(ref, store, [first], "sequence_gap", lambda _: (
                     f"stream {ref.stream}: chunks {state.next_seq}..{first - 1} never arrived within "
-                    f"{self.settings.stream_gap_timeout_s:.0f}s; continuing from chunk {first}"), keep=True)
+                    f"{self.rules.gap_timeout_s:.0f}s; continuing from chunk {first}"), keep=True)
                 state.skipped = [*state.skipped, (state.next_seq, first - 1)][-_SKIPPED_KEPT:]
                 state.next_seq = first
             seq = state.next_seq
@@ -155,8 +168,8 @@ class StreamModerator:
             ids = self._chunk_ids(state, chunk)
             judged = state.token_count + sum(map(len, entry.ids))
             room = self.pool.max_positions - state.prompt_tokens
-            if judged + len(ids) > min(self.settings.stream_max_tokens, room):
-                limit = (f"stream_max_tokens ({self.settings.stream_max_tokens})" if self.settings.stream_max_tokens <= room
+            if judged + len(ids) > min(self.rules.max_tokens, room):
+                limit = (f"stream_max_tokens ({self.rules.max_tokens})" if self.rules.max_tokens <= room
                          else f"the model's {self.pool.max_positions} positions less the prompt's {state.prompt_tokens}")
                 reason = f"stream too long: chunk {chunk.seq} passes {limit}; judged up to reply token {judged}"
                 entry.too_long = (chunk.event_id, reason)
@@ -203,7 +216,7 @@ class StreamModerator:
     def _final(self, r: _Ready, event_id: str, error: str | None, common: dict) -> VerdictEvent:
         """The verdict for the whole stream. One cut short by its length is never allowed silently:
         the policy's `too_long_action` applies, and block stops a stream that was not stopped."""
-        state, policy = r.state, self.settings.policy.for_tenant(r.state.tenant)
+        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
         action = Action.block if state.stop_token is not None else Action.review if state.reviewed else Action.allow
         if r.too_long:
             if policy.too_long_action in (Action.block, Action.stop) and state.stop_token is None:
@@ -244,7 +257,7 @@ class StreamModerator:
             if lost:
                 log.info("rebuilding %d stream sessions on their actors (lost by a restart or an eviction, or out of step)",
                          len(lost))
-                metrics.STREAM_REBUILDS.inc(len(lost))
+                self.on_rebuild(len(lost))
                 for i, answer in zip(lost, await self.pool.step([call(judged[i], rebuild=True) for i in lost])):
                     answers[i] = answer
             failure = None
@@ -261,7 +274,7 @@ class StreamModerator:
 
     def _verdicts(self, r: _Ready, answer: StreamAnswer, failure: str | None, latency_ms: float, store: Staged
                   ) -> list[VerdictEvent]:
-        state, policy = r.state, self.settings.policy.for_tenant(r.state.tenant)
+        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
         out = []
         common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
                       model_variant="stream", policy=policy.describe(state.tenant), latency_ms=latency_ms)
@@ -293,7 +306,7 @@ class StreamModerator:
                 state.unsafe_run = state.unsafe_run + 1 if blocking else 0
                 if unsafe and state.first_unsafe is None:
                     state.first_unsafe, state.category = index, token.category
-                if state.unsafe_run >= self.settings.stream_debounce and state.stop_token is None:
+                if state.unsafe_run >= self.rules.debounce and state.stop_token is None:
                     state.stop_token = index
                 if worst is None or _SEVERITY[token.label] > _SEVERITY[worst.label]:
                     worst = token
