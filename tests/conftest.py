@@ -1,9 +1,62 @@
+"""Fixtures for every test folder. `tiny` builds the fixture checkpoints; the rest are the real parts
+of the integration tests (marked `integration`): the embedded broker over TCP, a fresh PostgreSQL
+database and a `guardstream worker` process with local Ray, each started once per session and
+only when a test asks for it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
 import pytest
 
+from guardstream.dev.broker import EmbeddedBroker, free_port
 from guardstream.dev.tiny_checkpoints import TinyCheckpoints, build_tiny_checkpoints
+from tests.helpers.pipeline import PG_ADMIN_URL, POLICY, start_worker
+
+REAL_PARTS = {"broker", "pg_url", "worker"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a real part must say so, so that `make unit` (-m "not integration") never starts one."""
+    for item in items:
+        if REAL_PARTS & set(item.fixturenames) and item.get_closest_marker("integration") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(REAL_PARTS & set(item.fixturenames))} "
+                                    f"but is not marked integration (pytestmark = pytest.mark.integration)")
 
 
 @pytest.fixture(scope="session")
 def tiny() -> TinyCheckpoints:
-    """The fixture checkpoints (built once per machine, about a minute, then cached)."""
+    """The fixture checkpoints (built once per machine, about two minutes, then cached)."""
     return build_tiny_checkpoints()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log") as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    name = f"guardstream_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN_URL} (set GUARDSTREAM_TEST_PG to another): {exc}")
+    admin.execute(f"CREATE DATABASE {name}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def worker(broker, tiny, pg_url, tmp_path_factory):
+    """One worker for the session: strict default policy, loose `globex`, audit into PostgreSQL."""
+    running = start_worker(broker.bootstrap, str(tiny.gen), tmp_path_factory.mktemp("worker") / "worker.log",
+                           app_id="gs-it", topic_prefix="it.", audit_url=pg_url, policy=json.dumps(POLICY),
+                           audit_store_text="false", metrics_port=free_port())
+    yield running
+    running.stop()

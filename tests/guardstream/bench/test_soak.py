@@ -1,0 +1,52 @@
+"""Three minutes of many short reply streams against a real worker (`guardstream soak`'s engine):
+the stream table empties once streams finish and idle out, memory stays flat, nothing crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from guardstream.bench.soak import Sample, run_soak
+from guardstream.dev.broker import free_port
+
+from tests.helpers.pipeline import start_worker, wait_drained
+
+pytestmark = pytest.mark.integration
+
+MINUTES, STREAMS, IDLE_TTL_S = 3, 8, 5
+RSS_GROWTH_MB = 64  # the stated bound, after the first minute's warm-up
+
+
+def test_a_soak_of_short_streams_leaves_nothing_behind(broker, tiny, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-soak",
+                          topic_prefix="soak.", agents="stream", stream_idle_ttl_s=IDLE_TTL_S, metrics_port=port)
+    try:
+        time.sleep(6)  # a first health report: actor memory
+        samples = asyncio.run(run_soak(worker.settings, broker.bootstrap, url, STREAMS, MINUTES, every_s=15,
+                                       report=lambda s: print(s)))
+        asyncio.run(wait_drained(worker.settings, broker.bootstrap, "chunks", timeout_s=120))
+        deadline = time.monotonic() + 60
+        while (after := Sample.scrape(url, 0, 0, 0)).table_entries > 0 and time.monotonic() < deadline:
+            time.sleep(2)
+        alive, log = worker.process.poll() is None, worker.log()
+    finally:
+        worker.stop()
+
+    assert alive and "Traceback" not in log
+    assert len(samples) >= 10 and samples[-1].streams_finished >= STREAMS * 100
+    # per live stream its state and one entry per chunk; per finished one its state, for at most
+    # IDLE_TTL_S plus the forgetting timer's interval (as long again)
+    finished_per_s = samples[-1].streams_finished / samples[-1].at_s
+    assert max(s.table_entries for s in samples) <= STREAMS * (1 + 24 // 4) + finished_per_s * 2 * IDLE_TTL_S
+    assert after.table_entries == 0, "finished streams stayed in the table"
+    warm = next(s for s in samples if s.at_s >= 60)
+    assert samples[-1].worker_rss_mb - warm.worker_rss_mb < RSS_GROWTH_MB, (warm, samples[-1])
+    assert samples[-1].actor_rss_mb - warm.actor_rss_mb < RSS_GROWTH_MB, (warm, samples[-1])
+    assert samples[-1].changelog_mb > 0 and samples[-1].kv_used_mb >= 0
+    print(f"soak: {samples[-1].streams_finished} streams in {MINUTES} min; worker RSS {samples[0].worker_rss_mb:.0f} -> "
+          f"{samples[-1].worker_rss_mb:.0f} MB, actor RSS {samples[0].actor_rss_mb:.0f} -> {samples[-1].actor_rss_mb:.0f} MB; "
+          f"stream table at the end {after.table_entries}; changelog {samples[-1].changelog_mb:.1f} MB")

@@ -1,0 +1,206 @@
+"""The Helm chart, rendered without a helm binary (helm-python-sdk embeds Helm), with the default
+values and with a production-like values file (`helm/production-values.yaml`):
+- every object is valid against the Kubernetes schemas (kubernetes-validate, strict), and
+  RayCluster, ServiceMonitor and ScaledObject against the CRD schemas in tests/helm/crds;
+- checkov finds nothing that `helm/checkov-accepted.yaml` does not explain;
+- every setting the pool and the workers need reaches their environment under a name the
+  settings know, and the pool fits the GPUs the RayCluster asks for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from guardstream.runtime import pool_spec
+from guardstream.topology.settings import Settings
+from guardstream.workers.pools.gen_pool import GenSpec
+from guardstream.workers.pools.model_pool import PoolSpec
+from guardstream.workers.pools.stream_pool import StreamSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "guardstream"
+PRODUCTION = yaml.safe_load((ROOT / "helm" / "production-values.yaml").read_text())
+ACCEPTED = yaml.safe_load((ROOT / "helm" / "checkov-accepted.yaml").read_text())
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+KUBERNETES = "1.30"
+VALUE_SETS = {"default": {}, "production": PRODUCTION}
+
+
+def render(values: dict | None = None) -> list[dict]:
+    manifests = helm.Chart.load(CHART).render(values or None, name="guard", namespace="moderation")
+    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(VALUE_SETS[request.param])
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    schemas = {}
+    for path in (ROOT / "tests" / "helm" / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())["spec"]
+        for version in crd["versions"]:
+            schemas[(f"{crd['group']}/{version['name']}", crd["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def ray_pod_templates(cluster: dict) -> list[dict]:
+    return [cluster["spec"]["headGroupSpec"]["template"]] + [g["template"] for g in cluster["spec"]["workerGroupSpecs"]]
+
+
+def problems_of(doc: dict, crds: dict) -> list[str]:
+    where = f"{doc['kind']} {doc['metadata']['name']}"
+    try:
+        schema = crds.get((doc["apiVersion"], doc["kind"]))
+        if schema is None:
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+            return []
+        jsonschema.Draft202012Validator(schema).validate(doc)
+        if doc["kind"] == "RayCluster":
+            for template in ray_pod_templates(doc):
+                kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "ray"},
+                                              "template": template}, KUBERNETES, strict=True)
+    except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+        return [f"{where}: {getattr(exc, 'message', exc)}"]
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"{where}: no schema for {doc['apiVersion']} {doc['kind']}"]
+    return []
+
+
+def test_every_object_is_valid_against_its_schema(rendered):
+    name, docs = rendered
+    crds = crd_schemas()
+    assert [p for doc in docs for p in problems_of(doc, crds)] == []
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ConfigMap", "RayCluster", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
+    if name == "default":
+        assert "Secret" in kinds  # the Ray token, made by the chart
+    else:
+        assert {"ScaledObject", "ServiceMonitor", "Service"} <= kinds
+
+
+def test_a_typo_in_a_custom_resource_is_caught():
+    cluster = one(render(), "RayCluster", "guard-guardstream-ray")
+    cluster["spec"]["workerGroupSpecs"][0]["replica"] = 2
+    assert problems_of(cluster, crd_schemas())
+
+
+def environment(docs: list[dict], component: str) -> dict[str, str]:
+    """A Deployment's container environment, ConfigMaps resolved and Secrets as `secret:NAME/KEY`."""
+    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    (container,) = one(docs, "Deployment", f"guard-guardstream-{component}")["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        env[var["name"]] = f"secret:{ref['name']}/{ref['key']}" if ref else str(var["value"])
+    return env
+
+
+def mounted_secret(pod_spec: dict, path: str) -> str:
+    """The Secret mounted where `path` lies."""
+    (container,) = pod_spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    return volume["secret"]["secretName"]
+
+
+def test_every_setting_reaches_the_pool_and_the_workers():
+    docs = render(PRODUCTION)
+    env = {c: environment(docs, c) for c in ("pool", "moderation", "sinks")}
+    for component, variables in env.items():
+        unknown = [k for k in variables if k.startswith("GUARDSTREAM_")
+                   and k.removeprefix("GUARDSTREAM_").lower() not in Settings.model_fields]
+        assert unknown == [], f"{component}: no such setting"
+    pool, moderation, sinks = (Settings.load(env[c]) for c in ("pool", "moderation", "sinks"))
+
+    gen, stream = PRODUCTION["pool"]["gen"], PRODUCTION["pool"]["stream"]
+    assert pool_spec(pool, {"gen", "stream"}) == PoolSpec(
+        GenSpec(gen["model"], gen["actors"], gen["actorCpus"], gen["actorGpus"], gen["device"], gen["dtype"],
+                gen["batchSize"], backend=gen["backend"]),
+        StreamSpec(stream["model"], stream["actors"], stream["actorCpus"], stream["actorGpus"], stream["device"],
+                   stream["dtype"], stream["maxSessions"], kv_cache_mb=stream["kvCacheMb"]))
+    assert pool.ray_address == moderation.ray_address == "ray://guard-guardstream-ray-head-svc:10001"
+    assert pool.app_id == moderation.app_id != sinks.app_id  # the pool's Ray namespace is the moderation app's
+    assert moderation.pool == "join" and moderation.agents == {"gen", "stream"} and moderation.gen_model is None
+    assert sinks.agents == {"enforcement", "audit", "analytics"} and sinks.ray_address is None
+    assert sinks.audit_url == "secret:guardstream-audit-db/url" and moderation.audit_url is None
+    for settings in (moderation, sinks):
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.kafka_sasl_password == "secret:guardstream-kafka/password"
+        assert settings.policy.model_dump(mode="json", exclude_defaults=True) == \
+            Settings.load({"GUARDSTREAM_POLICY": json.dumps(PRODUCTION["policy"])}).policy.model_dump(mode="json", exclude_defaults=True)
+
+    # one Ray token, from the existing Secret, wherever Ray is spoken
+    cluster = one(docs, "RayCluster", "guard-guardstream-ray")
+    pods = [one(docs, "Deployment", f"guard-guardstream-{c}")["spec"]["template"]["spec"] for c in ("pool", "moderation")]
+    pods += [t["spec"] for t in ray_pod_templates(cluster)]
+    for pod in pods:
+        variables = {v["name"]: v.get("value") for v in pod["containers"][0]["env"]}
+        assert variables["RAY_AUTH_MODE"] == "token"
+        assert mounted_secret(pod, variables["RAY_AUTH_TOKEN_PATH"]) == "guardstream-ray-token"
+    assert not [d for d in docs if d["kind"] == "Secret"]  # an existing Secret: the chart makes none
+
+    # the pool fits the GPUs the cluster asks for
+    (gpus,) = cluster["spec"]["workerGroupSpecs"]
+    offered = gpus["replicas"] * gpus["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert gen["actors"] * gen["actorGpus"] + stream["actors"] * stream["actorGpus"] <= offered
+
+    # KEDA owns the moderation replicas; the sinks keep theirs
+    scaled = one(docs, "ScaledObject", "guard-guardstream-moderation")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "guard-guardstream-moderation"
+    assert {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]} == {moderation.app_id}
+    assert "replicas" not in one(docs, "Deployment", "guard-guardstream-moderation")["spec"]
+    assert one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["replicas"] == 3
+
+
+def test_every_pod_is_probed_limited_and_unprivileged(rendered):
+    _, docs = rendered
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]) and container["resources"]["requests"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_audit_needs_its_secret_unless_sqlite_is_chosen():
+    with pytest.raises(helm.HelmRenderError, match="audit.urlSecret"):
+        render({"audit": {"urlSecret": ""}})
+    sqlite = environment(render({"audit": {"urlSecret": "", "sqlite": True}}), "sinks")
+    assert sqlite["GUARDSTREAM_AUDIT_URL"].startswith("sqlite:////var/lib/guardstream/")
+    assert environment(render(), "sinks")["GUARDSTREAM_AUDIT_URL"] == "secret:guardstream-audit/url"
+
+
+def test_checkov_finds_nothing_unexplained(rendered, tmp_path):
+    name, docs = rendered
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: `make install` builds it from tests/helm/checkov.lock"
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    done = subprocess.run([str(CHECKOV), "-f", str(manifest), "--framework", "kubernetes", "--output", "json",
+                           "--skip-download", "--quiet"], capture_output=True, text=True, timeout=300)
+    report = json.loads(done.stdout)
+    report = report if isinstance(report, dict) else report[0]
+    failed = {check["check_id"] for check in report["results"]["failed_checks"]}
+    assert report["summary"]["passed"] > 100  # it really scanned the objects
+    assert failed - set(ACCEPTED) == set(), f"checkov findings without a reason in helm/checkov-accepted.yaml: {failed - set(ACCEPTED)}"
+    assert all(len(reason) > 40 for reason in ACCEPTED.values())
+    if name == "production":
+        assert "CKV_K8S_43" not in failed  # the production values pin the image by digest
