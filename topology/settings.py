@@ -8,9 +8,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from guardstream.workers.moderation.gen_moderation import GenRules
 from guardstream.workers.moderation.policy import Policy
-from guardstream.workers.moderation.stream_moderation import StreamRules
+from guardstream.workers.moderation.rules import GenRules, StreamRules
 from guardstream.workers import faults
 
 

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 
 from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.workers.engines.gen_engine import GenRequest, GenResult
-from guardstream.workers.moderation.policy import Policy
+from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.pools.gen_pool import GenUnavailable
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenRules:
-    """What the Gen step needs of the settings: the policy, the input bound, whether text is kept."""
-
-    policy: Policy = field(default_factory=Policy)
-    max_event_bytes: int = 256 * 1024
-    store_text: bool = False
 
 
 class GenModerator:

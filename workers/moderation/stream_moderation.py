@@ -34,25 +34,14 @@ from guardstream.schemas.intake import RawRecord, dead_letter, decode
 from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
 from guardstream.workers.engines.stream_engine import TokenVerdict
-from guardstream.workers.moderation.policy import Policy, most_severe
+from guardstream.workers.moderation.policy import most_severe
+from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_state import HeldChunk, Staged, StreamRef, StreamState
 from guardstream.workers.pools.stream_pool import StreamAnswer, StreamCall, StreamUnavailable
 
 log = logging.getLogger(__name__)
 _SKIPPED_KEPT = 8  # gaps a stream remembers, to dead-letter a chunk that turns up after its gap was reported
 _SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
-
-
-@dataclass(frozen=True)
-class StreamRules:
-    """What the Stream step needs of the settings (their `stream_*` namesakes)."""
-
-    policy: Policy = field(default_factory=Policy)
-    max_event_bytes: int = 256 * 1024
-    debounce: int = 2
-    gap_timeout_s: float = 10
-    max_held_chunks: int = 256
-    max_tokens: int = 16384
 
 
 @dataclass
