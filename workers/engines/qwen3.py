@@ -30,13 +30,34 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
-    """config.json and the safetensors weights of a local checkpoint directory or a hub id."""
+def checkpoint_dir(path: str | Path) -> Path:
+    """A local checkpoint directory, or the local snapshot of a hub id (downloaded on first use)."""
     path = Path(path)
     if not path.is_dir():
         from huggingface_hub import snapshot_download
 
         path = Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
+    return path
+
+
+def special_token_id(path: str | Path, token: str) -> int:
+    """The id of one of the tokenizer's added (special) tokens, read from its files: loading the
+    whole BPE vocabulary to look up one marker costs seconds."""
+    path = checkpoint_dir(path)
+    config = path / "tokenizer_config.json"
+    if config.exists():
+        for token_id, added in json.loads(config.read_text()).get("added_tokens_decoder", {}).items():
+            if added.get("content") == token:
+                return int(token_id)
+    for added in json.loads((path / "tokenizer.json").read_text()).get("added_tokens", []):
+        if added.get("content") == token:
+            return int(added["id"])
+    raise KeyError(f"{token} is not an added token of the tokenizer in {path}")
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """config.json and the safetensors weights of a local checkpoint directory or a hub id."""
+    path = checkpoint_dir(path)
     weights: dict[str, Tensor] = {}
     for file in sorted(path.glob("*.safetensors")):
         weights.update(load_file(str(file)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm
+from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm, special_token_id
 from guardstream.workers.engines.labels import StreamLabels
 
 
@@ -101,11 +101,8 @@ class StreamEngine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kw) -> StreamEngine:
-        from transformers import AutoTokenizer
-
         config, weights = load_checkpoint(path)
-        im_end = AutoTokenizer.from_pretrained(str(path)).convert_tokens_to_ids("<|im_end|>")
-        return cls(config, weights, im_end_id=im_end, **kw)
+        return cls(config, weights, im_end_id=special_token_id(path, "<|im_end|>"), **kw)
 
     # -- sessions -------------------------------------------------------------------------
     def open(self, session: str, prompt_ids: list[int]) -> TokenVerdict:
