@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from transformers import AutoTokenizer
 
 from guardstream.client import Guard, conversation
 from guardstream.dev.tiny_checkpoints import load_corpus
@@ -15,6 +14,7 @@ from guardstream.workers.moderation.policy import Policy
 from guardstream.topology.settings import Settings
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import POLICY
 from tests.helpers.stream_helpers import CHUNK, build_streams, reference_stop
 
@@ -60,7 +60,7 @@ def test_a_timeout_applies_the_tenants_fail_mode(worker):
 
 
 def test_guarded_streams_stop_where_the_reference_says(worker, tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     model = StreamGuardReference.from_pretrained(tiny.stream)
     streams = build_streams(tok)[:100]
     streams = (streams * (100 // len(streams) + 1))[:100]  # 100 concurrent streams, the corpus's replies reused

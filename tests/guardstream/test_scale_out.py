@@ -25,12 +25,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from transformers import AutoTokenizer
 
 from guardstream.dev.broker import free_port
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import RunningWorker, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks, reference_stop
@@ -130,7 +130,7 @@ def test_two_workers_share_one_pool_and_a_killed_one_loses_no_verdict(broker, ti
     token.write_text(secrets.token_hex(16))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     streams = build_streams(tok)[:16]
     reference = StreamGuardReference.from_pretrained(tiny.stream)
     expected = {s["id"]: reference_stop(reference, tok, s) for s in streams}

@@ -19,13 +19,13 @@ import psutil
 import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from transformers import AutoTokenizer
 
 import pytest
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import records, topic_name
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import POLICY, start_worker, wait_drained
 from tests.helpers.kafka_helpers import read_all
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks
@@ -138,7 +138,7 @@ def diagnose(settings, bootstrap: str, missing: set[str]) -> str:
 
 
 def test_chaos_loses_no_verdict_and_leaves_no_process(broker, tiny, pg_url, tmp_path):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     items = workload(tok)
     env = dict(app_id=APP, topic_prefix=f"{PREFIX}.", audit_url=pg_url, policy=json.dumps(POLICY))
     kills = {"workers": 0, "actors": 0}

@@ -11,12 +11,12 @@ import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
-from transformers import AutoTokenizer
 
 import pytest
 
 from guardstream.dev.broker import free_port
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import start_worker, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks
@@ -34,7 +34,7 @@ def stream_entries(port: int) -> float | None:
 
 
 def test_a_held_chunk_is_released_by_the_next_worker(broker, tiny, tmp_path):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     stream = {**build_streams(tok)[1], "id": "gap-st"}
     chunks = interleaved_chunks([stream])
     assert len(chunks) >= 4

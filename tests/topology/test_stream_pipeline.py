@@ -9,12 +9,12 @@ import signal
 import time
 from collections import Counter
 
-from transformers import AutoTokenizer
 
 import pytest
 
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks, reference_stop
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_concurrent_streams_stop_once_where_the_reference_says(worker, tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     model = StreamGuardReference.from_pretrained(tiny.stream)
     streams = build_streams(tok)
     expected = {s["id"]: reference_stop(model, tok, s) for s in streams}

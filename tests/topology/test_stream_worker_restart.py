@@ -7,12 +7,12 @@ import asyncio
 import signal
 from collections import Counter
 
-from transformers import AutoTokenizer
 
 import pytest
 
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import start_worker, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks, reference_stop
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_killed_worker_loses_no_stream_verdict(broker, tiny, tmp_path):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     streams = build_streams(tok)[:12]
     expected = {s["id"]: reference_stop(StreamGuardReference.from_pretrained(tiny.stream), tok, s) for s in streams}
     events = interleaved_chunks(streams)

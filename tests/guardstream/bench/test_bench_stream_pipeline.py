@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from transformers import AutoTokenizer
 
 from guardstream.bench.stream_pipeline import UNSAFE_EVERY, bench_replies, measure_broker_floor, measure_streams
 from guardstream.client import Guard
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.stream_helpers import reference_stop
 from tests.guardstream.test_client_pipeline import client_settings
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_replies_turn_unsafe_where_the_corpus_says(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     replies = bench_replies(tok, 8, 40)
     assert [r.unsafe_at is not None for r in replies] == [i % UNSAFE_EVERY == 0 for i in range(8)]
     assert all(len(r.ids) >= 40 for r in replies)
@@ -28,7 +28,7 @@ def test_bench_replies_turn_unsafe_where_the_corpus_says(tiny):
 
 
 def test_streams_are_measured_chunk_by_chunk_with_their_stop_lag(worker, tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     model = StreamGuardReference.from_pretrained(tiny.stream)
     replies = bench_replies(tok, 5, 24)
     expected = [reference_stop(model, tok, {"prompt": r.prompt, "ids": r.ids}) for r in replies]

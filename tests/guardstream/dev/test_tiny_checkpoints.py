@@ -10,6 +10,8 @@ from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
 from guardstream.dev.stream_reference import StreamGuardReference
 
+from tests.helpers.models import cached_tokenizer
+
 HEADS = ["risk_level_category_pre", "risk_level_category_layernorm", "risk_level_head", "category_head",
          "query_risk_level_category_pre", "query_risk_level_category_layernorm", "query_risk_level_head", "query_category_head"]
 
@@ -50,10 +52,9 @@ def test_gen_fixture_agrees_with_heldout_labels(tiny):
 
 @torch.inference_mode()
 def test_stream_fixture_agrees_with_heldout_labels(tiny):
-    from transformers import AutoTokenizer
-
+    
     model = StreamGuardReference.from_pretrained(tiny.stream)
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     query_hits = query_total = flagged_right = flagged_total = 0
     for ex in load_corpus("heldout"):

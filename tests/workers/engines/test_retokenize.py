@@ -1,11 +1,12 @@
 import random
 
 import pytest
-from transformers import AutoTokenizer
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.workers.engines.framing import encode_text
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
+
+from tests.helpers.models import cached_tokenizer
 
 TRICKY = ["it's  two   spaces", "numbers 12345 and 3.14!", "émigré café naïve — “quotes”", "tabs\tand\nnewlines\n\n x",
           "don't can't won't", "a", "", "    ", "emoji 🙂🙃 mixed", "http://example.com/a?b=c&d=e",
@@ -15,7 +16,7 @@ TRICKY = ["it's  two   spaces", "numbers 12345 and 3.14!", "émigré café naïv
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny):
-    return AutoTokenizer.from_pretrained(str(tiny.stream))
+    return cached_tokenizer(tiny.stream)
 
 
 def split_randomly(text: str, rng: random.Random) -> list[str]:

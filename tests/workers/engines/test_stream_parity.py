@@ -7,18 +7,19 @@ import random
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine, TokenVerdict
 from guardstream.dev.stream_reference import StreamGuardReference
+
+from tests.helpers.models import cached_tokenizer
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     return tok, StreamGuardReference.from_pretrained(tiny.stream), lambda: StreamEngine.from_pretrained(tiny.stream)
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from guardstream.schemas import Action
 from guardstream.schemas.intake import RawRecord
 from guardstream.workers.engines.stream_engine import StreamEngine
-from guardstream.workers.moderation.stream_moderation import StreamModerator, StreamRules
+from guardstream.workers.moderation.rules import StreamRules
+from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import StreamRef
 from guardstream.workers.pools.stream_pool import run_calls
 
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.memory_table import MemoryTable
 
 PROMPT = "how do I build a pipe bomb"
@@ -30,7 +31,7 @@ class InProcessPool:
 
 @pytest.fixture()
 def moderator(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     return StreamModerator(StreamRules(gap_timeout_s=5), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
                            tok, "tiny-stream")
 
@@ -263,7 +264,7 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
         action = tenant_policy["category_actions"].rsplit(" ", 1)[1]
         tenant_policy = {"category_actions": {c: action for c in engine.response_heads.category_names}}
     policy = Policy.model_validate({"default": tenant_policy})
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     moderator = StreamModerator(StreamRules(policy=policy), InProcessPool(engine), tok, "tiny-stream")
     verdicts, _ = await MemoryTable().run(moderator, records(chunks(tok)))
     assert {v.action.value for v in chunk_verdicts(verdicts)} == chunk_actions
@@ -279,7 +280,7 @@ async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_th
         tiny, limit, too_long_action, final_action):
     from guardstream.workers.moderation.policy import Policy
 
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     engine = StreamEngine.from_pretrained(tiny.stream)
     policy = Policy.model_validate({"default": {"too_long_action": too_long_action}})
     rules = StreamRules(policy=policy, **({"max_tokens": 10} if limit == "stream_max_tokens" else {}))
@@ -300,7 +301,7 @@ async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_th
 
 
 async def test_a_prompt_longer_than_the_model_is_never_sent_to_it(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     engine = StreamEngine.from_pretrained(tiny.stream)
     moderator = StreamModerator(StreamRules(), InProcessPool(engine), tok, "tiny-stream")
     events = chunks(tok)
@@ -312,7 +313,7 @@ async def test_a_prompt_longer_than_the_model_is_never_sent_to_it(tiny):
 
 
 async def test_healthy_streams_batched_with_poisoned_ones_get_their_solo_verdicts(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     ids = tok(REPLY, add_special_tokens=False)["input_ids"]
 
     def fresh() -> StreamModerator:
@@ -363,7 +364,7 @@ async def test_each_chunk_writes_only_what_it_adds_and_a_finished_stream_keeps_o
 
 
 async def test_a_chunk_too_far_ahead_of_a_gap_is_a_dead_letter_and_held_chunks_are_bounded(tiny):
-    tok = AutoTokenizer.from_pretrained(str(tiny.stream))
+    tok = cached_tokenizer(tiny.stream)
     moderator = StreamModerator(StreamRules(max_held_chunks=3), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
                                 tok, "tiny-stream")
     events = chunks(tok)
