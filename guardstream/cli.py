@@ -254,6 +254,11 @@ def bench() -> None:
     """Throughput and latency next to baselines measured in the same run."""
 
 
+def _print_table(table, width: int = 140) -> None:
+    """On stdout; wide enough for a log file or CI when not on a terminal."""
+    Console(width=None if sys.stdout.isatty() else width).print(table)
+
+
 def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -273,9 +278,7 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
                  reference_tokens: int, device: str, dtype: str) -> None:
     """Qwen3Guard-Stream: tokens/s and chunk latency at N streams × chunk size, vs (a) and (b)."""
     import torch
-    from rich.table import Table
-
-    from guardstream.bench.stream import ratios, run_stream_bench
+    from guardstream.bench.stream import run_stream_bench, stream_table
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 
     checkpoint = str(build_tiny_checkpoints().stream) if config_name == "tiny" else None
@@ -286,15 +289,7 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
     console.print(f"[bold]bench stream[/] config={config_name} device={device} dtype={dtype} reply={reply_tokens} tokens")
     results = run_stream_bench(config_name, _int_list(streams), _int_list(chunks), reply_tokens, prompt_tokens,
                                reference_tokens, device, getattr(torch, dtype), report, checkpoint)
-    table = Table(title=f"Qwen3Guard-Stream engine, {config_name} config, {device} {dtype}")
-    for column in ("mode", "streams", "chunk", "tokens/s", "chunk p50 ms", "chunk p99 ms", "× (a)", "× (b)"):
-        table.add_column(column, justify="right" if column != "mode" else "left")
-    a = results[0]
-    table.add_row(a.label, "1", "1", f"{a.per_second:,.0f}", f"{a.percentile(0.5):.2f}", f"{a.percentile(0.99):.2f}", "1.0", "")
-    for m, vs_a, vs_b in ratios(results):
-        table.add_row(m.label, str(m.batch), str(m.chunk), f"{m.per_second:,.0f}", f"{m.percentile(0.5):.2f}",
-                      f"{m.percentile(0.99):.2f}", f"{vs_a:.1f}", f"{vs_b:.1f}" if vs_b else "")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    _print_table(stream_table(results, f"Qwen3Guard-Stream engine, {config_name} config, {device} {dtype}"))
 
 
 @bench.command("gen")
@@ -311,9 +306,7 @@ def bench_stream(config_name: str, streams: str, chunks: str, reply_tokens: int,
 def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int, prefix_tokens: int, device: str,
               dtype: str, with_vllm: bool) -> None:
     """Qwen3Guard-Gen: classifications/s and latency per path and batch size, vs the model card's generate()."""
-    from rich.table import Table
-
-    from guardstream.bench.gen import Workload, run_gen_bench, run_gen_shape_bench
+    from guardstream.bench.gen import Workload, gen_table, run_gen_bench, run_gen_shape_bench
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 
     def report(m) -> None:
@@ -335,16 +328,7 @@ def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int,
                       f"requests={count} {workload}")
         results = run_gen_shape_bench(config_name, _int_list(batches), count, device, torch_dtype, report, workload)
         title = f"Qwen3Guard-Gen {config_name} shape, random weights, {count} requests, {device} {torch_dtype}"
-    table = Table(title=title)
-    last = "label agreement" if config_name == "tiny" else "useful TFLOP/s"
-    for column in ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", last):
-        table.add_column(column, justify="left" if column == "path" else "right")
-    base = results[0].per_second
-    for m in results:
-        rate = f"{m.per_second:,.1f}" if m.per_second >= 1 else f"{m.per_second:.3f}"
-        table.add_row(m.label, str(m.batch), rate, f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}",
-                      f"{m.per_second / base:.1f}", f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    _print_table(gen_table(results, title))
 
 
 @bench.command("pipeline")
@@ -359,9 +343,7 @@ def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int,
 def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_events: int, noop_batch_size: int,
                    actor_cpus: int, agents: str) -> None:
     """End-to-end events/s and latency, broker → Faust → Ray → engine → verdicts, vs the engine alone and a no-op engine."""
-    from rich.table import Table
-
-    from guardstream.bench.pipeline import run_pipeline_bench
+    from guardstream.bench.pipeline import pipeline_table, run_pipeline_bench
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 
     model = gen_model or str(build_tiny_checkpoints().gen)
@@ -374,13 +356,8 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
     results = run_pipeline_bench(model, events, batch_size, noop_events, noop_batch_size, actor_cpus,
                                  _settings().home, report, agents)
     engine, pipeline, plumbing = results
-    table = Table(title=f"Gen pipeline, one worker (agents: {agents}), one GenGuard actor with {actor_cpus} thread(s)")
-    for column in ("path", "batch", "events", "events/s", "p50 ms", "p99 ms", "× engine alone"):
-        table.add_column(column, justify="left" if column == "path" else "right")
-    for m in results:
-        table.add_row(m.label, str(m.batch), f"{m.count:,}", f"{m.per_second:,.1f}", f"{m.percentile(0.5):.1f}",
-                      f"{m.percentile(0.99):.1f}", f"{m.per_second / engine.per_second:.2f}")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    _print_table(pipeline_table(results, f"Gen pipeline, one worker (agents: {agents}), one GenGuard actor with "
+                                         f"{actor_cpus} thread(s)"))
     console.print(f"pipeline efficiency {pipeline.per_second / engine.per_second:.2f} of the engine alone; "
                   f"plumbing ceiling {plumbing.per_second:,.0f} events/s. Latency: produce to verdict, paced at half "
                   "the burst throughput (engine alone: its batch).")
@@ -398,10 +375,7 @@ def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: 
                           reply_tokens: int, actor_cpus: int, fetch_wait_ms: int) -> None:
     """Gateway streams through broker → Faust → Ray → engine: chunk-verdict latency and stop lag at the
     client, next to the broker alone and the engine alone."""
-    from rich.table import Table
-
-    from guardstream.bench.stream_pipeline import run_stream_pipeline_bench
-    from guardstream.bench.timing import percentile
+    from guardstream.bench.stream_pipeline import run_stream_pipeline_bench, stream_pipeline_table
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
 
     model = stream_model or str(build_tiny_checkpoints().stream)
@@ -410,24 +384,9 @@ def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: 
     floor, engine, runs = run_stream_pipeline_bench(model, _int_list(streams), chunk_tokens, tokens_per_s, reply_tokens,
                                                     actor_cpus, fetch_wait_ms, _settings().home,
                                                     lambda line: console.print(f"  {line}"))
-    table = Table(title=f"Stream pipeline: one worker (stream agent), one StreamGuard actor with {actor_cpus} thread(s), "
-                        f"{tokens_per_s:g} tokens/s per stream, chunks of {chunk_tokens}, fetch wait {fetch_wait_ms} ms")
-    for column in ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
-                   "stop lag p50/p99 tokens", "kept up"):
-        table.add_column(column, justify="left" if column == "path" else "right")
-    table.add_row("broker floor: produce → consume, no worker", "", f"{len(floor):,}", f"{percentile(floor, 0.5):.1f}",
-                  f"{percentile(floor, 0.99):.1f}", "", "", "", "")
-    for m in engine:
-        table.add_row("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
-                      f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", "", "", "", "")
-    for r in runs:
-        table.add_row("pipeline: client → broker → worker → actor → client", str(r.streams), f"{len(r.latencies_ms):,}",
-                      f"{percentile(r.latencies_ms, 0.5):.1f}", f"{percentile(r.latencies_ms, 0.99):.1f}",
-                      f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
-                      f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
-                      f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
-                      "yes" if r.kept_up else "no")
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    _print_table(stream_pipeline_table(floor, engine, runs, f"Stream pipeline: one worker (stream agent), one StreamGuard "
+                                       f"actor with {actor_cpus} thread(s), {tokens_per_s:g} tokens/s per stream, chunks of "
+                                       f"{chunk_tokens}, fetch wait {fetch_wait_ms} ms"), width=160)
     console.print("Latency: produce to verdict at the client; stop lag: from producing the chunk that holds the stop "
                   "token to the stop's arrival, and the reply tokens sent past that chunk meanwhile.")
 
@@ -445,9 +404,7 @@ def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: f
          chunk_tokens: int, tokens_per_s: float, every_s: float) -> None:
     """Keep N reply streams starting, running and finishing against a running worker; print its memory,
     table entries, changelog bytes and lag over time."""
-    from rich.table import Table
-
-    from guardstream.bench.soak import run_soak
+    from guardstream.bench.soak import run_soak, soak_table
 
     settings = _settings(kafka_bootstrap=kafka_bootstrap)
 
@@ -459,13 +416,7 @@ def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: f
     console.print(f"[bold]soak[/] {streams} streams at a time for {minutes:g} min against {metrics_url}")
     samples = asyncio.run(run_soak(settings, _bootstrap_or_fail(settings), metrics_url, streams, minutes, reply_tokens,
                                    chunk_tokens, tokens_per_s, every_s, report))
-    table = Table(title="soak: first and last sample")
-    for column in ("at s", "streams", "worker RSS MB", "actors RSS MB", "KV MB", "stream table", "changelog MB", "lag"):
-        table.add_column(column, justify="right")
-    for s in (samples[0], samples[-1]):
-        table.add_row(f"{s.at_s:.0f}", f"{s.streams_started:,}", f"{s.worker_rss_mb:,.0f}", f"{s.actor_rss_mb:,.0f}",
-                      f"{s.kv_used_mb:,.1f}", f"{s.table_entries:,}", f"{s.changelog_mb:,.1f}", f"{s.lag:,}")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    _print_table(soak_table(samples))
 
 
 @main.group()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from guardstream.bench.timing import Measurement, device_sync, time_batches
+from guardstream.bench.timing import Measurement, device_sync, results_table, time_batches
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
@@ -143,3 +143,14 @@ def run_gen_shape_bench(config_name: str, batches: list[int], count: int, device
             results.append(Measurement(name, batch, count, seconds, latencies, useful_flops=useful))
             report(results[-1])
     return results
+
+
+def gen_table(results: list[Measurement], title: str):
+    """Every path against the first row (the reference), with label agreement on a checkpoint or the
+    useful FLOP/s on random weights."""
+    base = results[0].per_second
+    last = "label agreement" if results[0].agree is not None else "useful TFLOP/s"
+    rows = [(m.label, str(m.batch), f"{m.per_second:,.1f}" if m.per_second >= 1 else f"{m.per_second:.3f}",
+             f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", f"{m.per_second / base:.1f}",
+             f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}") for m in results]
+    return results_table(title, ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", last), rows)

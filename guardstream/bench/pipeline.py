@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from guardstream.bench.timing import Measurement, time_batches
+from guardstream.bench.timing import Measurement, results_table, time_batches
 from guardstream.dev.broker import EmbeddedBroker
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.worker_process import WorkerProcess
@@ -144,3 +144,11 @@ def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, no
                                         timeout_s, agents=agents, gen_backend="noop"))
         report(results[-1])
     return results
+
+
+def pipeline_table(results: list[Measurement], title: str):
+    """The engine alone, the pipeline and the plumbing, each as a share of the engine alone."""
+    engine = results[0]
+    rows = [(m.label, str(m.batch), f"{m.count:,}", f"{m.per_second:,.1f}", f"{m.percentile(0.5):.1f}",
+             f"{m.percentile(0.99):.1f}", f"{m.per_second / engine.per_second:.2f}") for m in results]
+    return results_table(title, ("path", "batch", "events", "events/s", "p50 ms", "p99 ms", "× engine alone"), rows)

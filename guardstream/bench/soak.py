@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from guardstream.bench.timing import results_table
 from guardstream.kafka_io import topic_name
 from guardstream.topology.settings import Settings
 
@@ -97,3 +98,12 @@ async def run_soak(settings: Settings, bootstrap: str, metrics_url: str, streams
                                            counts["finished"]))
     report(samples[-1])
     return samples
+
+
+def soak_table(samples: list[Sample]):
+    """The first and the last sample, side by side: what grew."""
+    rows = [(f"{s.at_s:.0f}", f"{s.streams_started:,}", f"{s.worker_rss_mb:,.0f}", f"{s.actor_rss_mb:,.0f}",
+             f"{s.kv_used_mb:,.1f}", f"{s.table_entries:,}", f"{s.changelog_mb:,.1f}", f"{s.lag:,}")
+            for s in (samples[0], samples[-1])]
+    return results_table("soak: first and last sample", ("at s", "streams", "worker RSS MB", "actors RSS MB", "KV MB",
+                                                         "stream table", "changelog MB", "lag"), rows)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from transformers import Qwen3Config
 
-from guardstream.bench.timing import Measurement, device_sync
+from guardstream.bench.timing import Measurement, device_sync, results_table
 from guardstream.workers.engines.labels import RISK_LABELS
 from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine
@@ -112,3 +112,12 @@ def ratios(results: list[Measurement]) -> list[tuple[Measurement, float, float |
     single = {m.chunk: m.per_second for m in results[1:] if m.batch == 1}
     return [(m, m.per_second / reference, m.per_second / single[m.chunk] if m.chunk in single else None)
             for m in results[1:]]
+
+
+def stream_table(results: list[Measurement], title: str):
+    """Baseline (a) first, then every engine row with its speed-ups over (a) and (b)."""
+    a = results[0]
+    rows = [(a.label, "1", "1", f"{a.per_second:,.0f}", f"{a.percentile(0.5):.2f}", f"{a.percentile(0.99):.2f}", "1.0", "")]
+    rows += [(m.label, str(m.batch), str(m.chunk), f"{m.per_second:,.0f}", f"{m.percentile(0.5):.2f}",
+              f"{m.percentile(0.99):.2f}", f"{vs_a:.1f}", f"{vs_b:.1f}" if vs_b else "") for m, vs_a, vs_b in ratios(results)]
+    return results_table(title, ("mode", "streams", "chunk", "tokens/s", "chunk p50 ms", "chunk p99 ms", "× (a)", "× (b)"), rows)

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from guardstream.bench.stream import IM_END, measure_engine
-from guardstream.bench.timing import Measurement, percentile
+from guardstream.bench.timing import Measurement, percentile, results_table
 from guardstream.client import FETCH_WAIT_MS, Guard, GuardedStream
 from guardstream.dev.broker import EmbeddedBroker
 from guardstream.dev.tiny_checkpoints import load_corpus
@@ -222,3 +222,21 @@ async def _measure_all(settings: Settings, bootstrap: str, tokenizer, streams: l
             report(f"pipeline, {n} streams: chunk p50 {percentile(runs[-1].latencies_ms, 0.5):.1f} ms, "
                    f"p99 {percentile(runs[-1].latencies_ms, 0.99):.1f} ms")
     return runs
+
+
+def stream_pipeline_table(floor: list[float], engine: list[Measurement], runs: list[StreamsRun], title: str):
+    """The broker floor and the engine alone, then each pipeline run with its stops and stop lag."""
+    blank = ("",) * 4
+    rows = [("broker floor: produce → consume, no worker", "", f"{len(floor):,}", f"{percentile(floor, 0.5):.1f}",
+             f"{percentile(floor, 0.99):.1f}", *blank)]
+    rows += [("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
+              f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", *blank) for m in engine]
+    rows += [("pipeline: client → broker → worker → actor → client", str(r.streams), f"{len(r.latencies_ms):,}",
+              f"{percentile(r.latencies_ms, 0.5):.1f}", f"{percentile(r.latencies_ms, 0.99):.1f}",
+              f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
+              f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
+              f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
+              "yes" if r.kept_up else "no") for r in runs]
+    return results_table(title, ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
+                                 "stop lag p50/p99 tokens", "kept up"), rows)
+

@@ -1,14 +1,26 @@
 """What every `guardstream bench` measurement needs: one measurement type, percentiles, a device
-sync, timed batches."""
+sync, timed batches, and the table each bench renders its results into."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from rich.table import Table
+
 T = TypeVar("T")
+
+
+def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """The first column names what was measured (left-aligned); the others are numbers."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def percentile(values: Sequence[float], q: float) -> float:
