@@ -286,7 +286,7 @@ async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_th
     rules = StreamRules(policy=policy, **({"max_tokens": 10} if limit == "stream_max_tokens" else {}))
     moderator = StreamModerator(rules, InProcessPool(engine), tok, "tiny-stream")
     if limit == "model positions":  # room for the prompt and 10 reply tokens
-        moderator.pool.max_positions = engine.max_positions = len(moderator.prompt_ids(PROMPT)) + 10
+        moderator.sequencer.max_positions = engine.max_positions = len(moderator.prompt_ids(PROMPT)) + 10
     events = chunks(tok)  # 4 tokens a chunk: chunk 2 would pass 10
     verdicts, letters = await MemoryTable().run(moderator, records(events))
     assert [v.stream.seq for v in chunk_verdicts(verdicts)] == [0, 1]

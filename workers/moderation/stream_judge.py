@@ -1,0 +1,115 @@
+"""The Stream path's judgement: token verdicts → chunk and stream verdicts under the tenant's policy.
+Pure: no model, no store; it reads and updates only the stream's `StreamState`.
+
+- each reply token is judged by the tenant's policy as Gen's verdicts are (mode, per-category
+  actions, `unsafe_action`, review thresholds): `debounce` consecutive tokens it would block trip
+  one `stop` action per stream, and chunks after it are `block`ed; a token it sends to review
+  makes its chunk (and the stream's final verdict) `review`;
+- a failed step (pool down, engine error) gives `Error` verdicts that the tenant's fail mode
+  decides; fail closed stops the stream once;
+- the final chunk also yields a verdict for the whole stream; a stream cut short by its length
+  gets one too, whose action the policy's `too_long_action` sets (block, the default, stops it).
+"""
+
+from __future__ import annotations
+
+from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent, derive_id, verdict_id
+from guardstream.workers.engines.stream_engine import TokenVerdict
+from guardstream.workers.moderation.policy import most_severe
+from guardstream.workers.moderation.rules import StreamRules
+from guardstream.workers.moderation.stream_sequence import Ready
+from guardstream.workers.pools.stream_pool import StreamAnswer
+
+_SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
+
+
+class StreamJudge:
+    def __init__(self, rules: StreamRules, model_id: str):
+        self.rules, self.model_id = rules, model_id
+
+    def verdicts(self, r: Ready, answer: StreamAnswer, failure: str | None, latency_ms: float) -> list[VerdictEvent]:
+        """The verdicts of one stream's ready chunks, from the model's answer for them (or a failure)."""
+        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
+        out = []
+        common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
+                      model_variant="stream", policy=policy.describe(state.tenant), latency_ms=latency_ms)
+        if answer.query is not None and not state.opened:
+            out.append(self._prompt_verdict(r, answer.query, common))
+        state.opened = state.opened or failure is None
+        tokens = iter(answer.tokens)
+        for chunk, ids in zip(r.chunks, r.ids):
+            offset = state.token_count
+            judged = [next(tokens) for _ in ids] if failure is None else []
+            stopped_before = state.stop_token is not None
+            worst: TokenVerdict | None = None
+            review = False
+            for index, token in enumerate(judged, start=offset):
+                unsafe = token.label == "Unsafe" or (token.label == "Controversial" and policy.mode == "strict")
+                decision = policy.decide(RiskLevel(token.label), [token.category] if token.category != "None" else [],
+                                         token.probabilities)
+                blocking = decision in (Action.block, Action.stop)  # only these count toward the stop
+                review = review or decision is Action.review
+                state.unsafe_run = state.unsafe_run + 1 if blocking else 0
+                if unsafe and state.first_unsafe is None:
+                    state.first_unsafe, state.category = index, token.category
+                if state.unsafe_run >= self.rules.debounce and state.stop_token is None:
+                    state.stop_token = index
+                if worst is None or _SEVERITY[token.label] > _SEVERITY[worst.label]:
+                    worst = token
+            state.token_count += len(ids)
+            risk = RiskLevel.error if failure else RiskLevel(worst.label) if worst else RiskLevel.safe
+            state.worst = max(state.worst, risk.value, key=_SEVERITY.__getitem__)
+            if failure:
+                action = policy.decide(RiskLevel.error, [])
+                if action is Action.block and not stopped_before:
+                    action, state.stop_token = Action.stop, offset  # fail closed: stop the stream once
+            else:
+                action = (Action.block if stopped_before else Action.stop if state.stop_token is not None
+                          else Action.review if review else Action.allow)
+            state.reviewed = state.reviewed or action is Action.review
+            categories = [worst.category] if worst and risk is not RiskLevel.safe and worst.category != "None" else []
+            out.append(VerdictEvent(
+                verdict_id=verdict_id(state.tenant, r.ref.conversation, chunk.event_id, self.model_id, Moderate.response),
+                source_event_id=chunk.event_id,
+                moderate=Moderate.response, risk_level=risk, categories=categories,
+                probabilities=worst.probabilities if worst else None, action=action, error=failure,
+                stream=StreamPosition(stream_id=r.ref.stream, seq=chunk.seq, token_offset=offset, token_count=len(ids),
+                                      first_unsafe_token=state.first_unsafe, stop_token=state.stop_token), **common))
+            if chunk.final:
+                out.append(self._final(r, chunk.event_id, failure, common))
+        if r.too_long:
+            out.append(self._final(r, *r.too_long, common))
+        return out
+
+    def _prompt_verdict(self, r: Ready, query: TokenVerdict, common: dict) -> VerdictEvent:
+        """The user turn's verdict, read at its closing <|im_end|> when the session opened."""
+        policy = self.rules.policy.for_tenant(r.state.tenant)
+        risk = RiskLevel(query.label)
+        categories = [query.category] if risk is not RiskLevel.safe and query.category != "None" else []
+        return VerdictEvent(verdict_id=verdict_id(r.state.tenant, r.ref.conversation, r.chunks[0].event_id, self.model_id,
+                                                  Moderate.prompt),
+                            source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
+                            categories=categories, probabilities=query.probabilities,
+                            action=policy.decide(risk, categories, query.probabilities),
+                            stream=StreamPosition(stream_id=r.ref.stream, seq=r.chunks[0].seq, token_offset=0,
+                                                  token_count=0), **common)
+
+    def _final(self, r: Ready, event_id: str, error: str | None, common: dict) -> VerdictEvent:
+        """The verdict for the whole stream. One cut short by its length is never allowed silently:
+        the policy's `too_long_action` applies, and block stops a stream that was not stopped."""
+        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
+        action = Action.block if state.stop_token is not None else Action.review if state.reviewed else Action.allow
+        if r.too_long:
+            if policy.too_long_action in (Action.block, Action.stop) and state.stop_token is None:
+                action, state.stop_token = Action.stop, state.token_count
+            else:
+                action = most_severe(action, policy.too_long_action)
+        final = VerdictEvent(
+            verdict_id=derive_id("stream-final", state.tenant, r.ref.conversation, r.ref.stream, self.model_id),
+            source_event_id=event_id, moderate=Moderate.response,
+            risk_level=RiskLevel(state.worst), categories=[state.category] if state.category not in (None, "None") else [],
+            action=action, error=error, stream=StreamPosition(
+                stream_id=r.ref.stream, seq=None, token_offset=0, token_count=state.token_count,
+                first_unsafe_token=state.first_unsafe, stop_token=state.stop_token, final=True), **common)
+        state.pending_text = ""  # finished: only seq bookkeeping is still needed
+        return final
