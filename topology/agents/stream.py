@@ -11,84 +11,86 @@ import logging
 import time
 
 from guardstream.schemas.intake import RawRecord
+from guardstream.topology import metrics
 from guardstream.topology.outcomes import describe, is_transient
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import Staged, StreamRef, idle_entries
-from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
 
 
-def register(w: Wiring, stream_moderator: StreamModerator) -> None:
-    app, settings, deliver, dead, settled = w.app, w.settings, w.deliver, w.dead, w.settled
-    send_letters, restore_owned, verdicts, chunks = w.send_letters, w.restore_owned, w.verdicts, w.chunks
+class StreamAgent:
+    """The agent's state between batches: the table, the streams waiting behind a gap (which a timer
+    re-checks), when partitions were last taken over, and a lock that keeps the agent and the
+    timers apart."""
 
-    # `waiting` holds the streams with chunks held behind a gap, which a timer re-checks;
-    # `stream_lock` keeps the agent and the timers apart.
-    stream_states = w.table("stream-state")
-    waiting: set[StreamRef] = set()
-    stream_lock = asyncio.Lock()
-    recovered_at = 0.0  # when this worker last took partitions over: gap waits restart from there
+    def __init__(self, w: Wiring, moderator: StreamModerator):
+        self.w, self.moderator = w, moderator
+        self.states = w.table("stream-state")
+        self.waiting: set[StreamRef] = set()
+        self.lock = asyncio.Lock()
+        self.recovered_at = 0.0  # when this worker last took partitions over: gap waits restart from there
 
-    async def apply(staged: Staged) -> None:
-        await stream_states.write(staged.writes)
+    async def _apply(self, staged: Staged) -> None:
+        await self.states.write(staged.writes)
         for key, (_, value) in staged.writes.items():
             if (ref := StreamRef.of_state_key(key)) is not None:
-                (waiting.add if value and value["held"] else waiting.discard)(ref)
+                (self.waiting.add if value and value["held"] else self.waiting.discard)(ref)
 
-    async def judge_chunks(records: list[RawRecord], release: list[StreamRef] = ()) -> None:
+    async def judge(self, records: list[RawRecord], release: list[StreamRef] = ()) -> None:
         """Judge `records`, and release the chunks held in the streams `release` names."""
-        async with stream_lock:
+        async with self.lock:
             began = time.perf_counter()
-            staged = Staged(stream_states.get)
-            produced, letters = await stream_moderator.moderate(records, staged, release, waits_from=recovered_at)
-            await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
-                          + [dead(d) for d in letters])
-            await apply(staged)
+            staged = Staged(self.states.get)
+            produced, letters = await self.moderator.moderate(records, staged, release, waits_from=self.recovered_at)
+            await self.w.deliver([(self.w.verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
+                                 + [self.w.dead(d) for d in letters])
+            await self._apply(staged)
             if records:
                 metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - began)
                 metrics.BATCH_RECORDS.labels("stream").observe(len(records))
 
-    @stream_states.table.on_recover
-    async def find_held_chunks() -> None:
+    async def find_held_chunks(self) -> None:
         """After each rebalance: streams with held chunks are found from the table (a restarted or
         new owner releases them too), and only for the partitions this worker owns."""
-        nonlocal recovered_at
-        recovered_at = time.time()
-        restore_owned(stream_states, chunks)
-        waiting.clear()
-        waiting.update(ref for key, _, value in stream_states.items()
-                       if (ref := StreamRef.of_state_key(key)) is not None and value["held"])
-        log.info("stream table restored: %d entries; %d streams hold chunks behind a gap", len(stream_states), len(waiting))
+        self.recovered_at = time.time()
+        self.w.restore_owned(self.states, self.w.chunks)
+        self.waiting = {ref for key, _, value in self.states.items()
+                        if (ref := StreamRef.of_state_key(key)) is not None and value["held"]}
+        log.info("stream table restored: %d entries; %d streams hold chunks behind a gap", len(self.states), len(self.waiting))
 
-    @app.agent(chunks, name="stream")
-    async def stream_agent(stream):
-        await settled("stream", stream, settings.stream_batch_size, settings.stream_batch_wait_ms / 1000, judge_chunks)
-
-    async def release_gaps() -> None:
+    async def release_gaps(self) -> None:
         """Chunks held behind a gap are released (and the gap reported) once the wait is over,
         one stream at a time, so one that fails does not hold back the others. Held chunks whose
         release failed for good become dead letters; the stream goes on."""
-        for ref in list(waiting):
+        for ref in list(self.waiting):
             try:
-                await judge_chunks([], [ref])
+                await self.judge([], [ref])
             except Exception as exc:  # noqa: BLE001 - transient: the next tick retries; the others go on
                 if is_transient(exc):
                     log.warning("releasing held chunks of stream %s failed (%s); retrying next tick", ref, describe(exc))
                     continue
                 log.error("releasing held chunks of stream %s failed (%s); dead-lettering them", ref, describe(exc))
-                async with stream_lock:
-                    staged = Staged(stream_states.get)
-                    await send_letters(stream_moderator.drop_held(staged, ref, describe(exc)))
-                    await apply(staged)
+                async with self.lock:
+                    staged = Staged(self.states.get)
+                    await self.w.send_letters(self.moderator.drop_held(staged, ref, describe(exc)))
+                    await self._apply(staged)
 
-    app.timer(interval=1.0)(guarded("release_gaps", release_gaps))
-
-    async def forget_streams() -> None:
+    async def forget_streams(self) -> None:
         """Streams idle past stream_idle_ttl_s leave the table with tombstones for all their
         entries; a chunk of one that comes later starts afresh."""
-        async with stream_lock:
-            await stream_states.write(idle_entries(stream_states.items(), time.time() - settings.stream_idle_ttl_s))
+        async with self.lock:
+            await self.states.write(idle_entries(self.states.items(), time.time() - self.w.settings.stream_idle_ttl_s))
 
-    app.timer(interval=min(60.0, settings.stream_idle_ttl_s))(guarded("forget_streams", forget_streams))
+
+def register(w: Wiring, stream_moderator: StreamModerator) -> None:
+    agent = StreamAgent(w, stream_moderator)
+    agent.states.table.on_recover(agent.find_held_chunks)
+
+    @w.app.agent(w.chunks, name="stream")
+    async def stream_agent(stream):
+        await w.settled("stream", stream, w.settings.stream_batch_size, w.settings.stream_batch_wait_ms / 1000, agent.judge)
+
+    w.app.timer(interval=1.0)(guarded("release_gaps", agent.release_gaps))
+    w.app.timer(interval=min(60.0, w.settings.stream_idle_ttl_s))(guarded("forget_streams", agent.forget_streams))

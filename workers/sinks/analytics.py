@@ -9,6 +9,7 @@ each count together with its key.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from guardstream.schemas import RiskLevel, VerdictEvent, WindowCount
 
@@ -18,21 +19,49 @@ def window_start(at: datetime, window_s: int) -> int:
     return epoch - epoch % window_s
 
 
-def count_keys(verdict: VerdictEvent, window_s: int) -> list[str]:
+class CountKey(NamedTuple):
+    """What one count counts: a window (its start, epoch seconds), a tenant, a risk level and a
+    category. On the wire (the analytics topic's key, the internal re-keyed topic) it is
+    `window|tenant|risk|category`; none of the parts can hold a `|` (tenants are `[A-Za-z0-9_.:-]`)."""
+
+    window: int
+    tenant: str
+    risk: str
+    category: str
+
+    def encode(self) -> str:
+        return f"{self.window}|{self.tenant}|{self.risk}|{self.category}"
+
+    @classmethod
+    def decode(cls, text: str) -> CountKey:
+        start, tenant, risk, category = text.split("|", 3)
+        return cls(int(start), tenant, risk, category)
+
+    def count(self, count: int, window_s: int) -> WindowCount:
+        begin = datetime.fromtimestamp(self.window, timezone.utc)
+        return WindowCount(window_start=begin, window_end=datetime.fromtimestamp(self.window + window_s, timezone.utc),
+                           tenant=self.tenant, risk_level=RiskLevel(self.risk), category=self.category, count=count)
+
+
+class Counted(NamedTuple):
+    """One verdict counted under one key: the count table's key `window|tenant|risk|category|verdict id`,
+    so a replayed verdict finds itself already counted."""
+
+    key: CountKey
+    verdict_id: str
+
+    def encode(self) -> str:
+        return f"{self.key.encode()}|{self.verdict_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Counted:
+        key, verdict_id = text.rsplit("|", 1)
+        return cls(CountKey.decode(key), verdict_id)
+
+
+def count_keys(verdict: VerdictEvent, window_s: int) -> list[CountKey]:
     start = window_start(verdict.produced_at, window_s)
-    return [f"{start}|{verdict.tenant}|{verdict.risk_level.value}|{category}"
-            for category in verdict.categories or ["None"]]
-
-
-def window_count(key: str, count: int, window_s: int) -> WindowCount:
-    start, tenant, risk, category = key.split("|", 3)
-    begin = datetime.fromtimestamp(int(start), timezone.utc)
-    return WindowCount(window_start=begin, window_end=datetime.fromtimestamp(int(start) + window_s, timezone.utc),
-                       tenant=tenant, risk_level=RiskLevel(risk), category=category, count=count)
-
-
-def key_window(key: str) -> int:
-    return int(key.split("|", 1)[0])
+    return [CountKey(start, verdict.tenant, verdict.risk_level.value, category) for category in verdict.categories or ["None"]]
 
 
 class StreamTime:

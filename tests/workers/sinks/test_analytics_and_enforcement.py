@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
-from guardstream.workers.sinks.analytics import StreamTime, count_keys, key_window, window_count
+from guardstream.workers.sinks.analytics import CountKey, Counted, StreamTime, count_keys
 from guardstream.workers.sinks.enforcement import action_for
 
 
@@ -16,14 +16,21 @@ def verdict(**overrides) -> VerdictEvent:
 def test_one_count_key_per_category_in_the_verdicts_window():
     keys = count_keys(verdict(), 60)
     start = int(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp())
-    assert keys == [f"{start}|acme|Unsafe|Violent", f"{start}|acme|Unsafe|PII"]
-    assert count_keys(verdict(categories=[], risk_level=RiskLevel.safe), 60) == [f"{start}|acme|Safe|None"]
-    assert key_window(keys[0]) == start
+    assert [k.encode() for k in keys] == [f"{start}|acme|Unsafe|Violent", f"{start}|acme|Unsafe|PII"]
+    assert [k.encode() for k in count_keys(verdict(categories=[], risk_level=RiskLevel.safe), 60)] == [f"{start}|acme|Safe|None"]
+    assert keys[0].window == start
+
+
+def test_keys_read_back_what_they_wrote():
+    key = count_keys(verdict(categories=["Suicide & Self-Harm"]), 60)[0]
+    assert CountKey.decode(key.encode()) == key and isinstance(CountKey.decode(key.encode()).window, int)
+    entry = Counted(key, "v-1")
+    assert Counted.decode(entry.encode()) == entry and entry.encode() == f"{key.encode()}|v-1"
 
 
 def test_window_count_reads_back_its_key():
     key = count_keys(verdict(), 300)[1]
-    update = window_count(key, 7, 300)
+    update = key.count(7, 300)
     assert (update.tenant, update.risk_level, update.category, update.count) == ("acme", RiskLevel.unsafe, "PII", 7)
     assert (update.window_end - update.window_start).total_seconds() == 300
 
