@@ -4,12 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
 from guardstream.dev.broker import free_port
+
+from tests.helpers.waiting import eventually
 
 CLEANUP = """
 import sys, time
@@ -37,15 +38,6 @@ def brokers_of(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if "tansu" in p.name()]
 
 
-def wait_for(condition, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)
-    return found
-
-
 @pytest.mark.parametrize("command", [["broker", "--port", "{port}"], ["up", "--agents", "enforcement"]])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_cli_stops_its_embedded_broker_on_a_signal(tmp_path, command, signum):
@@ -55,7 +47,7 @@ def test_the_cli_stops_its_embedded_broker_on_a_signal(tmp_path, command, signum
     proc = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        broker = wait_for(lambda: brokers_of(proc.pid))[0]
+        broker = eventually(lambda: brokers_of(proc.pid), 60, "the embedded broker", every_s=0.2)[0]
         proc.send_signal(signum)
         proc.wait(30)
         psutil.wait_procs([broker], timeout=15)

@@ -28,6 +28,7 @@ from guardstream.workers.sinks.analytics import window_start
 
 from tests.helpers.pipeline import start_worker, wait_drained
 from tests.helpers.kafka_helpers import read_all
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -130,20 +131,19 @@ def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(br
     second = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "second.log", metrics_port=port, **env)
     try:
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "analytics_by_key"))
-        time.sleep(6)  # a health report
-        restored = counted_entries(port)
+        restored = eventually(lambda: counted_entries(port), 30, "a health report of the restored table")
         fresh = asyncio.run(produce_fresh(second.settings, broker.bootstrap))
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "verdicts"))
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "analytics_by_key"))
-        time.sleep(6)  # an expiry pass and a health report
-        counted_entries_after_restart = counted_entries(port)
+        fresh_entries = sum(len(v.categories or ["None"]) for v in fresh)
+        counted_entries_after_restart = eventually(  # an expiry pass and a health report
+            lambda: (n := counted_entries(port)) <= fresh_entries and (n,), 30, "the restored keys to expire")[0]
         old_windows = {k: n for k, n in latest_counts(second.settings, broker.bootstrap).items() if k in counts}
         assert second.process.poll() is None and "Traceback" not in second.log()
     finally:
         second.stop()
     assert old_windows == counts
     assert restored > 0, "nothing was restored from the changelog"
-    fresh_entries = sum(len(v.categories or ["None"]) for v in fresh)
     assert counted_entries_after_restart <= fresh_entries < restored, (restored, counted_entries_after_restart)
 
 

@@ -4,7 +4,6 @@ the stream table empties once streams finish and idle out, memory stays flat, no
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from guardstream.bench.soak import Sample, run_soak
 from guardstream.dev.broker import free_port
 
 from tests.helpers.pipeline import start_worker, wait_drained
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,12 @@ def test_a_soak_of_short_streams_leaves_nothing_behind(broker, tiny, tmp_path):
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-soak",
                           topic_prefix="soak.", agents="stream", stream_idle_ttl_s=IDLE_TTL_S, metrics_port=port)
     try:
-        time.sleep(6)  # a first health report: actor memory
+        eventually(lambda: Sample.scrape(url, 0, 0, 0).actor_rss_mb > 0, 30, "a first health report: actor memory")
         samples = asyncio.run(run_soak(worker.settings, broker.bootstrap, url, STREAMS, MINUTES, every_s=15,
                                        report=lambda s: print(s)))
         asyncio.run(wait_drained(worker.settings, broker.bootstrap, "chunks", timeout_s=120))
-        deadline = time.monotonic() + 60
-        while (after := Sample.scrape(url, 0, 0, 0)).table_entries > 0 and time.monotonic() < deadline:
-            time.sleep(2)
+        after = eventually(lambda: (s := Sample.scrape(url, 0, 0, 0)).table_entries == 0 and s, 60,
+                           "finished streams to leave the table")
         alive, log = worker.process.poll() is None, worker.log()
     finally:
         worker.stop()
