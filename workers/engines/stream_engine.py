@@ -49,10 +49,15 @@ class TokenVerdict:
 
 
 @dataclass(frozen=True)
-class StepResult:
+class StreamAnswer:
+    """What a session's step answers; the one answer type from the engine through the actor to the
+    worker. The actor sets `missing` and `error`, which the engine never does."""
+
     session: str
     query: TokenVerdict | None = None  # for an Open
     tokens: list[TokenVerdict] = field(default_factory=list)  # for a Feed, one per new token
+    missing: bool = False  # the actor holds no such session (restarted, evicted) or is out of step: rebuild it
+    error: str | None = None  # the engine failed on this session alone; it was closed, to be rebuilt
 
 
 @dataclass
@@ -161,7 +166,7 @@ class StreamEngine:
             self.pool.reserve(state.seq, state.length + len(chunk_ids))
 
     # -- the batched step -------------------------------------------------------------------
-    def step(self, chunks: list[Open | Feed]) -> list[StepResult]:
+    def step(self, chunks: list[Open | Feed]) -> list[StreamAnswer]:
         if not chunks:
             return []
         if len({c.session for c in chunks}) != len(chunks):
@@ -187,11 +192,11 @@ class StreamEngine:
         feeds = [(row, len(i)) for row, (c, i) in enumerate(zip(chunks, ids)) if isinstance(c, Feed)]
         queries = self.query_heads(hidden[[r for r, _ in opens], [p for _, p in opens]]) if opens else []
         replies = self.response_heads(torch.cat([hidden[r, :n] for r, n in feeds])) if feeds else []
-        results: list[StepResult] = [StepResult(c.session) for c in chunks]
+        results: list[StreamAnswer] = [StreamAnswer(c.session) for c in chunks]
         for (row, _), verdict in zip(opens, queries):
-            results[row] = StepResult(chunks[row].session, query=verdict)
+            results[row] = StreamAnswer(chunks[row].session, query=verdict)
         offset = 0
         for row, n in feeds:
-            results[row] = StepResult(chunks[row].session, tokens=replies[offset : offset + n])
+            results[row] = StreamAnswer(chunks[row].session, tokens=replies[offset : offset + n])
             offset += n
         return results

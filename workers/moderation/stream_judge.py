@@ -14,11 +14,10 @@ Pure: no model, no store; it reads and updates only the stream's `StreamState`.
 from __future__ import annotations
 
 from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent, derive_id, verdict_id
-from guardstream.workers.engines.stream_engine import TokenVerdict
+from guardstream.workers.engines.stream_engine import StreamAnswer, TokenVerdict
 from guardstream.workers.moderation.policy import most_severe
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_sequence import Ready
-from guardstream.workers.pools.stream_pool import StreamAnswer
 
 _SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
 

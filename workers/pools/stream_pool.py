@@ -17,7 +17,7 @@ import ray
 
 from guardstream.workers import faults
 from guardstream.workers.pools import actors
-from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+from guardstream.workers.engines.stream_engine import Feed, Open, StreamAnswer, StreamEngine
 
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,6 @@ class StreamCall:
     history_ids: list[int] = field(default_factory=list)  # reply tokens already judged, when rebuilding
     close: bool = False
     judged: int = 0  # reply tokens the caller's state says the session holds (for a call that does not open it)
-
-
-@dataclass(frozen=True)
-class StreamAnswer:
-    session: str
-    missing: bool = False
-    query: TokenVerdict | None = None
-    tokens: list[TokenVerdict] = field(default_factory=list)  # one per new id
-    error: str | None = None  # the engine failed on this session alone; it was closed, to be rebuilt
 
 
 def run_calls(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:

@@ -4,13 +4,12 @@ under the tenant's policy."""
 from __future__ import annotations
 
 from guardstream.schemas import Action, RiskLevel, TokenChunkEvent
-from guardstream.workers.engines.stream_engine import TokenVerdict
+from guardstream.workers.engines.stream_engine import StreamAnswer, TokenVerdict
 from guardstream.workers.moderation.policy import Policy
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_judge import StreamJudge
 from guardstream.workers.moderation.stream_sequence import Ready
 from guardstream.workers.moderation.stream_state import StreamRef, StreamState
-from guardstream.workers.pools.stream_pool import StreamAnswer
 
 POLICY = Policy.model_validate({"default": {"mode": "strict", "fail_mode": "closed"},
                                 "tenants": {"open": {"mode": "loose", "fail_mode": "open"}}})
