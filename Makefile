@@ -41,8 +41,11 @@ kcat:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
 	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
 
+# two processes (pytest-xdist): most integration time is waiting on workers, brokers and timeouts
+JOBS ?= 2
+
 test: $(STAMP) $(CHECKOV) kcat
-	$(PY) -m pytest $(PYTEST)
+	$(PY) -m pytest $(PYTEST) -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
 # the inner loop: everything but the tests marked integration (real broker, Ray, PostgreSQL)
 unit: $(STAMP)
