@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -42,10 +41,10 @@ async def produce_lines(settings: Settings, bootstrap: str, role: str, lines: li
 async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s: float | None = None,
                   until: Callable[[], bool] = lambda: False) -> AsyncIterator:
     """Yield a topic's records (by role in the topic registry) from the beginning, until `until()`
-    or no record for idle_timeout_s."""
+    or no record for idle_timeout_s. The reader joins no consumer group: it reads every partition,
+    and starts at once instead of waiting for a group's first join (6 s on the embedded broker)."""
     consumer = AIOKafkaConsumer(topic_name(settings, role), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=f"guardstream-reader-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
-                                **settings.kafka_client_options())
+                                group_id=None, enable_auto_commit=False, **settings.kafka_client_options())
     await consumer.start()
     try:
         last = time.monotonic()

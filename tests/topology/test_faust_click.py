@@ -46,7 +46,7 @@ def test_faust_cli_worker_runs_with_this_click(broker, tmp_path):
 
 async def echo_round_trip(bootstrap: str) -> bytes:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer("probe-out", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id="probe-check")
+    consumer = AIOKafkaConsumer("probe-out", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await producer.start()
     await consumer.start()
     try:
