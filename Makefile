@@ -41,15 +41,17 @@ kcat:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
 	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
 
-# two processes (pytest-xdist): most integration time is waiting on workers, brokers and timeouts
+# two processes (pytest-xdist), grouped as tests/conftest.py says: most integration time is waiting
+# on workers, brokers and timeouts, and the unit modules keep both cores busy
 JOBS ?= 2
+XDIST := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
 test: $(STAMP) $(CHECKOV) kcat
-	$(PY) -m pytest $(PYTEST) -n $(JOBS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest $(PYTEST) $(XDIST)
 
 # the inner loop: everything but the tests marked integration (real broker, Ray, PostgreSQL)
 unit: $(STAMP)
-	$(PY) -m pytest $(PYTEST) -m "not integration"
+	$(PY) -m pytest $(PYTEST) $(XDIST) -m "not integration"
 
 clean:
 	rm -rf $(VENV) .venv-checkov .pytest_cache

@@ -6,16 +6,21 @@ only when a test asks for it."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import psycopg
 import pytest
+import torch
 
 from guardstream.dev.broker import EmbeddedBroker, free_port
 from guardstream.dev.tiny_checkpoints import TinyCheckpoints, build_tiny_checkpoints
 from tests.helpers.pipeline import PG_ADMIN_URL, POLICY, start_worker
 
 REAL_PARTS = {"broker", "pg_url", "worker"}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes on two cores: one torch thread each, not two
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):
