@@ -108,8 +108,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
                                                 "model pool not answering" if not answering else ""]))
         HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",
-                              not live_problem and not ready_problem,
-                              ready_problem or live_problem or f"{len(assigned)} partitions assigned")
+                      not live_problem and not ready_problem,
+                      ready_problem or live_problem or f"{len(assigned)} partitions assigned")
 
     app.timer(interval=5.0)(guarded("report_health", report_health))
     return app

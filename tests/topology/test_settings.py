@@ -1,6 +1,7 @@
 import pytest
 
 from guardstream.topology.settings import Settings, SettingsError
+from guardstream.workers.moderation.rules import GenRules, StreamRules
 
 
 def test_environment_is_read_and_flags_win():
@@ -41,3 +42,13 @@ def test_a_worker_runs_all_agents_or_the_ones_named():
         Settings.load({"GUARDSTREAM_AGENTS": "gen,billing"})
     with pytest.raises(SettingsError, match="name at least one"):
         Settings.load({"GUARDSTREAM_AGENTS": ","})
+
+
+def test_each_moderation_step_gets_its_own_settings_and_nothing_else():
+    s = Settings.load({"GUARDSTREAM_STREAM_DEBOUNCE": "3", "GUARDSTREAM_POLICY": '{"default": {"mode": "loose"}}'},
+                      max_event_bytes=4096, audit_store_text=True, stream_gap_timeout_s=7, stream_max_held_chunks=9,
+                      stream_max_tokens=99)
+    assert s.gen_rules() == GenRules(policy=s.policy, max_event_bytes=4096, store_text=True)
+    assert s.stream_rules() == StreamRules(policy=s.policy, max_event_bytes=4096, debounce=3, gap_timeout_s=7,
+                                           max_held_chunks=9, max_tokens=99)
+    assert s.stream_rules().policy.default.mode == "loose"
