@@ -19,7 +19,7 @@ from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology import metrics
 from guardstream.topology.state import PartitionedTable
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring, guarded
-from guardstream.workers.sinks.analytics import Counted, CountKey, StreamTime, count_keys
+from guardstream.workers.sinks.analytics import CountKey, StreamTime, count_keys
 
 
 class Analytics:
@@ -47,7 +47,7 @@ class Analytics:
 
     async def count(self, records: list[RawRecord]) -> None:
         touched: set[CountKey] = set()
-        entries: dict[Counted, int] = {}  # → partition
+        entries: dict[str, tuple[int, CountKey]] = {}  # count table key → (partition, what it counts)
         for record in records:
             key = CountKey.decode(record.key.decode())
             self.count_time.advance(record.partition, key.window)
@@ -55,13 +55,13 @@ class Analytics:
                 metrics.LATE_VERDICTS.labels(key.tenant).inc()
                 continue
             touched.add(key)
-            if self.counted.get((entry := Counted(key, record.value.decode())).encode()) is None:
-                entries[entry] = record.partition
+            if self.counted.get(entry := key.entry(record.value.decode())) is None:
+                entries[entry] = (record.partition, key)
         # counted only once stored: a retried batch counts nothing twice
-        await self.counted.write({entry.encode(): (partition, entry.key.window) for entry, partition in entries.items()})
-        for entry in entries:
-            self.tally[entry.key] += 1
-            metrics.VERDICTS.labels(entry.key.tenant, entry.key.risk, entry.key.category).inc()
+        await self.counted.write({entry: (partition, key.window) for entry, (partition, key) in entries.items()})
+        for _, key in entries.values():
+            self.tally[key] += 1
+            metrics.VERDICTS.labels(key.tenant, key.risk, key.category).inc()
         # every key of the batch is published, so a retried batch republishes what it counted
         await self.w.deliver([(self.w.analytics, key.encode(), key.count(self.tally[key], self.window_s).model_dump_json().encode())
                               for key in touched])
@@ -77,13 +77,13 @@ class Analytics:
 
     async def restore_counted(self) -> None:
         self._restored(self.counted, self.w.by_count_key, self.count_time)
-        self.tally = Counter(Counted.decode(entry).key for entry, _, _ in self.counted.items())
+        self.tally = Counter(CountKey.of_entry(entry) for entry, _, _ in self.counted.items())
 
     async def expire(self) -> None:
         """Forget windows past the retention, with tombstones; a verdict for them is no longer counted."""
         await self.routed.expire(lambda _, partition, window: self.route_time.expired(partition, window))
         for entry in await self.counted.expire(lambda _, partition, window: self.count_time.expired(partition, window)):
-            key = Counted.decode(entry).key
+            key = CountKey.of_entry(entry)
             self.tally[key] -= 1
             if self.tally[key] <= 0:
                 del self.tally[key]

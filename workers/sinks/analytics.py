@@ -37,26 +37,20 @@ class CountKey(NamedTuple):
         start, tenant, risk, category = text.split("|", 3)
         return cls(int(start), tenant, risk, category)
 
+    def entry(self, verdict_id: str) -> str:
+        """The count table's key for one verdict counted under this key: a replayed verdict finds
+        itself already counted. The verdict id is last, so it may hold any character."""
+        return f"{self.encode()}|{verdict_id}"
+
+    @classmethod
+    def of_entry(cls, entry: str) -> CountKey:
+        start, tenant, risk, category, _ = entry.split("|", 4)
+        return cls(int(start), tenant, risk, category)
+
     def count(self, count: int, window_s: int) -> WindowCount:
         begin = datetime.fromtimestamp(self.window, timezone.utc)
         return WindowCount(window_start=begin, window_end=datetime.fromtimestamp(self.window + window_s, timezone.utc),
                            tenant=self.tenant, risk_level=RiskLevel(self.risk), category=self.category, count=count)
-
-
-class Counted(NamedTuple):
-    """One verdict counted under one key: the count table's key `window|tenant|risk|category|verdict id`,
-    so a replayed verdict finds itself already counted."""
-
-    key: CountKey
-    verdict_id: str
-
-    def encode(self) -> str:
-        return f"{self.key.encode()}|{self.verdict_id}"
-
-    @classmethod
-    def decode(cls, text: str) -> Counted:
-        key, verdict_id = text.rsplit("|", 1)
-        return cls(CountKey.decode(key), verdict_id)
 
 
 def count_keys(verdict: VerdictEvent, window_s: int) -> list[CountKey]:

@@ -1,7 +1,7 @@
 from datetime import datetime, timezone
 
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
-from guardstream.workers.sinks.analytics import CountKey, Counted, StreamTime, count_keys
+from guardstream.workers.sinks.analytics import CountKey, StreamTime, count_keys
 from guardstream.workers.sinks.enforcement import action_for
 
 
@@ -24,8 +24,7 @@ def test_one_count_key_per_category_in_the_verdicts_window():
 def test_keys_read_back_what_they_wrote():
     key = count_keys(verdict(categories=["Suicide & Self-Harm"]), 60)[0]
     assert CountKey.decode(key.encode()) == key and isinstance(CountKey.decode(key.encode()).window, int)
-    entry = Counted(key, "v-1")
-    assert Counted.decode(entry.encode()) == entry and entry.encode() == f"{key.encode()}|v-1"
+    assert key.entry("v|1") == f"{key.encode()}|v|1" and CountKey.of_entry(key.entry("v|1")) == key
 
 
 def test_window_count_reads_back_its_key():
