@@ -12,6 +12,7 @@ from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_sequence import StreamSequencer
 from guardstream.workers.moderation.stream_state import Staged, StreamRef
 
+from tests.helpers.memory_table import MemoryTable
 from tests.helpers.models import cached_tokenizer
 
 REF = StreamRef("t", "c", "s")
@@ -33,13 +34,13 @@ def records(*chunks: dict) -> list[RawRecord]:
     return [RawRecord("chunks", 0, i, b"c", json.dumps(c).encode()) for i, c in enumerate(chunks)]
 
 
-class Table(dict):
+class Table(MemoryTable):
     def take(self, sequencer, chunks, now=100.0, release=()):
+        """One batch through the sequencer alone, its writes applied as the agent applies them."""
         staged = Staged(self.get)
         taken = sequencer.take(records(*chunks), staged, release, now=now)
         sequencer.settle(taken, staged)
-        for key, (_, value) in staged.writes.items():
-            self.pop(key, None) if value is None else self.__setitem__(key, value)
+        self.apply(staged)
         return taken
 
 
