@@ -13,6 +13,12 @@ One Guard per process: one producer, and one reader of the verdict topic that se
 in flight. The reader joins no consumer group: it is assigned every partition at its end before
 the first request is sent, so each gateway process sees every verdict and picks out its own.
 Settings (topic prefix, security, tenant policies for the fail mode) are the worker's.
+
+Nothing a caller awaits raises, and every silence ends in the tenant's fail mode within the
+caller's timeout: a Kafka error, a verdict that does not come, a reader that died (it is
+restarted, and while it is down every waiter gets the fail mode at once), a stream chunk without
+a verdict within `chunk_timeout_s` (a fail-closed tenant's stream is stopped). One tenant holds at
+most `tenant_share` of the in-flight slots, so it cannot push the others into their fail modes.
 """
 
 from __future__ import annotations
@@ -22,43 +28,80 @@ import itertools
 import logging
 import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from guardstream.schemas import Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
+from guardstream.topology import metrics
+from guardstream.topology.outcomes import describe
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 5  # aiokafka's default 500 ms long poll would be most of a stop's latency
+CHECK_EVERY_S = 2.0  # how often the reader asks the broker for the verdict topic's partitions (and so, if it answers)
+RESTART_AFTER_S = 1.0  # a reader that died starts again after this
+
+
+class ReaderDown(Exception):
+    """The verdict reader stopped: no verdict can arrive until it is back."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A verdict and what to do, or, when none came in time, the action the tenant's fail mode gives."""
+    """A verdict and what to do, or, when none came in time, the action the tenant's fail mode gives
+    and why (`timeout`, `reader_down`, or the error)."""
 
     action: Action
     verdict: VerdictEvent | None = None
+    reason: str | None = None
 
     @property
     def timed_out(self) -> bool:
         return self.verdict is None
 
 
+class Slots:
+    """In-flight slots: `total` in all, at most `per_tenant` of them held by any one tenant."""
+
+    def __init__(self, total: int, tenant_share: float):
+        self.total = asyncio.Semaphore(total)
+        self.per_tenant = max(1, int(total * tenant_share))
+        self._tenants: dict[str, asyncio.Semaphore] = {}
+        self._users: Counter[str] = Counter()  # callers holding or waiting for each tenant's slots
+
+    async def run(self, tenant: str, work: Awaitable):
+        mine = self._tenants.setdefault(tenant, asyncio.Semaphore(self.per_tenant))
+        self._users[tenant] += 1
+        try:
+            async with mine, self.total:
+                return await work
+        finally:
+            self._users[tenant] -= 1
+            if not self._users[tenant]:  # an idle tenant is forgotten: the map holds only tenants in flight
+                del self._users[tenant], self._tenants[tenant]
+
+
 class Guard:
-    def __init__(self, bootstrap: str, settings: Settings | None = None, timeout_s: float = 5.0, max_inflight: int = 4096):
+    def __init__(self, bootstrap: str, settings: Settings | None = None, timeout_s: float = 5.0, max_inflight: int = 4096,
+                 tenant_share: float = 0.25, chunk_timeout_s: float = 2.0):
         self.settings = settings or Settings.load()
-        self.timeout_s = timeout_s
+        self.timeout_s, self.chunk_timeout_s = timeout_s, chunk_timeout_s
         self._bootstrap = bootstrap
         self._topics = topics_for(self.settings)
-        self._slots = asyncio.Semaphore(max_inflight)  # bounded waiting: past this, callers wait (within their timeout)
+        self._slots = Slots(max_inflight, tenant_share)
         self._waiting: dict[tuple[str, str, str], asyncio.Future] = {}  # (tenant, conversation, event id) → verdict
         self._streams: dict[tuple[str, str, str], GuardedStream] = {}  # (tenant, conversation, stream id)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task | None = None
+        self._reading = asyncio.Event()  # set while the reader is running with its partitions assigned
+        self._reopen = False  # the reader failed: its consumer is replaced before it reads again
+        self._broker_answered_at = 0.0
 
     async def __aenter__(self) -> Guard:
         await self.start()
@@ -68,21 +111,15 @@ class Guard:
         await self.stop()
 
     async def start(self) -> None:
-        options = self.settings.kafka_client_options()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0, **options)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=FETCH_WAIT_MS, **options)
+        """Connect, and return once the reader is at the verdict topic's end (so no verdict is missed)."""
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
+                                          **self.settings.kafka_client_options())
         await self._producer.start()
-        await self._consumer.start()
-        topic = self._topics.verdicts.name
-        partitions = await self._partitions(topic)
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        for tp in partitions:  # the positions are settled before any request is sent, so no verdict is missed
-            await self._consumer.position(tp)
-        self._reader = asyncio.create_task(self._read(), name="guardstream-client-reader")
+        await self._open_reader()
+        self._reader = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
 
     async def stop(self) -> None:
+        self._reading.clear()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -90,45 +127,121 @@ class Guard:
             if part is not None:
                 await part.stop()
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether verdicts can arrive: the reader runs and the broker answered it lately."""
+        if not self._reading.is_set():
+            return False, "the verdict reader is down (restarting)"
+        silent = time.monotonic() - self._broker_answered_at
+        if silent > 3 * CHECK_EVERY_S + 5:
+            return False, f"the broker has not answered for {silent:.0f}s"
+        return True, "reading verdicts"
+
     async def moderate(self, event: ConversationEvent, timeout: float | None = None) -> Outcome:
-        """Moderate one prompt or finished reply: its verdict, or the tenant's fail mode after `timeout`."""
+        """Moderate one prompt or finished reply: its verdict, or the tenant's fail mode after `timeout`
+        (or at once when no verdict can come); never raises."""
         key = (event.tenant, event.conversation_id, event.event_id)
         waiting = self._waiting.setdefault(key, asyncio.get_running_loop().create_future())
         try:
+            if not self._reading.is_set():
+                return self.fail_mode(event.tenant, "reader_down")
             async with asyncio.timeout(self.timeout_s if timeout is None else timeout):
-                async with self._slots:
-                    await self._send(self._topics.conversations.name, event)
-                    verdict = await asyncio.shield(waiting)
+                verdict = await self._slots.run(event.tenant, self._send_and_wait(event, waiting))
         except TimeoutError:
-            return self.fail_mode(event.tenant)
+            return self.fail_mode(event.tenant, "timeout")
+        except ReaderDown:
+            return self.fail_mode(event.tenant, "reader_down")
+        except Exception as exc:  # noqa: BLE001 - the caller gets the fail mode, never an exception
+            log.warning("moderating %s failed (%s): the fail mode answers", event.event_id, describe(exc))
+            return self.fail_mode(event.tenant, f"error: {describe(exc)}")
         finally:
             if self._waiting.get(key) is waiting:
                 del self._waiting[key]
         return Outcome(verdict.action, verdict)
 
+    async def _send_and_wait(self, event: ConversationEvent, waiting: asyncio.Future) -> VerdictEvent:
+        await self._send(self._topics.conversations.name, event)
+        return await asyncio.shield(waiting)
+
     def stream(self, conversation_id: str, prompt: str, *, tenant: str, stream_id: str | None = None,
-               timeout: float | None = None) -> GuardedStream:
+               timeout: float | None = None, chunk_timeout: float | None = None) -> GuardedStream:
         """Guard one reply while it is generated (use it with `async with`)."""
         return GuardedStream(self, conversation_id, stream_id or uuid.uuid4().hex, tenant, prompt,
-                             self.timeout_s if timeout is None else timeout)
+                             self.timeout_s if timeout is None else timeout,
+                             self.chunk_timeout_s if chunk_timeout is None else chunk_timeout)
 
-    def fail_mode(self, tenant: str) -> Outcome:
-        closed = self.settings.policy.for_tenant(tenant).fail_mode == "closed"
-        return Outcome(Action.block if closed else Action.allow)
+    def is_fail_closed(self, tenant: str) -> bool:
+        return self.settings.policy.for_tenant(tenant).fail_mode == "closed"
+
+    def fail_mode(self, tenant: str, reason: str = "timeout") -> Outcome:
+        action = Action.block if self.is_fail_closed(tenant) else Action.allow
+        metrics.FAIL_MODES.labels(self.settings.policy.metric_tenant(tenant), action.value, reason.split(":")[0]).inc()
+        return Outcome(action, reason=reason)
 
     async def _send(self, topic: str, event: ConversationEvent | TokenChunkEvent) -> None:
         await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
 
-    async def _partitions(self, topic: str) -> list[TopicPartition]:
+    async def _open_reader(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                                          fetch_max_wait_ms=FETCH_WAIT_MS, **self.settings.kafka_client_options())
+        await self._consumer.start()
+        topic = self._topics.verdicts.name
         for _ in range(100):
-            if found := self._consumer.partitions_for_topic(topic):
-                return [TopicPartition(topic, p) for p in sorted(found)]
-            await self._consumer.topics()  # refreshes the metadata
+            if found := await self._partitions():
+                break
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"the verdict topic {topic} does not exist: start a guardstream worker (it creates the "
-                           f"topics) or check GUARDSTREAM_TOPIC_PREFIX")
+        else:
+            await self._consumer.stop()
+            raise RuntimeError(f"the verdict topic {topic} does not exist: start a guardstream worker (it creates the "
+                               f"topics) or check GUARDSTREAM_TOPIC_PREFIX")
+        self._consumer.assign(found)
+        await self._consumer.seek_to_end(*found)
+        for tp in found:  # the positions are settled before any request is sent, so no verdict is missed
+            await self._consumer.position(tp)
+        self._reading.set()
+
+    async def _partitions(self) -> list[TopicPartition]:
+        """The verdict topic's partitions, as the broker says now (raises when it does not answer)."""
+        topic = self._topics.verdicts.name
+        await asyncio.wait_for(self._consumer.topics(), CHECK_EVERY_S * 2)  # refreshes the metadata
+        self._broker_answered_at = time.monotonic()
+        return [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or ())]
+
+    async def _supervise(self) -> None:
+        """Run the reader; when it fails, every waiter gets its fail mode at once, and it starts again
+        with a new consumer (until that works, requests get the fail mode without waiting)."""
+        while True:
+            try:
+                if self._reopen:
+                    await self._reopen_reader()
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the reader is restarted, never lost
+                self._reading.clear()
+                self._reopen = True
+                log.error("the verdict reader failed (%s); waiting requests get their fail mode, and it restarts",
+                          describe(exc))
+                self._fail_waiters()
+                await asyncio.sleep(RESTART_AFTER_S)
+
+    async def _reopen_reader(self) -> None:
+        try:
+            await asyncio.wait_for(self._consumer.stop(), 5)
+        except Exception as exc:  # noqa: BLE001 - a broken consumer may not stop cleanly; a new one replaces it
+            log.warning("stopping the failed verdict reader: %s", describe(exc))
+        await self._open_reader()
+        self._reopen = False
+        log.info("the verdict reader is back")
+
+    def _fail_waiters(self) -> None:
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(ReaderDown())
+        for guarded in list(self._streams.values()):
+            guarded._give_up("reader_down")
 
     async def _read(self) -> None:
+        checked = time.monotonic()
         while True:
             batches = await self._consumer.getmany(timeout_ms=100)
             for record in itertools.chain.from_iterable(batches.values()):
@@ -138,6 +251,26 @@ class Guard:
                     log.warning("skipped a record on the verdict topic that is no verdict (offset %d)", record.offset)
                     continue
                 self._deliver(verdict)
+            if time.monotonic() - checked > CHECK_EVERY_S:
+                checked = time.monotonic()
+                await self._follow_new_partitions()
+
+    async def _follow_new_partitions(self) -> None:
+        """Partitions added to the verdict topic are read too, from their beginning. A broker that does
+        not answer is noted (readiness) but stops nothing: the reader keeps its positions."""
+        try:
+            found = await self._partitions()
+        except Exception as exc:  # noqa: BLE001 - aiokafka reconnects by itself; readiness reports the silence
+            log.warning("the broker did not answer the verdict reader (%s)", describe(exc))
+            return
+        added = set(found) - self._consumer.assignment()
+        if added:
+            positions = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+            self._consumer.assign(found)
+            for tp, offset in positions.items():
+                self._consumer.seek(tp, offset)
+            await self._consumer.seek_to_beginning(*added)
+            log.info("reading %d new partitions of the verdict topic", len(added))
 
     def _deliver(self, verdict: VerdictEvent) -> None:
         if verdict.stream is not None:
@@ -152,7 +285,10 @@ class Guard:
 
 @dataclass
 class GuardedStream:
-    """One reply being guarded: push its pieces; `stopped` is set when the guard says cut it."""
+    """One reply being guarded: push its pieces; `stopped` is set when the guard says cut it:
+    the model's stop (`stop_reason` "model", at `stop_token`), or, for a fail-closed tenant, a
+    chunk with no verdict within `chunk_timeout_s` ("timeout"), a chunk that could not be sent
+    ("error: ..."), or the verdict reader going down ("reader_down")."""
 
     guard: Guard
     conversation_id: str
@@ -160,15 +296,20 @@ class GuardedStream:
     tenant: str
     prompt: str
     timeout_s: float
+    chunk_timeout_s: float = 2.0
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     stop_token: int | None = None
+    stop_reason: str | None = None
     stopped_at: float | None = None  # time.monotonic() when the stop arrived
     prompt_verdict: VerdictEvent | None = None
     chunk_verdicts: list[VerdictEvent] = field(default_factory=list)
     verdict_at: dict[int, float] = field(default_factory=dict)  # chunk seq → time.monotonic() its verdict arrived
     _seq: int = 0
+    _judged_to: int = -1  # the highest chunk seq with a verdict
     _as_ids: bool = False
+    _gave_up: bool = False  # counted once in the fail-mode metric
     _final: asyncio.Future | None = None
+    _deadlines: list[asyncio.TimerHandle] = field(default_factory=list)
 
     async def __aenter__(self) -> GuardedStream:
         key = (self.tenant, self.conversation_id, self.stream_id)
@@ -180,26 +321,66 @@ class GuardedStream:
 
     async def __aexit__(self, *exc) -> None:
         self.guard._streams.pop((self.tenant, self.conversation_id, self.stream_id), None)
+        for handle in self._deadlines:
+            handle.cancel()
 
-    async def push(self, piece: str | list[int], final: bool = False) -> None:
-        """Send the next piece of the reply: a text delta, or Qwen3 token ids."""
+    async def push(self, piece: str | list[int], final: bool = False, timeout: float | None = None) -> None:
+        """Send the next piece of the reply: a text delta, or Qwen3 token ids. Never raises: a piece
+        that cannot be sent within `timeout` (default: the chunk timeout) is the fail mode's to decide."""
+        if not self.guard._reading.is_set():
+            self._give_up("reader_down")
         self._as_ids = not isinstance(piece, str)
         payload = {"token_ids": list(piece)} if self._as_ids else {"text_delta": piece}
-        chunk = TokenChunkEvent(event_id=f"{self.stream_id}-{self._seq}", conversation_id=self.conversation_id,
-                                stream_id=self.stream_id, tenant=self.tenant, seq=self._seq, final=final,
-                                prompt=self.prompt if self._seq == 0 else None, **payload)
-        await self.guard._send(self.guard._topics.chunks.name, chunk)
+        seq = self._seq
         self._seq += 1
+        try:
+            chunk = TokenChunkEvent(event_id=f"{self.stream_id}-{seq}", conversation_id=self.conversation_id,
+                                    stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final,
+                                    prompt=self.prompt if seq == 0 else None, **payload)
+            async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
+                await self.guard._slots.run(self.tenant, self.guard._send(self.guard._topics.chunks.name, chunk))
+        except TimeoutError:
+            self._give_up("timeout")
+            return
+        except Exception as exc:  # noqa: BLE001 - the fail mode decides, the caller never sees it
+            log.warning("stream %s: chunk %d not sent (%s)", self.stream_id, seq, describe(exc))
+            self._give_up(f"error: {describe(exc)}")
+            return
+        if not final:
+            loop = asyncio.get_running_loop()
+            self._deadlines.append(loop.call_later(self.chunk_timeout_s, self._check_deadline, seq))
 
     async def finish(self, last: str | list[int] | None = None, timeout: float | None = None) -> Outcome:
         """End the reply (with `last` as its final piece) and wait for the whole reply's verdict,
-        or the tenant's fail mode after `timeout`."""
+        or the tenant's fail mode after `timeout`; never raises."""
         await self.push(([] if self._as_ids else "") if last is None else last, final=True)
         try:
             verdict = await asyncio.wait_for(asyncio.shield(self._final), self.timeout_s if timeout is None else timeout)
         except TimeoutError:
-            return self.guard.fail_mode(self.tenant)
+            return self.guard.fail_mode(self.tenant, "timeout")
+        except ReaderDown:
+            return self.guard.fail_mode(self.tenant, "reader_down")
         return Outcome(verdict.action, verdict)
+
+    def _check_deadline(self, seq: int) -> None:
+        self._deadlines = [h for h in self._deadlines if not h.cancelled() and h.when() > asyncio.get_running_loop().time()]
+        if self._judged_to < seq:
+            self._give_up("timeout")
+
+    def _give_up(self, reason: str) -> None:
+        """No verdict can be had in time: a fail-closed tenant's stream is stopped, a fail-open one goes
+        on; either is counted once."""
+        if reason == "reader_down" and not self._final.done():
+            self._final.set_exception(ReaderDown())
+            self._final.exception()  # retrieved: finish() may never be called
+        if self.stopped.is_set() or self._gave_up:
+            return
+        self._gave_up = True
+        self.guard.fail_mode(self.tenant, reason)
+        if self.guard.is_fail_closed(self.tenant):
+            log.warning("stream %s of %s stopped: %s", self.stream_id, self.tenant, reason)
+            self.stop_reason, self.stopped_at = reason, time.monotonic()
+            self.stopped.set()
 
     def _receive(self, verdict: VerdictEvent) -> None:
         if verdict.moderate is Moderate.prompt:
@@ -212,9 +393,11 @@ class GuardedStream:
 
     def _chunk(self, verdict: VerdictEvent) -> None:
         self.chunk_verdicts.append(verdict)
+        self._judged_to = max(self._judged_to, verdict.stream.seq)
         self.verdict_at.setdefault(verdict.stream.seq, time.monotonic())
         if verdict.action is Action.stop and not self.stopped.is_set():
             self.stop_token, self.stopped_at = verdict.stream.stop_token, self.verdict_at[verdict.stream.seq]
+            self.stop_reason = "model"
             self.stopped.set()
 
 

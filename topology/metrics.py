@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from guardstream.workers.engines.labels import QUERY_CATEGORIES
+
+_CATEGORIES = {*QUERY_CATEGORIES, "None"}
+
+
+def category(name: str) -> str:
+    """A category as a metric label: the model's own, or `other` for a name a producer made up."""
+    return name if name in _CATEGORIES else "other"
+
+# Tenant labels are `Policy.metric_tenant`: the policy's tenants by name, every other one as `other`.
 VERDICTS = Counter("guardstream_verdicts_total", "Verdicts counted by analytics (after de-duplication)",
                    ["tenant", "risk_level", "category"])
 DEAD_LETTERS = Counter("guardstream_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "error_code"])
@@ -32,3 +42,5 @@ STREAM_REBUILDS = Counter("guardstream_stream_rebuilds_total", "Stream sessions 
                           "their actor had lost them (restart, eviction) or held another number of tokens")
 LATE_VERDICTS = Counter("guardstream_analytics_late_total",
                         "Verdicts not counted because their window ended more than the retention ago", ["tenant"])
+FAIL_MODES = Counter("guardstream_client_fail_modes_total", "Requests and streams a gateway (guardstream.client, "
+                     "serve) answered with the tenant's fail mode instead of a verdict, and why", ["tenant", "action", "reason"])

@@ -68,8 +68,8 @@ def test_a_stream_hears_its_prompt_chunks_stop_and_final():
 
 def test_the_fail_mode_is_the_tenants():
     g = guard()
-    assert g.fail_mode("acme") == Outcome(Action.block) and g.fail_mode("open") == Outcome(Action.allow)
-    assert g.fail_mode("acme").timed_out
+    assert g.fail_mode("acme").action is Action.block and g.fail_mode("open").action is Action.allow
+    assert g.fail_mode("acme").timed_out and g.fail_mode("acme", "reader_down").reason == "reader_down"
 
 
 def test_openai_shape_of_a_verdict():

@@ -58,6 +58,11 @@ class Policy(BaseModel):
     def for_tenant(self, tenant: str) -> TenantPolicy:
         return self.tenants.get(tenant, self.default)
 
+    def metric_tenant(self, tenant: str) -> str:
+        """The tenant as a metric label: tenants this policy names keep their name, all others are
+        `other`, so tenant names that producers make up cannot grow the series without bound."""
+        return tenant if tenant in self.tenants or tenant == "default" else "other"
+
     @classmethod
     def from_source(cls, source: str) -> Policy:
         """A JSON document, or the path of a JSON file."""
