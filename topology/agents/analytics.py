@@ -52,7 +52,7 @@ class Analytics:
             key = CountKey.decode(record.key.decode())
             self.count_time.advance(record.partition, key.window)
             if self.count_time.expired(record.partition, key.window):
-                metrics.LATE_VERDICTS.labels(key.tenant).inc()
+                metrics.LATE_VERDICTS.labels(self.w.settings.policy.metric_tenant(key.tenant)).inc()
                 continue
             touched.add(key)
             if self.counted.get(entry := key.entry(record.value.decode())) is None:
@@ -61,7 +61,8 @@ class Analytics:
         await self.counted.write({entry: (partition, key.window) for entry, (partition, key) in entries.items()})
         for _, key in entries.values():
             self.tally[key] += 1
-            metrics.VERDICTS.labels(key.tenant, key.risk, key.category).inc()
+            metrics.VERDICTS.labels(self.w.settings.policy.metric_tenant(key.tenant), key.risk,
+                                    metrics.category(key.category)).inc()
         # every key of the batch is published, so a retried batch republishes what it counted
         await self.w.deliver([(self.w.analytics, key.encode(), key.count(self.tally[key], self.window_s).model_dump_json().encode())
                               for key in touched])
