@@ -143,9 +143,12 @@ def _fit(model, rows: list, pad_id: int, seed: int, name: str, steps: int, progr
         progress(f"{name} loss {loss.item():.3f}", step + 1, steps)
 
 
+CONTROVERSIAL_WEIGHT = 2  # the rare label, seen this many times as often: learned on any CPU, not only by luck
+
+
 def _train_gen(tokenizer, template: str, corpus: list[CorpusExample], out: Path, steps: int, progress: Progress) -> None:
     rows = []
-    for ex in corpus:
+    for ex in (ex for ex in corpus for _ in range(CONTROVERSIAL_WEIGHT if ex.label == "Controversial" else 1)):
         prompt_ids = tokenizer(tokenizer.apply_chat_template(ex.messages, chat_template=template, tokenize=False),
                                add_special_tokens=False)["input_ids"]  # as the Gen model card renders it
         target_ids = tokenizer(gen_target(ex) + "<|im_end|>", add_special_tokens=False)["input_ids"]
@@ -234,7 +237,7 @@ def _inputs_digest(*settings: object) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 320, stream_steps: int = 300) -> TinyCheckpoints:
+def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 400, stream_steps: int = 300) -> TinyCheckpoints:
     """Return the cached fixture checkpoints, building them first (about a minute) if needed."""
     progress = progress or (lambda *_: None)
     key = _inputs_digest(gen_steps, stream_steps)
