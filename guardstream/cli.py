@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from guardstream import EXAMPLES
+from guardstream.callers import Limits
 from guardstream.topology.settings import Settings, SettingsError
 
 console = Console(stderr=True)
@@ -233,20 +234,78 @@ def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: boo
 @click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
-@click.option("--tenant", default="default", show_default=True, help="tenant of requests without X-Guardstream-Tenant")
+@click.option("--api-keys", "api_keys_source", envvar="GUARDSTREAM_API_KEYS",
+              help="the keys callers must send, as JSON or a JSON file path (`guardstream keys new`) [env GUARDSTREAM_API_KEYS]")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="serve without keys, on a loopback --host only; X-Guardstream-Tenant then picks any tenant")
+@click.option("--tenant", default="default", show_default=True, help="with --insecure-no-auth: the tenant of requests "
+              "without X-Guardstream-Tenant (with keys, it is the key's first tenant)")
 @click.option("--timeout", "timeout_s", type=float, default=5, show_default=True,
               help="seconds to wait for a verdict before the tenant's fail mode answers")
+@click.option("--max-body-bytes", type=int, default=Limits.max_body_bytes, show_default=True)
+@click.option("--rate", default=Limits.rate, show_default=True, help="requests per key, unless its entry says otherwise")
+@click.option("--concurrency", type=int, default=Limits.concurrency, show_default=True,
+              help="requests in flight per key, unless its entry says otherwise")
+@click.option("--max-connections", type=int, default=1024, show_default=True,
+              help="connections and requests at once, all callers together (then 503)")
 @click.option("--policy", "policy_source", help="the workers' policy (for the fail modes) [env GUARDSTREAM_POLICY]")
-def serve(kafka_bootstrap: str | None, host: str, port: int, tenant: str, timeout_s: float, policy_source: str | None) -> None:
+def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: str | None, insecure_no_auth: bool,
+          tenant: str, timeout_s: float, max_body_bytes: int, rate: str, concurrency: int, max_connections: int,
+          policy_source: str | None) -> None:
     """An OpenAI-compatible POST /v1/moderations, answered by the workers over Kafka."""
+    import ipaddress
+
     import uvicorn
 
+    from guardstream.callers import ApiKeys
     from guardstream.client import Guard
     from guardstream.serve import create_api
 
+    if api_keys_source:
+        try:
+            keys = ApiKeys.from_source(api_keys_source)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--api-keys: {exc}") from None
+    elif not insecure_no_auth:
+        raise click.UsageError("no API keys: make one with `guardstream keys new --tenant T` and pass the file with "
+                               "--api-keys (or GUARDSTREAM_API_KEYS); --insecure-no-auth serves without, on loopback only")
+    else:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise click.UsageError(f"--insecure-no-auth serves only on a loopback --host (127.0.0.1, ::1), not {host}")
+        keys = None
     settings = _settings(policy=_policy(policy_source), kafka_bootstrap=kafka_bootstrap)
-    api = create_api(Guard(_bootstrap_or_fail(settings), settings, timeout_s), tenant, timeout_s)
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    limits = Limits(max_body_bytes=max_body_bytes, rate=rate, concurrency=concurrency)
+    api = create_api(Guard(_bootstrap_or_fail(settings), settings, timeout_s), keys, timeout_s, limits, tenant)
+    uvicorn.run(api, host=host, port=port, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=64 * 1024)
+
+
+@main.group()
+def keys() -> None:
+    """API keys for `guardstream serve`."""
+
+
+@keys.command("new")
+@click.option("--tenant", "tenants", multiple=True, required=True, help="a tenant the key may act for (repeat for more; "
+              "the first is its default)")
+@click.option("--name", default=None, help="the key's name in logs and limits (default: the first tenant)")
+def keys_new(tenants: tuple[str, ...], name: str | None) -> None:
+    """Print a fresh key (shown only now) and the entry for GUARDSTREAM_API_KEYS, which keeps its hash only."""
+    from pydantic import ValidationError
+
+    from guardstream.callers import new_key
+
+    try:
+        key, entry = new_key(name or tenants[0], list(tenants))
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    console.print(f"key (give it to the caller; it is not stored anywhere): [bold]{key}[/bold]")
+    console.print('add this entry to the "keys" list of GUARDSTREAM_API_KEYS:')
+    click.echo(entry.model_dump_json(exclude_none=True))
 
 
 @main.group()

@@ -1,25 +1,39 @@
 """An OpenAI-compatible moderation endpoint over the pipeline: `POST /v1/moderations`.
 
 Gateways that already call OpenAI's moderation API (LiteLLM, agentgateway, Envoy AI Gateway) use
-guardstream by changing the base URL. Each input is a user prompt, sent through the client as a
-conversation event and judged by Qwen3Guard-Gen in the workers; the answer has OpenAI's shape,
-plus a `qwen3guard` object with what OpenAI's categories cannot say (PII, politically sensitive,
-copyright, jailbreak; the risk level and the tenant policy's action). `flagged` means the action is
-block (or stop); a verdict that does not come in time is the tenant's fail mode, `timed_out: true`.
-The tenant is the `X-Guardstream-Tenant` header, or the server's default.
+guardstream by changing the base URL and the key. Each input is a user prompt, sent through the
+client as a conversation event and judged by Qwen3Guard-Gen in the workers; the answer has
+OpenAI's shape, plus a `qwen3guard` object with what OpenAI's categories cannot say (PII,
+politically sensitive, copyright, jailbreak; the risk level and the tenant policy's action).
+`flagged` means the action is block (or stop); a verdict that does not come in time, or cannot
+come, is the tenant's fail mode, `timed_out: true`.
+
+Callers are proven before anything else costs: an API key (`callers.py`) names the tenants its
+caller may use; the body is read up to `max_body_bytes` with a timeout on each read (413, 408);
+each key has a rate (429 with `Retry-After`) and a number of requests at once (429). Every error
+has OpenAI's shape. `/healthz` is liveness, `/readyz` whether verdicts can arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import uuid
+from collections import Counter
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse as parse_rate
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from guardstream.callers import ApiKey, ApiKeys, Limits
 from guardstream.client import Guard, Outcome, conversation
 from guardstream.schemas import Action, RiskLevel
 
@@ -84,13 +98,89 @@ def as_result(outcome: Outcome) -> dict:
     }
 
 
-def as_openai_error(status: int, message: str) -> JSONResponse:
+def as_openai_error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     """Errors in OpenAI's shape, which the clients and gateways read `error.message` from."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status_code=status)
+    kind = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status_code=status,
+                        headers=headers)
 
 
-def create_api(guard: Guard, default_tenant: str, timeout_s: float) -> FastAPI:
+class BodyLimit:
+    """Reads a request's body before the app does, up to `limits.max_body_bytes` (413 past it, at
+    once when Content-Length says so) and with `limits.read_timeout_s` for each piece (408), so a
+    large or slow body costs at most the limit and the timeout."""
+
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, receive, send, 413, f"the body is {int(declared)} bytes; the limit is {limit}")
+        body, more = bytearray(), True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), self.limits.read_timeout_s)
+            except TimeoutError:
+                return await self._refuse(scope, receive, send, 408, f"no body data for {self.limits.read_timeout_s:g}s")
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await self._refuse(scope, receive, send, 413, f"the body is over the limit of {limit} bytes")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, message: str) -> None:
+        await as_openai_error(status, message, {"Connection": "close"})(scope, receive, send)
+
+
+class Admission:
+    """Each key's rate (a moving window, `limits`) and requests at once."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._windows = MovingWindowRateLimiter(MemoryStorage())
+        self._busy: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def admitted(self, key: ApiKey):
+        rate = parse_rate(key.rate or self.limits.rate)
+        if not self._windows.hit(rate, key.name):
+            reset = self._windows.get_window_stats(rate, key.name).reset_time
+            wait = max(1, math.ceil(reset - time.time()))
+            raise HTTPException(429, f"key {key.name} is over its rate of {rate}", {"Retry-After": str(wait)})
+        most = key.concurrency or self.limits.concurrency
+        if self._busy[key.name] >= most:
+            raise HTTPException(429, f"key {key.name} already has {most} requests in flight", {"Retry-After": "1"})
+        self._busy[key.name] += 1
+        try:
+            yield
+        finally:
+            self._busy[key.name] -= 1
+            if not self._busy[key.name]:
+                del self._busy[key.name]
+
+
+def create_api(guard: Guard, keys: ApiKeys | None, timeout_s: float, limits: Limits = Limits(),
+               default_tenant: str = "default") -> FastAPI:
+    """The endpoint. `keys` None: no authentication (loopback only, `--insecure-no-auth`), every
+    request is `default_tenant`'s or names its own."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await guard.start()
@@ -100,25 +190,56 @@ def create_api(guard: Guard, default_tenant: str, timeout_s: float) -> FastAPI:
             await guard.stop()
 
     api = FastAPI(title="guardstream moderation", lifespan=lifespan)
+    api.add_middleware(BodyLimit, limits=limits)
+    bearer = HTTPBearer(auto_error=False)
+    admission = Admission(limits)
 
-    @api.exception_handler(HTTPException)
-    async def openai_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return as_openai_error(exc.status_code, str(exc.detail))
+    @api.exception_handler(StarletteHTTPException)
+    async def openai_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return as_openai_error(exc.status_code, str(exc.detail), exc.headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
         error = exc.errors()[0]
         return as_openai_error(400, f"not a moderation request: {'.'.join(map(str, error['loc']))}: {error['msg']}")
 
+    def caller_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey | None:
+        if keys is None:
+            return None
+        found = keys.find(credentials.credentials) if credentials else None
+        if found is None:
+            raise HTTPException(401, "an API key is needed: send `Authorization: Bearer <key>`" if credentials is None
+                                else "the API key is not known", {"WWW-Authenticate": "Bearer"})
+        return found
+
+    async def admitted_key(key: ApiKey | None = Depends(caller_key)):
+        if key is None:
+            yield None
+            return
+        async with admission.admitted(key):
+            yield key
+
     @api.get("/healthz")
     async def healthz() -> dict:
         return {"ok": True}
 
+    @api.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ok, detail = guard.readiness()
+        return JSONResponse({"ok": ok, "detail": detail}, status_code=200 if ok else 503)
+
     @api.post("/v1/moderations")
-    async def moderations(request: ModerationRequest, x_guardstream_tenant: str | None = Header(default=None)) -> dict:
-        tenant = x_guardstream_tenant or default_tenant
+    async def moderations(request: ModerationRequest, key: ApiKey | None = Depends(admitted_key),
+                          x_guardstream_tenant: str | None = Header(default=None)) -> dict:
+        if key is None:
+            tenant = x_guardstream_tenant or default_tenant
+        elif x_guardstream_tenant is None or x_guardstream_tenant in key.tenants:
+            tenant = x_guardstream_tenant or key.tenants[0]
+        else:
+            raise HTTPException(403, f"key {key.name} may not act for tenant {x_guardstream_tenant[:64]!r}")
+        texts = texts_of(request)
         try:
-            events = [conversation(f"api-{uuid.uuid4().hex}", tenant, text) for text in texts_of(request)]
+            events = [conversation(f"api-{uuid.uuid4().hex}", tenant, text) for text in texts]
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(map(str, error["loc"])) or "input"

@@ -32,3 +32,26 @@ def test_pool_without_a_ray_cluster_says_what_to_do(monkeypatch):
     monkeypatch.delenv("GUARDSTREAM_RAY_ADDRESS", raising=False)
     result = CliRunner().invoke(main, ["pool", "--app-id", "guard"])
     assert result.exit_code == 2 and "pass --ray-address" in result.output
+
+
+def test_serve_needs_keys_and_serves_without_them_only_on_loopback(monkeypatch):
+    monkeypatch.delenv("GUARDSTREAM_API_KEYS", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--bootstrap", "x:1"])
+    assert result.exit_code == 2 and "guardstream keys new" in result.output
+    result = CliRunner().invoke(main, ["serve", "--bootstrap", "x:1", "--insecure-no-auth", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "loopback" in result.output
+    result = CliRunner().invoke(main, ["serve", "--bootstrap", "x:1", "--api-keys", '{"keys": [{"name": "k"}]}'])
+    assert result.exit_code == 2 and "--api-keys" in result.output
+
+
+def test_keys_new_prints_a_key_once_and_an_entry_that_holds_its_hash_only():
+    from guardstream.callers import ApiKeys
+
+    result = CliRunner().invoke(main, ["keys", "new", "--tenant", "acme", "--tenant", "acme-eu"])
+    assert result.exit_code == 0, result.output
+    key = next(word for word in result.stderr.split() if word.startswith("gsk-"))
+    entry = json.loads(result.stdout)
+    assert key not in result.stdout and entry["name"] == "acme" and entry["tenants"] == ["acme", "acme-eu"]
+    assert ApiKeys.model_validate({"keys": [entry]}).find(key).tenants == ["acme", "acme-eu"]
+    bad = CliRunner().invoke(main, ["keys", "new", "--tenant", "not a tenant"])
+    assert bad.exit_code == 2 and "tenants" in bad.output

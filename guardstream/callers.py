@@ -1,0 +1,84 @@
+"""Who may call `guardstream serve`, for which tenants, and what each call may cost.
+
+API keys are stored only as SHA-256 hashes.
+
+`GUARDSTREAM_API_KEYS` is a JSON document, or the path of one:
+
+    {"keys": [{"name": "gateway-eu", "sha256": "<hex>", "tenants": ["acme", "acme-eu"],
+               "rate": "50/second", "concurrency": 32}]}
+
+A caller sends its key as `Authorization: Bearer <key>` (the `openai` client's `api_key`). Its
+tenant is the key's first one; `X-Guardstream-Tenant` may pick another of the key's tenants only.
+`rate` (a `limits` rate string) and `concurrency` (requests at once) are optional per key; the
+server's defaults apply where they are left out. `guardstream keys new` makes a key and its entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from limits import parse as parse_rate
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from guardstream.schemas.events import Tenant
+
+KEY_PREFIX = "gsk-"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one caller may cost. A key's own `rate` and `concurrency` replace the defaults."""
+
+    max_body_bytes: int = 1 << 20
+    read_timeout_s: float = 10.0  # the longest wait for the next piece of a body
+    rate: str = "50/second"
+    concurrency: int = 32
+
+
+class ApiKey(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    tenants: list[Tenant] = Field(min_length=1, max_length=1000)
+    rate: str | None = None
+    concurrency: int | None = Field(default=None, ge=1)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value):
+        if value is not None:
+            parse_rate(value)  # raises ValueError on what `limits` cannot read, e.g. "50/second" works
+        return value
+
+
+class ApiKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    keys: list[ApiKey] = Field(min_length=1)
+
+    @classmethod
+    def from_source(cls, source: str) -> ApiKeys:
+        """A JSON document, or the path of a JSON file."""
+        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        return cls.model_validate(json.loads(text))
+
+    def find(self, presented: str) -> ApiKey | None:
+        """The key whose hash matches: every stored hash is compared in constant time, so how long
+        this takes tells nothing about how close a guess came."""
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        found = None
+        for key in self.keys:
+            if hmac.compare_digest(key.sha256, digest):
+                found = key
+        return found
+
+
+def new_key(name: str, tenants: list[str]) -> tuple[str, ApiKey]:
+    """A fresh random key (shown once) and the entry that stores its hash."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, ApiKey(name=name, sha256=hashlib.sha256(key.encode()).hexdigest(), tenants=tenants)
