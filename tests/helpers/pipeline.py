@@ -20,8 +20,11 @@ from guardstream.topology.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 LOOSE = {"mode": "loose", "fail_mode": "open", "category_actions": {"PII": "review"}}
+STRICT = {"mode": "strict", "fail_mode": "closed"}
 # gw-*: the gateway client's tests, whose verdicts must not enter test_pipeline's per-tenant counts
-POLICY = {"default": {"mode": "strict", "fail_mode": "closed"}, "tenants": {"globex": LOOSE, "gw-loose": LOOSE}}
+# Tenants the policy names keep their names in metric labels (test_pipeline counts them); others are `other`.
+POLICY = {"default": STRICT, "tenants": {"globex": LOOSE, "gw-loose": LOOSE, "acme": STRICT, "initech": STRICT,
+                                         "gw-strict": STRICT}}
 
 
 
@@ -53,7 +56,14 @@ async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[in
 
 
 async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s: float = 120) -> None:
-    """Wait until the worker's consumer group has committed every record of a topic (all agents acked)."""
+    """Wait until the worker's consumer groups have committed every record of a topic (all agents
+    acked; for verdicts, the audit sink's own group too)."""
+    groups = [settings.app_id] + ([settings.audit_group] if role == "verdicts" and "audit" in settings.agents else [])
+    for group in groups:
+        await _wait_committed(settings, bootstrap, role, group, timeout_s)
+
+
+async def _wait_committed(settings: Settings, bootstrap: str, role: str, group: str, timeout_s: float) -> None:
     topic = topic_name(settings, role)
     ends = await last_offsets(settings, bootstrap, role)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -62,12 +72,12 @@ async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s:
         partitions = [TopicPartition(topic, p) for p in ends]
         deadline = time.monotonic() + timeout_s
         while True:
-            committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
             behind = {tp.partition: ends[tp.partition] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
             if all(lag <= 0 for lag in behind.values()):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic} not drained by group {settings.app_id} within {timeout_s}s: "
+                raise AssertionError(f"{topic} not drained by group {group} within {timeout_s}s: "
                                      f"records still uncommitted per partition {behind}")
             await asyncio.sleep(0.5)
     finally:

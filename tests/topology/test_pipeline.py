@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from guardstream.dev.tiny_checkpoints import load_corpus
-from guardstream.schemas import RiskLevel
+from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
 
 from tests.helpers.pipeline import POLICY, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
@@ -147,6 +147,25 @@ def test_prometheus_counts_each_verdict_once(worker, moderated):
             if sample.name == "guardstream_verdicts_total" and sample.labels["tenant"] in TENANTS:
                 scraped[(sample.labels["tenant"], sample.labels["risk_level"], sample.labels["category"])] = int(sample.value)
     assert scraped == expected_counts(verdicts)
+
+
+def test_made_up_tenant_names_add_no_metric_series(worker, moderated):
+    """2,000 verdicts of tenants the policy does not name (anyone may write them): the tenant labels
+    stay the policy's tenants and `other`."""
+    made_up = [VerdictEvent(verdict_id=f"made-up-{i}", source_event_id=f"e{i}", conversation_id=f"c{i}",
+                            tenant=f"made-up-{i:04d}", moderate=Moderate.prompt, model_id="m", model_variant="gen",
+                            risk_level=RiskLevel.unsafe, categories=["Violent"], action=Action.block, policy="p",
+                            latency_ms=1).model_dump(mode="json") for i in range(2000)]
+    produce(worker.settings, worker.bootstrap, made_up, role="verdicts")
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "analytics_by_key"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.settings.metrics_port}/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    labelled = {(family.name, sample.labels["tenant"]) for family in text_string_to_metric_families(exposition)
+                for sample in family.samples if "tenant" in sample.labels}
+    allowed = {*POLICY["tenants"], "default", "other"}
+    assert {tenant for _, tenant in labelled} <= allowed
+    assert {("guardstream_actions", "other"), ("guardstream_verdicts", "other")} <= labelled
 
 
 def test_health_probes_and_lag_gauges_answer_on_the_metrics_port(worker, moderated):
