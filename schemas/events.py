@@ -211,7 +211,8 @@ class DeadLetter(Wire):
     topic: str
     partition: int
     offset: int
-    key: str | None
+    key: str | None = Field(description="the original key, decoded leniently and truncated to 4 KiB")
+    key_size: int | None = Field(default=None, description="the original key's size in bytes")
     raw_value: str = Field(description="the original value, decoded leniently and truncated")
     raw_size: int
     error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8", "sequence_gap", "stream_error",

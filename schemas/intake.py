@@ -11,6 +11,8 @@ from pydantic import BaseModel, ValidationError
 from guardstream.schemas import DeadLetter
 
 RAW_EXCERPT_CHARS = 2048
+KEY_EXCERPT_BYTES = 4096  # a dead letter carries at most this much of the key (twice: field and record key)
+ERROR_CHARS = 2000
 _TOO_LONG = {"string_too_long", "too_long", "bytes_too_long"}
 
 E = TypeVar("E", bound=BaseModel)
@@ -26,13 +28,22 @@ class RawRecord:
 
 
 def dead_letter(record: RawRecord, code: str, error: str) -> DeadLetter:
+    """Bounded whatever the record: excerpts of its key and value with their sizes, so a dead letter
+    always fits in a Kafka record (about 20 KB at most)."""
     value = record.value or b""
     return DeadLetter(
         topic=record.topic, partition=record.partition, offset=record.offset,
-        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        key=record.key[:KEY_EXCERPT_BYTES].decode("utf-8", "replace") if record.key is not None else None,
+        key_size=len(record.key) if record.key is not None else None,
         raw_value=value[:RAW_EXCERPT_CHARS].decode("utf-8", "replace"), raw_size=len(value),
-        error_code=code, error=error[:2000],
+        error_code=code, error=error[:ERROR_CHARS],
     )
+
+
+def minimal_letter(letter: DeadLetter, why: str) -> DeadLetter:
+    """The same dead letter without its excerpts: where it came from, its code and why the full one
+    was refused. What is left when the broker refuses the full one for its size."""
+    return letter.model_copy(update={"key": None, "raw_value": "", "error": f"{letter.error[:200]} [{why}]"[:500]})
 
 
 def decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter:

@@ -9,6 +9,10 @@ raises (except when the worker is cancelled, which acks nothing):
   exponential backoff while the agent holds its offsets;
 - any other failure narrows the batch down record by record, so batch-mates of a poison record
   get their outcomes; a record that still fails alone becomes a dead letter with the reason.
+
+Dead letters are bounded (`dead_letter`); one the broker still refuses for its size is sent in
+its minimal form. A dead-letter topic that refuses for any other reason (authorization, a missing
+topic) is retried with the offsets held, and `refusing` says why, which fails the worker's liveness.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, ProducerClosed
 
 from guardstream.schemas import DeadLetter
-from guardstream.schemas.intake import RawRecord, dead_letter
+from guardstream.schemas.intake import RawRecord, dead_letter, minimal_letter
 from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
@@ -54,12 +58,13 @@ class Outcomes:
                  first_backoff_s: float = 0.2, max_backoff_s: float = 30):
         self.agent, self.send_letters = agent, send_letters
         self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
+        self.refusing: str | None = None  # why the dead-letter topic refuses this agent's letters, while it does
 
     async def settle(self, records: list[RawRecord], step: Step) -> None:
         """Run `step` until each record has its outcome: from it, or a dead letter of its own."""
         if not records:
             return
-        failure = await self._retrying(lambda: step(records), permanent_stops=True)
+        failure = await self._retrying(lambda: step(records))
         if failure is None:
             return
         metrics.BATCH_FAILURES.labels(self.agent).inc()
@@ -73,22 +78,37 @@ class Outcomes:
                              f"{self.agent}: {describe(failure)}")
         log.error("%s: record %s[%d]@%d failed alone (%s); dead-lettered", self.agent, letter.topic, letter.partition,
                   letter.offset, describe(failure))
-        await self._retrying(lambda: self.send_letters([letter]), permanent_stops=False)
+        await self._send_letter(letter)
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[None]], permanent_stops: bool) -> BaseException | None:
-        """None once `attempt` succeeds. Transient failures are retried; a permanent one is returned
-        when `permanent_stops`, else retried too (a dead letter is the last outcome there is)."""
+    async def _send_letter(self, letter) -> None:
+        refused = await self._retrying(lambda: self.send_letters([letter]))
+        if refused is not None and _too_large(refused):
+            log.error("%s: the dead letter of %s[%d]@%d was refused for its size; sending its minimal form", self.agent,
+                      letter.topic, letter.partition, letter.offset)
+            letter = minimal_letter(letter, f"the full dead letter was refused: {describe(refused)}")
+            refused = await self._retrying(lambda: self.send_letters([letter]))
+        while refused is not None:  # a dead letter is the last outcome there is: retried, offsets held, loudly
+            self.refusing = f"the dead-letter topic refuses {self.agent}'s letters: {describe(refused)}"
+            log.error("%s; retrying (offsets held)", self.refusing)
+            await asyncio.sleep(self.max_backoff_s)
+            refused = await self._retrying(lambda: self.send_letters([letter]))
+        self.refusing = None
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]]) -> BaseException | None:
+        """None once `attempt` succeeds. Transient failures are retried; a permanent one is returned."""
         backoff = self.first_backoff_s
         while True:
             try:
                 await attempt()
                 return None
             except Exception as exc:  # noqa: BLE001 - classified here, never lost
-                transient = is_transient(exc)
-                if permanent_stops and not transient:
+                if not is_transient(exc):
                     return exc
                 metrics.RETRIES.labels(self.agent).inc()
-                (log.warning if transient else log.error)(
-                    "%s: %s; retrying in %.1fs (offsets held)", self.agent, describe(exc), backoff)
+                log.warning("%s: %s; retrying in %.1fs (offsets held)", self.agent, describe(exc), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
+
+
+def _too_large(exc: BaseException) -> bool:
+    return any(isinstance(e, MessageSizeTooLargeError) for e in (exc, exc.__cause__))

@@ -31,3 +31,9 @@ def test_bad_records_become_dead_letters_with_their_origin(value, code, fragment
     assert (letter.error_code, letter.topic, letter.partition, letter.offset, letter.key) == (code, "guard.conversations", 2, 41, "c")
     assert fragment in letter.error
     assert letter.raw_size == len(value) and len(letter.raw_value) <= 2048
+
+
+def test_a_dead_letter_is_bounded_whatever_the_key_and_value():
+    letter = decode(record(b"{" + b"\xff" * 900_000, key=b"k" * 600_000), ConversationEvent, 1 << 20)
+    assert letter.error_code == "not_utf8" and letter.key_size == 600_000 and letter.raw_size == 900_001
+    assert len(letter.model_dump_json().encode()) < 64 * 1024  # far below the broker's 1 MiB, key and value capped

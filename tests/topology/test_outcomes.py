@@ -90,14 +90,37 @@ async def test_the_dead_letter_code_comes_from_the_failure():
     assert [(d.offset, d.error_code) for d in sink.letters] == [(0, "undeliverable"), (1, "audit_rejected")]
 
 
-async def test_dead_letters_are_retried_until_delivered_whatever_the_failure():
-    sink = Sink(letter_failures=[KafkaConnectionError(), MessageSizeTooLargeError()])
+async def test_a_dead_letter_refused_for_its_size_goes_in_its_minimal_form():
+    too_large = Undeliverable("MessageSizeTooLargeError")
+    too_large.__cause__ = MessageSizeTooLargeError()
+    sink = Sink(letter_failures=[KafkaConnectionError(), too_large])
 
     async def step(batch):
         raise ValueError("bad")
 
-    await outcomes(sink).settle(records(1), step)
-    assert [d.error_code for d in sink.letters] == ["processing_failed"]
+    await outcomes(sink).settle([RawRecord("guard.conversations", 0, 7, b"k" * 600_000, b"x" * 900_000)], step)
+    [letter] = sink.letters
+    assert (letter.error_code, letter.offset, letter.key, letter.raw_value) == ("processing_failed", 7, None, "")
+    assert letter.key_size == 600_000 and letter.raw_size == 900_000 and "was refused" in letter.error
+
+
+async def test_a_dead_letter_topic_that_refuses_is_retried_and_reported_until_it_takes_the_letter():
+    refused = Undeliverable("TopicAuthorizationFailedError")
+    sink = Sink(letter_failures=[refused] * 3)
+    handler = outcomes(sink)
+    seen = []
+
+    async def step(batch):
+        raise ValueError("bad")
+
+    async def watch():
+        while not sink.letters:
+            seen.append(handler.refusing)
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(handler.settle(records(1), step), watch())
+    assert [d.error_code for d in sink.letters] == ["processing_failed"] and handler.refusing is None
+    assert any(s and "dead-letter topic refuses test's letters" in s for s in seen)
 
 
 async def test_cancellation_leaves_the_batch_without_an_outcome_so_nothing_is_acked():
