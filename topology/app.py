@@ -1,7 +1,7 @@
 """The Faust app: which agents a worker runs, on which topics, and how it reports its health.
 
     conversations ──[gen]──────────► verdicts ──[enforcement]──► actions
-    chunks ───────[stream]─────────►    │ ──[audit]────────► PostgreSQL / SQLite
+    chunks ───────[stream]─────────►    │ ──[audit]────────► PostgreSQL / SQLite (its own consumer group)
          bad input ──────────────► dlq   │
                                          └──[analytics-route]──► analytics-by-key ──[analytics-count]──► analytics
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
     app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
 
-    w = Wiring(app, settings)
+    w = Wiring(app, settings, bootstrap)
     if "gen" in settings.agents:
         gen.register(w, moderator)
     if "stream" in settings.agents:
@@ -103,8 +103,9 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         for tp in assigned:
             committed = app.consumer._committed_offset.get(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, (app.consumer.highwater(tp) or 0) - committed))
+        refusing = [handler.refusing for handler in w.outcomes.values() if handler.refusing]
         live_problem = "; ".join(filter(None, [f"crashed: {', '.join(crashed)}" if crashed else "",
-                                               f"not running: {', '.join(missing)}" if missing else ""]))
+                                               f"not running: {', '.join(missing)}" if missing else "", *refusing]))
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
                                                 "model pool not answering" if not answering else ""]))
         HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",

@@ -112,6 +112,7 @@ class Settings(BaseModel):
     analytics_window_s: int = Field(default=60, ge=1)
     analytics_retention_s: int = Field(default=3600, ge=1)
     metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
+    metrics_host: str = "127.0.0.1"  # the address it binds; 0.0.0.0 for probes from outside (the chart sets it)
     faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
     policy: Policy = Field(default_factory=Policy)
     home: Path = Field(default_factory=default_home)
@@ -145,6 +146,11 @@ class Settings(BaseModel):
         return StreamRules(policy=self.policy, max_event_bytes=self.max_event_bytes, debounce=self.stream_debounce,
                            gap_timeout_s=self.stream_gap_timeout_s, max_held_chunks=self.stream_max_held_chunks,
                            max_tokens=self.stream_max_tokens)
+
+    @property
+    def audit_group(self) -> str:
+        """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
+        return f"{self.app_id}-audit"
 
     def audit_target(self) -> str:
         return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"

@@ -46,14 +46,15 @@ def guarded(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awai
 
 
 class Wiring:
-    def __init__(self, app: faust.App, settings: Settings):
-        self.app, self.settings = app, settings
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str):
+        self.app, self.settings, self.bootstrap = app, settings, bootstrap
         names = topics_for(settings)
         self.conversations, self.verdicts = self._raw(names.conversations.name), self._raw(names.verdicts.name)
         self.actions, self.dlq = self._raw(names.actions.name), self._raw(names.dlq.name)
         self.analytics, self.chunks = self._raw(names.analytics.name), self._raw(names.chunks.name)
         self.by_count_key = self._raw(names.analytics_by_key.name, internal=True)
         self.tables: dict[str, PartitionedTable] = {}
+        self.outcomes: dict[str, Outcomes] = {}  # each agent's, for the health report
 
     def _raw(self, name: str, **kw) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -97,7 +98,7 @@ class Wiring:
 
     async def settled(self, name: str, stream, size: int, wait_s: float, step: Step) -> None:
         """The loop every agent runs: a batch, an outcome for each record, then (only then) the acks."""
-        handler = Outcomes(name, self.send_letters)
+        handler = self.outcomes[name] = Outcomes(name, self.send_letters)
         async for events in stream.noack_take(size, wait_s):
             await handler.settle([_record(e) for e in events], step)
             for event in events:
