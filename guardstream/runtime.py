@@ -142,7 +142,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
-    serve_metrics(settings.metrics_port)  # probes answer (not ready) while the pool loads
+    serve_metrics(settings.metrics_port, settings.metrics_host)  # probes answer (not ready) while the pool loads
     moderator = stream_moderator = None
     agents = ", ".join(sorted(settings.agents))
     if not settings.agents & {"gen", "stream"}:  # a worker of verdict sinks only needs no model and no Ray
@@ -195,7 +195,7 @@ def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> 
                     "handles to the old actors)", settings.app_id, found.describe(), wanted.describe())
         remove_pool(settings.app_id)
     spec = ensure_pool(wanted, settings.app_id)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     handles = pool_handles(spec, settings.app_id)
     announce_actors(spec, handles)
     HEALTH.update(True, "watching the pool", True, spec.describe())

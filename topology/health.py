@@ -1,4 +1,5 @@
-"""Health probes and the metrics endpoint of a worker or pool process, on `--metrics-port` when set.
+"""Health probes and the metrics endpoint of a worker or pool process, on `--metrics-port` when set
+(bound to `metrics_host`: loopback unless told otherwise; the chart binds the pod's addresses).
 
 `/metrics` (Prometheus), `/healthz` (liveness: the event loop turns and no agent has crashed
 without recovering) and `/readyz` (readiness: partitions assigned and the model pool answering).
@@ -11,8 +12,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 STALE_AFTER_S = 30  # a health snapshot older than this means the event loop is stuck
@@ -41,27 +42,29 @@ class Health:
 HEALTH = Health()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        path = self.path.split("?", 1)[0].strip("/")
-        if path == "metrics":
-            status, body, kind = 200, generate_latest(), CONTENT_TYPE_LATEST
-        elif path in ("healthz", "readyz"):
-            status, state = HEALTH.probe(path)
-            body, kind = json.dumps(state).encode(), "application/json"
-        else:
-            status, body, kind = 404, b"try /metrics, /healthz or /readyz\n", "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:  # probes every few seconds would flood the log
-        pass
+async def _endpoints(scope, receive, send) -> None:
+    """The whole server, as a plain ASGI app: three GET paths, nothing read from the request."""
+    if scope["type"] != "http":
+        return
+    path = scope["path"].strip("/")
+    if path == "metrics":
+        status, body, kind = 200, generate_latest(), CONTENT_TYPE_LATEST
+    elif path in ("healthz", "readyz"):
+        status, state = HEALTH.probe(path)
+        body, kind = json.dumps(state).encode(), "application/json"
+    else:
+        status, body, kind = 404, b"try /metrics, /healthz or /readyz\n", "text/plain"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
-def serve_metrics(port: int) -> None:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """uvicorn, in a thread with its own event loop (so a stuck worker loop shows as stale health),
+    with short keep-alive and header limits: probes and scrapes are small and quick."""
     if port:
-        server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        config = uvicorn.Config(_endpoints, host=host, port=port, log_level="warning", log_config=None,
+                                access_log=False, lifespan="off", loop="asyncio", timeout_keep_alive=5, limit_concurrency=64,
+                                h11_max_incomplete_event_size=16 * 1024)
+        server = uvicorn.Server(config)
+        threading.Thread(target=server.run, name="metrics-http", daemon=True).start()

@@ -1,8 +1,16 @@
 """The probe logic: snapshots from the event loop, judged by the HTTP thread."""
 
+import json
+import socket
 import time
+import urllib.error
+import urllib.request
 
-from guardstream.topology.health import STALE_AFTER_S, Health
+import pytest
+
+from guardstream.dev.broker import free_port
+from guardstream.topology import metrics  # noqa: F401 - registers the series /metrics shows
+from guardstream.topology.health import HEALTH, STALE_AFTER_S, Health, serve_metrics
 
 
 def test_probes_answer_from_the_latest_snapshot():
@@ -22,3 +30,31 @@ def test_a_stale_snapshot_means_the_event_loop_is_stuck():
     for probe in ("healthz", "readyz"):
         status, state = health.probe(probe)
         assert status == 503 and "has not reported" in state["detail"]
+
+
+def test_the_server_binds_where_told_and_a_slow_client_holds_nobody_up():
+    port = free_port()
+    HEALTH.update(True, "agents: gen", True, "4 partitions assigned")
+    serve_metrics(port, "127.0.0.1")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            slow = socket.create_connection(("127.0.0.1", port), timeout=2)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the rest of its headers
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert json.loads(response.read()) == {"ok": True, "detail": "agents: gen"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert b"guardstream_dead_letters_total" in response.read()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=5)
+    assert missing.value.code == 404
+    slow.close()
+    other_addresses = [a for a in {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+                       if not a.startswith("127.")]
+    for address in other_addresses:  # bound to loopback: not reachable on the machine's other addresses
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=1)
