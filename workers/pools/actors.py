@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,20 @@ def identity(model: str) -> dict:
     return {"model": model, "pid": os.getpid(), "rss": psutil.Process().memory_info().rss}
 
 
-async def gather(calls: Iterable[Awaitable], timeout_s: float, unavailable: type[Exception]) -> list:
-    """Every call's answer, in order; `unavailable` when an actor stayed dead or the pool did not
-    answer within the timeout (the caller applies its fail mode)."""
+async def gather(calls: Iterable[Awaitable], timeout_s: float, unavailable: type[Exception],
+                 sent: list[ray.ObjectRef] | None = None) -> list:
+    """Every call's answer, in order; `unavailable` when any Ray error came back (a dead or
+    restarting actor, a lost object or node, a failed task) or the pool did not answer within the
+    timeout (the caller retries, then applies its fail mode). The Ray calls given as `calls`, and
+    those in `sent` (made inside them), are cancelled when the answer is not wanted any more."""
+    calls = list(calls)
+    refs = [c for c in calls if isinstance(c, ray.ObjectRef)] + (sent if sent is not None else [])
     try:
         return await asyncio.wait_for(asyncio.gather(*calls), timeout_s)
-    except (RayActorError, RayTaskError, asyncio.TimeoutError) as exc:
+    except (RayError, asyncio.TimeoutError) as exc:
+        for ref in refs:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - best effort: a finished or lost call needs no cancelling
+                pass
         raise unavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc

@@ -112,12 +112,15 @@ class GenPool:
         k = len(self.actors)
         shards = [requests[i::k] for i in range(min(k, len(requests)))]
 
+        sent = []
+
         async def call(shard: list[GenRequest]) -> list[GenResult]:
             index = next(self._next)
             async with self._admission[index]:  # backpressure: wait while this actor is saturated
-                return await self.actors[index].classify.remote(shard)
+                sent.append(self.actors[index].classify.remote(shard))
+                return await sent[-1]
 
-        answers = await actors.gather((call(shard) for shard in shards), self.call_timeout_s, GenUnavailable)
+        answers = await actors.gather((call(shard) for shard in shards), self.call_timeout_s, GenUnavailable, sent)
         results: list[GenResult | None] = [None] * len(requests)
         for i, answer in enumerate(answers):
             for j, result in enumerate(answer):
