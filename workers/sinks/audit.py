@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from guardstream.schemas import VerdictEvent
 from guardstream.workers import faults
@@ -28,6 +28,29 @@ def _row(v: VerdictEvent) -> tuple:
             json.dumps(v.probabilities) if v.probabilities is not None else None, v.action.value, v.policy, v.error,
             v.latency_ms, v.produced_at.isoformat(), v.excerpt,
             v.stream.model_dump_json() if v.stream is not None else None)
+
+
+SECRET_PARAMS = ("password", "sslpassword", "passfile", "sslkey")
+
+
+def redact(url: str) -> tuple[str, list[str]]:
+    """A PostgreSQL URL or key=value string as it may be shown: user, host, port and database only,
+    in every form psycopg accepts (`:pw@`, `?password=`, `password=`); and the secrets it held, which
+    are then scrubbed from any error text."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://(unparsable URL)", []
+    secrets = [str(params[k]) for k in SECRET_PARAMS if params.get(k)]
+    host = params.get("host", "") + (f":{params['port']}" if params.get("port") else "")
+    user = f"{params['user']}@" if params.get("user") else ""
+    return f"postgresql://{user}{host}/{params.get('dbname', '')}", secrets
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 class AuditUnavailable(ConnectionError):
@@ -53,9 +76,13 @@ class AuditStore:
             await self.upsert(verdicts)
         except (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError, OSError) as exc:
             await self.close()
-            raise AuditUnavailable(f"{self.describe()}: {exc}") from exc
+            raise AuditUnavailable(f"{self.describe()}: {self.scrub(str(exc))}") from None
         except (psycopg.Error, sqlite3.Error, ValueError) as exc:
-            raise AuditRejected(f"{self.describe()} refused the row: {exc}") from exc
+            raise AuditRejected(f"{self.describe()} refused the row: {self.scrub(str(exc))}") from None
+
+    def scrub(self, text: str) -> str:
+        """Error text without any secret of the store's URL (it goes to logs and the DLQ)."""
+        return text
 
 
 class PostgresAudit(AuditStore):
@@ -76,7 +103,10 @@ class PostgresAudit(AuditStore):
         return self._conn is not None
 
     def describe(self) -> str:
-        return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", self.url)
+        return redact(self.url)[0]
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, redact(self.url)[1])
 
     async def open(self) -> None:
         self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
