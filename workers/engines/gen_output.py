@@ -32,28 +32,29 @@ class GenJudgement:
 def parse_gen_output(text: str, moderate: Moderate) -> GenJudgement:
     safety = _SAFETY.search(text)
     if not safety:
-        raise MalformedOutput(f"no 'Safety:' line in model output {text[:200]!r}")
+        raise MalformedOutput(f"no 'Safety:' line in the model's output ({len(text)} chars)")
     try:
         risk = RiskLevel(safety.group(1))
     except ValueError:
-        raise MalformedOutput(f"unknown safety label {safety.group(1)!r}") from None
+        raise MalformedOutput(f"an unknown safety label ({len(safety.group(1))} chars)") from None
     if risk is RiskLevel.error:
         raise MalformedOutput("the model cannot answer 'Safety: Error'")
 
     categories_line = _CATEGORIES.search(text)
     if not categories_line:
-        raise MalformedOutput(f"no 'Categories:' line in model output {text[:200]!r}")
+        raise MalformedOutput(f"no 'Categories:' line in the model's output ({len(text)} chars)")
     categories = [c.strip() for c in categories_line.group(1).split(",") if c.strip()]
     if categories == ["None"]:
         categories = []
     unknown = [c for c in categories if c not in KNOWN_CATEGORIES]
     if unknown:
-        raise MalformedOutput(f"unknown categories {unknown}")
+        raise MalformedOutput(f"{len(unknown)} unknown categories")
 
     refusal = None
     if moderate is Moderate.response:
         refusal_line = _REFUSAL.search(text)
         if not refusal_line or refusal_line.group(1) not in ("Yes", "No"):
-            raise MalformedOutput(f"response moderation needs 'Refusal: Yes|No', got {text[:200]!r}")
+            raise MalformedOutput(f"response moderation needs 'Refusal: Yes|No', which the model's output "
+                                  f"({len(text)} chars) lacks")
         refusal = refusal_line.group(1) == "Yes"
     return GenJudgement(risk, categories, refusal)

@@ -35,6 +35,13 @@ class GenModerator:
         latency_ms = (time.perf_counter() - began) * 1000
         return [self._verdict(e, r, failure, latency_ms) for e, r in zip(events, results)], dead
 
+    def _error(self, result: GenResult | None) -> str | None:
+        """The model's error; what it wrote only where text is stored (it may repeat the moderated text)."""
+        if result is None or result.error is None:
+            return None
+        shown = f"; its output: {result.raw_output[:200]!r}" if self.rules.store_text and result.raw_output else ""
+        return result.error + shown
+
     def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
                  latency_ms: float) -> VerdictEvent:
         policy = self.rules.policy.for_tenant(event.tenant)
@@ -51,6 +58,6 @@ class GenModerator:
             probabilities=result.probabilities if result else None,
             action=action,
             policy=policy.describe(event.tenant),
-            error=failure or (result.error if result else None), latency_ms=latency_ms,
+            error=failure or self._error(result), latency_ms=latency_ms,
             excerpt=event.messages[-1].content if self.rules.store_text else None,
         )

@@ -22,7 +22,7 @@ def test_controversial_and_surrounding_whitespace():
 @pytest.mark.parametrize("text, moderate, fragment", [
     ("", Moderate.prompt, "no 'Safety:' line"),
     ("I think this is fine", Moderate.prompt, "no 'Safety:' line"),
-    ("Safety: Maybe\nCategories: None", Moderate.prompt, "unknown safety label 'Maybe'"),
+    ("Safety: Maybe\nCategories: None", Moderate.prompt, "unknown safety label"),
     ("Safety: Error\nCategories: None", Moderate.prompt, "cannot answer"),
     ("Safety: Unsafe", Moderate.prompt, "no 'Categories:' line"),
     ("Safety: Unsafe\nCategories: Dragons", Moderate.prompt, "unknown categories"),
@@ -30,5 +30,7 @@ def test_controversial_and_surrounding_whitespace():
     ("Safety: Safe\nCategories: None\nRefusal: Perhaps", Moderate.response, "needs 'Refusal: Yes|No'"),
 ])
 def test_malformed_output_is_reported_not_guessed(text, moderate, fragment):
-    with pytest.raises(MalformedOutput, match=fragment):
+    with pytest.raises(MalformedOutput, match=fragment) as raised:
         parse_gen_output(text, moderate)
+    for word in ("Maybe", "Dragons", "Perhaps", "fine"):  # what the model wrote may repeat the moderated text
+        assert word not in str(raised.value)

@@ -60,6 +60,10 @@ async def test_malformed_output_is_an_error_verdict_under_the_fail_mode():
         [rec(1, "strict", "x"), rec(2, "loose", "x")])
     assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.allow)]
     assert "no 'Safety:' line" in verdicts[0].error
+    assert all("refuse" not in v.error for v in verdicts)  # the output is not copied while text is not stored
+    shown, _ = await GenModerator(Settings.load({}, policy=POLICY, audit_store_text=True).gen_rules(), pool,
+                                  "tiny").moderate([rec(3, "strict", "x")])
+    assert "I refuse to answer" in shown[0].error
 
 
 async def test_an_unavailable_pool_still_yields_one_verdict_per_event():
