@@ -69,6 +69,7 @@ class StrictConsumer(aiokafka_driver.Consumer):
         self._stalled: dict[TP, tuple[int, float]] = {}  # tp → (its unacked head, since when)
         self._stuck: dict[TP, tuple[int, float]] = {}  # tp → (its head with records beyond, since when)
         self._refetching: set[asyncio.Task] = set()
+        self._unknown_heads: set[TP] = set()  # partitions whose earliest offset could not be read yet
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -77,13 +78,28 @@ class StrictConsumer(aiokafka_driver.Consumer):
         """Faust leaves the head unknown (None) where nothing or offset 0 was committed, and then
         commits whatever run is acked first; here such a partition's head is its earliest offset."""
         await super().perform_seek()
-        unknown = [tp for tp in self.assignment() if self._committed_offset[tp] is None and not self._is_changelog_tp(tp)]
-        if unknown:
-            try:
-                self._committed_offset.update(await self.earliest_offsets(*unknown))
-            except Exception as exc:  # noqa: BLE001 - an exception here would stop the app's recovery
-                log.warning("earliest offsets of %d partitions unknown (%s); their first acked run is "
-                            "committed as it comes", len(unknown), exc)
+        self._unknown_heads = {tp for tp in self.assignment()
+                               if self._committed_offset[tp] is None and not self._is_changelog_tp(tp)}
+        await self._learn_heads()
+
+    async def _learn_heads(self) -> None:
+        """The earliest offsets of partitions whose head is unknown. Until one is known, nothing of
+        that partition is committed (its first acked run might lie past an unacked head); the timer
+        asks again."""
+        unknown = [tp for tp in self._unknown_heads if tp in self.assignment()]
+        self._unknown_heads = set(unknown)
+        if not unknown:
+            return
+        try:
+            earliest = await self.earliest_offsets(*unknown)
+        except Exception as exc:  # noqa: BLE001 - an exception here would stop the app's recovery
+            log.warning("earliest offsets of %d partitions unknown (%s); nothing of them is committed until they "
+                        "are known", len(unknown), exc)
+            return
+        for tp, offset in earliest.items():
+            if offset is not None and self._committed_offset[tp] is None:
+                self._committed_offset[tp] = offset
+                self._unknown_heads.discard(tp)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Recovery reads each changelog up to these: they are sealed first (`state.seal`), so that
@@ -95,6 +111,8 @@ class StrictConsumer(aiokafka_driver.Consumer):
 
     def _new_offset(self, tp: TP) -> int | None:
         committed = self._committed_offset[tp]
+        if committed is None and tp in self._unknown_heads:
+            return None
         offset = committable(self._acked[tp], self._acked_index[tp], committed)
         if offset is None and committed is not None and self._acked[tp]:
             self._watch_lost_head(tp, committed)
@@ -119,6 +137,7 @@ class StrictConsumer(aiokafka_driver.Consumer):
     @Service.timer(REFETCH_AFTER_S)
     async def _watch_stuck_heads(self) -> None:
         try:
+            await self._learn_heads()
             if not self.app.in_recovery:
                 await self._fetch_stuck_heads()
         except Exception as exc:  # noqa: BLE001 - an exception in a timer would stop the app; the next tick retries

@@ -132,6 +132,33 @@ async def test_a_partition_with_nothing_committed_starts_at_its_earliest_offset(
     assert consumer._new_offset(tp) is None  # Faust would have committed 8 past the unacked 5
 
 
+async def test_a_partition_whose_earliest_offset_is_unknown_commits_nothing_until_it_is_known(monkeypatch):
+    consumer, tp = a_consumer(), TP("t", 0)
+    answers = [OSError("broker away"), {tp: 5}]
+
+    async def seek_to_committed():
+        return {}
+
+    async def earliest_offsets(*tps):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer, "_is_changelog_tp", lambda t: False)
+    await consumer.perform_seek()
+    consumer._acked[tp], consumer._acked_index[tp] = [6, 7], {6, 7}
+    assert consumer._new_offset(tp) is None  # the head (5) is unknown: the run 6-7 would skip it
+    await consumer._learn_heads()  # the timer asks again, and now the broker answers
+    assert consumer._committed_offset[tp] == 5 and consumer._new_offset(tp) is None
+    consumer._acked[tp].append(5)
+    consumer._acked_index[tp].add(5)
+    assert consumer._new_offset(tp) == 8
+
+
 async def test_a_partition_whose_head_stops_moving_is_fetched_again(monkeypatch):
     """Nothing after the head acked either: records beyond a head that has not moved for
     STUCK_AFTER_S bring the partition back into the fetch, from its head."""
