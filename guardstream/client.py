@@ -123,9 +123,11 @@ class Guard:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        for part in (self._consumer, self._producer):
+        for part in (self._consumer, self._producer):  # a broker that is gone must not make stopping fail or hang
             if part is not None:
-                await part.stop()
+                [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), 5), return_exceptions=True)
+                if failed is not None:
+                    log.warning("stopping the Kafka %s: %s", type(part).__name__, describe(failed))
 
     def readiness(self) -> tuple[bool, str]:
         """Whether verdicts can arrive: the reader runs and the broker answered it lately."""
@@ -308,6 +310,7 @@ class GuardedStream:
     _judged_to: int = -1  # the highest chunk seq with a verdict
     _as_ids: bool = False
     _gave_up: bool = False  # counted once in the fail-mode metric
+    _unsent: bool = False  # a piece could not be sent: the stream is the fail mode's from there on
     _final: asyncio.Future | None = None
     _deadlines: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -324,11 +327,14 @@ class GuardedStream:
         for handle in self._deadlines:
             handle.cancel()
 
-    async def push(self, piece: str | list[int], final: bool = False, timeout: float | None = None) -> None:
-        """Send the next piece of the reply: a text delta, or Qwen3 token ids. Never raises: a piece
-        that cannot be sent within `timeout` (default: the chunk timeout) is the fail mode's to decide."""
+    async def push(self, piece: str | list[int], final: bool = False, timeout: float | None = None) -> bool:
+        """Send the next piece of the reply: a text delta, or Qwen3 token ids. Never raises: whether it
+        was sent within `timeout` (default: the chunk timeout). Once one piece could not be sent, the
+        stream is the fail mode's, and later pieces are not sent (they could not be judged whole)."""
         if not self.guard._reading.is_set():
             self._give_up("reader_down")
+        if self._unsent:
+            return False
         self._as_ids = not isinstance(piece, str)
         payload = {"token_ids": list(piece)} if self._as_ids else {"text_delta": piece}
         seq = self._seq
@@ -340,22 +346,28 @@ class GuardedStream:
             async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
                 await self.guard._slots.run(self.tenant, self.guard._send(self.guard._topics.chunks.name, chunk))
         except TimeoutError:
+            self._unsent = True
             self._give_up("timeout")
-            return
+            return False
         except Exception as exc:  # noqa: BLE001 - the fail mode decides, the caller never sees it
             log.warning("stream %s: chunk %d not sent (%s)", self.stream_id, seq, describe(exc))
+            self._unsent = True
             self._give_up(f"error: {describe(exc)}")
-            return
+            return False
         if not final:
             loop = asyncio.get_running_loop()
             self._deadlines.append(loop.call_later(self.chunk_timeout_s, self._check_deadline, seq))
+        return True
 
     async def finish(self, last: str | list[int] | None = None, timeout: float | None = None) -> Outcome:
-        """End the reply (with `last` as its final piece) and wait for the whole reply's verdict,
-        or the tenant's fail mode after `timeout`; never raises."""
-        await self.push(([] if self._as_ids else "") if last is None else last, final=True)
+        """End the reply (with `last` as its final piece) and wait for the whole reply's verdict, or
+        the tenant's fail mode: at once when the end cannot be sent, else after `timeout` in all."""
+        limit = self.timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        if not await self.push(([] if self._as_ids else "") if last is None else last, final=True, timeout=limit):
+            return self.guard.fail_mode(self.tenant, self.stop_reason or "timeout")
         try:
-            verdict = await asyncio.wait_for(asyncio.shield(self._final), self.timeout_s if timeout is None else timeout)
+            verdict = await asyncio.wait_for(asyncio.shield(self._final), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             return self.guard.fail_mode(self.tenant, "timeout")
         except ReaderDown:

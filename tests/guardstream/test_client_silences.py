@@ -157,15 +157,17 @@ def test_a_push_that_cannot_be_sent_returns_within_its_timeout():
         async with g.stream("c", "hi", tenant="acme", chunk_timeout=0.2) as closed, \
                 g.stream("c", "hi", tenant="open", chunk_timeout=0.2) as open_:
             began = time.monotonic()
-            await closed.push("a")
-            await open_.push("a")
+            sent = [await closed.push("a"), await open_.push("a")]
+            sent += [await open_.push("b") for _ in range(20)]  # after a piece that was not sent: none waits
             took = time.monotonic() - began
-            outcome = await closed.finish(timeout=0.2)
-        return closed, open_, took, outcome
+            outcomes = [await closed.finish(timeout=5), await open_.finish(timeout=5)]
+            finished_in = time.monotonic() - began - took
+        return closed, open_, sent, took, outcomes, finished_in
 
-    closed, open_, took, outcome = asyncio.run(run())
-    assert took < 1 and closed.stop_reason == "timeout" and not open_.stopped.is_set()
-    assert outcome.action is Action.block and outcome.timed_out
+    closed, open_, sent, took, outcomes, finished_in = asyncio.run(run())
+    assert not any(sent) and took < 1 and finished_in < 0.1
+    assert closed.stop_reason == "timeout" and not open_.stopped.is_set()
+    assert [(o.action, o.timed_out) for o in outcomes] == [(Action.block, True), (Action.allow, True)]
 
 
 def test_one_tenant_cannot_take_every_slot():

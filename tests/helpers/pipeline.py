@@ -60,10 +60,11 @@ async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s:
     acked; for verdicts, the audit sink's own group too)."""
     groups = [settings.app_id] + ([settings.audit_group] if role == "verdicts" and "audit" in settings.agents else [])
     for group in groups:
-        await _wait_committed(settings, bootstrap, role, group, timeout_s)
+        await wait_committed(settings, bootstrap, role, group, timeout_s)
 
 
-async def _wait_committed(settings: Settings, bootstrap: str, role: str, group: str, timeout_s: float) -> None:
+async def wait_committed(settings: Settings, bootstrap: str, role: str, group: str, timeout_s: float = 120) -> None:
+    """Wait until one consumer group has committed every record of a topic."""
     topic = topic_name(settings, role)
     ends = await last_offsets(settings, bootstrap, role)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

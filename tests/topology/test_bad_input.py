@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from guardstream.kafka_io import topic_name
 
@@ -87,3 +88,29 @@ def read_all_raw(worker, topic: str) -> list[tuple[str, int, int]]:
         return found
 
     return asyncio.run(run())
+
+
+def test_a_record_with_a_600_kb_key_is_one_dead_letter_and_stops_nothing(worker):
+    """Its dead letter once copied the key twice, over the producer's 1 MB limit, and the Gen agent
+    retried it for ever: nothing after it got a verdict. Now the letter carries a bounded excerpt."""
+    key = b"k" * 600_000
+    valid = [json.dumps({**GOOD, "event_id": f"bigkey-good-{i}", "conversation_id": f"bigkey-{i}"}).encode()
+             for i in range(20)]
+
+    async def send():
+        producer = AIOKafkaProducer(bootstrap_servers=worker.bootstrap, acks="all", max_request_size=2 << 20)
+        await producer.start()
+        try:
+            topic = topic_name(worker.settings, "conversations")
+            await producer.send_and_wait(topic, b"not json {", key=key, partition=0)
+            for value in valid:
+                await producer.send_and_wait(topic, value, key=b"bigkey", partition=0)  # after it, on its partition
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "conversations"))
+    letters = read_all(worker.settings, worker.bootstrap, "dlq", lambda d: d.get("key_size") == len(key))
+    assert len(letters) == 1 and letters[0]["error_code"] == "not_json" and len(letters[0]["key"]) == 4096
+    good = read_all(worker.settings, worker.bootstrap, "verdicts", lambda v: v["source_event_id"].startswith("bigkey-good-"))
+    assert sorted(v["source_event_id"] for v in good) == sorted(f"bigkey-good-{i}" for i in range(20))
