@@ -214,7 +214,7 @@ def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, t
 
 async def _measure_all(settings: Settings, bootstrap: str, tokenizer, streams: list[int], chunk: int,
                        tokens_per_s: float, reply_tokens: int, report: Callable[[str], None]) -> list[StreamsRun]:
-    async with Guard(bootstrap, settings, timeout_s=60) as guard:
+    async with Guard(bootstrap, settings, timeout_s=60, chunk_timeout_s=60) as guard:  # latency is measured, not cut
         await measure_streams(guard, bench_replies(tokenizer, 2, chunk * 4), chunk, tokens_per_s)  # warm-up
         runs = []
         for n in streams:

@@ -136,7 +136,7 @@ async def _drive(settings: Settings, bootstrap: str, board: Board, malformed: li
         async for message in records(settings, bootstrap, "dlq", until=lambda: board.done() or time.monotonic() > deadline):
             board.dead.append(json.loads(message.value))
 
-    async with Guard(bootstrap, settings, timeout_s=timeout_s) as guard:
+    async with Guard(bootstrap, settings, timeout_s=timeout_s, chunk_timeout_s=timeout_s) as guard:
         await produce_lines(settings, bootstrap, "conversations", malformed)
         with Live(board.table(), console=console, refresh_per_second=4) as live:
             watch = asyncio.gather(follow_dead_letters(), *(moderate(guard, event) for event in board.events))

@@ -79,7 +79,7 @@ def test_guarded_streams_stop_where_the_reference_says(worker, tiny):
             return g, outcome
 
     async def run():
-        async with Guard(worker.bootstrap, client_settings(), timeout_s=240) as guard:
+        async with Guard(worker.bootstrap, client_settings(), timeout_s=240, chunk_timeout_s=240) as guard:
             return await asyncio.gather(*(guarded(guard, i, s) for i, s in enumerate(streams)))
 
     results = asyncio.run(run())
