@@ -26,18 +26,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes on two cores: on
 def pytest_collection_modifyitems(items):
     """A test that uses a real part must say so, so that `make unit` (-m "not integration") never starts one.
 
-    For `make test`'s two processes (pytest-xdist, `--dist loadgroup`): the tests of the session's
-    shared worker run in one process, so it starts once; each unit module stays in one process, so
-    its module fixtures are built once. The shared worker's tests come first, then the other
-    integration tests, so that the long ones start early and the short unit modules even out the end."""
+    For `make test`'s two processes (pytest-xdist, `--dist loadfile`, files in this order): the
+    files of the session's shared worker come first, then the other integration tests, so that the
+    long ones start early and the short unit modules even out the end."""
     for item in items:
         if REAL_PARTS & set(item.fixturenames) and item.get_closest_marker("integration") is None:
             raise pytest.UsageError(f"{item.nodeid} uses {sorted(REAL_PARTS & set(item.fixturenames))} "
                                     f"but is not marked integration (pytestmark = pytest.mark.integration)")
-        if "worker" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("session-worker"))
-        elif item.get_closest_marker("integration") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: 0 if "worker" in item.fixturenames else 1 if item.get_closest_marker("integration") else 2)
 
 
