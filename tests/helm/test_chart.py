@@ -44,12 +44,25 @@ def rendered(request) -> tuple[str, list[dict]]:
 
 
 def crd_schemas() -> dict[tuple[str, str], dict]:
+    """The upstream CRDs' schemas (tests/helm/crds, unmodified), checked as `kubectl apply` does with
+    strict field validation: a field the schema does not name is an error, not silently pruned."""
     schemas = {}
     for path in (ROOT / "tests" / "helm" / "crds").glob("*.yaml"):
         crd = yaml.safe_load(path.read_text())["spec"]
         for version in crd["versions"]:
-            schemas[(f"{crd['group']}/{version['name']}", crd["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+            schemas[(f"{crd['group']}/{version['name']}", crd["names"]["kind"])] = strict(version["schema"]["openAPIV3Schema"])
     return schemas
+
+
+def strict(schema):
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [strict(v) for v in schema]
+    return schema
 
 
 def one(docs: list[dict], kind: str, name: str) -> dict:
@@ -90,6 +103,30 @@ def test_every_object_is_valid_against_its_schema(rendered):
         assert "Secret" in kinds  # the Ray token, made by the chart
     else:
         assert {"ScaledObject", "ServiceMonitor", "Service"} <= kinds
+
+
+def test_keda_reaches_a_secured_kafka_with_the_workers_credentials_and_ca():
+    """As KEDA's Kafka scaler reads them: `sasl` and `tls` in the trigger's metadata, `username`,
+    `password` and `ca` from the TriggerAuthentication (a parameter set in both places is an error)."""
+    docs = render(PRODUCTION)
+    scaled, auth = one(docs, "ScaledObject", "guard-guardstream-moderation"), one(docs, "TriggerAuthentication",
+                                                                                  "guard-guardstream-kafka")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    kafka = PRODUCTION["kafka"]
+    assert refs == {"username": (kafka["saslSecret"], "username"), "password": (kafka["saslSecret"], "password"),
+                    "ca": (kafka["caSecret"], "ca.crt")}
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "kafka" and trigger["authenticationRef"] == {"name": "guard-guardstream-kafka"}
+        assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+        assert not {"username", "password", "ca"} & set(trigger["metadata"])
+    plain = render({"autoscaling": {"enabled": True}})
+    assert [t["metadata"]["tls"] for t in one(plain, "ScaledObject", "guard-guardstream-moderation")["spec"]["triggers"]] \
+        == ["disable", "disable"]
+    assert not [d for d in plain if d["kind"] == "TriggerAuthentication"]
+    pod = one(docs, "Deployment", "guard-guardstream-moderation")["spec"]["template"]["spec"]
+    mounted = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert "/etc/guardstream/kafka-ca" in mounted and any(v.get("secret", {}).get("secretName") == kafka["caSecret"]
+                                                           for v in pod["volumes"])
 
 
 def test_a_typo_in_a_custom_resource_is_caught():
@@ -142,6 +179,7 @@ def test_every_setting_reaches_the_pool_and_the_workers():
     for settings in (moderation, sinks):
         assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
         assert settings.kafka_sasl_password == "secret:guardstream-kafka/password"
+        assert str(settings.kafka_ssl_cafile) == "/etc/guardstream/kafka-ca/ca.crt"  # the mounted caSecret
         assert settings.policy.model_dump(mode="json", exclude_defaults=True) == \
             Settings.load({"GUARDSTREAM_POLICY": json.dumps(PRODUCTION["policy"])}).policy.model_dump(mode="json", exclude_defaults=True)
 

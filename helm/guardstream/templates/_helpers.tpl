@@ -50,10 +50,17 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 {{- define "guardstream.volumeMounts" -}}
 - {name: tmp, mountPath: /tmp}
 - {name: home, mountPath: /var/lib/guardstream}
+{{- if .Values.kafka.caSecret }}
+- {name: kafka-ca, mountPath: /etc/guardstream/kafka-ca, readOnly: true}
+{{- end }}
 {{- end -}}
 {{- define "guardstream.volumes" -}}
 - {name: tmp, emptyDir: {}}
 - {name: home, emptyDir: {}}
+{{- if .Values.kafka.caSecret }}
+- name: kafka-ca
+  secret: {secretName: {{ .Values.kafka.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
 {{- end -}}
 
 {{- define "guardstream.probes" -}}
