@@ -85,7 +85,6 @@ def open_pool(settings: Settings) -> PoolSpec:
         said = [-WAIT_LOG_EVERY_S]
 
         def waiting(elapsed: float) -> None:
-            HEALTH.update(True, "waiting for the model pool", False, "waiting for the model pool")
             if elapsed - said[0] >= WAIT_LOG_EVERY_S:
                 said[0] = elapsed
                 log.warning("waiting for the model pool of app %s in Ray namespace %s (%.0fs so far): start it with "
@@ -150,8 +149,9 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
     else:
         log.info("agents: %s; opening the model pool of app %s", agents, settings.app_id)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        start_ray(settings)
-        spec = open_pool(settings)
+        with HEALTH.busy(f"opening the model pool of app {settings.app_id}"):  # alive, not ready, meanwhile
+            start_ray(settings)
+            spec = open_pool(settings)
         handles = pool_handles(spec, settings.app_id)
         announce_actors(spec, handles)
         if "gen" in settings.agents:
@@ -194,8 +194,9 @@ def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> 
         log.warning("the model pool of app %s runs %s; replacing it with %s (restart the app's workers, which hold "
                     "handles to the old actors)", settings.app_id, found.describe(), wanted.describe())
         remove_pool(settings.app_id)
-    spec = ensure_pool(wanted, settings.app_id)
-    serve_metrics(settings.metrics_port, settings.metrics_host)
+    serve_metrics(settings.metrics_port, settings.metrics_host)  # up before the models load: a slow first
+    with HEALTH.busy(f"loading the models of app {settings.app_id}: {wanted.describe()}"):  # download is alive
+        spec = ensure_pool(wanted, settings.app_id)
     handles = pool_handles(spec, settings.app_id)
     announce_actors(spec, handles)
     HEALTH.update(True, "watching the pool", True, spec.describe())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -30,6 +32,25 @@ class Health:
     def update(self, live_ok: bool, live_detail: str, ready_ok: bool, ready_detail: str) -> None:
         self.live, self.ready = {"ok": live_ok, "detail": live_detail}, {"ok": ready_ok, "detail": ready_detail}
         self.at = time.monotonic()
+
+    @contextmanager
+    def busy(self, doing: str, every_s: float = 5.0) -> Iterator[None]:
+        """While a long blocking step runs (loading models, waiting for the pool): alive, not ready,
+        saying what it does, and kept fresh from a thread so the stale check does not fire."""
+        done = threading.Event()
+
+        def report() -> None:
+            while not done.is_set():
+                self.update(True, doing, False, doing)
+                done.wait(every_s)
+
+        reporter = threading.Thread(target=report, name="health-busy", daemon=True)
+        reporter.start()
+        try:
+            yield
+        finally:
+            done.set()
+            reporter.join()
 
     def probe(self, which: str) -> tuple[int, dict]:
         age = time.monotonic() - self.at

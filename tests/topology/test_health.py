@@ -58,3 +58,14 @@ def test_the_server_binds_where_told_and_a_slow_client_holds_nobody_up():
     for address in other_addresses:  # bound to loopback: not reachable on the machine's other addresses
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=1)
+
+
+def test_a_long_blocking_step_is_alive_and_not_ready_and_never_stale(monkeypatch):
+    health = Health()
+    monkeypatch.setattr("guardstream.topology.health.STALE_AFTER_S", 0.3)
+    with health.busy("loading the models", every_s=0.05):
+        time.sleep(0.6)  # longer than the stale limit: the reporter keeps the snapshot fresh
+        assert health.probe("healthz") == (200, {"ok": True, "detail": "loading the models"})
+        assert health.probe("readyz") == (503, {"ok": False, "detail": "loading the models"})
+    time.sleep(0.6)
+    assert health.probe("healthz")[0] == 503  # once it is over, nothing reports for it any more
