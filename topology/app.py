@@ -100,7 +100,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         assigned = app.consumer.assignment() if app.consumer else set()
         answering = all([await pool_answers(p) for p in pools])
         metrics.CONSUMER_LAG.clear()  # partitions moved to another worker are no longer this one's to report
-        for tp in assigned:
+        sources = {agent.channel.get_topic_name() for agent in app.agents.values()}  # not changelogs, not Faust's own
+        for tp in (tp for tp in assigned if tp.topic in sources):
             committed = app.consumer._committed_offset.get(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, (app.consumer.highwater(tp) or 0) - committed))
         refusing = [handler.refusing for handler in w.outcomes.values() if handler.refusing]

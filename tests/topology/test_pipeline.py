@@ -175,6 +175,12 @@ def test_health_probes_and_lag_gauges_answer_on_the_metrics_port(worker, moderat
             assert response.status == 200, probe
             assert json.loads(response.read())["ok"] is True
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
-        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+        exposition = response.read().decode()
+    families = {f.name for f in text_string_to_metric_families(exposition)}
+    lagging = {s.labels["topic"] for f in text_string_to_metric_families(exposition) for s in f.samples
+               if f.name == "guardstream_consumer_lag"}
+    # lag is the agents' source topics' (a table's changelog is read whole on recovery, never "behind";
+    # Faust's assignor topic is its own)
+    assert lagging and all(t.startswith(worker.settings.topic_prefix) for t in lagging), lagging
     assert {"guardstream_consumer_lag", "guardstream_table_entries", "guardstream_retries",
             "guardstream_batch_failures", "guardstream_dead_letters"} <= families
