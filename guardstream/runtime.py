@@ -155,8 +155,10 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
         handles = pool_handles(spec, settings.app_id)
         announce_actors(spec, handles)
         if "gen" in settings.agents:
-            pool = GenPool(handles["gen"], spec.gen.model, call_timeout_s=settings.gen_call_timeout_s,
-                           max_inflight=settings.gen_max_inflight)
+            pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.max_batch_size,  # the pool's, not ours
+                           call_timeout_s=settings.gen_call_timeout_s, max_inflight=settings.gen_max_inflight)
+            log.info("gen batches of %d records: %d actors of the pool, each batching %d", pool.records_per_batch,
+                     len(handles["gen"]), spec.gen.max_batch_size)
             if spec.gen.backend == "noop":
                 log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
             moderator = GenModerator(settings.gen_rules(), pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)

@@ -38,6 +38,7 @@ from tests.helpers.stream_helpers import build_streams, interleaved_chunks, refe
 pytestmark = pytest.mark.integration
 
 APP = "gs-scale"
+POOL_GEN_BATCH = 3  # the pool's Gen batch; the workers' own setting says 16, and must not count
 POOL_READY = f"model pool of app {APP} ready"
 
 
@@ -99,6 +100,14 @@ def rebuilds(worker: RunningWorker) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def gen_batches(worker: RunningWorker) -> tuple[float, float]:
+    """(batches of at most POOL_GEN_BATCH records, all batches) the worker's Gen agent sent to the pool."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{worker.settings.metrics_port}/metrics", timeout=10).read().decode()
+    within = re.search(r'^guardstream_batch_records_bucket\{agent="gen",le="4\.0"\} (\S+)$', body, re.M)
+    total = re.search(r'^guardstream_batch_records_count\{agent="gen"\} (\S+)$', body, re.M)
+    return float(within.group(1)) if within else 0.0, float(total.group(1)) if total else 0.0
+
+
 def join_worker(bootstrap: str, address: str, log_path: Path) -> RunningWorker:
     return RunningWorker(bootstrap, log_path, app_id=APP, topic_prefix="so.", ray_address=address, pool="join",
                          kafka_rebalance_timeout_s=6, kafka_session_timeout_s=6, metrics_port=free_port())
@@ -150,7 +159,8 @@ def test_two_workers_share_one_pool_and_a_killed_one_loses_no_verdict(broker, ti
                                          "--gen-model", str(tiny.gen), "--stream-model", str(tiny.stream), "--stream-actors", "2"],
                                         stdout=out, stderr=subprocess.STDOUT,
                                         env={**workers[0].env, "GUARDSTREAM_METRICS_PORT": str(pool_port),
-                                             "GUARDSTREAM_GEN_ACTOR_CPUS": "1", "GUARDSTREAM_STREAM_ACTOR_CPUS": "1"})
+                                             "GUARDSTREAM_GEN_ACTOR_CPUS": "1", "GUARDSTREAM_STREAM_ACTOR_CPUS": "1",
+                                             "GUARDSTREAM_GEN_BATCH_SIZE": str(POOL_GEN_BATCH)})
             wait_for_line(pool_log.read_text, POOL_READY, pool, 300, "guardstream pool")
             assert urllib.request.urlopen(f"http://127.0.0.1:{pool_port}/readyz", timeout=10).status == 200
             workers[0].wait_ready()
@@ -180,6 +190,7 @@ def test_two_workers_share_one_pool_and_a_killed_one_loses_no_verdict(broker, ti
             verdicts = {v["verdict_id"]: v for v in read_all(settings, broker.bootstrap, "verdicts")}
             actors_after = model_actors(port)
             rebuilt = [rebuilds(w) for w in (workers[0], workers[2])]
+            batched = [gen_batches(w) for w in (workers[0], workers[2])]
 
             # removing the pool stops its workers (to be restarted onto a new one), never leaves them calling dead actors
             down = subprocess.run([sys.executable, "-m", "guardstream.cli", "pool", "--ray-address", address, "--app-id", APP,
@@ -224,3 +235,6 @@ def test_two_workers_share_one_pool_and_a_killed_one_loses_no_verdict(broker, ti
           f"{len(events)} conversations and {len(chunks)} chunks of {len(streams)} streams, all with one verdict; "
           f"sessions rebuilt after the takeover: {rebuilt}")
     assert sum(rebuilt) < len(streams) / 2
+    # the workers batch as the pool was made (1 actor × 3), not as their own settings say (16): no
+    # batch of theirs held more than 4 records (the histogram's bucket above 3)
+    assert all(total > 0 and within == total for within, total in batched), batched

@@ -24,5 +24,6 @@ def register(w: Wiring, moderator: GenModerator) -> None:
 
     @app.agent(conversations, name="gen")
     async def gen(stream):
-        await settled("gen", stream, settings.gen_batch_size * settings.gen_actors, settings.gen_batch_wait_ms / 1000,
+        # sized by the pool the worker joined (its actors and their batch), not by this worker's settings
+        await settled("gen", stream, moderator.pool.records_per_batch, settings.gen_batch_wait_ms / 1000,
                       moderate_conversations)

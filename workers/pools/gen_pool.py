@@ -95,8 +95,11 @@ class GenPool:
 
     kind = "gen"  # the label of its actors in metrics
 
-    def __init__(self, handles: list, model: str, *, call_timeout_s: float = 120, max_inflight: int = 4):
+    def __init__(self, handles: list, model: str, *, actor_batch_size: int = 16, call_timeout_s: float = 120,
+                 max_inflight: int = 4):
         self.actors, self.model = handles, model
+        # what one agent batch should hold: a full batch for every actor, as the pool was made (its manifest)
+        self.records_per_batch = actor_batch_size * len(handles)
         self.call_timeout_s = call_timeout_s
         self.max_inflight = max_inflight
         self._admission: list[asyncio.Semaphore] | None = None  # made in the loop that uses them
