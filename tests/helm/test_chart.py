@@ -129,6 +129,32 @@ def test_keda_reaches_a_secured_kafka_with_the_workers_credentials_and_ca():
                                                            for v in pod["volumes"])
 
 
+def pod_specs(docs: list[dict]) -> dict[str, dict]:
+    """Every pod template the chart makes, by its Deployment's name or its Ray group."""
+    specs = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    cluster = one(docs, "RayCluster", "guard-guardstream-ray")
+    specs["ray-head"] = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    specs.update({f"ray-{g['groupName']}": g["template"]["spec"] for g in cluster["spec"]["workerGroupSpecs"]})
+    return specs
+
+
+def test_every_pod_can_be_placed_and_pulled_as_the_operator_says():
+    default = pod_specs(render())
+    gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert default["ray-gpu"]["tolerations"] == [gpu_taint]  # tainted GPU nodes take the Ray GPU workers
+    assert not [name for name, spec in default.items() if name != "ray-gpu" and "tolerations" in spec]
+    production = pod_specs(render(PRODUCTION))
+    assert len(production) == 5
+    for name, spec in production.items():
+        assert spec["serviceAccountName"] == "guardstream" and spec["automountServiceAccountToken"] is False, name
+        assert spec["imagePullSecrets"] == [{"name": "registry-example-com"}], name
+    gpu = PRODUCTION["ray"]["cluster"]["gpuWorkers"]
+    assert production["ray-gpu"]["nodeSelector"] == gpu["nodeSelector"]
+    assert production["ray-gpu"]["tolerations"] == gpu["tolerations"]
+    assert production["guard-guardstream-moderation"]["topologySpreadConstraints"] == \
+        PRODUCTION["workers"]["moderation"]["topologySpreadConstraints"]
+
+
 def test_a_typo_in_a_custom_resource_is_caught():
     cluster = one(render(), "RayCluster", "guard-guardstream-ray")
     cluster["spec"]["workerGroupSpecs"][0]["replica"] = 2

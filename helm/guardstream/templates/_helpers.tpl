@@ -79,3 +79,18 @@ startupProbe:                      # model loading and the first rebalance may t
   periodSeconds: 10
   failureThreshold: 90
 {{- end -}}
+
+{{/* Where a pod may run, and as whom: (dict "root" $ "c" <the component's values>) */}}
+{{- define "guardstream.podPlacement" -}}
+{{- with .root.Values.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- range $field := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" }}
+{{- with get $.c $field }}
+{{ $field }}: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end -}}

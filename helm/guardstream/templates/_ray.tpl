@@ -1,4 +1,4 @@
-{{/* The pod template of a Ray node (head or GPU worker): (dict "root" $ "name" ... "resources" ... "ports" ...) */}}
+{{/* The pod template of a Ray node (head or GPU worker): (dict "root" $ "name" ... "resources" ... "ports" ... "placement" <its values>) */}}
 {{- define "guardstream.rayPod" -}}
 {{- $root := .root -}}
 metadata:
@@ -7,6 +7,7 @@ metadata:
     app.kubernetes.io/component: ray
 spec:
   automountServiceAccountToken: false
+  {{- include "guardstream.podPlacement" (dict "root" $root "c" .placement) | nindent 2 }}
   securityContext: {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
   containers:
     - name: {{ .name }}

@@ -27,6 +27,7 @@ spec:
       annotations: {{- include "guardstream.checksums" $root | nindent 8 }}
     spec:
       automountServiceAccountToken: false
+      {{- include "guardstream.podPlacement" (dict "root" $root "c" .w) | nindent 6 }}
       terminationGracePeriodSeconds: 60   # lets Faust flush and commit on SIGTERM
       securityContext: {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
       containers:
