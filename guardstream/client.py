@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -74,12 +74,13 @@ class Slots:
         self._tenants: dict[str, asyncio.Semaphore] = {}
         self._users: Counter[str] = Counter()  # callers holding or waiting for each tenant's slots
 
-    async def run(self, tenant: str, work: Awaitable):
+    async def run(self, tenant: str, work: Callable[[], Awaitable]):
+        """`work()` once a slot is held: a caller that gives up while waiting never starts it."""
         mine = self._tenants.setdefault(tenant, asyncio.Semaphore(self.per_tenant))
         self._users[tenant] += 1
         try:
             async with mine, self.total:
-                return await work
+                return await work()
         finally:
             self._users[tenant] -= 1
             if not self._users[tenant]:  # an idle tenant is forgotten: the map holds only tenants in flight
@@ -147,7 +148,7 @@ class Guard:
             if not self._reading.is_set():
                 return self.fail_mode(event.tenant, "reader_down")
             async with asyncio.timeout(self.timeout_s if timeout is None else timeout):
-                verdict = await self._slots.run(event.tenant, self._send_and_wait(event, waiting))
+                verdict = await self._slots.run(event.tenant, lambda: self._send_and_wait(event, waiting))
         except TimeoutError:
             return self.fail_mode(event.tenant, "timeout")
         except ReaderDown:
@@ -344,7 +345,7 @@ class GuardedStream:
                                     stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final,
                                     prompt=self.prompt if seq == 0 else None, **payload)
             async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
-                await self.guard._slots.run(self.tenant, self.guard._send(self.guard._topics.chunks.name, chunk))
+                await self.guard._slots.run(self.tenant, lambda: self.guard._send(self.guard._topics.chunks.name, chunk))
         except TimeoutError:
             self._unsent = True
             self._give_up("timeout")

@@ -173,9 +173,9 @@ def test_a_push_that_cannot_be_sent_returns_within_its_timeout():
 def test_one_tenant_cannot_take_every_slot():
     async def run():
         slots, forever = Slots(total=8, tenant_share=0.25), asyncio.Event()
-        hogs = [asyncio.create_task(slots.run("noisy", forever.wait())) for _ in range(20)]
+        hogs = [asyncio.create_task(slots.run("noisy", forever.wait)) for _ in range(20)]
         await asyncio.sleep(0.05)
-        served = await asyncio.wait_for(slots.run("quiet", asyncio.sleep(0, "served")), 1)
+        served = await asyncio.wait_for(slots.run("quiet", lambda: asyncio.sleep(0, "served")), 1)
         held = 8 - slots.total._value  # noqa: SLF001 - the slots the noisy tenant holds
         forever.set()
         await asyncio.gather(*hogs)
