@@ -32,6 +32,7 @@ from guardstream.workers.moderation.policy import Policy
 from guardstream.workers.pools.local_ray import reap_leftovers
 
 from tests.helpers.pipeline import LOOSE, STRICT, start_worker, wait_committed
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -103,10 +104,9 @@ def probe(port: int, path: str) -> int:
 
 
 async def until(condition, timeout_s: float, what: str) -> float:
+    """How long `eventually` waited for `condition`, in a thread: the Guard's reader keeps running."""
     began = time.monotonic()
-    while not await asyncio.to_thread(condition):
-        assert time.monotonic() - began < timeout_s, f"{what} did not happen within {timeout_s:.0f}s"
-        await asyncio.sleep(0.5)
+    await asyncio.to_thread(eventually, condition, timeout_s, what)
     return time.monotonic() - began
 
 

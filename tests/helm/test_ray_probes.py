@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from guardstream.dev.broker import free_port
 
 from tests.helm.test_chart import one, render
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +40,6 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, ""
     except OSError:
         return 0, ""  # nothing listens: a failed probe
-
-
-def until(what: str, condition, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f}s"
-        time.sleep(0.5)
 
 
 def test_the_ray_head_answers_kuberays_probes_and_fails_them_without_its_raylet(tmp_path):
@@ -69,7 +62,7 @@ def test_the_ray_head_answers_kuberays_probes_and_fails_them_without_its_raylet(
               "local_raylet_healthz": f"http://127.0.0.1:{agent}/api/local_raylet_healthz",
               "gcs_healthz": f"http://127.0.0.1:{dashboard}/api/gcs_healthz"}
     try:
-        until("the agent answers", lambda: get(probes["healthz"])[0] == 200 or ray.poll() is not None, 90)
+        eventually(lambda: get(probes["healthz"])[0] == 200 or ray.poll() is not None, 90, "the agent's answer")
         assert ray.poll() is None, (tmp_path / "ray.log").read_text()[-3000:]
         answers = {name: get(url) for name, url in probes.items()}
         assert all(status == 200 and "success" in body for status, body in answers.values()), answers
@@ -77,7 +70,7 @@ def test_the_ray_head_answers_kuberays_probes_and_fails_them_without_its_raylet(
         assert raylets, "no raylet under the head"
         for raylet in raylets:
             raylet.send_signal(signal.SIGKILL)
-        until("the liveness probe fails", lambda: get(probes["healthz"])[0] != 200, 30)
+        eventually(lambda: get(probes["healthz"])[0] != 200, 30, "the liveness probe to fail")
     finally:
         try:
             os.killpg(ray.pid, signal.SIGKILL)
