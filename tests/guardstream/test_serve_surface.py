@@ -95,6 +95,9 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read():
         moderation(body=b'{"input": "' + b"y" * 1000 + b'"}'), limits=limits))
     assert declared.status_code == streamed.status_code == 413 and "limit" in error_of(declared)["message"]
     assert fits.status_code == 200 and guard.tenants == ["acme"]
+    [absurd] = asyncio.run(call(guard, ("POST", "/v1/moderations", {**moderation()[2], "Content-Length": "9" * 5000},
+                                        b"{}"), limits=limits))
+    assert absurd.status_code == 413  # a length of 5,000 digits, which int() refuses to parse
 
 
 def test_a_body_that_stalls_is_cut_off():
