@@ -64,7 +64,7 @@ def pool_spec(settings: Settings, kinds: set[str]) -> PoolSpec:
     """The pool these settings describe, for the model kinds named ("gen", "stream")."""
     gen = GenSpec(settings.gen_model, settings.gen_actors, settings.gen_actor_cpus, settings.gen_actor_gpus,
                   settings.device, settings.dtype, settings.gen_batch_size, settings.gen_mode, settings.gen_backend,
-                  settings.gen_actor_wait_ms) if "gen" in kinds else None
+                  settings.gen_actor_wait_ms, settings.gen_kv_cache_mb) if "gen" in kinds else None
     stream = StreamSpec(settings.stream_model, settings.stream_actors, settings.stream_actor_cpus,
                         settings.stream_actor_gpus, settings.stream_device or settings.device, settings.stream_dtype,
                         settings.stream_max_sessions, settings.stream_idle_ttl_s,

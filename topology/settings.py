@@ -65,6 +65,7 @@ class Settings(BaseModel):
     device: str = "cpu"
     dtype: str = "auto"
     gen_batch_size: int = Field(default=16, ge=1)
+    gen_kv_cache_mb: int = Field(default=4096, ge=1)  # per actor (score mode): batches split to fit; longer is too_long
     gen_batch_wait_ms: int = Field(default=50, ge=0)  # the agent's micro-batch window
     gen_actor_wait_ms: int = Field(default=5, ge=0)  # an actor's wait for more callers' requests
     gen_max_inflight: int = Field(default=4, ge=1)  # calls admitted per actor before callers wait

@@ -93,7 +93,8 @@ def too_long(length: int, limit: int) -> GenResult | None:
     if length <= limit:
         return None
     return GenResult(None, "", f"too_long: the templated conversation is {length} tokens and the model reads at most "
-                               f"{limit} (its maximum positions less the answer); shorten it or split it", 0.0,
+                               f"{limit} (its maximum positions, or what the actor's KV cache budget gen_kv_cache_mb "
+                               "holds, less the answer); shorten it or split it", 0.0,
                      too_long=True)
 
 
@@ -106,7 +107,10 @@ def checkpoint_dtype(config: dict, dtype: str) -> torch.dtype:
 
 class GenEngine:
     def __init__(self, model: str, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
-                 max_new_tokens: int = 64, mode: str = "score", reuse_prefix: bool = True):
+                 max_new_tokens: int = 64, mode: str = "score", reuse_prefix: bool = True,
+                 kv_cache_mb: int | None = None):
+        """kv_cache_mb: what the KV cache of a batch may take (score mode); a batch is split to stay
+        within it, and a conversation that alone would not fit is `too_long`."""
         if mode not in ("score", "generate"):
             raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         try:
@@ -118,7 +122,8 @@ class GenEngine:
                 config, weights = load_checkpoint(model)
                 self.max_positions = config["max_position_embeddings"]
                 self.scorer = GenScorer(config, weights, device=device, dtype=checkpoint_dtype(config, dtype),
-                                        max_batch_size=max_batch_size)
+                                        max_batch_size=max_batch_size,
+                                        kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20)
         except (OSError, ValueError, KeyError) as exc:
             raise load_checkpoint_error(model, exc) from exc
         if self.tokenizer.chat_template is None:
@@ -143,14 +148,27 @@ class GenEngine:
     def classify(self, requests: list[GenRequest]) -> list[GenResult]:
         """Judge requests in sub-batches of one kind (they share a prefix), sorted by length (little padding)."""
         prompts = [self.input_ids(r) for r in requests]
-        limit = self.max_positions - len(self.forced_ids) - self.max_new_tokens
+        span = self.max_positions if self.mode != "score" else min(self.max_positions, self.scorer.max_span())
+        limit = span - len(self.forced_ids) - self.max_new_tokens
         results: list[GenResult | None] = [too_long(len(ids), limit) for ids in prompts]
         for kind in Moderate:
             order = sorted((i for i, r in enumerate(requests) if r.moderate is kind and results[i] is None),
                            key=lambda i: len(prompts[i]))
-            for start in range(0, len(order), self.max_batch_size):
-                self._classify_batch(requests, prompts, order[start : start + self.max_batch_size], kind, results)
+            batch: list[int] = []
+            for i in order:  # the longest so far is the last: it decides how many fit
+                if batch and len(batch) + 1 > min(self.max_batch_size, self._rows_within(len(prompts[i]))):
+                    self._classify_batch(requests, prompts, batch, kind, results)
+                    batch = []
+                batch.append(i)
+            if batch:
+                self._classify_batch(requests, prompts, batch, kind, results)
         return results
+
+    def _rows_within(self, length: int) -> int:
+        """Requests of up to `length` tokens one batch may hold within the KV budget."""
+        if self.mode != "score":
+            return self.max_batch_size
+        return self.scorer.rows_within(length + len(self.forced_ids) + self.max_new_tokens)
 
     def _classify_batch(self, requests: list[GenRequest], prompts: list[list[int]], chosen: list[int], kind: Moderate,
                         results: list[GenResult | None]) -> None:

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from guardstream.workers.engines.qwen3 import KVPool, Qwen3, Qwen3Shape
+from guardstream.workers.engines.qwen3 import KVFull, KVPool, Qwen3, Qwen3Shape
+
+MIN_CAPACITY = 512  # tokens of a KV slot; more in powers of two
+
+
+def capacity_for(span: int) -> int:
+    """The KV slot size that holds `span` tokens."""
+    capacity = MIN_CAPACITY
+    while capacity < span:
+        capacity *= 2
+    return capacity
 
 
 @dataclass(frozen=True)
@@ -24,19 +34,52 @@ class Scored:
 
 class GenScorer:
     def __init__(self, config: dict, weights: dict[str, Tensor], *, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, max_batch_size: int = 32):
+                 dtype: torch.dtype = torch.float32, max_batch_size: int = 32, kv_cache_bytes: int | None = None):
+        """kv_cache_bytes: the most the KV slots may hold at once (None: as much as the batches need)."""
         weights = {k: v.to(device=device, dtype=dtype) for k, v in weights.items()}
         self.shape = Qwen3Shape.from_config(config)
         self.backbone = Qwen3(self.shape, weights)
         # Qwen3Guard-Gen 0.6B and 4B tie the output projection to the embedding; 8B has its own.
         self.lm_head = self.backbone.embed if config.get("tie_word_embeddings") else weights["lm_head.weight"]
-        self.pool = KVPool(self.shape, dtype, device, slots=max_batch_size + 2, capacity=512)
+        self.max_slots = max_batch_size + 2
+        self.token_bytes = self.shape.kv_token_bytes(dtype)
+        self.kv_tokens = None if kv_cache_bytes is None else kv_cache_bytes // self.token_bytes
+        if not self.rows_within(MIN_CAPACITY):
+            raise ValueError(f"a KV budget of {kv_cache_bytes >> 20} MiB holds less than one request of {MIN_CAPACITY} "
+                             f"tokens ({MIN_CAPACITY * self.token_bytes >> 20} MiB); give the Gen actors more")
+        self.pool = KVPool(self.shape, dtype, device, slots=self.rows_within(MIN_CAPACITY), capacity=MIN_CAPACITY)
         self.device = device
         self._prefix_cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+
+    def rows_within(self, span: int) -> int:
+        """How many requests of up to `span` tokens (prefix and answer included) a batch may hold
+        within the KV budget (0: not even one)."""
+        if self.kv_tokens is None:
+            return self.max_slots
+        return min(self.max_slots, self.kv_tokens // capacity_for(span))
+
+    def max_span(self) -> float:
+        """The most tokens one request may take (prefix and answer included) within the budget."""
+        if self.kv_tokens is None:
+            return float("inf")
+        return MIN_CAPACITY << (self.kv_tokens // MIN_CAPACITY).bit_length() - 1
+
+    def _fit(self, rows: int, span: int) -> None:
+        """Under a budget, the pool is reshaped to hold `rows` slots of `span` tokens, never more
+        than the budget; without one it grows as batches need (KVPool.alloc and .batch)."""
+        if self.kv_tokens is None:
+            return
+        if rows > self.rows_within(span):
+            raise KVFull(f"{rows} requests of up to {span} tokens need {rows * capacity_for(span) * self.token_bytes >> 20} "
+                         f"MiB of KV cache; the budget is {self.kv_tokens * self.token_bytes >> 20} MiB")
+        if self.pool.capacity < span or self.pool.k.shape[1] < rows:
+            capacity = capacity_for(span)
+            self.pool.reshape(self.rows_within(capacity), capacity)
 
     def _prefix_kv(self, prefix: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """The prefix's K and V, [layers, kv_heads, len, head_dim] each, computed once."""
         if prefix not in self._prefix_cache:
+            self._fit(1, len(prefix))
             slot = self.pool.alloc()
             try:
                 self._forward([list(prefix)], torch.zeros(1, dtype=torch.long, device=self.device), [slot])
@@ -58,12 +101,13 @@ class GenScorer:
     def score(self, prefix: list[int], rows: list[list[int]], label_ids: list[int], stop_ids: set[int],
               max_new_tokens: int) -> list[Scored]:
         """rows: each request's ids after `prefix`, ending with the forced prefix's tokens."""
+        keys, values = self._prefix_kv(tuple(prefix)) if prefix else (None, None)
+        self._fit(len(rows), len(prefix) + max(map(len, rows)) + max_new_tokens)
         # a fresh pool hands out 0, 1, 2, ... and gets them back in reverse order, so a batch's slots
         # are consecutive and attention reads their KV in place
         slots = [self.pool.alloc() for _ in rows]
         try:
             if prefix:
-                keys, values = self._prefix_kv(tuple(prefix))
                 into = torch.tensor(slots, device=self.device)
                 self.pool.k[:, into, :, : len(prefix)] = keys[:, None]
                 self.pool.v[:, into, :, : len(prefix)] = values[:, None]

@@ -78,6 +78,10 @@ class Qwen3Shape:
     rms_norm_eps: float
     rope_theta: float
 
+    def kv_token_bytes(self, dtype: torch.dtype) -> int:
+        """KV cache bytes of one token: its K and V in every layer."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.itemsize
+
     @classmethod
     def from_config(cls, c: dict) -> Qwen3Shape:
         rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
@@ -137,6 +141,16 @@ class KVPool:
     @property
     def capacity(self) -> int:
         return self.k.shape[3]
+
+    def reshape(self, slots: int, capacity: int) -> None:
+        """New storage of `slots` × `capacity` tokens (contents dropped); only while no slot is held."""
+        if len(self.free) != self.k.shape[1]:
+            raise RuntimeError("a KV pool is reshaped only while none of its slots is held")
+        self.k = self.v = None  # the old storage goes before the new one is made
+        self.k = torch.zeros(self.shape.num_layers, slots, self.shape.num_kv_heads, capacity, self.shape.head_dim,
+                             dtype=self.dtype, device=self.device)
+        self.v = torch.zeros_like(self.k)
+        self.free = list(range(slots - 1, -1, -1))
 
     def alloc(self) -> int:
         if not self.free:

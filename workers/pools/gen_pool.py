@@ -39,6 +39,7 @@ class GenSpec(actors.ActorSpec):
     mode: str = "score"
     backend: str = "transformers"
     max_wait_ms: int = 5
+    kv_cache_mb: int = 4096
 
 
 def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) -> Callable[[list[GenRequest]], list[GenResult]]:
@@ -80,7 +81,7 @@ class GenGuard:
             self.engine = NoopGenEngine()
         else:
             self.engine = GenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size,
-                                    mode=spec.mode)
+                                    mode=spec.mode, kv_cache_mb=spec.kv_cache_mb)
         self.batcher = MicroBatcher(isolate_failures(self.engine.classify), spec.max_batch_size, spec.max_wait_ms / 1000)
 
     async def ready(self) -> dict:

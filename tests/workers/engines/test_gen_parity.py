@@ -90,3 +90,34 @@ def test_a_conversation_past_the_models_positions_is_too_long_and_its_batch_mate
     results = engine.classify([short, long, short])
     assert results[1].too_long and results[1].judgement is None and "too_long" in results[1].error
     assert not results[0].too_long and results[0].raw_output == results[2].raw_output == engine.classify([short])[0].raw_output
+
+
+def test_a_kv_budget_splits_batches_keeps_the_answers_and_is_never_exceeded(tiny, paths):
+    requests, results = paths
+    requests, expected = requests[:64], results["score+prefix, batched"][:64]
+    unbounded = GenEngine(str(tiny.gen))
+    token_bytes = unbounded.scorer.token_bytes
+    mb = max(1, (3 * 512 * token_bytes) >> 20)  # three slots of the smallest size, or more for a larger model
+    engine = GenEngine(str(tiny.gen), kv_cache_mb=mb)
+    assert engine.scorer.rows_within(512) < engine.max_batch_size  # the corpus batches must be split
+    pool, held = engine.scorer.pool, []
+    fit = engine.scorer._fit
+
+    def watched(rows: int, span: int) -> None:
+        fit(rows, span)
+        held.append(pool.k.numel() * pool.k.element_size() + pool.v.numel() * pool.v.element_size())
+        assert len(pool.free) == pool.k.shape[1]  # reshaped only while no slot is held
+
+    engine.scorer._fit = watched
+    bounded = engine.classify(requests)
+    assert held and max(held) <= mb << 20
+    for a, b in zip(expected, bounded):
+        assert judged(a) == judged(b)
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) <= 1e-3
+    # one conversation longer than the budget holds is too_long; its batch-mates are judged as before
+    limit = engine.scorer.max_span()
+    long = GenRequest([{"role": "user", "content": "word " * limit}], Moderate.prompt)
+    answers = engine.classify([requests[0], long, requests[1]])
+    assert answers[1].too_long and "gen_kv_cache_mb" in answers[1].error
+    assert [judged(a) for a in (answers[0], answers[2])] == [judged(b) for b in expected[:2]]
+    assert max(held) <= mb << 20
