@@ -62,7 +62,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     """The agents named in `settings.agents`; the moderators of agents left out may be None."""
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
-        settings.app_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store="memory://",
+        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store="memory://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication, web_enabled=False,
         consumer_auto_offset_reset="earliest", producer_acks=-1, topic_allow_declare=True,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s, broker_session_timeout=settings.kafka_session_timeout_s,

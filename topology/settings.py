@@ -110,6 +110,7 @@ class Settings(BaseModel):
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
     audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under home
     audit_store_text: bool = False
+    audit_ca_file: Path | None = None  # the audit database's CA (PEM): verified with sslmode verify-full
     analytics_window_s: int = Field(default=60, ge=1)
     analytics_retention_s: int = Field(default=3600, ge=1)
     metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
@@ -149,9 +150,16 @@ class Settings(BaseModel):
                            max_tokens=self.stream_max_tokens)
 
     @property
+    def group_id(self) -> str:
+        """The workers' consumer group and Faust's app id, under the topic prefix: Faust names its
+        own topics after it (`<id>-<table>-changelog`, `<id>-__assignor-__leader`), so one prefix
+        ACL covers every topic and group the app uses."""
+        return f"{self.topic_prefix}{self.app_id}"
+
+    @property
     def audit_group(self) -> str:
         """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
-        return f"{self.app_id}-audit"
+        return f"{self.group_id}-audit"
 
     def audit_target(self) -> str:
         return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"

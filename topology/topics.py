@@ -52,7 +52,7 @@ def topics_for(settings: Settings) -> Topics:
         actions=TopicSpec("actions", f"{p}actions", n, "conversation_id", "ActionEvent"),
         analytics=TopicSpec("analytics", f"{p}analytics", n, "window|tenant|risk|category", "WindowCount", compacted=True),
         dlq=TopicSpec("dlq", f"{p}dlq", n, "original key", "DeadLetter", retention_ms=30 * DAY_MS),
-        analytics_by_key=TopicSpec("analytics_by_key", f"{p}{settings.app_id}-analytics-by-key", n,
+        analytics_by_key=TopicSpec("analytics_by_key", f"{settings.group_id}-analytics-by-key", n,
                                    "window|tenant|risk|category", "b'1' per counted verdict", retention_ms=DAY_MS),
     )
 

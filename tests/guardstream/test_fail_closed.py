@@ -115,7 +115,7 @@ async def audit_outage_holds_back_no_agent(settings: Settings, bootstrap: str) -
                          moderate=Moderate.prompt, model_id="m", model_variant="gen", risk_level=RiskLevel.safe,
                          action=Action.allow, policy="p", latency_ms=1).model_dump_json() for i in range(6000)]
     await produce_lines(settings, bootstrap, "verdicts", made)  # more than an agent's stream buffer (4,096)
-    await wait_committed(settings, bootstrap, "verdicts", settings.app_id, timeout_s=180)
+    await wait_committed(settings, bootstrap, "verdicts", settings.group_id, timeout_s=180)
     actions = 0
     async for message in records(settings, bootstrap, "actions", idle_timeout_s=2):
         actions += json.loads(message.value)["verdict_id"].startswith("fc-audit-")

@@ -227,7 +227,7 @@ def test_every_setting_reaches_the_pool_and_the_workers():
     # KEDA owns the moderation replicas; the sinks keep theirs
     scaled = one(docs, "ScaledObject", "guard-guardstream-moderation")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "guard-guardstream-moderation"
-    assert {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]} == {moderation.app_id}
+    assert {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]} == {moderation.group_id}
     assert "replicas" not in one(docs, "Deployment", "guard-guardstream-moderation")["spec"]
     assert one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["replicas"] == 3
 

@@ -124,7 +124,7 @@ def diagnose(settings, bootstrap: str, missing: set[str]) -> str:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            committed = await admin.list_consumer_group_offsets(settings.group_id)
         finally:
             await admin.close()
         again = set()

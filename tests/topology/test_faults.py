@@ -44,7 +44,7 @@ async def offsets_without_outcome(settings, bootstrap: str) -> list[tuple[int, i
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=[
+        committed = await admin.list_consumer_group_offsets(settings.group_id, partitions=[
             TopicPartition(topic, p) for p in range(settings.topic_partitions)])
     finally:
         await admin.close()

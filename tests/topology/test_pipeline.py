@@ -10,6 +10,7 @@ from collections import Counter
 import psycopg
 import pytest
 
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from guardstream.dev.tiny_checkpoints import load_corpus
@@ -181,6 +182,27 @@ def test_health_probes_and_lag_gauges_answer_on_the_metrics_port(worker, moderat
                if f.name == "guardstream_consumer_lag"}
     # lag is the agents' source topics' (a table's changelog is read whole on recovery, never "behind";
     # Faust's assignor topic is its own)
-    assert lagging and all(t.startswith(worker.settings.topic_prefix) for t in lagging), lagging
+    assert lagging and not [t for t in lagging if t.endswith("-changelog") or "__assignor" in t], lagging
     assert {"guardstream_consumer_lag", "guardstream_table_entries", "guardstream_retries",
             "guardstream_batch_failures", "guardstream_dead_letters"} <= families
+
+
+def test_every_topic_and_group_of_the_app_is_under_its_prefix(worker, moderated):
+    """Faust's own topics too (table changelogs, the assignor's leader topic), so that a prefix ACL
+    (`guard.` for topics and groups) is all a secured Kafka needs to grant."""
+    settings = worker.settings
+
+    async def names() -> tuple[list[str], list[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap, **settings.kafka_client_options())
+        await admin.start()
+        try:
+            return list(await admin.list_topics()), [g[0] for g in await admin.list_consumer_groups()]
+        finally:
+            await admin.close()
+
+    topics, groups = asyncio.run(names())
+    ours = [t for t in topics if settings.app_id in t]
+    assert any(t.endswith("-changelog") for t in ours) and any("__assignor" in t for t in ours), ours
+    assert [t for t in ours if not t.startswith(settings.topic_prefix)] == []
+    assert settings.group_id in groups and settings.group_id.startswith(settings.topic_prefix)
+    assert [g for g in groups if settings.app_id in g and not g.startswith(settings.topic_prefix)] == []

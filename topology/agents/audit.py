@@ -26,7 +26,7 @@ RECONNECT_AFTER_S = 1.0
 
 def register(w: Wiring) -> None:
     settings, read_verdicts = w.settings, w.read_verdicts
-    store = open_audit_store(settings.audit_target())
+    store = open_audit_store(settings.audit_target(), settings.audit_ca_file)
     outcomes = w.outcomes["audit"] = Outcomes("audit", w.send_letters)
 
     async def store_verdicts(records: list[RawRecord]) -> None:
