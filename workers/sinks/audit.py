@@ -95,8 +95,12 @@ class PostgresAudit(AuditStore):
         produced_at timestamptz NOT NULL, excerpt text, stream jsonb, stored_at timestamptz NOT NULL DEFAULT now())
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, ca_file: Path | None = None):
+        """ca_file: the database server's CA (a private one); the server's certificate and name are
+        then verified (sslmode verify-full) unless the URL names another sslmode."""
         self.url = url
+        self.tls = {} if ca_file is None else {"sslrootcert": str(ca_file),
+                                               "sslmode": conninfo_to_dict(url).get("sslmode", "verify-full")}
         self._conn: psycopg.AsyncConnection | None = None
 
     def is_open(self) -> bool:
@@ -109,7 +113,7 @@ class PostgresAudit(AuditStore):
         return scrub(text, redact(self.url)[1])
 
     async def open(self) -> None:
-        self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **self.tls)
         await self._conn.execute(self.DDL)
 
     async def upsert(self, verdicts: list[VerdictEvent]) -> None:
@@ -156,9 +160,9 @@ class SqliteAudit(AuditStore):
             self._db = None
 
 
-def open_audit_store(target: str) -> AuditStore:
+def open_audit_store(target: str, ca_file: Path | None = None) -> AuditStore:
     if target.startswith(("postgresql://", "postgres://")):
-        return PostgresAudit(target)
+        return PostgresAudit(target, ca_file)
     if target.startswith("sqlite:///"):
         return SqliteAudit(Path(target.removeprefix("sqlite:///")))
     raise ValueError(f"audit url {target!r}: use postgresql://user@host/db or sqlite:///path/to/file")

@@ -1,0 +1,35 @@
+"""A private CA for the audit database: given one, the connection must verify the server (sslmode
+verify-full), so a server that offers no TLS is refused instead of used in clear."""
+
+import asyncio
+
+import psycopg
+import pytest
+
+from guardstream.workers.sinks.audit import PostgresAudit, open_audit_store
+
+from tests.helpers.pipeline import PG_ADMIN_URL
+
+pytestmark = pytest.mark.integration
+
+
+def connect(store: PostgresAudit) -> str:
+    async def go() -> str:
+        await store.open()
+        await store.close()
+        return "connected"
+
+    try:
+        return asyncio.run(go())
+    except psycopg.OperationalError as exc:
+        return str(exc)
+
+
+def test_a_ca_file_makes_the_audit_connection_verify_the_server(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert connect(PostgresAudit(PG_ADMIN_URL)) == "connected"  # the local PostgreSQL speaks no TLS
+    refused = connect(open_audit_store(PG_ADMIN_URL, ca))
+    assert "server does not support SSL, but SSL was required" in refused
+    store = PostgresAudit(PG_ADMIN_URL + "?sslmode=verify-ca", ca)
+    assert store.tls == {"sslrootcert": str(ca), "sslmode": "verify-ca"}  # the URL's own sslmode stays
