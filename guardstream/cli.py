@@ -422,6 +422,28 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
                   "the burst throughput (engine alone: its batch).")
 
 
+@bench.command("ray-link")
+@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
+@click.option("--calls", type=int, default=2000, show_default=True, help="echo calls per link")
+@click.option("--events", type=int, default=640, show_default=True, help="events per pipeline run")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="the worker's Gen micro-batch")
+@click.option("--noop-events", type=int, default=10_000, show_default=True, help="events for the no-op engine runs")
+@click.option("--noop-batch-size", type=int, default=256, show_default=True, help="micro-batch of the no-op runs")
+def bench_ray_link(gen_model: str | None, calls: int, events: int, batch_size: int, noop_events: int,
+                   noop_batch_size: int) -> None:
+    """Ray Client (ray://) vs a driver on a Ray node (GCS address): per call, and in `bench pipeline`."""
+    from guardstream.bench.ray_link import ray_link_tables, run_ray_link_bench
+    from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
+
+    model = gen_model or str(build_tiny_checkpoints().gen)
+    console.print(f"[bold]bench ray-link[/] model={model}: a `ray start` cluster here, reached as a driver on its "
+                  "node and through Ray Client (each worker starts, makes its pool and loads its model first)")
+    costs, runs = run_ray_link_bench(model, calls, events, batch_size, noop_events, noop_batch_size,
+                                     _settings().home, lambda line: console.print(f"  measured {line}"))
+    for table in ray_link_tables(costs, runs):
+        _print_table(table)
+
+
 @bench.command("stream-pipeline")
 @click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny fixture")
 @click.option("--streams", default="1,16,64", show_default=True, help="concurrent gateway streams to measure")

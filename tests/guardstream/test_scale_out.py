@@ -11,22 +11,19 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
 from guardstream.dev.broker import free_port
+from guardstream.dev.ray_cluster import descendants, ray_cluster
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.stream_reference import StreamGuardReference
 
@@ -42,48 +39,13 @@ POOL_GEN_BATCH = 3  # the pool's Gen batch; the workers' own setting says 16, an
 POOL_READY = f"model pool of app {APP} ready"
 
 
-@contextmanager
-def ray_cluster(head_cpus: int, node_cpus: int, keep_logs: Path) -> Iterator[tuple[str, str]]:
-    """`ray start --head` plus a second node on this machine: its GCS address (for a driver on a
-    node, as here) and its Ray Client address (for a driver elsewhere, as in Kubernetes). Ended
-    process by process, never `ray stop`, which would also end any other worker's local Ray."""
-    temp = tempfile.mkdtemp(prefix="gsray", dir="/tmp")  # short: Ray's socket paths live under it
-    port, client_port = free_port(), free_port()
-    ray = str(Path(sys.executable).with_name("ray"))
-    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", temp, "--disable-usage-stats"]
-    try:
-        for args in (["--head", "--port", str(port), "--ray-client-server-port", str(client_port), "--num-cpus", str(head_cpus),
-                      "--include-dashboard", "false"],
-                     ["--address", f"127.0.0.1:{port}", "--num-cpus", str(node_cpus)]):
-            done = subprocess.run([ray, "start", *args, *common], capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, f"ray start {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
-    finally:
-        ours = [p for p in psutil.process_iter(["cmdline"])
-                if any(temp in a or f":{port}" in a or f"={client_port}" in a for a in p.info["cmdline"] or [])]
-        for proc in ours + [c for p in ours for c in _children(p)]:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        shutil.copytree(Path(temp) / "session_latest" / "logs", keep_logs, dirs_exist_ok=True)  # for a post-mortem
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _children(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 def model_actors(port: str) -> dict[int, tuple[str, int]]:
     """Every GenGuard/StreamGuard process of the cluster: pid → (class, pid of the raylet (node) running it)."""
     raylets = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "raylet"
                and any(port in a for a in p.info["cmdline"] or [])]
     found = {}
     for raylet in raylets:
-        for child in _children(raylet):
+        for child in descendants(raylet):
             title = " ".join(child.cmdline()) if child.is_running() else ""
             if match := re.match(r"ray::(?:[\w-]+:)?(GenGuard|StreamGuard)\b", title):  # named: ray::gen-0:GenGuard
                 found[child.pid] = (match.group(1), raylet.pid)
