@@ -48,7 +48,9 @@ def start_ray(settings: Settings) -> None:
             try:
                 ray.init(address=settings.ray_address, log_to_driver=True)
                 return
-            except ConnectionError as exc:  # the head not up yet, or Ray Client's per-driver server failed to start
+            # ConnectionError: the head is not up yet, or Ray Client's per-driver server failed to start;
+            # RuntimeError: no Ray node on this host yet (the Ray node beside a worker pod still starting)
+            except (ConnectionError, RuntimeError) as exc:
                 if attempt == RAY_CONNECT_TRIES:
                     raise
                 log.warning("could not connect to Ray at %s (%s: %s); trying again in %ds (%d/%d)", settings.ray_address,

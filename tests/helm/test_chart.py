@@ -1,5 +1,6 @@
 """The Helm chart, rendered without a helm binary (helm-python-sdk embeds Helm), with the default
-values and with a production-like values file (`helm/production-values.yaml`):
+values, the CPU profile (`helm/cpu-values.yaml`) and a production-like values file
+(`helm/production-values.yaml`):
 - every object is valid against the Kubernetes schemas (kubernetes-validate, strict), and
   RayCluster, ServiceMonitor and ScaledObject against the CRD schemas in tests/helm/crds;
 - checkov finds nothing that `helm/checkov-accepted.yaml` does not explain;
@@ -27,10 +28,19 @@ from guardstream.workers.pools.stream_pool import StreamSpec
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "guardstream"
 PRODUCTION = yaml.safe_load((ROOT / "helm" / "production-values.yaml").read_text())
+CPU = yaml.safe_load((ROOT / "helm" / "cpu-values.yaml").read_text())
 ACCEPTED = yaml.safe_load((ROOT / "helm" / "checkov-accepted.yaml").read_text())
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 KUBERNETES = "1.30"
-VALUE_SETS = {"default": {}, "production": PRODUCTION}
+VALUE_SETS = {"default": {}, "cpu": CPU, "production": PRODUCTION}
+
+
+def merged(overrides: dict, into: dict | None = None) -> dict:
+    """The chart's values with `overrides` on top, as Helm merges them (maps deeply, lists whole)."""
+    result = dict(yaml.safe_load((CHART / "values.yaml").read_text()) if into is None else into)
+    for key, value in overrides.items():
+        result[key] = merged(value, result[key]) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
 
 
 def render(values: dict | None = None) -> list[dict]:
@@ -99,7 +109,7 @@ def test_every_object_is_valid_against_its_schema(rendered):
     assert [p for doc in docs for p in problems_of(doc, crds)] == []
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ConfigMap", "RayCluster", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
-    if name == "default":
+    if name != "production":
         assert "Secret" in kinds  # the Ray token, made by the chart
     else:
         assert {"ScaledObject", "ServiceMonitor", "Service"} <= kinds
@@ -141,16 +151,16 @@ def pod_specs(docs: list[dict]) -> dict[str, dict]:
 def test_every_pod_can_be_placed_and_pulled_as_the_operator_says():
     default = pod_specs(render())
     gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    assert default["ray-gpu"]["tolerations"] == [gpu_taint]  # tainted GPU nodes take the Ray GPU workers
-    assert not [name for name, spec in default.items() if name != "ray-gpu" and "tolerations" in spec]
+    assert default["ray-models"]["tolerations"] == [gpu_taint]  # tainted GPU nodes take the Ray GPU workers
+    assert not [name for name, spec in default.items() if name != "ray-models" and "tolerations" in spec]
     production = pod_specs(render(PRODUCTION))
     assert len(production) == 5
     for name, spec in production.items():
         assert spec["serviceAccountName"] == "guardstream" and spec["automountServiceAccountToken"] is False, name
         assert spec["imagePullSecrets"] == [{"name": "registry-example-com"}], name
-    gpu = PRODUCTION["ray"]["cluster"]["gpuWorkers"]
-    assert production["ray-gpu"]["nodeSelector"] == gpu["nodeSelector"]
-    assert production["ray-gpu"]["tolerations"] == gpu["tolerations"]
+    gpu = PRODUCTION["ray"]["cluster"]["modelWorkers"]
+    assert production["ray-models"]["nodeSelector"] == gpu["nodeSelector"]
+    assert production["ray-models"]["tolerations"] == gpu["tolerations"]
     assert production["guard-guardstream-moderation"]["topologySpreadConstraints"] == \
         PRODUCTION["workers"]["moderation"]["topologySpreadConstraints"]
 
@@ -191,17 +201,23 @@ def test_every_setting_reaches_the_pool_and_the_workers():
         assert unknown == [], f"{component}: no such setting"
     pool, moderation, sinks = (Settings.load(env[c]) for c in ("pool", "moderation", "sinks"))
 
-    gen, stream = PRODUCTION["pool"]["gen"], PRODUCTION["pool"]["stream"]
+    values = merged(PRODUCTION)
+    gen, stream = values["pool"]["gen"], values["pool"]["stream"]
     assert pool_spec(pool, {"gen", "stream"}) == PoolSpec(
         GenSpec(gen["model"], gen["actors"], gen["actorCpus"], gen["actorGpus"], gen["device"], gen["dtype"],
-                gen["batchSize"], backend=gen["backend"]),
+                gen["batchSize"], backend=gen["backend"], kv_cache_mb=gen["kvCacheMb"]),
         StreamSpec(stream["model"], stream["actors"], stream["actorCpus"], stream["actorGpus"], stream["device"],
                    stream["dtype"], stream["maxSessions"], kv_cache_mb=stream["kvCacheMb"]))
-    assert pool.ray_address == moderation.ray_address == "ray://guard-guardstream-ray-head-svc:10001"
+    # the pool through Ray Client; the moderation workers as drivers on their own Ray node (see below)
+    assert pool.ray_address == "ray://guard-guardstream-ray-head-svc:10001"
+    assert moderation.ray_address == "guard-guardstream-ray-head-svc:6379"
     assert pool.app_id == moderation.app_id != sinks.app_id  # the pool's Ray namespace is the moderation app's
     assert moderation.pool == "join" and moderation.agents == {"gen", "stream"} and moderation.gen_model is None
     assert sinks.agents == {"enforcement", "audit", "analytics"} and sinks.ray_address is None
     assert sinks.audit_url == "secret:guardstream-audit-db/url" and moderation.audit_url is None
+    assert str(sinks.audit_ca_file) == "/etc/guardstream/audit-ca/ca.crt" and moderation.audit_ca_file is None
+    sinks_pod = one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["template"]["spec"]
+    assert mounted_secret(sinks_pod, str(sinks.audit_ca_file)) == "guardstream-audit-db-ca"
     for settings in (moderation, sinks):
         assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
         assert settings.kafka_sasl_password == "secret:guardstream-kafka/password"
@@ -243,6 +259,9 @@ def test_every_pod_is_probed_limited_and_unprivileged(rendered):
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]) and container["resources"]["requests"]
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        for sidecar in spec.get("initContainers", []):  # the moderation workers' Ray node
+            assert {"cpu", "memory"} <= set(sidecar["resources"]["limits"]) and sidecar["resources"]["requests"]
+            assert sidecar["securityContext"] == spec["containers"][0]["securityContext"]
 
 
 def test_audit_needs_its_secret_unless_sqlite_is_chosen():
@@ -268,3 +287,74 @@ def test_checkov_finds_nothing_unexplained(rendered, tmp_path):
     assert all(len(reason) > 40 for reason in ACCEPTED.values())
     if name == "production":
         assert "CKV_K8S_43" not in failed  # the production values pin the image by digest
+
+
+def containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_operator_knobs_reach_every_container_that_needs_them():
+    docs = render(PRODUCTION)
+    specs = pod_specs(docs)
+    extra_env = {e["name"]: e["value"] for e in PRODUCTION["extraEnv"]}
+    (extra_mount,) = PRODUCTION["extraVolumeMounts"]
+    configmap = one(docs, "ConfigMap", "guard-guardstream")["data"]
+    for name, spec in specs.items():
+        assert {v["name"] for v in spec["volumes"]} >= {"tmp", "home", "corporate-ca"}, name
+        for container in containers(spec):
+            env = {v["name"]: v.get("value") for v in container.get("env", [])}
+            env.update(configmap if container.get("envFrom") else {})
+            assert {k: env.get(k) for k in extra_env} == extra_env, (name, container["name"])
+            assert extra_mount in container["volumeMounts"], (name, container["name"])
+            # HOME is writable under the read-only root filesystem
+            home = [m["mountPath"] for m in container["volumeMounts"] if env.get("HOME", "").startswith(m["mountPath"])]
+            assert env.get("HOME") == "/var/lib/guardstream" and home, (name, container["name"])
+    # the Hugging Face token wherever a checkpoint or a tokenizer is downloaded
+    for name in ("ray-models", "guard-guardstream-moderation"):
+        (worker,) = specs[name]["containers"]
+        token = [v for v in worker["env"] if v["name"] == "HF_TOKEN"]
+        assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "guardstream-hf", "key": "token"}}}]
+    # the model cache: the claim on the model workers, where HF_HOME points; a sized emptyDir by default
+    (models,) = specs["ray-models"]["containers"]
+    hf_home = next(v["value"] for v in models["env"] if v["name"] == "HF_HOME")
+    (cache,) = [m for m in models["volumeMounts"] if m["mountPath"] == hf_home]
+    (volume,) = [v for v in specs["ray-models"]["volumes"] if v["name"] == cache["name"]]
+    assert volume["persistentVolumeClaim"] == {"claimName": "guardstream-models"}
+    (default_cache,) = [v for v in pod_specs(render())["ray-models"]["volumes"] if v["name"] == cache["name"]]
+    assert default_cache["emptyDir"]["sizeLimit"]
+
+
+def test_the_moderation_workers_drive_the_pool_from_a_ray_node_beside_them():
+    """`guardstream bench ray-link`: a driver on a Ray node calls the actors 4-5x cheaper than Ray
+    Client. The node is a native sidecar (started before the worker, alive with the pod) with no
+    CPUs or GPUs, so no model actor lands on it; it and the worker share /tmp, where Ray keeps the
+    node's sockets, and the cluster's pods may connect back to it."""
+    docs = render()
+    spec = one(docs, "Deployment", "guard-guardstream-moderation")["spec"]["template"]["spec"]
+    (node,), (worker,) = spec["initContainers"], spec["containers"]
+    address = environment(docs, "moderation")["GUARDSTREAM_RAY_ADDRESS"]
+    assert node["restartPolicy"] == "Always" and node["command"][:2] == ["ray", "start"]
+    assert {"--block", "--num-cpus=0", "--num-gpus=0", f"--address={address}"} <= set(node["command"])
+    assert address == "guard-guardstream-ray-head-svc:6379"
+    tmp = {m["name"] for c in (node, worker) for m in c["volumeMounts"] if m["mountPath"] == "/tmp"}
+    assert len(tmp) == 1
+    assert {v["name"]: v.get("value") for v in node["env"]}["RAY_AUTH_MODE"] == "token"
+    store = int(next(a for a in node["command"] if a.startswith("--object-store-memory=")).split("=")[1])
+    (shm,) = [v for v in spec["volumes"] if v["name"] == "shm"]
+    assert int(shm["emptyDir"]["sizeLimit"].removesuffix("Mi")) << 20 >= store
+    policy = one(docs, "NetworkPolicy", "guard-guardstream-ray-drivers")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= \
+        one(docs, "Deployment", "guard-guardstream-moderation")["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "guard-guardstream-ray"}}}]}]
+    # the pool, which calls its actors every few seconds, stays on Ray Client and runs no node
+    pool = one(docs, "Deployment", "guard-guardstream-pool")["spec"]["template"]["spec"]
+    assert "initContainers" not in pool and environment(docs, "pool")["GUARDSTREAM_RAY_ADDRESS"].startswith("ray://")
+
+
+def test_the_dashboard_reads_actor_gauges_once_per_actor():
+    """Every moderation worker re-exports the same actors' gauges: a sum would count each actor
+    once per worker, so actor panels take the max per actor."""
+    dashboard = json.loads((CHART / "dashboards" / "guardstream.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    actor = [e for e in expressions if "guardstream_actor_" in e]
+    assert len(actor) >= 2 and all(e.startswith("max by (") and "actor" in e.split(")")[0] for e in actor), actor

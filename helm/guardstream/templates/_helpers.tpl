@@ -16,10 +16,16 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{- define "guardstream.rayAddress" -}}
-{{- if .Values.ray.cluster.enabled -}}ray://{{ include "guardstream.name" . }}-ray-head-svc:10001
-{{- else -}}{{ required "ray.address is required when ray.cluster.enabled is false" .Values.ray.address }}{{- end -}}
+{{/* The Ray head's host: the chart's RayCluster's head Service, or an existing cluster's. */}}
+{{- define "guardstream.rayHead" -}}
+{{- if .Values.ray.cluster.enabled -}}{{ include "guardstream.name" . }}-ray-head-svc
+{{- else -}}{{ required "ray.externalHead (the host of an existing Ray cluster's head) is required when ray.cluster.enabled is false" .Values.ray.externalHead }}{{- end -}}
 {{- end -}}
+{{/* The pool calls its actors rarely: Ray Client is enough. The moderation workers call them for
+every batch, as drivers on a Ray node of their own (a sidecar): 4-5x cheaper per call than Ray
+Client (`guardstream bench ray-link`, docs/deploying.md). */}}
+{{- define "guardstream.rayClientAddress" -}}ray://{{ include "guardstream.rayHead" . }}:10001{{- end -}}
+{{- define "guardstream.rayGcsAddress" -}}{{ include "guardstream.rayHead" . }}:6379{{- end -}}
 
 {{- define "guardstream.raySecret" -}}{{ .Values.ray.auth.existingSecret | default (printf "%s-ray-token" (include "guardstream.name" .)) }}{{- end -}}
 
@@ -28,6 +34,18 @@ the pool and the moderation workers (and with the volume mounts and volumes belo
 {{- define "guardstream.rayAuthEnv" -}}
 - {name: RAY_AUTH_MODE, value: token}
 - {name: RAY_AUTH_TOKEN_PATH, value: /etc/ray-auth/token}
+{{- end -}}
+
+{{/* Environment every guardstream container gets besides its own: the Hugging Face token (gated or
+private checkpoints) and the operator's extraEnv. */}}
+{{- define "guardstream.commonEnv" -}}
+{{- with .Values.huggingface.tokenSecret }}
+- name: HF_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: token}}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 {{- define "guardstream.rayAuthMount" -}}
 - {name: ray-auth, mountPath: /etc/ray-auth, readOnly: true}
@@ -46,12 +64,16 @@ the pool and the moderation workers (and with the volume mounts and volumes belo
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- end -}}
 
-{{/* Writable places under a read-only root filesystem: Ray's and Python's temp, the worker's home. */}}
+{{/* Writable places under a read-only root filesystem (Ray's and Python's temp, the home), the
+Kafka CA, and the operator's extra volumes. */}}
 {{- define "guardstream.volumeMounts" -}}
 - {name: tmp, mountPath: /tmp}
 - {name: home, mountPath: /var/lib/guardstream}
 {{- if .Values.kafka.caSecret }}
 - {name: kafka-ca, mountPath: /etc/guardstream/kafka-ca, readOnly: true}
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 {{- define "guardstream.volumes" -}}
@@ -61,6 +83,15 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 - name: kafka-ca
   secret: {secretName: {{ .Values.kafka.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
 {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Ray's object store (a node's shared memory, counted in its pod's memory): (dict "bytes" N) */}}
+{{- define "guardstream.shmVolume" -}}
+- name: shm
+  emptyDir: {medium: Memory, sizeLimit: {{ add (div .bytes 1048576) 64 }}Mi}
 {{- end -}}
 
 {{- define "guardstream.probes" -}}

@@ -1,6 +1,7 @@
 {{/* One Deployment of Faust workers: (dict "root" $ "component" "moderation" "w" .Values.workers.moderation "pool" true) */}}
 {{- define "guardstream.workerDeployment" -}}
 {{- $root := .root -}}
+{{- $audit := and (not .pool) (contains "audit" .w.agents) (not $root.Values.audit.sqlite) $root.Values.audit.caSecret -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -30,6 +31,29 @@ spec:
       {{- include "guardstream.podPlacement" (dict "root" $root "c" .w) | nindent 6 }}
       terminationGracePeriodSeconds: 60   # lets Faust flush and commit on SIGTERM
       securityContext: {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      {{- if .pool }}
+      initContainers:
+        # The Ray node this worker drives from (no CPUs, no GPUs: no model lands here), a sidecar
+        # that starts first and lives as long as the pod. A driver on a node calls the actors without
+        # Ray Client's proxy in between.
+        - name: ray-node
+          image: {{ include "guardstream.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          restartPolicy: Always
+          command: ["ray", "start", "--block", "--disable-usage-stats", "--num-cpus=0", "--num-gpus=0",
+                    "--address={{ include "guardstream.rayGcsAddress" $root }}",
+                    "--object-store-memory={{ int $root.Values.ray.driverNode.objectStoreMemory }}"]
+          env:
+            {{- include "guardstream.rayAuthEnv" $root | nindent 12 }}
+            - {name: HOME, value: /var/lib/guardstream}
+            {{- include "guardstream.commonEnv" $root | nindent 12 }}
+          resources: {{- toYaml $root.Values.ray.driverNode.resources | nindent 12 }}
+          securityContext: {{- toYaml $root.Values.securityContext | nindent 12 }}
+          volumeMounts:
+            {{- include "guardstream.volumeMounts" $root | nindent 12 }}
+            - {name: shm, mountPath: /dev/shm}
+            {{- include "guardstream.rayAuthMount" $root | nindent 12 }}
+      {{- end }}
       containers:
         - name: worker
           image: {{ include "guardstream.image" $root | quote }}
@@ -42,7 +66,7 @@ spec:
             - {name: GUARDSTREAM_AGENTS, value: {{ .w.agents | quote }}}
             {{- if .pool }}
             - {name: GUARDSTREAM_POOL, value: join}
-            - {name: GUARDSTREAM_RAY_ADDRESS, value: {{ include "guardstream.rayAddress" $root | quote }}}
+            - {name: GUARDSTREAM_RAY_ADDRESS, value: {{ include "guardstream.rayGcsAddress" $root | quote }}}
             {{- include "guardstream.rayAuthEnv" $root | nindent 12 }}
             {{- end }}
             {{- if and (not .pool) (contains "audit" .w.agents) }}
@@ -54,6 +78,9 @@ spec:
                 secretKeyRef:
                   name: {{ required "audit.urlSecret (a Secret with the audit database URL) is required unless audit.sqlite is true" $root.Values.audit.urlSecret }}
                   key: {{ $root.Values.audit.urlSecretKey }}
+            {{- if $root.Values.audit.caSecret }}
+            - {name: GUARDSTREAM_AUDIT_CA_FILE, value: /etc/guardstream/audit-ca/ca.crt}
+            {{- end }}
             {{- end }}
             {{- end }}
             {{- if $root.Values.kafka.saslSecret }}
@@ -62,6 +89,7 @@ spec:
             - name: GUARDSTREAM_KAFKA_SASL_PASSWORD
               valueFrom: {secretKeyRef: {name: {{ $root.Values.kafka.saslSecret }}, key: password}}
             {{- end }}
+            {{- include "guardstream.commonEnv" $root | nindent 12 }}
           ports:
             - {name: metrics, containerPort: {{ $root.Values.workers.metricsPort }}}
           {{- include "guardstream.probes" $root | nindent 10 }}
@@ -72,9 +100,17 @@ spec:
             {{- if .pool }}
             {{- include "guardstream.rayAuthMount" $root | nindent 12 }}
             {{- end }}
+            {{- if $audit }}
+            - {name: audit-ca, mountPath: /etc/guardstream/audit-ca, readOnly: true}
+            {{- end }}
       volumes:
         {{- include "guardstream.volumes" $root | nindent 8 }}
         {{- if .pool }}
         {{- include "guardstream.rayAuthVolume" $root | nindent 8 }}
+        {{- include "guardstream.shmVolume" (dict "bytes" $root.Values.ray.driverNode.objectStoreMemory) | nindent 8 }}
+        {{- end }}
+        {{- if $audit }}
+        - name: audit-ca
+          secret: {secretName: {{ $root.Values.audit.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
         {{- end }}
 {{- end -}}
