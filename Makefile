@@ -1,7 +1,7 @@
 # `make run` and `make test` work on a fresh machine: they build .venv from requirements.lock first.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml Makefile | sha1sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.lock pyproject.toml Makefile | sha1sum | cut -c1-12)
 PYTEST ?= -q
 # checkov (the chart's security scan) has its own pinned environment: its ~100 requirements stay
 # out of the application's lock
@@ -9,12 +9,13 @@ CHECKOV := .venv-checkov/bin/checkov
 
 .PHONY: install run test unit kcat clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch==2.13.0 resolves to the CPU wheel this machine keeps on disk; any other spec pulls CUDA.
-	# requirements.lock is the complete pinned set (pip freeze), so no resolver runs over it.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	# requirements.lock is the complete pinned runtime (what the image installs too) and
+	# requirements-dev.lock the test tools on top of it, so no resolver runs over them.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock -r requirements-dev.lock
 	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
 	# requirements are in requirements.lock. tests/topology/test_faust_click.py proves the pairing.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
