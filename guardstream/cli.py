@@ -390,12 +390,21 @@ def bench_gen(config_name: str, gen_model: str | None, batches: str, count: int,
     _print_table(gen_table(results, title))
 
 
+def _pipeline_options(command):
+    """The options of the benches that run `bench pipeline`'s worker: with a model, then a no-op engine."""
+    for option in reversed([
+        click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture"),
+        click.option("--events", type=int, default=640, show_default=True, help="events per timed run"),
+        click.option("--batch-size", type=int, default=32, show_default=True, help="the worker's Gen micro-batch"),
+        click.option("--noop-events", type=int, default=10_000, show_default=True, help="events for the no-op engine run"),
+        click.option("--noop-batch-size", type=int, default=256, show_default=True, help="micro-batch of the no-op run"),
+    ]):
+        command = option(command)
+    return command
+
+
 @bench.command("pipeline")
-@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
-@click.option("--events", type=int, default=640, show_default=True, help="events per timed run")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="the worker's Gen micro-batch")
-@click.option("--noop-events", type=int, default=10_000, show_default=True, help="events for the no-op engine run")
-@click.option("--noop-batch-size", type=int, default=256, show_default=True, help="micro-batch of the no-op run")
+@_pipeline_options
 @click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the GenGuard actor (and engine alone)")
 @click.option("--agents", default="gen", show_default=True, help="agents the measured workers run (all: gen,stream,"
                                                                  "enforcement,audit,analytics)")
@@ -423,12 +432,8 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
 
 
 @bench.command("ray-link")
-@click.option("--gen-model", help="Qwen3Guard-Gen hub id or path; default: the tiny fixture")
+@_pipeline_options
 @click.option("--calls", type=int, default=2000, show_default=True, help="echo calls per link")
-@click.option("--events", type=int, default=640, show_default=True, help="events per pipeline run")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="the worker's Gen micro-batch")
-@click.option("--noop-events", type=int, default=10_000, show_default=True, help="events for the no-op engine runs")
-@click.option("--noop-batch-size", type=int, default=256, show_default=True, help="micro-batch of the no-op runs")
 def bench_ray_link(gen_model: str | None, calls: int, events: int, batch_size: int, noop_events: int,
                    noop_batch_size: int) -> None:
     """Ray Client (ray://) vs a driver on a Ray node (GCS address): per call, and in `bench pipeline`."""
