@@ -9,10 +9,14 @@
                 await s.push(delta)                                 # text deltas or Qwen3 token ids
             outcome = await s.finish()                              # the whole reply's verdict
 
-One Guard per process: one producer, and one reader of the verdict topic that serves every request
-in flight. The reader joins no consumer group: it is assigned every partition at its end before
-the first request is sent, so each gateway process sees every verdict and picks out its own.
-Settings (topic prefix, security, tenant policies for the fail mode) are the worker's.
+One Guard per process: one producer, and one reader that serves every request in flight. The
+reader joins no consumer group and is at its partitions' end before the first request is sent.
+With a reply partition (`reply_partition`, a partition of the `replies` topic that no other gateway
+claims), every request names it and the workers send its verdicts there too: the reader reads that
+one partition, so a gateway's reading stays the same however many gateways there are. Without one
+it reads every partition of the verdict topic and picks out its own. Either way it decodes only
+the verdicts someone waits for (their `guardstream-for` header says whose they are). Settings
+(topic prefix, security, tenant policies for the fail mode) are the worker's.
 
 Nothing a caller awaits raises, and every silence ends in the tenant's fail mode within the
 caller's timeout: a Kafka error, a verdict that does not come, a reader that died (it is
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from guardstream.schemas import Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
+from guardstream.schemas import FOR_HEADER, Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import describe
 from guardstream.topology.settings import Settings
@@ -89,9 +93,14 @@ class Slots:
 
 class Guard:
     def __init__(self, bootstrap: str, settings: Settings | None = None, timeout_s: float = 5.0, max_inflight: int = 4096,
-                 tenant_share: float = 0.25, chunk_timeout_s: float = 2.0):
+                 tenant_share: float = 0.25, chunk_timeout_s: float = 2.0, reply_partition: int | None = None):
         self.settings = settings or Settings.load()
         self.timeout_s, self.chunk_timeout_s = timeout_s, chunk_timeout_s
+        self.reply_partition = self.settings.reply_partition if reply_partition is None else reply_partition
+        if self.reply_partition is not None and not 0 <= self.reply_partition < self.settings.reply_partitions:
+            raise ValueError(f"reply partition {self.reply_partition} is not one of the replies topic's "
+                             f"{self.settings.reply_partitions} (GUARDSTREAM_REPLY_PARTITIONS)")
+        self.read = Counter()  # records and bytes the reader fetched, and how many it decoded
         self._bootstrap = bootstrap
         self._topics = topics_for(self.settings)
         self._slots = Slots(max_inflight, tenant_share)
@@ -181,33 +190,45 @@ class Guard:
         return Outcome(action, reason=reason)
 
     async def _send(self, topic: str, event: ConversationEvent | TokenChunkEvent) -> None:
+        if self.reply_partition is not None:
+            event = event.model_copy(update={"reply_to": self.reply_partition})
         await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
 
     async def _open_reader(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
                                           fetch_max_wait_ms=FETCH_WAIT_MS, **self.settings.kafka_client_options())
         await self._consumer.start()
-        topic = self._topics.verdicts.name
+        topic = self._source.name
         for _ in range(100):
             if found := await self._partitions():
                 break
             await asyncio.sleep(0.1)
         else:
             await self._consumer.stop()
-            raise RuntimeError(f"the verdict topic {topic} does not exist: start a guardstream worker (it creates the "
-                               f"topics) or check GUARDSTREAM_TOPIC_PREFIX")
+            raise RuntimeError(f"the topic {topic} does not exist (or lacks reply partition {self.reply_partition}): "
+                               f"start a guardstream worker (it creates the topics) or check GUARDSTREAM_TOPIC_PREFIX "
+                               f"and GUARDSTREAM_REPLY_PARTITIONS")
         self._consumer.assign(found)
         await self._consumer.seek_to_end(*found)
         for tp in found:  # the positions are settled before any request is sent, so no verdict is missed
             await self._consumer.position(tp)
         self._reading.set()
 
+    @property
+    def _source(self):
+        """Where this gateway's verdicts come from: its reply partition's topic, or the verdict topic."""
+        return self._topics.verdicts if self.reply_partition is None else self._topics.replies
+
     async def _partitions(self) -> list[TopicPartition]:
-        """The verdict topic's partitions, as the broker says now (raises when it does not answer)."""
-        topic = self._topics.verdicts.name
+        """The partitions to read, as the broker says now (raises when it does not answer): its reply
+        partition, or every partition of the verdict topic."""
+        topic = self._source.name
         await asyncio.wait_for(self._consumer.topics(), CHECK_EVERY_S * 2)  # refreshes the metadata
         self._broker_answered_at = time.monotonic()
-        return [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or ())]
+        found = sorted(self._consumer.partitions_for_topic(topic) or ())
+        if self.reply_partition is not None:
+            found = [p for p in found if p == self.reply_partition]
+        return [TopicPartition(topic, p) for p in found]
 
     async def _supervise(self) -> None:
         """Run the reader; when it fails, every waiter gets its fail mode at once, and it starts again
@@ -248,12 +269,7 @@ class Guard:
         while True:
             batches = await self._consumer.getmany(timeout_ms=100)
             for record in itertools.chain.from_iterable(batches.values()):
-                try:
-                    verdict = VerdictEvent.model_validate_json(record.value)
-                except ValidationError:
-                    log.warning("skipped a record on the verdict topic that is no verdict (offset %d)", record.offset)
-                    continue
-                self._deliver(verdict)
+                self._take(record)
             if time.monotonic() - checked > CHECK_EVERY_S:
                 checked = time.monotonic()
                 await self._follow_new_partitions()
@@ -274,6 +290,26 @@ class Guard:
                 self._consumer.seek(tp, offset)
             await self._consumer.seek_to_beginning(*added)
             log.info("reading %d new partitions of the verdict topic", len(added))
+
+    def _take(self, record) -> None:
+        """One fetched record: decoded and delivered if someone waits for it (or it does not say whom
+        it answers), skipped otherwise."""
+        self.read["records"] += 1
+        self.read["bytes"] += len(record.value or b"")
+        whom = next((value for name, value in record.headers or () if name == FOR_HEADER), None)
+        if whom is not None and not self._awaited(whom):
+            return
+        self.read["decoded"] += 1
+        try:
+            verdict = VerdictEvent.model_validate_json(record.value)
+        except ValidationError:
+            log.warning("skipped a record on %s that is no verdict (offset %d)", record.topic, record.offset)
+            return
+        self._deliver(verdict)
+
+    def _awaited(self, whom: bytes) -> bool:
+        kind, *key = whom.decode("utf-8", "replace").split("\x1f")
+        return len(key) == 3 and tuple(key) in (self._streams if kind == "s" else self._waiting)
 
     def _deliver(self, verdict: VerdictEvent) -> None:
         if verdict.stream is not None:

@@ -1,6 +1,7 @@
 """Event models and their JSON Schema export: the wire contract."""
 
 from guardstream.schemas.events import (
+    FOR_HEADER,
     SCHEMA_VERSION,
     Action,
     ActionEvent,
@@ -19,7 +20,7 @@ from guardstream.schemas.events import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
+    "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
     "Moderate", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
     "derive_id", "verdict_id",
 ]

@@ -24,6 +24,8 @@ SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = 32_000
 MAX_MESSAGES = 64
 MAX_CHUNK_TOKENS = 4_096
+MAX_REPLY_PARTITIONS = 4_096
+FOR_HEADER = "guardstream-for"  # on verdict records: VerdictEvent.answers(), read before the value is decoded
 
 
 
@@ -40,6 +42,8 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValida
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+ReplyTo = Annotated[int | None, Field(default=None, ge=0, lt=MAX_REPLY_PARTITIONS, description=(
+    "the partition of the `replies` topic that the asking gateway reads: its verdicts go there too"))]
 
 
 def utc_now() -> datetime:
@@ -79,6 +83,7 @@ class ConversationEvent(Wire):
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     created_at: datetime = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+    reply_to: ReplyTo = None
 
     @model_validator(mode="after")
     def _last_message_matches(self) -> ConversationEvent:
@@ -112,6 +117,7 @@ class TokenChunkEvent(Wire):
     text_delta: Text | None = None
     final: bool = False
     created_at: datetime = Field(default_factory=utc_now)
+    reply_to: ReplyTo = None  # the stream's verdicts follow its latest chunk's
 
     @model_validator(mode="after")
     def _one_payload(self) -> TokenChunkEvent:
@@ -170,6 +176,13 @@ class VerdictEvent(Wire):
     excerpt: Text | None = Field(default=None, description="the judged text, only when the worker is told to include it")
     stream: StreamPosition | None = None
     produced_at: datetime = Field(default_factory=utc_now)
+    reply_to: ReplyTo = None  # copied from the request: where else (besides `verdicts`) this verdict is sent
+
+    def answers(self) -> bytes:
+        """Whom this verdict answers, as its `guardstream-for` header says: the stream, or the
+        conversation event, that a gateway waits on (ids hold no control characters)."""
+        kind, own = ("s", self.stream.stream_id) if self.stream is not None else ("e", self.source_event_id)
+        return "\x1f".join((kind, self.tenant, self.conversation_id, own)).encode()
 
 
 class ActionEvent(Wire):

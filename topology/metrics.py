@@ -44,3 +44,5 @@ LATE_VERDICTS = Counter("guardstream_analytics_late_total",
                         "Verdicts not counted because their window ended more than the retention ago", ["tenant"])
 FAIL_MODES = Counter("guardstream_client_fail_modes_total", "Requests and streams a gateway (guardstream.client, "
                      "serve) answered with the tenant's fail mode instead of a verdict, and why", ["tenant", "action", "reason"])
+UNROUTABLE_REPLIES = Counter("guardstream_unroutable_replies_total", "Verdicts whose request named a reply partition "
+                             "the replies topic does not have (sent to the verdict topic only)")

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     topic_prefix: str = "guard."
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # The replies topic: a gateway that claims one of its partitions reads its own verdicts there
+    # instead of the whole verdict topic (guardstream.client, `serve --reply-partition`).
+    reply_partitions: int = Field(default=32, ge=1, le=4096)
+    reply_partition: int | None = Field(default=None, ge=0)  # a gateway's claim; None: it reads every verdict
     app_id: str = "guardstream"
     # A new consumer group's first join waits on the rebalance timeout (Tansu: half of it).
     kafka_rebalance_timeout_s: float = Field(default=10, gt=0)

@@ -37,10 +37,11 @@ class Topics:
     analytics: TopicSpec
     dlq: TopicSpec
     analytics_by_key: TopicSpec  # internal: verdicts re-keyed for counting
+    replies: TopicSpec  # verdicts again, each in the partition its request named (`reply_to`): one per gateway
 
     def all(self) -> list[TopicSpec]:
         return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq,
-                self.analytics_by_key]
+                self.analytics_by_key, self.replies]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -54,6 +55,8 @@ def topics_for(settings: Settings) -> Topics:
         dlq=TopicSpec("dlq", f"{p}dlq", n, "original key", "DeadLetter", retention_ms=30 * DAY_MS),
         analytics_by_key=TopicSpec("analytics_by_key", f"{settings.group_id}-analytics-by-key", n,
                                    "window|tenant|risk|category", "b'1' per counted verdict", retention_ms=DAY_MS),
+        replies=TopicSpec("replies", f"{p}replies", settings.reply_partitions, "conversation_id", "VerdictEvent",
+                          retention_ms=DAY_MS),
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import faust
 
-from guardstream.schemas import DeadLetter, VerdictEvent
+from guardstream.schemas import FOR_HEADER, DeadLetter, VerdictEvent
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology.outcomes import Outcomes, Step, Undeliverable, describe, is_transient
 from guardstream.topology.settings import Settings
@@ -28,7 +28,7 @@ from guardstream.topology import metrics
 
 log = logging.getLogger(__name__)
 VERDICT_BATCH = 256
-Send = tuple[faust.TopicT, str | None, bytes]
+Send = tuple  # (topic, key, value) or (topic, key, value, partition, headers)
 
 
 def guarded(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -53,12 +53,27 @@ class Wiring:
         self.actions, self.dlq = self._raw(names.actions.name), self._raw(names.dlq.name)
         self.analytics, self.chunks = self._raw(names.analytics.name), self._raw(names.chunks.name)
         self.by_count_key = self._raw(names.analytics_by_key.name, internal=True)
+        self.replies = self._raw(names.replies.name, partitions=names.replies.partitions)
         self.tables: dict[str, PartitionedTable] = {}
         self.outcomes: dict[str, Outcomes] = {}  # each agent's, for the health report
 
     def _raw(self, name: str, **kw) -> faust.TopicT:
-        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                              partitions=self.settings.topic_partitions, **kw)
+        kw.setdefault("partitions", self.settings.topic_partitions)
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw)
+
+    def verdict_sends(self, verdicts: list[VerdictEvent]) -> list[Send]:
+        """Each verdict to the verdict topic and, when its request named one, to that partition of
+        the replies topic; both with the header that lets a gateway skip what is not its own."""
+        sends = []
+        for v in verdicts:
+            value, headers = v.model_dump_json().encode(), [(FOR_HEADER, v.answers())]
+            sends.append((self.verdicts, v.conversation_id, value, None, headers))
+            if v.reply_to is not None:
+                if v.reply_to < self.settings.reply_partitions:
+                    sends.append((self.replies, v.conversation_id, value, v.reply_to, headers))
+                else:  # the verdict topic still has it; the gateway's claim is outside the topic
+                    metrics.UNROUTABLE_REPLIES.inc()
+        return sends
 
     def table(self, name: str) -> PartitionedTable:
         """A changelogged table of this app, co-partitioned with the topics (its size is a metric)."""
@@ -71,8 +86,11 @@ class Wiring:
         that retrying cannot mend is `Undeliverable`, which dead-letters the record it came from."""
         faults.hit("deliver")
         try:
-            pending = [await self.app.producer.send(topic.get_topic_name(), key.encode() if key is not None else None,
-                                                    value, None, None, None) for topic, key, value in sends]
+            pending = []
+            for topic, key, value, *where in sends:
+                partition, headers = where or (None, None)
+                pending.append(await self.app.producer.send(topic.get_topic_name(), key.encode() if key is not None
+                                                            else None, value, partition, None, headers))
             await asyncio.gather(*pending)
         except Exception as exc:
             if is_transient(exc):

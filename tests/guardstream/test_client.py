@@ -6,8 +6,8 @@ import asyncio
 import pytest
 from fastapi import HTTPException
 
-from guardstream.client import Guard, Outcome
-from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent
+from guardstream.client import Guard, Outcome, conversation
+from guardstream.schemas import FOR_HEADER, Action, Moderate, RiskLevel, StreamPosition, VerdictEvent
 from guardstream.serve import ModerationRequest, TextPart, as_result, texts_of
 from guardstream.workers.moderation.policy import Policy, TenantPolicy
 from guardstream.topology.settings import Settings
@@ -88,3 +88,55 @@ def test_inputs_that_cannot_be_moderated_are_refused():
     for bad in ([], [TextPart(type="image_url")], ["x"] * 33):
         with pytest.raises(HTTPException):
             texts_of(ModerationRequest(input=bad))
+
+
+class Record:
+    """What aiokafka hands the reader: a value and its headers."""
+
+    def __init__(self, v: VerdictEvent, headers: bool = True):
+        self.value, self.topic, self.offset = v.model_dump_json().encode(), "verdicts", 0
+        self.headers = [(FOR_HEADER, v.answers())] if headers else []
+
+
+def test_the_reader_decodes_only_what_someone_waits_for(monkeypatch):
+    """A gateway reading every verdict parses only its own: the `guardstream-for` header says whom
+    each one answers. A record without it (a worker older than the header) is parsed as before."""
+    parsed = []
+    real = VerdictEvent.model_validate_json
+    monkeypatch.setattr(VerdictEvent, "model_validate_json", lambda value: parsed.append(value) or real(value))
+
+    async def run():
+        g = guard()
+        mine = asyncio.get_running_loop().create_future()
+        g._waiting[("acme", "c", "e1")] = mine
+        stream = StreamPosition(stream_id="s1", seq=0, token_offset=0, token_count=1)
+        for foreign in (verdict("e1", tenant="other"), verdict("e2"), verdict("e1", stream=stream)):
+            g._take(Record(foreign))
+        assert parsed == [] and not mine.done()
+        g._take(Record(verdict("e3"), headers=False))  # no header: parsed, and not ours
+        assert len(parsed) == 1 and not mine.done()
+        g._take(Record(verdict("e1", action=Action.block)))
+        return mine.result(), g.read
+
+    found, read = asyncio.run(run())
+    assert found.action is Action.block and read["records"] == 5 and read["decoded"] == 2
+
+
+def test_a_reply_partition_is_named_on_every_request_and_must_exist():
+    with pytest.raises(ValueError, match="reply partition 40 is not one of the replies topic's 32"):
+        Guard("unused:9092", Settings.load({}), reply_partition=40)
+    assert Guard("unused:9092", Settings.load({}, reply_partition=7)).reply_partition == 7
+    sent = []
+
+    class Producer:
+        async def send(self, topic, value, key):
+            sent.append(value)
+            return asyncio.sleep(0)
+
+    async def run():
+        g = Guard("unused:9092", Settings.load({}), reply_partition=7)
+        g._producer = Producer()
+        await g._send("conversations", conversation("c", "acme", "hi"))
+
+    asyncio.run(run())
+    assert b'"reply_to":7' in sent[0]

@@ -12,13 +12,12 @@ from guardstream.topology import metrics
 
 def register(w: Wiring, moderator: GenModerator) -> None:
     app, settings, deliver, dead, settled = w.app, w.settings, w.deliver, w.dead, w.settled
-    conversations, verdicts = w.conversations, w.verdicts
+    conversations = w.conversations
 
     async def moderate_conversations(records: list[RawRecord]) -> None:
         began = time.perf_counter()
         produced, letters = await moderator.moderate(records)
-        await deliver([(verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
-                      + [dead(d) for d in letters])
+        await deliver(w.verdict_sends(produced) + [dead(d) for d in letters])
         metrics.GEN_BATCH_SECONDS.observe(time.perf_counter() - began)
         metrics.BATCH_RECORDS.labels("gen").observe(len(records))
 

@@ -44,8 +44,7 @@ class StreamAgent:
             began = time.perf_counter()
             staged = Staged(self.states.get)
             produced, letters = await self.moderator.moderate(records, staged, release, waits_from=self.recovered_at)
-            await self.w.deliver([(self.w.verdicts, v.conversation_id, v.model_dump_json().encode()) for v in produced]
-                                 + [self.w.dead(d) for d in letters])
+            await self.w.deliver(self.w.verdict_sends(produced) + [self.w.dead(d) for d in letters])
             await self._apply(staged)
             if records:
                 metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - began)

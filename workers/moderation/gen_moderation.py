@@ -59,5 +59,5 @@ class GenModerator:
             action=action,
             policy=policy.describe(event.tenant),
             error=failure or self._error(result), latency_ms=latency_ms,
-            excerpt=event.messages[-1].content if self.rules.store_text else None,
+            excerpt=event.messages[-1].content if self.rules.store_text else None, reply_to=event.reply_to,
         )

@@ -31,7 +31,8 @@ class StreamJudge:
         state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
         out = []
         common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
-                      model_variant="stream", policy=policy.describe(state.tenant), latency_ms=latency_ms)
+                      model_variant="stream", policy=policy.describe(state.tenant), latency_ms=latency_ms,
+                      reply_to=state.reply_to)
         if answer.query is not None and not state.opened:
             out.append(self._prompt_verdict(r, answer.query, common))
         state.opened = state.opened or failure is None

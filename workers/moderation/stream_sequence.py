@@ -108,6 +108,8 @@ class StreamSequencer:
                 StreamState(tenant=chunk.tenant, partition=record.partition)
         state = taken.states[ref]
         state.updated_at = now
+        if chunk.reply_to is not None:
+            state.reply_to = chunk.reply_to
         if state.done or chunk.seq < state.next_seq or chunk.seq in state.held:
             if state.done and chunk.seq >= state.next_seq:
                 taken.letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} "

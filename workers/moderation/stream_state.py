@@ -58,6 +58,7 @@ class StreamState(BaseModel):
     reviewed: bool = False  # a chunk went to review: so does the whole stream, unless it was stopped
     done: bool = False
     updated_at: float = 0.0  # wall time of its last chunk: finished and idle streams are forgotten after a while
+    reply_to: int | None = None  # the replies partition of the gateway that sent its latest chunk
 
 
     def passed_over(self, seq: int) -> bool:
