@@ -47,7 +47,15 @@ def probe(address: str, calls: int) -> dict:
         def echo(self, batch: list[dict]) -> list[dict]:
             return batch
 
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    for attempt in range(5):  # Ray Client's per-driver server can fail to start on a busy machine
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            break
+        except ConnectionError:
+            if attempt == 4:
+                raise
+            ray.shutdown()
+            time.sleep(2)
     echo, batch = Echo.remote(), bench_events(32, "probe")
     ray.get([echo.echo.remote(batch) for _ in range(32)])  # warm-up: the actor starts, the connection settles
     round_trips = []
