@@ -19,9 +19,9 @@ The committed offset moves only over a consecutive run of acked offsets that sta
 it, so the worst case is a held offset that the next owner replays, never a skipped record. A
 partition whose committed record stays unacked for `REFETCH_AFTER_S` while later ones are acked
 lost that record on the way (agents ack each partition in order), and is fetched again from it.
-A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it, even with
-nothing after it acked, is fetched again from it, and taken back into the fetch if Faust had left
-it out. A partition without a committed offset starts from its earliest one, which is then the head.
+A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it (below the
+high watermark, or below the fetch position: fetched and never acked), even with nothing after it
+acked, is fetched again from it, and taken back into the fetch if Faust had left it out. A partition without a committed offset starts from its earliest one, which is then the head.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class StrictConsumer(aiokafka_driver.Consumer):
         heads = {tp: head for tp in self.assignment() if not self._is_changelog_tp(tp)
                  and (head := self._committed_offset.get(tp)) is not None and head not in self._acked_index[tp]}
         ends = await self.highwaters(*heads) if heads else {}
+        for tp in heads:  # records fetched past the head lie beyond it, even where the high watermark
+            ends[tp] = max(ends.get(tp) or 0, await self._fetch_position(tp))  # lags (Tansu's does)
         now = time.monotonic()
         for tp in list(self._stuck):
             if tp not in heads or self._stuck[tp][0] != heads[tp] or (ends.get(tp) or 0) <= heads[tp]:
@@ -169,6 +171,13 @@ class StrictConsumer(aiokafka_driver.Consumer):
                     self._buffered_partitions.discard(tp)
                     self._get_active_partitions().add(tp)
                 await self._refetch(tp, head)
+
+    async def _fetch_position(self, tp: TP) -> int:
+        """Where the next fetch of `tp` starts (0 when the client cannot say, as during a rebalance)."""
+        try:  # bounded: a position being reset waits for the broker
+            return await asyncio.wait_for(self._thread.position(tp), REFETCH_AFTER_S) or 0
+        except Exception:  # noqa: BLE001 - the high watermark still counts
+            return 0
 
     async def _refetch(self, tp: TP, head: int) -> None:
         try:

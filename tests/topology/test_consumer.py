@@ -173,8 +173,12 @@ async def test_a_partition_whose_head_stops_moving_is_fetched_again(monkeypatch)
     async def seek(partition, offset):
         seeks.append((partition, offset))
 
+    async def position(t):
+        return None  # the client cannot say: the high watermarks decide
+
     monkeypatch.setattr(consumer, "highwaters", highwaters)
     monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer._thread, "position", position)
     consumer._committed_offset.update({tp: 10, idle: 7})  # `idle` has nothing beyond its head
     consumer._get_active_partitions().discard(tp)  # as when Faust left it out of the fetch
     await consumer._fetch_stuck_heads()
@@ -193,3 +197,30 @@ async def test_a_partition_whose_head_stops_moving_is_fetched_again(monkeypatch)
         await consumer._fetch_stuck_heads()
         now[0] += consumer_module.STUCK_AFTER_S
     assert seeks == [(tp, 12)] and not consumer._stuck
+
+
+async def test_records_fetched_past_a_head_count_where_the_high_watermark_lags(monkeypatch):
+    """Tansu's high watermark can lag its last records: a head that records were fetched past (and
+    never acked: lost on the way to the agents) is fetched again although the watermark says
+    there is nothing beyond it."""
+    consumer, tp, now, seeks = a_consumer(), TP("t", 0), [100.0], []
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+
+    async def highwaters(*tps):
+        return {t: 10 for t in tps}  # no further than the head
+
+    async def position(t):
+        return 12  # two records fetched past it
+
+    async def seek(partition, offset):
+        seeks.append((partition, offset))
+
+    monkeypatch.setattr(consumer, "highwaters", highwaters)
+    monkeypatch.setattr(consumer._thread, "position", position)
+    monkeypatch.setattr(consumer, "seek", seek)
+    consumer._committed_offset[tp] = 10
+    await consumer._fetch_stuck_heads()
+    now[0] += consumer_module.STUCK_AFTER_S
+    await consumer._fetch_stuck_heads()
+    assert seeks == [(tp, 10)]
