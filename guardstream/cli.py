@@ -185,6 +185,8 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
         run_worker(settings, settings.kafka_bootstrap, loglevel)
         return
     settings.home.mkdir(parents=True, exist_ok=True)
+    if "kafka_fetch_max_wait_ms" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"kafka_fetch_max_wait_ms": EmbeddedBroker.FETCH_WAIT_MS})
     exit_on_signals()  # until the worker installs its own handlers: the broker below is still stopped
     with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
         console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")

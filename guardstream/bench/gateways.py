@@ -75,8 +75,7 @@ def run_gateways_bench(counts: list[int], requests: int, home: Path, report: Cal
     with EmbeddedBroker(log_path=home / "bench-gateways-broker.log") as broker:
         worker = WorkerProcess(broker.bootstrap, home / "bench-gateways-worker.log", app_id=f"bench-{run}",
                                topic_prefix=f"bench-{run}.", gen_backend="noop", agents="gen", gen_batch_size=64,
-                               topic_partitions=partitions, reply_partitions=max(counts), kafka_fetch_max_wait_ms=20
-                               ).wait_ready()
+                               topic_partitions=partitions, reply_partitions=max(counts)).wait_ready()
         try:
             settings = worker.settings
             results = []

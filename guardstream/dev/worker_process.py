@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from guardstream.dev.broker import EmbeddedBroker
 from guardstream.topology.settings import Settings
 
 READY_LINE = "Worker ready"  # Faust logs it once the agents are started
@@ -20,9 +21,11 @@ class WorkerStartError(RuntimeError):
 
 class WorkerProcess:
     def __init__(self, bootstrap: str, log_path: Path, *args: str, **env_settings: object):
-        """Extra CLI `args` and `GUARDSTREAM_*` settings (`app_id="x"` → GUARDSTREAM_APP_ID=x)."""
+        """Extra CLI `args` and `GUARDSTREAM_*` settings (`app_id="x"` → GUARDSTREAM_APP_ID=x). The
+        broker is the embedded one: its fetch wait applies unless the settings or environment name one."""
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     **{f"GUARDSTREAM_{k.upper()}": str(v) for k, v in env_settings.items()}}
+        self.env.setdefault("GUARDSTREAM_KAFKA_FETCH_MAX_WAIT_MS", str(EmbeddedBroker.FETCH_WAIT_MS))
         self.settings = Settings.load(self.env)
         self.bootstrap, self.log_path = bootstrap, log_path
         with open(log_path, "wb") as log:

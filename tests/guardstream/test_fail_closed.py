@@ -135,7 +135,7 @@ def test_every_silence_ends_in_the_fail_mode_within_the_timeout(tiny, tmp_path):
     port = free_port()
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-fc", topic_prefix="fc.",
-                          policy=json.dumps(POLICY), metrics_port=port, kafka_fetch_max_wait_ms=20,
+                          policy=json.dumps(POLICY), metrics_port=port,
                           agents="gen,stream,enforcement,audit",
                           audit_url="postgresql://guard:pw@127.0.0.1:1/nowhere")
     settings = Settings.load({}, topic_prefix="fc.", app_id="gs-fc", policy=Policy.model_validate(POLICY))
