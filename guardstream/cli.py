@@ -474,6 +474,21 @@ def bench_gateways(gateways: str, requests: int) -> None:
     _print_table(gateways_table(run_gateways_bench(_int_list(gateways), requests, _settings().home, report)))
 
 
+@bench.command("takeover")
+@click.option("--seconds", type=float, default=40, show_default=True, help="length of the timed run; the kill is halfway")
+@click.option("--rate", type=float, default=100, show_default=True, help="events per second")
+@click.option("--window", "window_s", type=float, default=2, show_default=True,
+              help="events produced this long before the kill count as in flight")
+def bench_takeover(seconds: float, rate: float, window_s: float) -> None:
+    """How long verdicts wait when a worker is SIGKILLed: before, in flight at, and after the kill."""
+    from guardstream.bench.takeover import run_takeover_bench, takeover_table
+
+    console.print(f"[bold]bench takeover[/] two workers (no-op engine), {rate:g} events/s for {seconds:g}s, one "
+                  "SIGKILLed halfway")
+    found = run_takeover_bench(seconds, rate, window_s, _settings().home, lambda line: console.print(f"  {line}"))
+    _print_table(takeover_table(found, "Produce to verdict around a worker's SIGKILL (session timeout 6 s)"))
+
+
 @bench.command("stream-pipeline")
 @click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny fixture")
 @click.option("--streams", default="1,16,64", show_default=True, help="concurrent gateway streams to measure")
