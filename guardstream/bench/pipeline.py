@@ -76,11 +76,13 @@ class VerdictClock:
             self.arrived[json.loads(message.value)["source_event_id"]] = time.monotonic()
 
 
-async def _run_events(settings: Settings, bootstrap: str, clock: VerdictClock, events: list[dict], rate: float | None,
-                      timeout_s: float) -> tuple[float, list[float]]:
-    """Produce the events (all at once, or `rate` per second) and wait for each one's verdict:
-    (first produce to last verdict in s, produce-to-verdict latencies in ms)."""
+async def produce_and_wait(settings: Settings, bootstrap: str, clock: VerdictClock, events: list[dict],
+                           rate: float | None, timeout_s: float,
+                           halfway: Callable[[], None] | None = None) -> tuple[dict[str, float], float]:
+    """Produce the events (all at once, or `rate` per second; `halfway` is called before the middle
+    one) and wait for each one's verdict: when each event was produced, and when the middle one was."""
     sent: dict[str, float] = {}
+    middle = 0.0
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka_client_options())
     await producer.start()
     try:
@@ -88,6 +90,10 @@ async def _run_events(settings: Settings, bootstrap: str, clock: VerdictClock, e
         for i, event in enumerate(events):
             if rate:
                 await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
+            if i == len(events) // 2:
+                if halfway is not None:
+                    halfway()
+                middle = time.monotonic()
             sent[event["event_id"]] = time.monotonic()
             await producer.send(topic, json.dumps(event).encode(), key=event["conversation_id"].encode())
         await producer.flush()
@@ -98,8 +104,15 @@ async def _run_events(settings: Settings, bootstrap: str, clock: VerdictClock, e
         await asyncio.sleep(0.02)
     if missing:
         raise RuntimeError(f"{len(missing)} of {len(events)} events got no verdict within {timeout_s:.0f}s")
+    return sent, middle
+
+
+async def _run_events(settings: Settings, bootstrap: str, clock: VerdictClock, events: list[dict], rate: float | None,
+                      timeout_s: float) -> tuple[float, list[float]]:
+    """(first produce to last verdict in s, produce-to-verdict latencies in ms)."""
+    sent, _ = await produce_and_wait(settings, bootstrap, clock, events, rate, timeout_s)
     last = max(clock.arrived[e] for e in sent)
-    return last - began, [(clock.arrived[e] - t) * 1000 for e, t in sent.items()]
+    return last - min(sent.values()), [(clock.arrived[e] - t) * 1000 for e, t in sent.items()]
 
 
 async def _measure(settings: Settings, bootstrap: str, run: str, events: int, batch: int,

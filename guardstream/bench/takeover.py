@@ -16,55 +16,22 @@ record lost on the way and fetched again (topology/consumer.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
-from guardstream.bench.pipeline import VerdictClock, bench_events
+from guardstream.bench.pipeline import VerdictClock, bench_events, produce_and_wait
 from guardstream.bench.timing import percentile, results_table
 from guardstream.dev.broker import EmbeddedBroker
 from guardstream.dev.worker_process import WorkerProcess
-from guardstream.kafka_io import topic_name
 
 
 @dataclass(frozen=True)
 class Phase:
     label: str
     delays_ms: list[float]
-
-
-async def _produce(settings, bootstrap: str, clock: VerdictClock, events: list[dict], rate: float,
-                   halfway: Callable[[], None], timeout_s: float) -> dict[str, tuple[float, float]]:
-    """Produce `events` at `rate`, calling `halfway` at the middle one, and wait for every verdict:
-    each event's (produced, seconds after the middle; delay to its verdict in ms)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka_client_options())
-    await producer.start()
-    sent: dict[str, float] = {}
-    middle = 0.0
-    try:
-        topic, began = topic_name(settings, "conversations"), time.monotonic()
-        for i, event in enumerate(events):
-            await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
-            if i == len(events) // 2:
-                halfway()
-                middle = time.monotonic()
-            sent[event["event_id"]] = time.monotonic()
-            await producer.send(topic, json.dumps(event).encode(), key=event["conversation_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    deadline = time.monotonic() + timeout_s
-    while (missing := [e for e in sent if e not in clock.arrived]) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if missing:
-        raise RuntimeError(f"{len(missing)} of {len(sent)} events got no verdict within {timeout_s:.0f}s of the last")
-    return {e: (t - middle, (clock.arrived[e] - t) * 1000) for e, t in sent.items()}
 
 
 def phases(timed: dict[str, tuple[float, float]], window_s: float) -> list[Phase]:
@@ -89,11 +56,13 @@ def run_takeover_bench(seconds: float, rate: float, window_s: float, home: Path,
             async def measure() -> dict[str, tuple[float, float]]:
                 async with VerdictClock(settings, broker.bootstrap) as clock:
                     # both workers assigned and answering before the timed run
-                    await _produce(settings, broker.bootstrap, clock, bench_events(64, f"{run}-warm"), 200,
-                                   lambda: None, timeout_s)
+                    await produce_and_wait(settings, broker.bootstrap, clock, bench_events(64, f"{run}-warm"), 200,
+                                           timeout_s)
                     report("both workers answer; producing, and killing one halfway")
-                    return await _produce(settings, broker.bootstrap, clock, bench_events(int(seconds * rate), f"{run}-timed"),
-                                          rate, lambda: workers[1].process.send_signal(signal.SIGKILL), timeout_s)
+                    sent, kill = await produce_and_wait(
+                        settings, broker.bootstrap, clock, bench_events(int(seconds * rate), f"{run}-timed"), rate,
+                        timeout_s, halfway=lambda: workers[1].process.send_signal(signal.SIGKILL))
+                    return {e: (t - kill, (clock.arrived[e] - t) * 1000) for e, t in sent.items()}
 
             return phases(asyncio.run(measure()), window_s)
         finally:
