@@ -416,8 +416,10 @@ def _pipeline_options(command):
 @click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the GenGuard actor (and engine alone)")
 @click.option("--agents", default="gen", show_default=True, help="agents the measured workers run (all: gen,stream,"
                                                                  "enforcement,audit,analytics)")
+@click.option("--workers", default="1", show_default=True, help="worker counts for the plumbing runs, e.g. 1,2")
+@click.option("--profile", is_flag=True, help="py-spy the one-worker plumbing run and print its top functions")
 def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_events: int, noop_batch_size: int,
-                   actor_cpus: int, agents: str) -> None:
+                   actor_cpus: int, agents: str, workers: str, profile: bool) -> None:
     """End-to-end events/s and latency, broker → Faust → Ray → engine → verdicts, vs the engine alone and a no-op engine."""
     from guardstream.bench.pipeline import pipeline_table, run_pipeline_bench
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
@@ -429,14 +431,20 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
 
     console.print(f"[bold]bench pipeline[/] model={model}: engine alone, then a worker with the engine, then with a "
                   "no-op engine (each worker starts Ray and loads its model first)")
-    results = run_pipeline_bench(model, events, batch_size, noop_events, noop_batch_size, actor_cpus,
-                                 _settings().home, report, agents)
-    engine, pipeline, plumbing = results
-    _print_table(pipeline_table(results, f"Gen pipeline, one worker (agents: {agents}), one GenGuard actor with "
-                                         f"{actor_cpus} thread(s)"))
+    home = _settings().home
+    results = run_pipeline_bench(model, events, batch_size, noop_events, noop_batch_size, actor_cpus, home, report,
+                                 agents, workers=tuple(_int_list(workers)),
+                                 profile=home / "bench-plumbing.pyspy" if profile else None)
+    engine, pipeline, plumbing = results[:3]
+    _print_table(pipeline_table(results, f"Gen pipeline (agents: {agents}), one worker unless a row says more, one "
+                                         f"GenGuard actor per worker with {actor_cpus} thread(s)"))
     console.print(f"pipeline efficiency {pipeline.per_second / engine.per_second:.2f} of the engine alone; "
                   f"plumbing ceiling {plumbing.per_second:,.0f} events/s. Latency: produce to verdict, paced at half "
                   "the burst throughput (engine alone: its batch).")
+    if plumbing.profile:
+        console.print(f"the no-op worker's process, py-spy self samples ({home / 'bench-plumbing.pyspy'}):")
+        for frame, share in plumbing.profile:
+            console.print(f"  {share:6.1%}  {frame}")
 
 
 @bench.command("ray-link")

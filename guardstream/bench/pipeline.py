@@ -23,8 +23,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from guardstream.bench.profile import Profile
 from guardstream.bench.timing import Measurement, results_table, time_batches
-from guardstream.dev.broker import EmbeddedBroker
+from guardstream.dev.broker import EmbeddedBroker, free_port
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.worker_process import WorkerProcess
 from guardstream.kafka_io import topic_name
@@ -128,21 +129,35 @@ async def _measure(settings: Settings, bootstrap: str, run: str, events: int, ba
 
 
 def measure_pipeline(label: str, bootstrap: str, log_path: Path, model: str, events: int, batch: int, threads: int,
-                     timeout_s: float, run: str | None = None, **worker_settings: object) -> Measurement:
-    """One worker on topics of its own (`bench-<run>.`), started, measured and stopped."""
+                     timeout_s: float, run: str | None = None, workers: int = 1, profile: Path | None = None,
+                     **worker_settings: object) -> Measurement:
+    """`workers` workers of one app on topics of their own (`bench-<run>.`), started, measured and
+    stopped; each has its own local Ray and model pool. With `profile`, py-spy samples the first
+    worker's process while it is measured."""
     run = run or uuid.uuid4().hex[:6]
-    worker = WorkerProcess(bootstrap, log_path, "--gen-model", model, app_id=f"bench-{run}", topic_prefix=f"bench-{run}.",
-                           gen_batch_size=batch, gen_actor_cpus=threads, **worker_settings).wait_ready()
+    started = []
     try:
-        seconds, latencies = asyncio.run(_measure(worker.settings, bootstrap, run, events, batch, timeout_s))
+        for i in range(workers):
+            started.append(WorkerProcess(bootstrap, log_path.with_stem(f"{log_path.stem}-{i}") if workers > 1 else log_path,
+                                         "--gen-model", model, app_id=f"bench-{run}", topic_prefix=f"bench-{run}.",
+                                         gen_batch_size=batch, gen_actor_cpus=threads, metrics_port=free_port(),
+                                         **worker_settings).wait_ready())
+        spy = Profile(started[0].process.pid, profile) if profile else None
+        seconds, latencies = asyncio.run(_measure(started[0].settings, bootstrap, run, events, batch, timeout_s))
+        top = spy.stop() if spy else []
     finally:
-        worker.stop()
-    return Measurement(label, batch, events, seconds, latencies)
+        for worker in started:
+            worker.stop()
+    return Measurement(label, batch, events, seconds, latencies, profile=tuple(top))
 
 
 def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, noop_batch: int, threads: int,
                        home: Path, report: Callable[[Measurement], None], agents: str = "gen",
-                       timeout_s: float = 600) -> list[Measurement]:
+                       timeout_s: float = 600, workers: tuple[int, ...] = (1,),
+                       profile: Path | None = None) -> list[Measurement]:
+    """The engine alone, then the pipeline and the plumbing with one worker (profiled into
+    `profile` if given), then the plumbing with each other count of `workers` on the same topics
+    (events/s is theirs together)."""
     corpus_events = bench_events(events, "engine")
     results = [measure_engine_alone(model, corpus_events, batch, threads)]
     report(results[-1])
@@ -152,10 +167,12 @@ def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, no
                                         home / "bench-worker.log", model, events, batch, threads, timeout_s,
                                         agents=agents))
         report(results[-1])
-        results.append(measure_pipeline("plumbing: the same with a no-op engine", broker.bootstrap,
-                                        home / "bench-worker-noop.log", model, noop_events, noop_batch, threads,
-                                        timeout_s, agents=agents, gen_backend="noop"))
-        report(results[-1])
+        for count in sorted(set(workers) | {1}):
+            label = "plumbing: the same with a no-op engine" + (f", {count} workers" if count > 1 else "")
+            results.append(measure_pipeline(label, broker.bootstrap, home / "bench-worker-noop.log", model, noop_events,
+                                            noop_batch, threads, timeout_s, workers=count, agents=agents,
+                                            gen_backend="noop", profile=profile if count == 1 else None))
+            report(results[-1])
     return results
 
 

@@ -41,6 +41,7 @@ class Measurement:
     chunk: int | None = None  # Stream: tokens per chunk
     agree: float | None = None  # Gen: share of labels equal to the reference's (None: random weights)
     useful_flops: float = 0.0  # Gen: matmul FLOPs of the tokens after the shared prefix, the same for every path
+    profile: tuple[tuple[str, float], ...] = ()  # py-spy's top functions by self samples, when profiled
 
     @property
     def per_second(self) -> float:
