@@ -134,22 +134,24 @@ class KVPool:
     def __init__(self, shape: Qwen3Shape, dtype: torch.dtype, device: torch.device | str, slots: int = 8,
                  capacity: int = 256):
         self.shape, self.dtype, self.device = shape, dtype, device
-        self.k = torch.zeros(shape.num_layers, slots, shape.num_kv_heads, capacity, shape.head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
+        self.k, self.v = self._zeros(slots, capacity), self._zeros(slots, capacity)
         self.free = list(range(slots - 1, -1, -1))
 
     @property
     def capacity(self) -> int:
         return self.k.shape[3]
 
+    def _zeros(self, slots: int, capacity: int) -> Tensor:
+        """Storage for K or V: [layers, slots, kv_heads, capacity, head_dim]."""
+        return torch.zeros(self.shape.num_layers, slots, self.shape.num_kv_heads, capacity, self.shape.head_dim,
+                           dtype=self.dtype, device=self.device)
+
     def reshape(self, slots: int, capacity: int) -> None:
         """New storage of `slots` × `capacity` tokens (contents dropped); only while no slot is held."""
         if len(self.free) != self.k.shape[1]:
             raise RuntimeError("a KV pool is reshaped only while none of its slots is held")
         self.k = self.v = None  # the old storage goes before the new one is made
-        self.k = torch.zeros(self.shape.num_layers, slots, self.shape.num_kv_heads, capacity, self.shape.head_dim,
-                             dtype=self.dtype, device=self.device)
-        self.v = torch.zeros_like(self.k)
+        self.k, self.v = self._zeros(slots, capacity), self._zeros(slots, capacity)
         self.free = list(range(slots - 1, -1, -1))
 
     def alloc(self) -> int:
@@ -173,8 +175,7 @@ class KVPool:
     def _resize(self, slots: int, capacity: int) -> None:
         old_slots, old_capacity = self.k.shape[1], self.capacity
         for name in ("k", "v"):
-            grown = torch.zeros(self.shape.num_layers, slots, self.shape.num_kv_heads, capacity, self.shape.head_dim,
-                                dtype=self.dtype, device=self.device)
+            grown = self._zeros(slots, capacity)
             grown[:, :old_slots, :, :old_capacity] = getattr(self, name)
             setattr(self, name, grown)
 
