@@ -42,20 +42,15 @@ def probe(address: str, calls: int) -> dict:
     """Runs in its own process: connects to `address`, then times calls of an echo actor."""
     import ray
 
+    from guardstream.runtime import start_ray
+    from guardstream.topology.settings import Settings
+
     @ray.remote(num_cpus=0)
     class Echo:
         def echo(self, batch: list[dict]) -> list[dict]:
             return batch
 
-    for attempt in range(5):  # Ray Client's per-driver server can fail to start on a busy machine
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-            break
-        except ConnectionError:
-            if attempt == 4:
-                raise
-            ray.shutdown()
-            time.sleep(2)
+    start_ray(Settings.load({}, ray_address=address))  # as a worker connects, retries included
     echo, batch = Echo.remote(), bench_events(32, "probe")
     ray.get([echo.echo.remote(batch) for _ in range(32)])  # warm-up: the actor starts, the connection settles
     round_trips = []
