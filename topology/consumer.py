@@ -21,7 +21,8 @@ partition whose committed record stays unacked for `REFETCH_AFTER_S` while later
 lost that record on the way (agents ack each partition in order), and is fetched again from it.
 A partition whose head has not moved for `STUCK_AFTER_S` while records lie beyond it (below the
 high watermark, or below the fetch position: fetched and never acked), even with nothing after it
-acked, is fetched again from it, and taken back into the fetch if Faust had left it out. A partition without a committed offset starts from its earliest one, which is then the head.
+acked, is fetched again from it, and taken back into the fetch if Faust had left it out. A
+partition without a committed offset starts from its earliest one, which is then the head.
 """
 
 from __future__ import annotations
