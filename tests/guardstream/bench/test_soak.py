@@ -37,13 +37,14 @@ def test_a_soak_of_short_streams_leaves_nothing_behind(broker, tiny, tmp_path):
 
     assert alive and "Traceback" not in log
     assert len(samples) >= 10 and samples[-1].streams_finished >= STREAMS * 100
-    # per live stream its state and one entry per chunk; per finished one its state, for at most
-    # IDLE_TTL_S plus the forgetting timer's interval (as long again), at the rate streams finished
-    # around that sample (the run's average understates a faster stretch)
+    # per live stream its state and one entry per chunk; per finished one its state, for IDLE_TTL_S
+    # plus the forgetting timer's interval (as long again) plus that timer's lateness under load (up
+    # to one more interval: 2 TTL was exceeded by one entry in CI), at the rate streams finished
+    # around that sample. A leak would instead grow with every stream finished (1,000s here).
     rates = [(b.streams_finished - a.streams_finished) / (b.at_s - a.at_s) for a, b in zip(samples, samples[1:])]
     for i, s in enumerate(samples):  # the intervals that end and start at sample i
         finished_per_s = max(rates[max(0, i - 1) : i + 1])
-        assert s.table_entries <= STREAMS * (1 + 24 // 4) + finished_per_s * 2 * IDLE_TTL_S, (s, finished_per_s)
+        assert s.table_entries <= STREAMS * (1 + 24 // 4) + finished_per_s * 3 * IDLE_TTL_S, (s, finished_per_s)
     assert after.table_entries == 0, "finished streams stayed in the table"
     warm = next(s for s in samples if s.at_s >= 60)
     assert samples[-1].worker_rss_mb - warm.worker_rss_mb < RSS_GROWTH_MB, (warm, samples[-1])
