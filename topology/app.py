@@ -21,6 +21,7 @@ import faust
 from guardstream.topology.agents import analytics, audit, enforcement, gen, stream
 from guardstream.topology.consumer import StrictTransport
 from guardstream.topology.settings import Settings
+from guardstream.topology.state import ReplayCountedTable
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
@@ -60,9 +61,9 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,
                stream_moderator: StreamModerator | None) -> faust.App:
     """The agents named in `settings.agents`; the moderators of agents left out may be None."""
-    (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
-        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store="memory://",
+        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store=f"{settings.table_store}://",
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication, web_enabled=False,
         consumer_auto_offset_reset="earliest", producer_acks=-1, topic_allow_declare=True,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s, broker_session_timeout=settings.kafka_session_timeout_s,
@@ -70,8 +71,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         # No standby copies: they would fill the tables with partitions this worker does not own,
         # which its timers (forgetting streams, expiring windows) would then delete for their owner.
         # A new owner restores a partition from its changelog instead.
-        table_standby_replicas=0,
-        datadir=str(settings.home / "faust" / "{conf.name}-data"),  # not the working directory
+        table_standby_replicas=0, Table=ReplayCountedTable,
+        datadir=str(settings.state_dir / "{conf.name}-data"),  # not the working directory
     )
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
     app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms

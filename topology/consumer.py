@@ -36,7 +36,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode import Service
 
-from guardstream.topology.state import seal
+from guardstream.topology.state import discard_stale, seal
 
 log = logging.getLogger(__name__)
 REFETCH_AFTER_S = 2.0  # a head still missing at the next commit check (acks come in order) was lost
@@ -108,7 +108,9 @@ class StrictConsumer(aiokafka_driver.Consumer):
         changelogs = [tp for tp in partitions if self._is_changelog_tp(tp)]
         if changelogs:
             await seal(self.app.producer, changelogs)
-        return await super().highwaters(*partitions)
+        highwaters = await super().highwaters(*partitions)
+        discard_stale(self.app.tables.values(), highwaters)
+        return highwaters
 
     def _new_offset(self, tp: TP) -> int | None:
         committed = self._committed_offset[tp]

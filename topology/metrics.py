@@ -32,6 +32,8 @@ CONSUMER_LAG = Gauge("guardstream_consumer_lag", "Records after the last committ
                      ["topic", "partition"])
 TABLE_ENTRIES = Gauge("guardstream_table_entries", "Keys held in a Faust table by this worker", ["table"])
 CHANGELOG_BYTES = Counter("guardstream_changelog_bytes_total", "Bytes of table values written to changelogs", ["table"])
+CHANGELOG_REPLAYED = Counter("guardstream_changelog_replayed_total", "Changelog records applied by table recovery "
+                             "(a store on disk replays only what it had not yet applied)", ["table"])
 ACTOR_RSS = Gauge("guardstream_actor_rss_bytes", "Resident memory of each model actor, as it last reported",
                   ["kind", "actor"])
 ACTOR_KV = Gauge("guardstream_actor_kv_bytes", "KV cache of each Stream actor: held by sessions (used), allocated "

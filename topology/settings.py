@@ -115,6 +115,10 @@ class Settings(BaseModel):
     audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under home
     audit_store_text: bool = False
     audit_ca_file: Path | None = None  # the audit database's CA (PEM): verified with sslmode verify-full
+    # Where the stream and analytics tables live: on disk in `data_dir` (a restart reads only the
+    # changelog's tail, and memory does not grow with retention), or in memory (tests, tiny runs).
+    table_store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: Path | None = None  # the worker's own: its table stores (None: `home`/faust)
     analytics_window_s: int = Field(default=60, ge=1)
     analytics_retention_s: int = Field(default=3600, ge=1)
     metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
@@ -164,6 +168,11 @@ class Settings(BaseModel):
     def audit_group(self) -> str:
         """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
         return f"{self.group_id}-audit"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this worker's table stores live; two workers on one machine need their own."""
+        return self.data_dir or self.home / "faust"
 
     def audit_target(self) -> str:
         return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"

@@ -14,19 +14,32 @@ out. So before a worker reads the high watermarks it seals each changelog partit
 tombstone for a key no one uses (`seal`, called by the consumer), a batch of its own: whatever a
 worker wrote before it, even one killed mid-write, is then below the watermark. On Kafka it
 costs one small record per partition and recovery, and writes pay no extra round trip.
+
+Where the table lives is the app's store (`table_store`): in memory, restored from the whole
+changelog at every start, or on disk (faust-streaming's `rocksdb://` store, one RocksDB per
+partition) with the changelog offset it holds, so a restarted worker reads only the changelog's
+tail. Either way the changelog is the truth: a local store that is ahead of its changelog (the
+topic was recreated, as a restarted development broker does) is discarded (`discard_stale`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
-from faust.types import TP
+import rocksdict
+from faust.stores import rocksdb
+from faust.types import TP, EventT
 
 from guardstream.topology import metrics
+
+log = logging.getLogger(__name__)
 
 
 _SEAL_KEY = json.dumps("guardstream:seal").encode()  # never stored: recovery applies it as a delete
@@ -38,10 +51,134 @@ async def seal(producer, partitions: Iterable[TP]) -> None:
     await asyncio.gather(*[await producer.send(tp.topic, _SEAL_KEY, None, tp.partition, None, None) for tp in partitions])
 
 
+# Per partition database, so that memory stays small whatever the state's size: memtables of 4 MiB
+# (two), an 8 MiB block cache. Faust's defaults (3 × 64 MiB memtables and a 2 GiB cache, per
+# partition and table) would outgrow a worker pod's limit long before its disk fills.
+DISK_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
+
+
+class ReplayCountedTable(faust.Table):
+    """A Faust table whose recovery counts the changelog records it applies: the cost of a restart."""
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        batch = list(batch)
+        metrics.CHANGELOG_REPLAYED.labels(self.name).inc(len(batch))
+        super().apply_changelog_batch(batch)
+
+
+class MemoryEntries:
+    """The local copy in Faust's memory store: key → {"p": partition, "v": value}."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def get(self, key: str) -> dict | None:
+        return self.data.get(key)
+
+    def apply(self, changes: list[tuple[str, int, dict | None, bool]], offsets: Mapping[int, int]) -> None:
+        for key, _, entry, _ in changes:
+            if entry is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = entry
+
+    def items(self) -> Iterator[tuple[str, dict]]:
+        return iter(list(self.data.items()))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def keep_partitions(self, partitions: set[int]) -> None:
+        for key, entry in list(self.data.items()):
+            if entry["p"] not in partitions:
+                del self.data[key]
+
+
+class DiskEntries:
+    """The local copy in Faust's RocksDB store, one database per partition holding the changelog's
+    raw records (as its recovery writes them) and the offset of the last one applied. Written here
+    per partition, not through the store's mapping, which takes the partition from the event being
+    processed (there is none in a batch or a timer). Entry counts are kept per partition, counted
+    once after each recovery, so the size gauge does not scan the disk."""
+
+    def __init__(self, store: rocksdb.Store):
+        self.store = store
+        self.sizes: dict[int, int] = {}
+
+    def get(self, key: str) -> dict | None:
+        raw = json.dumps(key).encode()
+        for db in list(self.store._dbs.values()):
+            if (value := db.get(raw)) is not None:
+                return json.loads(value)
+        return None
+
+    def apply(self, changes: list[tuple[str, int, dict | None, bool]], offsets: Mapping[int, int]) -> None:
+        """Each partition's changes and its new changelog offset in one atomic write."""
+        batches: dict[int, rocksdict.WriteBatch] = {}
+        for key, partition, entry, existed in changes:
+            batch = batches.setdefault(partition, rocksdict.WriteBatch(raw_mode=True))
+            raw = json.dumps(key).encode()
+            if entry is None:
+                batch.delete(raw)
+            else:
+                batch.put(raw, json.dumps(entry, ensure_ascii=False).encode())
+            if partition in self.sizes:
+                self.sizes[partition] += (entry is not None) - existed
+        for partition, batch in batches.items():
+            batch.put(self.store.offset_key, str(offsets[partition]).encode())
+            self.store._db_for_partition(partition).write(batch)
+
+    def _active(self) -> Iterator[tuple[int, Any]]:
+        topic = self.store.table.changelog_topic.get_topic_name()
+        actives = self.store.app.assignor.assigned_actives()
+        return ((p, db) for p, db in list(self.store._dbs.items()) if TP(topic, p) in actives)
+
+    def items(self) -> Iterator[tuple[str, dict]]:
+        for _, db in self._active():
+            for raw, value in db.items():
+                if raw != self.store.offset_key:
+                    yield json.loads(raw), json.loads(value)
+
+    def __len__(self) -> int:
+        total = 0
+        for partition, db in self._active():
+            if partition not in self.sizes:
+                self.sizes[partition] = sum(1 for raw in db.keys() if raw != self.store.offset_key)
+            total += self.sizes[partition]
+        return total
+
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """Faust closes the databases of revoked partitions; recovery may have changed the others."""
+        self.sizes.clear()
+        for partition in set(self.store._dbs) - partitions:
+            self.store._dbs.pop(partition)
+
+
+def discard_stale(tables: Iterable[faust.Table], highwaters: Mapping[TP, int]) -> None:
+    """Delete the on-disk partitions that hold changelog offsets past their changelog's end: they
+    were written against another incarnation of the topic, and recovery must start from nothing."""
+    for table in tables:
+        store = table.data
+        if not isinstance(store, rocksdb.Store):
+            continue
+        for tp, highwater in highwaters.items():
+            if tp.topic != table.changelog_topic.get_topic_name():
+                continue
+            offset = store.persisted_offset(tp)
+            if offset is not None and highwater is not None and offset >= highwater:
+                log.warning("the local store of %s[%d] is at offset %d but its changelog ends at %d; "
+                            "discarding it and restoring from the changelog", tp.topic, tp.partition, offset, highwater)
+                store._dbs.pop(tp.partition).close()
+                gc.collect()
+                shutil.rmtree(store.partition_path(tp.partition), ignore_errors=True)
+
+
 class PartitionedTable:
     def __init__(self, table: faust.Table):
         self.table = table
+        self.local = DiskEntries(table.data) if isinstance(table.data, rocksdb.Store) else MemoryEntries(table.data)
         self.written = metrics.CHANGELOG_BYTES.labels(table.name)
+        self.lock = asyncio.Lock()  # one write at a time: a store's offset covers every write before it
 
     @property
     def producer(self):
@@ -52,41 +189,40 @@ class PartitionedTable:
         return self.table.changelog_topic.get_topic_name()
 
     def get(self, key: str, default: Any = None) -> Any:
-        entry = self.table.data.get(key)
+        entry = self.local.get(key)
         return default if entry is None else entry["v"]
 
     async def write(self, changes: Mapping[str, tuple[int, Any]]) -> None:
         """Apply `changes` (key → (partition, value); a None value deletes the key) once the
         changelog holds them. A key that is neither stored nor given a value needs no tombstone."""
-        sends = []
-        for key, (partition, value) in changes.items():
-            stored = self.table.data.get(key)
-            if value is None and stored is None:
-                continue
-            # serialised once, sent raw; recovery reads it as JSON, as Faust's json codec wrote it
-            encoded = None if value is None else json.dumps({"p": partition, "v": value}, ensure_ascii=False).encode()
-            target = stored["p"] if value is None else partition
-            sends.append(await self.producer.send(self.topic, json.dumps(key).encode(), encoded, target, None, None))
-            self.written.inc(len(key) + len(encoded or b""))
-        await asyncio.gather(*sends)
-        for key, (partition, value) in changes.items():
-            if value is None:
-                self.table.data.pop(key, None)
-            else:
-                self.table.data[key] = {"p": partition, "v": value}
+        async with self.lock:
+            applied, sends = [], []
+            for key, (partition, value) in changes.items():
+                stored = self.local.get(key)
+                if value is None and stored is None:
+                    continue
+                entry = None if value is None else {"p": partition, "v": value}
+                target = stored["p"] if value is None else partition
+                # serialised once, sent raw; recovery reads it as JSON, as Faust's json codec wrote it
+                encoded = None if entry is None else json.dumps(entry, ensure_ascii=False).encode()
+                sends.append(await self.producer.send(self.topic, json.dumps(key).encode(), encoded, target, None, None))
+                applied.append((key, target, entry, stored is not None))
+                self.written.inc(len(key) + len(encoded or b""))
+            offsets: dict[int, int] = {}
+            for sent in await asyncio.gather(*sends):
+                offsets[sent.partition] = max(offsets.get(sent.partition, -1), sent.offset)
+            self.local.apply(applied, offsets)
 
     def items(self) -> Iterator[tuple[str, int, Any]]:
-        """(key, partition, value) of every stored key."""
-        return ((key, entry["p"], entry["v"]) for key, entry in list(self.table.data.items()))
+        """(key, partition, value) of every stored key of the partitions this worker owns."""
+        return ((key, entry["p"], entry["v"]) for key, entry in self.local.items())
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return len(self.local)
 
     def keep_partitions(self, partitions: set[int]) -> None:
         """Forget (locally, without tombstones) what belongs to partitions this worker no longer owns."""
-        for key, entry in list(self.table.data.items()):
-            if entry["p"] not in partitions:
-                del self.table.data[key]
+        self.local.keep_partitions(partitions)
 
     async def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
         """Delete every key whose (key, partition, value) is expired; returns the deleted keys."""

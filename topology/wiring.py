@@ -21,7 +21,7 @@ from guardstream.schemas import FOR_HEADER, DeadLetter, VerdictEvent
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology.outcomes import Outcomes, Step, Undeliverable, describe, is_transient
 from guardstream.topology.settings import Settings
-from guardstream.topology.state import PartitionedTable
+from guardstream.topology.state import DISK_OPTIONS, PartitionedTable
 from guardstream.topology.topics import topics_for
 from guardstream.workers import faults
 from guardstream.topology import metrics
@@ -77,7 +77,9 @@ class Wiring:
 
     def table(self, name: str) -> PartitionedTable:
         """A changelogged table of this app, co-partitioned with the topics (its size is a metric)."""
-        self.tables[name] = PartitionedTable(self.app.Table(name, key_type=str, partitions=self.settings.topic_partitions))
+        options = dict(DISK_OPTIONS) if self.settings.table_store == "rocksdb" else None  # Faust's store consumes it
+        self.tables[name] = PartitionedTable(self.app.Table(name, key_type=str, partitions=self.settings.topic_partitions,
+                                                            options=options))
         return self.tables[name]
 
     async def deliver(self, sends: list[Send]) -> None:

@@ -12,12 +12,10 @@ import asyncio
 import random
 import signal
 import time
-import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 import pytest
 
@@ -28,6 +26,7 @@ from guardstream.workers.sinks.analytics import window_start
 
 from tests.helpers.pipeline import start_worker, wait_drained
 from tests.helpers.kafka_helpers import read_all
+from tests.helpers.metrics import scrape, table_metric
 from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -70,15 +69,8 @@ async def produce_steadily(settings, bootstrap: str) -> dict[str, VerdictEvent]:
     return sent
 
 
-def scrape(port: int, name: str) -> dict[tuple, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == name}
-
-
 def counted_entries(port: int) -> float:
-    return scrape(port, "guardstream_table_entries").get((("table", "analytics-counted"),), 0.0)
+    return table_metric(port, "guardstream_table_entries", "analytics-counted") or 0.0
 
 
 def latest_counts(settings, bootstrap: str) -> dict[tuple, int]:
@@ -90,7 +82,10 @@ def latest_counts(settings, bootstrap: str) -> dict[tuple, int]:
 
 def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(broker, tiny, tmp_path):
     port = free_port()
-    env = dict(app_id="gs-long", topic_prefix="lr.", agents="analytics", analytics_window_s=1, analytics_retention_s=2)
+    # one data directory for both incarnations, as a restarted container keeps its pod's volume: the successor
+    # recovers from the tables on disk and replays only the changelogs' tails
+    env = dict(app_id="gs-long", topic_prefix="lr.", agents="analytics", analytics_window_s=1, analytics_retention_s=2,
+               data_dir=str(tmp_path / "data"))
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "first.log", metrics_port=port, **env)
     try:
         sizes = []
@@ -126,12 +121,14 @@ def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(br
     assert max(sizes) < per_window * 6, sizes
     assert len(sent) > SECONDS * RATE * 0.99
 
-    # A successor restores the table from the changelog and counts no replay again; once fresh
-    # traffic moves stream time on, the restored keys expire like any other.
+    # A successor restores the table (from disk and the changelog's tail) and counts no replay
+    # again; once fresh traffic moves stream time on, the restored keys expire like any other.
     second = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "second.log", metrics_port=port, **env)
     try:
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "analytics_by_key"))
         restored = eventually(lambda: counted_entries(port), 30, "a health report of the restored table")
+        replayed = {t: table_metric(port, "guardstream_changelog_replayed_total", t) or 0
+                    for t in ("analytics-counted", "analytics-routed")}
         fresh = asyncio.run(produce_fresh(second.settings, broker.bootstrap))
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "verdicts"))
         asyncio.run(wait_drained(second.settings, broker.bootstrap, "analytics_by_key"))
@@ -143,7 +140,11 @@ def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(br
     finally:
         second.stop()
     assert old_windows == counts
-    assert restored > 0, "nothing was restored from the changelog"
+    assert restored > 0, "nothing was restored"
+    # each partition's tail is at most the seals written since its last write; the whole changelog
+    # (what a memory store replays) holds every entry ever counted and its tombstone
+    tail = 2 * second.settings.topic_partitions
+    assert all(replayed[t] <= tail for t in ("analytics-counted", "analytics-routed")), replayed
     assert counted_entries_after_restart <= fresh_entries < restored, (restored, counted_entries_after_restart)
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
 
 import pytest
 
@@ -19,6 +17,7 @@ from guardstream.dev.broker import free_port
 from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import start_worker, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
+from tests.helpers.metrics import table_metric
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks
 
 pytestmark = pytest.mark.integration
@@ -27,10 +26,7 @@ GAP_TIMEOUT_S = 20  # the first worker is killed well within it; the second wait
 
 
 def stream_entries(port: int) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
-                 if s.name == "guardstream_table_entries" and s.labels == {"table": "stream-state"}), None)
+    return table_metric(port, "guardstream_table_entries", "stream-state")
 
 
 def test_a_held_chunk_is_released_by_the_next_worker(broker, tiny, tmp_path):
