@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -187,6 +188,9 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     if "kafka_fetch_max_wait_ms" not in settings.model_fields_set:
         settings = settings.model_copy(update={"kafka_fetch_max_wait_ms": EmbeddedBroker.FETCH_WAIT_MS})
+    if settings.data_dir is None:  # the embedded broker keeps nothing across runs: nor do the tables beside it
+        settings = settings.model_copy(update={"data_dir": settings.home / "embedded-run"})
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
     exit_on_signals()  # until the worker installs its own handlers: the broker below is still stopped
     with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
         console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")
