@@ -486,6 +486,19 @@ def bench_gateways(gateways: str, requests: int) -> None:
     _print_table(gateways_table(run_gateways_bench(_int_list(gateways), requests, _settings().home, report)))
 
 
+@bench.command("recovery")
+@click.option("--sizes", default="10000,100000,1000000", show_default=True, help="table entries to recover")
+@click.option("--stores", default="memory,rocksdb", show_default=True, help="table stores to compare")
+def bench_recovery(sizes: str, stores: str) -> None:
+    """A sinks worker's recovery time and memory by state size: first start and restart, memory vs RocksDB."""
+    from guardstream.bench.recovery import recovery_table, run_recovery_bench
+
+    console.print(f"[bold]bench recovery[/] analytics worker, {sizes} entries, stores {stores}")
+    found = run_recovery_bench(_int_list(sizes), [s.strip() for s in stores.split(",")], _settings().home,
+                               lambda line: console.print(f"  {line}"))
+    _print_table(recovery_table(found, "Table recovery by state size (the analytics-routed table)"))
+
+
 @bench.command("takeover")
 @click.option("--seconds", type=float, default=40, show_default=True, help="length of the timed run; the kill is halfway")
 @click.option("--rate", type=float, default=100, show_default=True, help="events per second")
@@ -538,10 +551,12 @@ def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: 
 @click.option("--chunk-tokens", type=int, default=4, show_default=True)
 @click.option("--tokens-per-s", type=float, default=30, show_default=True, help="per stream")
 @click.option("--every", "every_s", type=float, default=10, show_default=True, help="seconds between samples")
+@click.option("--verdicts-per-s", type=float, default=0, show_default=True,
+              help="distinct verdicts a second for the analytics agents, besides the streams")
 def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: float, reply_tokens: int,
-         chunk_tokens: int, tokens_per_s: float, every_s: float) -> None:
-    """Keep N reply streams starting, running and finishing against a running worker; print its memory,
-    table entries, changelog bytes and lag over time."""
+         chunk_tokens: int, tokens_per_s: float, every_s: float, verdicts_per_s: float) -> None:
+    """Keep N reply streams starting, running and finishing (and verdicts arriving) against a running
+    worker; print its memory, table entries, changelog bytes and lag over time."""
     from guardstream.bench.soak import run_soak, soak_table
 
     settings = _settings(kafka_bootstrap=kafka_bootstrap)
@@ -549,11 +564,13 @@ def soak(kafka_bootstrap: str | None, metrics_url: str, streams: int, minutes: f
     def report(s) -> None:
         console.print(f"  {s.at_s:>6.0f}s streams {s.streams_started:>6} started {s.streams_finished:>6} finished | "
                       f"worker {s.worker_rss_mb:,.0f} MB, actors {s.actor_rss_mb:,.0f} MB (KV {s.kv_used_mb:,.1f}) | stream table "
-                      f"{s.table_entries:,} | changelog {s.changelog_mb:,.1f} MB | lag {s.lag:,}")
+                      f"{s.table_entries:,} | verdicts {s.verdicts_sent:,}, analytics tables {s.analytics_entries:,} | "
+                      f"changelog {s.changelog_mb:,.1f} MB | lag {s.lag:,}")
 
-    console.print(f"[bold]soak[/] {streams} streams at a time for {minutes:g} min against {metrics_url}")
+    console.print(f"[bold]soak[/] {streams} streams at a time and {verdicts_per_s:g} verdicts/s for {minutes:g} min "
+                  f"against {metrics_url}")
     samples = asyncio.run(run_soak(settings, _bootstrap_or_fail(settings), metrics_url, streams, minutes, reply_tokens,
-                                   chunk_tokens, tokens_per_s, every_s, report))
+                                   chunk_tokens, tokens_per_s, every_s, report, verdicts_per_s))
     _print_table(soak_table(samples))
 
 

@@ -1,13 +1,15 @@
 """What every `guardstream bench` measurement needs: one measurement type, percentiles, a device
-sync, timed batches, and the table each bench renders its results into."""
+sync, timed batches, a worker's metrics, and the table each bench renders its results into."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 
 T = TypeVar("T")
@@ -21,6 +23,14 @@ def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[st
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def metric_totals(metrics_url: str) -> Callable[..., float]:
+    """A worker's metrics, read once: `total(name, **labels)` sums the samples that match."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        samples = [s for f in text_string_to_metric_families(response.read().decode()) for s in f.samples]
+    return lambda name, **labels: sum(s.value for s in samples
+                                      if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -44,4 +44,6 @@ def test_stream_pipeline_and_soak_tables_show_every_run_and_both_ends():
     assert got[2][5] == "1/1" and got[1][2] == "2"
     first, last = (Sample(at_s=t, streams_started=n, streams_finished=n, worker_rss_mb=100, actor_rss_mb=200, kv_used_mb=1,
                           table_entries=n, changelog_mb=0.5, lag=0) for t, n in ((0, 1), (60, 500)))
-    assert [r[:2] for r in rows(soak_table([first, Sample(**{**first.__dict__, "at_s": 30}), last]))] == [["0", "1"], ["60", "500"]]
+    last = Sample(**{**last.__dict__, "verdicts_sent": 9000, "analytics_entries": 12345})
+    got = rows(soak_table([first, Sample(**{**first.__dict__, "at_s": 30}), last]))
+    assert [r[:3] for r in got] == [["0", "1", "0"], ["60", "500", "9,000"]] and got[1][7] == "12,345"
