@@ -30,7 +30,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import rocksdict
@@ -66,6 +66,16 @@ class ReplayCountedTable(faust.Table):
         super().apply_changelog_batch(batch)
 
 
+class Change(NamedTuple):
+    """One key's change, as sent to the changelog: a None entry (and encoding) deletes it."""
+
+    key: str
+    partition: int
+    entry: dict | None  # {"p": partition, "v": value}
+    encoded: bytes | None  # the changelog record's value
+    existed: bool
+
+
 class MemoryEntries:
     """The local copy in Faust's memory store: key → {"p": partition, "v": value}."""
 
@@ -75,8 +85,8 @@ class MemoryEntries:
     def get(self, key: str) -> dict | None:
         return self.data.get(key)
 
-    def apply(self, changes: list[tuple[str, int, dict | None, bool]], offsets: Mapping[int, int]) -> None:
-        for key, _, entry, _ in changes:
+    def apply(self, changes: list[Change], offsets: Mapping[int, int]) -> None:
+        for key, _, entry, _, _ in changes:
             if entry is None:
                 self.data.pop(key, None)
             else:
@@ -112,16 +122,15 @@ class DiskEntries:
                 return json.loads(value)
         return None
 
-    def apply(self, changes: list[tuple[str, int, dict | None, bool]], offsets: Mapping[int, int]) -> None:
+    def apply(self, changes: list[Change], offsets: Mapping[int, int]) -> None:
         """Each partition's changes and its new changelog offset in one atomic write."""
         batches: dict[int, rocksdict.WriteBatch] = {}
-        for key, partition, entry, existed in changes:
+        for key, partition, entry, encoded, existed in changes:
             batch = batches.setdefault(partition, rocksdict.WriteBatch(raw_mode=True))
-            raw = json.dumps(key).encode()
-            if entry is None:
-                batch.delete(raw)
+            if encoded is None:
+                batch.delete(json.dumps(key).encode())
             else:
-                batch.put(raw, json.dumps(entry, ensure_ascii=False).encode())
+                batch.put(json.dumps(key).encode(), encoded)
             if partition in self.sizes:
                 self.sizes[partition] += (entry is not None) - existed
         for partition, batch in batches.items():
@@ -206,7 +215,7 @@ class PartitionedTable:
                 # serialised once, sent raw; recovery reads it as JSON, as Faust's json codec wrote it
                 encoded = None if entry is None else json.dumps(entry, ensure_ascii=False).encode()
                 sends.append(await self.producer.send(self.topic, json.dumps(key).encode(), encoded, target, None, None))
-                applied.append((key, target, entry, stored is not None))
+                applied.append(Change(key, target, entry, encoded, stored is not None))
                 self.written.inc(len(key) + len(encoded or b""))
             offsets: dict[int, int] = {}
             for sent in await asyncio.gather(*sends):
