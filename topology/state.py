@@ -54,6 +54,7 @@ async def seal(producer, partitions: Iterable[TP]) -> None:
 # Per partition database, so that memory stays small whatever the state's size: memtables of 4 MiB
 # (two), an 8 MiB block cache. Faust's defaults (3 × 64 MiB memtables and a 2 GiB cache, per
 # partition and table) would outgrow a worker pod's limit long before its disk fills.
+SCAN_STEP = 5_000  # entries a full scan reads between its turns on the event loop
 DISK_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
@@ -82,7 +83,7 @@ class MemoryEntries:
     def __init__(self, data):
         self.data = data
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str, partition: int | None = None) -> dict | None:
         return self.data.get(key)
 
     def apply(self, changes: list[Change], offsets: Mapping[int, int]) -> None:
@@ -115,9 +116,11 @@ class DiskEntries:
         self.store = store
         self.sizes: dict[int, int] = {}
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str, partition: int | None = None) -> dict | None:
+        """The key's entry: from its partition's database when the caller knows it, else from any."""
         raw = json.dumps(key).encode()
-        for db in list(self.store._dbs.values()):
+        dbs = self.store._dbs
+        for db in [dbs[partition]] if partition in dbs else list(dbs.values()):
             if (value := db.get(raw)) is not None:
                 return json.loads(value)
         return None
@@ -197,8 +200,8 @@ class PartitionedTable:
     def topic(self) -> str:
         return self.table.changelog_topic.get_topic_name()
 
-    def get(self, key: str, default: Any = None) -> Any:
-        entry = self.local.get(key)
+    def get(self, key: str, default: Any = None, partition: int | None = None) -> Any:
+        entry = self.local.get(key, partition)
         return default if entry is None else entry["v"]
 
     async def write(self, changes: Mapping[str, tuple[int, Any]]) -> None:
@@ -234,7 +237,13 @@ class PartitionedTable:
         self.local.keep_partitions(partitions)
 
     async def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
-        """Delete every key whose (key, partition, value) is expired; returns the deleted keys."""
-        gone = [key for key, partition, value in self.items() if expired(key, partition, value)]
+        """Delete every key whose (key, partition, value) is expired; returns the deleted keys. The
+        scan reads every entry, so it gives the agents their turns as it goes."""
+        gone = []
+        for n, (key, partition, value) in enumerate(self.items(), 1):
+            if expired(key, partition, value):
+                gone.append(key)
+            if n % SCAN_STEP == 0:
+                await asyncio.sleep(0)
         await self.write({key: (-1, None) for key in gone})
         return gone

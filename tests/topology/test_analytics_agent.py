@@ -15,7 +15,7 @@ class DictTable:
     def __init__(self):
         self.data: dict[str, tuple[int, object]] = {}
 
-    def get(self, key, default=None):
+    def get(self, key, default=None, partition=None):
         return self.data.get(key, (None, default))[1]
 
     async def write(self, changes):
@@ -76,3 +76,10 @@ async def test_replays_of_either_stage_count_nothing_twice_and_old_windows_expir
     published = len(w.sent)
     await analytics.count(records[:1])  # a verdict for an expired window is late: not counted again
     assert w.sent[published:] == [] and len(analytics.counted.data) == 2
+
+
+def test_expiry_runs_a_few_times_per_retention_but_at_least_once_a_window_and_at_most_a_minute_apart():
+    w = FakeWiring()
+    for window_s, retention_s, interval_s in ((60, 3600, 60), (1, 2, 1), (10, 100, 25), (1, 600, 60)):
+        w.settings = Settings.load({}, analytics_window_s=window_s, analytics_retention_s=retention_s)
+        assert Analytics(w).expiry_interval_s() == interval_s

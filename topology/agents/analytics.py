@@ -38,7 +38,7 @@ class Analytics:
                 continue  # enforcement already dead-letters bad verdict records
             keys = count_keys(verdict, self.window_s)
             self.route_time.advance(record.partition, keys[0].window)
-            if self.routed.get(verdict.verdict_id) is None and not self.route_time.expired(record.partition, keys[0].window):
+            if self.routed.get(verdict.verdict_id, partition=record.partition) is None and not self.route_time.expired(record.partition, keys[0].window):
                 fresh.setdefault(verdict.verdict_id, (record.partition, keys))
         await self.w.deliver([(self.w.by_count_key, key.encode(), verdict_id.encode())
                               for verdict_id, (_, keys) in fresh.items() for key in keys])
@@ -55,7 +55,7 @@ class Analytics:
                 metrics.LATE_VERDICTS.labels(self.w.settings.policy.metric_tenant(key.tenant)).inc()
                 continue
             touched.add(key)
-            if self.counted.get(entry := key.entry(record.value.decode())) is None:
+            if self.counted.get(entry := key.entry(record.value.decode()), partition=record.partition) is None:
                 entries[entry] = (record.partition, key)
         # counted only once stored: a retried batch counts nothing twice
         await self.counted.write({entry: (partition, key.window) for entry, (partition, key) in entries.items()})
@@ -80,6 +80,11 @@ class Analytics:
         self._restored(self.counted, self.w.by_count_key, self.count_time)
         self.tally = Counter(CountKey.of_entry(entry) for entry, _, _ in self.counted.items())
 
+    def expiry_interval_s(self) -> float:
+        """Expiry reads every entry, so it runs a few times per retention (at most once a minute,
+        at least once a window): a window's entries outlive the retention by one interval at most."""
+        return max(self.window_s, min(self.w.settings.analytics_retention_s / 4, 60))
+
     async def expire(self) -> None:
         """Forget windows past the retention, with tombstones; a verdict for them is no longer counted."""
         await self.routed.expire(lambda _, partition, window: self.route_time.expired(partition, window))
@@ -103,4 +108,4 @@ def register(w: Wiring) -> None:
     async def analytics_count(stream):
         await w.settled("analytics-count", stream, VERDICT_BATCH, 0.05, analytics.count)
 
-    w.app.timer(interval=min(analytics.window_s, 10))(guarded("expire_analytics", analytics.expire))
+    w.app.timer(interval=analytics.expiry_interval_s())(guarded("expire_analytics", analytics.expire))
