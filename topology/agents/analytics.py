@@ -81,8 +81,8 @@ class Analytics:
         self.tally = Counter(CountKey.of_entry(entry) for entry, _, _ in self.counted.items())
 
     def expiry_interval_s(self) -> float:
-        """Expiry reads every entry, so it runs a few times per retention (at most once a minute,
-        at least once a window): a window's entries outlive the retention by one interval at most."""
+        """Expiry reads every entry, so it runs every quarter retention, capped at a minute, but
+        never more often than once a window: entries outlive the retention by one interval at most."""
         return max(self.window_s, min(self.w.settings.analytics_retention_s / 4, 60))
 
     async def expire(self) -> None:
