@@ -29,7 +29,7 @@ import gc
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import faust
@@ -236,14 +236,15 @@ class PartitionedTable:
         """Forget (locally, without tombstones) what belongs to partitions this worker no longer owns."""
         self.local.keep_partitions(partitions)
 
-    async def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
-        """Delete every key whose (key, partition, value) is expired; returns the deleted keys. The
-        scan reads every entry, so it gives the agents their turns as it goes."""
-        gone = []
-        for n, (key, partition, value) in enumerate(self.items(), 1):
-            if expired(key, partition, value):
-                gone.append(key)
+    async def scan(self) -> AsyncIterator[tuple[str, int, Any]]:
+        """`items()` for a pass over the whole table: it gives the other agents their turns as it goes."""
+        for n, item in enumerate(self.items(), 1):
+            yield item
             if n % SCAN_STEP == 0:
                 await asyncio.sleep(0)
+
+    async def expire(self, expired: Callable[[str, int, Any], bool]) -> list[str]:
+        """Delete every key whose (key, partition, value) is expired; returns the deleted keys."""
+        gone = [key async for key, partition, value in self.scan() if expired(key, partition, value)]
         await self.write({key: (-1, None) for key in gone})
         return gone

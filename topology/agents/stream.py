@@ -79,8 +79,11 @@ class StreamAgent:
     async def forget_streams(self) -> None:
         """Streams idle past stream_idle_ttl_s leave the table with tombstones for all their
         entries; a chunk of one that comes later starts afresh."""
-        async with self.lock:
-            await self.states.write(idle_entries(self.states.items(), time.time() - self.w.settings.stream_idle_ttl_s))
+        horizon, idle = time.time() - self.w.settings.stream_idle_ttl_s, {}
+        async with self.lock:  # the agent waits; the other agents get their turns during the scan
+            async for item in self.states.scan():
+                idle.update(idle_entries([item], horizon))
+            await self.states.write(idle)
 
 
 def register(w: Wiring, stream_moderator: StreamModerator) -> None:
