@@ -34,7 +34,9 @@ def test_a_held_chunk_is_released_by_the_next_worker(broker, tiny, tmp_path):
     stream = {**build_streams(tok)[1], "id": "gap-st"}
     chunks = interleaved_chunks([stream])
     assert len(chunks) >= 4
-    env = dict(app_id="gs-gap", topic_prefix="gap.", agents="stream", stream_gap_timeout_s=GAP_TIMEOUT_S)
+    # tables in memory, the explicit choice: the successor restores them from the changelog alone
+    env = dict(app_id="gs-gap", topic_prefix="gap.", agents="stream", stream_gap_timeout_s=GAP_TIMEOUT_S,
+               table_store="memory")
     first = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "first.log", **env)
     produce(first.settings, broker.bootstrap, [chunks[0], chunks[2]], role="chunks")
     asyncio.run(wait_drained(first.settings, broker.bootstrap, "chunks"))
