@@ -51,10 +51,10 @@ async def seal(producer, partitions: Iterable[TP]) -> None:
     await asyncio.gather(*[await producer.send(tp.topic, _SEAL_KEY, None, tp.partition, None, None) for tp in partitions])
 
 
+SCAN_STEP = 5_000  # entries a full scan reads between its turns on the event loop
 # Per partition database, so that memory stays small whatever the state's size: memtables of 4 MiB
 # (two), an 8 MiB block cache. Faust's defaults (3 × 64 MiB memtables and a 2 GiB cache, per
 # partition and table) would outgrow a worker pod's limit long before its disk fills.
-SCAN_STEP = 5_000  # entries a full scan reads between its turns on the event loop
 DISK_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
