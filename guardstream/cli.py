@@ -194,7 +194,7 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
     exit_on_signals()  # until the worker installs its own handlers: the broker below is still stopped
     with EmbeddedBroker(log_path=settings.home / "broker.log") as embedded:
         console.print(f"[green]embedded broker[/] on [bold]{embedded.bootstrap}[/]")
-        run_worker(settings, embedded.bootstrap, loglevel)
+        run_worker(settings, embedded.bootstrap, loglevel, abandon=[embedded.stop])
 
 
 @main.command()

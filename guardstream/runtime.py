@@ -10,8 +10,10 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import faust
 import ray
@@ -24,7 +26,7 @@ from guardstream.workers import faults
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.pools.gen_pool import GenPool, GenSpec
-from guardstream.workers.pools.local_ray import record_processes, start_local_ray
+from guardstream.workers.pools.local_ray import reap_leftovers, record_processes, start_local_ray
 from guardstream.workers.pools.model_pool import (PoolMissing, PoolSpec, ensure_pool, find_pool, namespace, pool_handles,
                                                   remove_pool, wait_for_pool)
 from guardstream.workers.pools.stream_pool import StreamPool, StreamSpec
@@ -136,8 +138,55 @@ def watch_pool(settings: Settings, spec: PoolSpec) -> None:
     threading.Thread(target=watch, name="pool-watch", daemon=True).start()
 
 
-def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
-    """Run one Faust worker until it is stopped (SIGINT/SIGTERM)."""
+class GracedWorker(faust.Worker):
+    """Faust's worker, with a bound on its stop: one still stopping `grace_s` after a SIGTERM, a
+    SIGINT or a failed start (a stop waiting on a broker that does not answer, or on a group join)
+    runs `abandon` (what ends its children) and exits with code 1, as a crash would; what it had
+    not committed is redelivered."""
+
+    def __init__(self, app: faust.App, grace_s: float, abandon: Sequence[Callable[[], None]], **kwargs):
+        super().__init__(app, **kwargs)
+        self._grace_s, self._abandon = grace_s, abandon
+        self._stop_ended, self._grace = threading.Event(), None
+
+    def _on_sigint(self) -> None:
+        self._start_grace()
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._start_grace()
+        super()._on_sigterm()
+
+    def on_worker_shutdown(self) -> None:
+        self._start_grace()  # a stop without Faust's signal handlers: ours raised SystemExit first, or the start failed
+        super().on_worker_shutdown()
+
+    def stopped(self) -> None:
+        self._stop_ended.set()
+
+    def _start_grace(self) -> None:
+        if self._grace is None:
+            self._grace = threading.Thread(target=self._exit_after_grace, name="stop-grace", daemon=True)
+            self._grace.start()
+
+    def _exit_after_grace(self) -> None:
+        if self._stop_ended.wait(self._grace_s):
+            return
+        log.error("the worker is still stopping %.0fs after the signal (shutdown_grace_s): ending its children and "
+                  "exiting without the rest of its stop; records it had not committed are redelivered", self._grace_s)
+        for end in self._abandon:
+            try:
+                end()
+            except Exception:  # noqa: BLE001 - the next one still runs, and the exit below must happen
+                log.exception("could not end a child process on the way out")
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
+               abandon: Sequence[Callable[[], None]] = ()) -> None:
+    """Run one Faust worker until it is stopped (SIGINT/SIGTERM); `abandon` ends what the caller
+    started for it (the embedded broker) if the stop outlasts `shutdown_grace_s`."""
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     faults.arm(settings.faults)
     created = asyncio.run(ensure_topics(settings, bootstrap))
@@ -173,12 +222,15 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
             watch_pool(settings, spec)
         else:
             record_processes(settings.home, settings.app_id)
+            abandon = [lambda: reap_leftovers(settings.home, settings.app_id), *abandon]
     app = create_app(settings, bootstrap, moderator, stream_moderator)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, override_logging=False)
+    worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
+                          override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:
         ray.shutdown()
+        worker.stopped()
 
 
 def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> None:

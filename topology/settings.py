@@ -51,6 +51,9 @@ class Settings(BaseModel):
     # record arrives, so there it only paces idle polling; the embedded broker answers at the end of
     # the wait, so it adds to every chunk's latency (20 ms: `bench stream-pipeline`, README).
     kafka_fetch_max_wait_ms: int = Field(default=1500, ge=1, le=5000)
+    # A signalled worker still stopping after this long (its stop waiting on a broker that does not
+    # answer) ends its children and exits, as a crash would: under the chart's 60 s grace period.
+    shutdown_grace_s: float = Field(default=30, gt=0)
 
     # Ray and the model pool: named actors in the Ray namespace of app_id, shared by its workers.
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -38,18 +39,50 @@ def brokers_of(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if "tansu" in p.name()]
 
 
+def start_cli(tmp_path, args: list[str], **env) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / "cli.log"
+    env = {**os.environ, "GUARDSTREAM_HOME": str(tmp_path), "GUARDSTREAM_KAFKA_BOOTSTRAP": "", **env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def ended(proc: subprocess.Popen, log: Path, within_s: float) -> int:
+    try:
+        return proc.wait(within_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {within_s:.0f}s after the signal; its log ends:\n{log.read_text()[-3000:]}")
+
+
 @pytest.mark.parametrize("command", [["broker", "--port", "{port}"], ["up", "--agents", "enforcement"]])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_cli_stops_its_embedded_broker_on_a_signal(tmp_path, command, signum):
     """`up` is signalled while its worker is still starting: before Faust installs its own handlers."""
-    env = {**os.environ, "GUARDSTREAM_HOME": str(tmp_path), "GUARDSTREAM_KAFKA_BOOTSTRAP": ""}
-    args = [a.format(port=free_port()) for a in command]
-    proc = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, log = start_cli(tmp_path, [a.format(port=free_port()) for a in command])
     try:
         broker = eventually(lambda: brokers_of(proc.pid), 60, "the embedded broker", every_s=0.2)[0]
         proc.send_signal(signum)
-        proc.wait(30)
+        ended(proc, log, 60)  # a stop is bounded by shutdown_grace_s (30 s), then the broker's own stop
+        psutil.wait_procs([broker], timeout=15)
+        assert not broker.is_running() or broker.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_stop_that_hangs_on_the_broker_ends_after_the_grace_and_takes_the_broker_with_it(tmp_path):
+    """The broker stops answering (SIGSTOP) while the worker joins its group, and the worker is
+    signalled: Faust's stop waits on the join; past shutdown_grace_s the worker ends the broker and
+    exits with code 1."""
+    proc, log = start_cli(tmp_path, ["up", "--agents", "enforcement"], GUARDSTREAM_SHUTDOWN_GRACE_S="3")
+    try:
+        broker = eventually(lambda: brokers_of(proc.pid), 60, "the embedded broker", every_s=0.2)[0]
+        eventually(lambda: "joining group" in log.read_text(), 90, "the worker's join", every_s=0.05)  # Tansu: 5 s
+        broker.suspend()
+        proc.send_signal(signal.SIGTERM)
+        assert ended(proc, log, 40) == 1  # 3 s of grace, then up to 10 s for the broker to take SIGTERM, then SIGKILL
+        assert "still stopping 3s after the signal" in log.read_text()
         psutil.wait_procs([broker], timeout=15)
         assert not broker.is_running() or broker.status() == psutil.STATUS_ZOMBIE
     finally:
