@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -294,6 +295,65 @@ def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: st
     api = create_api(guard, keys, timeout_s, limits, tenant)
     uvicorn.run(api, host=host, port=port, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
                 h11_max_incomplete_event_size=64 * 1024)
+
+
+@main.group()
+def policy() -> None:
+    """Tenants' policies on the policies topic: every worker, client and `serve` follows it, no restart needed."""
+
+
+@policy.command("set")
+@click.argument("tenant")
+@click.argument("document", type=click.File("r"))
+@click.option("--by", "set_by", default=lambda: os.environ.get("USER") or "cli", help="who sets it  [default: $USER]")
+@click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
+def policy_set(tenant: str, document, set_by: str, kafka_bootstrap: str | None) -> None:
+    """Set TENANT's policy (`default`: every tenant no entry names) from DOCUMENT, a JSON file or - for stdin.
+
+    The document is one tenant's policy, e.g. {"mode": "observe", "category_actions": {"PII": "review"}};
+    it is checked before it is sent, and becomes the tenant's next version."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from guardstream.kafka_io import set_policy
+    from guardstream.schemas.events import Tenant
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    try:
+        TypeAdapter(Tenant).validate_python(tenant)
+        parsed = json.loads(document.read())
+        version = asyncio.run(set_policy(settings, _bootstrap_or_fail(settings), tenant, parsed, set_by))
+    except ValueError as exc:  # JSON and validation errors alike
+        raise click.ClickException(f"policy for {tenant} refused, nothing was sent: {exc}") from None
+    console.print(f"policy of [bold]{tenant}[/] is now version {version} (set by {set_by})")
+
+
+@policy.command("show")
+@click.argument("tenant", required=False)
+@click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
+def policy_show(tenant: str | None, kafka_bootstrap: str | None) -> None:
+    """The policy in force for TENANT, or for every tenant named (GUARDSTREAM_POLICY, then the topic over it)."""
+    from guardstream.kafka_io import policy_history
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    in_force, _ = asyncio.run(policy_history(settings, _bootstrap_or_fail(settings)))
+    named = [tenant] if tenant else sorted({"default", *in_force.tenants, *in_force.set_versions()})
+    for name in named:
+        console.print_json(json.dumps({"tenant": name, "version": in_force.version(name),
+                                       "policy": in_force.for_tenant(name).model_dump(mode="json")}))
+
+
+@policy.command("history")
+@click.argument("tenant")
+@click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
+def policy_history_command(tenant: str, kafka_bootstrap: str | None) -> None:
+    """TENANT's records on the policies topic, oldest first (what compaction has kept), refused ones too."""
+    from guardstream.kafka_io import policy_history
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    _, history = asyncio.run(policy_history(settings, _bootstrap_or_fail(settings)))
+    for offset, key, what in history:
+        if key == tenant:
+            click.echo(f"@{offset} {what}")
 
 
 @main.group()

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from guardstream.schemas import FOR_HEADER, Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import describe
+from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
 
@@ -109,6 +110,8 @@ class Guard:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task | None = None
+        self._policies = PolicyFeed(self.settings, bootstrap)  # the tenants' fail modes follow the policies topic
+        self._following: asyncio.Task | None = None
         self._reading = asyncio.Event()  # set while the reader is running with its partitions assigned
         self._reopen = False  # the reader failed: its consumer is replaced before it reads again
         self._broker_answered_at = 0.0
@@ -121,7 +124,10 @@ class Guard:
         await self.stop()
 
     async def start(self) -> None:
-        """Connect, and return once the reader is at the verdict topic's end (so no verdict is missed)."""
+        """Read the policies topic, connect, and return once the reader is at the verdict topic's end
+        (so no verdict is missed)."""
+        await self._policies.catch_up()
+        self._following = asyncio.create_task(self._policies.follow(), name="guardstream-client-policies")
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                           **self.settings.kafka_client_options())
         await self._producer.start()
@@ -130,9 +136,10 @@ class Guard:
 
     async def stop(self) -> None:
         self._reading.clear()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._following):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for part in (self._consumer, self._producer):  # a broker that is gone must not make stopping fail or hang
             if part is not None:
                 [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), 5), return_exceptions=True)

@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
+from guardstream.schemas import PolicyRecord
+from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import topics_for
+from guardstream.topology.topics import ensure_topics, topics_for
+from guardstream.workers.moderation.policy import Policy, TenantPolicy
 
 
 def topic_name(settings: Settings, role: str) -> str:
@@ -58,6 +61,43 @@ async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s:
                 return
     finally:
         await consumer.stop()
+
+
+async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: dict, set_by: str) -> int:
+    """Put a tenant's policy (or `default`'s) on the policies topic as its next version; returns
+    the version. The document is validated first (a `ValidationError` says what is wrong)."""
+    TenantPolicy.model_validate(document)
+    await ensure_topics(settings, bootstrap)  # before any worker has: the topic starts with this record
+    feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    await feed.catch_up()
+    record = PolicyRecord(tenant=tenant, version=feed.policy.set_versions().get(tenant, 0) + 1, set_by=set_by,
+                          policy=document)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    await producer.start()
+    try:
+        await producer.send_and_wait(feed.partition.topic, record.model_dump_json().encode(), key=tenant.encode())
+    finally:
+        await producer.stop()
+    return record.version
+
+
+async def policy_history(settings: Settings, bootstrap: str) -> tuple[Policy, list[tuple[int, str, str]]]:
+    """The policy in force (the settings' document with the topic over it) and, per record of the
+    topic in order: its offset, its tenant (key) and what became of it."""
+    feed = PolicyFeed(settings.model_copy(update={"policy": Policy.model_validate(settings.policy.model_dump())}), bootstrap)
+    history = []
+    async for message in records(settings, bootstrap, "policies", idle_timeout_s=1.5):
+        letter = feed.apply(message)
+        key = (message.key or b"").decode("utf-8", "replace")
+        if letter is not None:
+            history.append((message.offset, key, f"refused: {letter.error}"))
+        elif message.value is None:
+            history.append((message.offset, key, "removed: the starting document decides"))
+        else:
+            record = PolicyRecord.model_validate_json(message.value)
+            history.append((message.offset, key, f"version {record.version} set by {record.set_by} at "
+                                                  f"{record.set_at:%Y-%m-%d %H:%M:%S}Z: {json.dumps(record.policy)}"))
+    return feed.policy, history
 
 
 SUMMARY = {

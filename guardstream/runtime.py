@@ -20,6 +20,7 @@ import ray
 from transformers import AutoTokenizer
 
 from guardstream.topology.app import create_app
+from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings, SettingsError
 from guardstream.topology.topics import ensure_topics
 from guardstream.workers import faults
@@ -192,6 +193,10 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     created = asyncio.run(ensure_topics(settings, bootstrap))
     if created:
         log.info("created topics %s", ", ".join(created))
+    policies = PolicyFeed(settings, bootstrap)
+    read = asyncio.run(policies.catch_up())
+    log.info("policies topic: %d records read; in force from it: %s", read,
+             ", ".join(f"{k}@{v}" for k, v in sorted(settings.policy.set_versions().items())) or "none")
     serve_metrics(settings.metrics_port, settings.metrics_host)  # probes answer (not ready) while the pool loads
     moderator = stream_moderator = None
     agents = ", ".join(sorted(settings.agents))
@@ -223,7 +228,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
         else:
             record_processes(settings.home, settings.app_id)
             abandon = [lambda: reap_leftovers(settings.home, settings.app_id), *abandon]
-    app = create_app(settings, bootstrap, moderator, stream_moderator)
+    app = create_app(settings, bootstrap, moderator, stream_moderator, policies)
     worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
                           override_logging=False)
     try:

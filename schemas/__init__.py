@@ -9,6 +9,7 @@ from guardstream.schemas.events import (
     DeadLetter,
     Message,
     Moderate,
+    PolicyRecord,
     RiskLevel,
     Role,
     StreamPosition,
@@ -21,6 +22,6 @@ from guardstream.schemas.events import (
 
 __all__ = [
     "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
-    "Moderate", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
+    "Moderate", "PolicyRecord", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
     "derive_id", "verdict_id",
 ]

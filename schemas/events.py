@@ -16,7 +16,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -152,6 +152,8 @@ class StreamPosition(BaseModel):
     token_count: int = Field(ge=0)
     first_unsafe_token: int | None = None
     stop_token: int | None = Field(default=None, description="the token where the debounce tripped")
+    would_stop_token: int | None = Field(default=None, description=(
+        "observe mode: the token where the debounce would have stopped the stream (it was not stopped)"))
     final: bool = False
 
 
@@ -171,6 +173,11 @@ class VerdictEvent(Wire):
     probabilities: dict[Label, float] | None = None
     action: Action
     policy: str
+    policy_version: str | None = Field(default=None, description=(
+        "the policy entry that decided the action and its version: `acme@3`, `default@0` (the starting document)"))
+    observed: bool = Field(default=False, description="observe mode: the action is allow, `would_action` is what "
+                                                      "enforcement would have done")
+    would_action: Action | None = None
     error: str | None = None
     latency_ms: float = Field(ge=0)
     excerpt: Text | None = Field(default=None, description="the judged text, only when the worker is told to include it")
@@ -195,6 +202,11 @@ class ActionEvent(Wire):
     tenant: Tenant
     action: Action
     reason: str
+    policy_version: str | None = Field(default=None, description=(
+        "the policy entry that decided the action and its version: `acme@3`, `default@0` (the starting document)"))
+    observed: bool = Field(default=False, description="observe mode: the action is allow, `would_action` is what "
+                                                      "enforcement would have done")
+    would_action: Action | None = None
     produced_at: datetime = Field(default_factory=utc_now)
 
 
@@ -232,6 +244,18 @@ class DeadLetter(Wire):
                         "processing_failed", "undeliverable", "audit_rejected"]
     error: str
     produced_at: datetime = Field(default_factory=utc_now)
+
+
+class PolicyRecord(Wire):
+    """A tenant's policy as set on the policies topic (compacted, keyed by `tenant`; `default` is
+    the policy of tenants no entry names). `policy` is a tenant policy document (see
+    `TenantPolicy`); a record whose document is invalid is dead-lettered and changes nothing."""
+
+    tenant: Tenant
+    version: int = Field(ge=1, description="counts the tenant's entries from 1 (`guardstream policy set` takes the next)")
+    set_by: Id
+    set_at: datetime = Field(default_factory=utc_now)
+    policy: dict[str, Any]
 
 
 _VERDICT_NAMESPACE = uuid.UUID("6f1b7a52-3c39-4c5e-9d1a-2f5b8f0c7e11")

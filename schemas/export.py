@@ -9,12 +9,13 @@ from guardstream.schemas.events import (
     ActionEvent,
     ConversationEvent,
     DeadLetter,
+    PolicyRecord,
     TokenChunkEvent,
     VerdictEvent,
     WindowCount,
 )
 
-WIRE_MODELS = (ConversationEvent, TokenChunkEvent, VerdictEvent, ActionEvent, WindowCount, DeadLetter)
+WIRE_MODELS = (ConversationEvent, TokenChunkEvent, VerdictEvent, ActionEvent, WindowCount, DeadLetter, PolicyRecord)
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

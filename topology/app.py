@@ -20,6 +20,7 @@ import faust
 
 from guardstream.topology.agents import analytics, audit, enforcement, gen, stream
 from guardstream.topology.consumer import StrictTransport
+from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import ReplayCountedTable
 from guardstream.topology.wiring import Wiring, guarded
@@ -59,8 +60,9 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
 
 
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,
-               stream_moderator: StreamModerator | None) -> faust.App:
-    """The agents named in `settings.agents`; the moderators of agents left out may be None."""
+               stream_moderator: StreamModerator | None, policies: PolicyFeed | None = None) -> faust.App:
+    """The agents named in `settings.agents`; the moderators of agents left out may be None.
+    `policies`, caught up: followed while the app runs, its refused records dead-lettered."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store=f"{settings.table_store}://",
@@ -115,4 +117,9 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                       ready_problem or live_problem or f"{len(assigned)} partitions assigned")
 
     app.timer(interval=5.0)(guarded("report_health", report_health))
+    if policies is not None:
+        async def follow_policies() -> None:
+            await policies.follow(lambda letter: w.send_letters([letter]))
+
+        app.task(follow_policies)
     return app

@@ -25,6 +25,12 @@ STREAM_BATCH_SECONDS = Histogram("guardstream_stream_batch_seconds", "Time to ju
 BATCH_RECORDS = Histogram("guardstream_batch_records", "Records per agent batch sent to the model pool", ["agent"],
                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 ACTIONS = Counter("guardstream_actions_total", "Actions emitted by enforcement", ["tenant", "action"])
+WOULD_ACTIONS = Counter("guardstream_would_action_total", "Observe mode: what enforcement would have done instead of "
+                        "allowing (one per observed action)", ["tenant", "action"])
+POLICY_REJECTED = Counter("guardstream_policy_rejected_total", "Policies-topic records refused (their tenant keeps the "
+                          "policy it had)")
+POLICY_VERSION = Gauge("guardstream_policy_version", "The version in force of each entry the policies topic has set",
+                       ["tenant"])
 BATCH_FAILURES = Counter("guardstream_batch_failures_total",
                          "Batches (or single records) whose step failed permanently and was narrowed down", ["agent"])
 RETRIES = Counter("guardstream_retries_total", "Transient failures retried while the agent held its offsets", ["agent"])

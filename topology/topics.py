@@ -38,10 +38,11 @@ class Topics:
     dlq: TopicSpec
     analytics_by_key: TopicSpec  # internal: verdicts re-keyed for counting
     replies: TopicSpec  # verdicts again, each in the partition its request named (`reply_to`): one per gateway
+    policies: TopicSpec  # one partition: every reader sees the changes in one order
 
     def all(self) -> list[TopicSpec]:
         return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq,
-                self.analytics_by_key, self.replies]
+                self.analytics_by_key, self.replies, self.policies]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -57,6 +58,7 @@ def topics_for(settings: Settings) -> Topics:
                                    "window|tenant|risk|category", "b'1' per counted verdict", retention_ms=DAY_MS),
         replies=TopicSpec("replies", f"{p}replies", settings.reply_partitions, "conversation_id", "VerdictEvent",
                           retention_ms=DAY_MS),
+        policies=TopicSpec("policies", f"{p}policies", 1, "tenant", "PolicyRecord", compacted=True),
     )
 
 

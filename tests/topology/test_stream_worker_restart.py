@@ -13,6 +13,7 @@ import pytest
 
 from guardstream.dev.broker import free_port
 from guardstream.dev.stream_reference import StreamGuardReference
+from guardstream.kafka_io import set_policy
 
 from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import start_worker, wait_drained
@@ -34,7 +35,10 @@ def test_a_killed_worker_loses_no_stream_verdict(broker, tiny, tmp_path):
     asyncio.run(wait_drained(first.settings, broker.bootstrap, "chunks", timeout_s=120))
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(30)
-    produce(first.settings, broker.bootstrap, events[len(events) // 2 :], role="chunks")
+    second_half = events[len(events) // 2 :]
+    produce(first.settings, broker.bootstrap, second_half, role="chunks")
+    # the default policy again, as its first version on the policies topic: the successor starts with it
+    asyncio.run(set_policy(first.settings, broker.bootstrap, "default", {"mode": "strict"}, "test"))
     port = free_port()
     second = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "second.log", metrics_port=port, **settings)
     try:
@@ -47,6 +51,8 @@ def test_a_killed_worker_loses_no_stream_verdict(broker, tiny, tmp_path):
     chunk_verdicts = [v for v in verdicts.values() if not v["stream"]["final"] and v["moderate"] == "response"]
     assert Counter(v["source_event_id"] for v in chunk_verdicts) == Counter(e["event_id"] for e in events)
     assert not [v for v in verdicts.values() if v["error"]]
+    assert {v["policy_version"] for v in chunk_verdicts if v["source_event_id"] in {e["event_id"] for e in second_half}} \
+        == {"default@1"}
     # the first worker's state was on disk: only the seals since its last write were replayed
     assert replayed is not None and replayed <= 2 * second.settings.topic_partitions, replayed
     stops = Counter(v["stream"]["stream_id"] for v in chunk_verdicts if v["action"] == "stop")

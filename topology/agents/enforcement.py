@@ -17,7 +17,10 @@ def register(w: Wiring) -> None:
         sends = []
         for verdict in found:
             action = action_for(verdict)
-            metrics.ACTIONS.labels(w.settings.policy.metric_tenant(action.tenant), action.action.value).inc()
+            tenant = w.settings.policy.metric_tenant(action.tenant)
+            metrics.ACTIONS.labels(tenant, action.action.value).inc()
+            if action.would_action is not None:
+                metrics.WOULD_ACTIONS.labels(tenant, action.would_action.value).inc()
             sends.append((actions, action.conversation_id, action.model_dump_json().encode()))
         await deliver(sends + [dead(d) for d in letters])  # the one agent that reports bad verdict records
 

@@ -44,11 +44,11 @@ class GenModerator:
 
     def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
                  latency_ms: float) -> VerdictEvent:
-        policy = self.rules.policy.for_tenant(event.tenant)
+        policy, version = self.rules.policy.for_tenant(event.tenant), self.rules.policy.version(event.tenant)
         judgement = result.judgement if result else None
         risk = judgement.risk_level if judgement else RiskLevel.error
         categories = judgement.categories if judgement else []
-        action = policy.too_long_action if result and result.too_long else \
+        decision = policy.observing(policy.too_long_action) if result and result.too_long else \
             policy.decide(risk, categories, result.probabilities if result else None)
         return VerdictEvent(
             verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate),
@@ -56,8 +56,8 @@ class GenModerator:
             moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
             categories=categories, refusal=judgement.refusal if judgement else None,
             probabilities=result.probabilities if result else None,
-            action=action,
-            policy=policy.describe(event.tenant),
+            action=decision.action, observed=decision.observed, would_action=decision.would_action,
+            policy=policy.describe(event.tenant), policy_version=version,
             error=failure or self._error(result), latency_ms=latency_ms,
             excerpt=event.messages[-1].content if self.rules.store_text else None, reply_to=event.reply_to,
         )

@@ -8,16 +8,24 @@
   `stream_max_tokens`) gets: it was not judged whole, and a fail-open tenant must not let that
   pass silently, so it is its own setting (default block), apart from the fail mode;
 - review thresholds send an allowed verdict to review when a label's probability is high enough
-  (e.g. {"Unsafe": 0.3}), for models that report probabilities.
+  (e.g. {"Unsafe": 0.3}), for models that report probabilities;
+- observe mode (`"mode": "observe"` for a tenant, judged as strict, or `"observe"` as a category's
+  action, which would be `unsafe_action`) decides as usual but allows: the decision says what
+  enforcement would have done (`would_action`), so a policy can be tried on live traffic first.
+
+The policy in force is the starting document (`GUARDSTREAM_POLICY`) with, over it, what the
+policies topic has set per tenant since (`Policy.set_tenant`, fed by `topology/policy_feed.py`):
+a tenant the topic names takes its entry there, else the document's, else the topic's `default`,
+else the document's default.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from guardstream.schemas import Action, RiskLevel
 
@@ -28,40 +36,93 @@ def most_severe(*actions: Action) -> Action:
     return max(actions, key=_SEVERITY.__getitem__)
 
 
+class Decision(NamedTuple):
+    action: Action  # what is done
+    would_action: Action | None = None  # observed: what enforcement would have done (the action is then allow)
+
+    @property
+    def observed(self) -> bool:
+        return self.would_action is not None
+
+
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    mode: Literal["strict", "loose"] = "strict"
+    mode: Literal["strict", "loose", "observe"] = "strict"
     fail_mode: Literal["closed", "open"] = "closed"
     unsafe_action: Action = Action.block
-    category_actions: dict[str, Action] = Field(default_factory=dict)
+    category_actions: dict[str, Action | Literal["observe"]] = Field(default_factory=dict)
     review_thresholds: dict[str, float] = Field(default_factory=dict)
     too_long_action: Action = Action.block
 
-    def decide(self, risk: RiskLevel, categories: list[str], probabilities: dict[str, float] | None = None) -> Action:
+    @property
+    def strict(self) -> bool:
+        """Controversial counts as unsafe (observe mode judges as strict does)."""
+        return self.mode != "loose"
+
+    def decide(self, risk: RiskLevel, categories: list[str], probabilities: dict[str, float] | None = None) -> Decision:
         if risk is RiskLevel.error:
-            return Action.block if self.fail_mode == "closed" else Action.allow
-        if risk is RiskLevel.safe or (risk is RiskLevel.controversial and self.mode == "loose"):
+            return self.observing(Action.block if self.fail_mode == "closed" else Action.allow)
+        if risk is RiskLevel.safe or (risk is RiskLevel.controversial and not self.strict):
             crossed = any((probabilities or {}).get(label, 0.0) >= at for label, at in self.review_thresholds.items())
-            return Action.review if crossed else Action.allow
+            return self.observing(Action.review if crossed else Action.allow)
         # each category takes its override or else unsafe_action; the most severe of them applies
-        return most_severe(*(self.category_actions.get(c, self.unsafe_action) for c in categories or [None]))
+        actions = {c: self.category_actions.get(c, self.unsafe_action) for c in categories or [None]}
+        would = most_severe(*(self.unsafe_action if a == "observe" else a for a in actions.values()))
+        if self.mode == "observe" or "observe" not in actions.values():
+            return self.observing(would)
+        enforced = [a for a in actions.values() if a != "observe"]
+        return Decision(most_severe(*enforced) if enforced else Action.allow, would)
+
+    def observing(self, would: Action) -> Decision:
+        """The decision for an action the rules give: allowed and recorded in observe mode."""
+        return Decision(Action.allow, would) if self.mode == "observe" else Decision(would)
 
     def describe(self, tenant: str) -> str:
         return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}"
 
 
 class Policy(BaseModel):
+    """The starting document; `set_tenant` lays the policies topic's entries over it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     default: TenantPolicy = Field(default_factory=TenantPolicy)
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+    _set: dict[str, tuple[int, TenantPolicy]] = PrivateAttr(default_factory=dict)  # key → (version, policy)
+
+    def _entry(self, tenant: str) -> tuple[str, int, TenantPolicy]:
+        if tenant in self._set:
+            return tenant, *self._set[tenant]
+        if tenant in self.tenants:
+            return tenant, 0, self.tenants[tenant]
+        if "default" in self._set:
+            return "default", *self._set["default"]
+        return "default", 0, self.default
 
     def for_tenant(self, tenant: str) -> TenantPolicy:
-        return self.tenants.get(tenant, self.default)
+        return self._entry(tenant)[2]
+
+    def version(self, tenant: str) -> str:
+        """Which entry decides for the tenant, and its version: `acme@3` (the topic's third for
+        acme), `default@0` (the starting document's default)."""
+        key, version, _ = self._entry(tenant)
+        return f"{key}@{version}"
+
+    def set_tenant(self, key: str, version: int, policy: TenantPolicy | None) -> None:
+        """The topic's entry for a tenant (or `default`); None (a tombstone) falls back to the document."""
+        if policy is None:
+            self._set.pop(key, None)
+        else:
+            self._set[key] = (version, policy)
+
+    def set_versions(self) -> dict[str, int]:
+        """The version in force of each key the topic has set."""
+        return {key: version for key, (version, _) in self._set.items()}
 
     def metric_tenant(self, tenant: str) -> str:
-        """The tenant as a metric label: tenants this policy names keep their name, all others are
-        `other`, so tenant names that producers make up cannot grow the series without bound."""
-        return tenant if tenant in self.tenants or tenant == "default" else "other"
+        """The tenant as a metric label: tenants this policy names (in the document or on the topic)
+        keep their name, all others are `other`, so tenant names that producers make up cannot grow
+        the series without bound."""
+        return tenant if tenant in self.tenants or tenant in self._set or tenant == "default" else "other"
 
     @classmethod
     def from_source(cls, source: str) -> Policy:

@@ -56,6 +56,11 @@ class StreamState(BaseModel):
     stop_token: int | None = None
     worst: str = "Safe"
     reviewed: bool = False  # a chunk went to review: so does the whole stream, unless it was stopped
+    # observe mode: the same counts as enforcement would have kept them, where they differ
+    observed: bool = False  # a decision of this stream was observed (allowed, with what would have been done)
+    would_run: int = 0
+    would_stop: int | None = None  # where the debounce would have stopped it (only when it was not stopped)
+    would_review: bool = False
     done: bool = False
     updated_at: float = 0.0  # wall time of its last chunk: finished and idle streams are forgotten after a while
     reply_to: int | None = None  # the replies partition of the gateway that sent its latest chunk

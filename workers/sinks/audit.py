@@ -19,7 +19,9 @@ from guardstream.workers import faults
 
 COLUMNS = ("verdict_id", "source_event_id", "conversation_id", "tenant", "moderate", "model_id", "model_variant",
            "risk_level", "categories", "refusal", "probabilities", "action", "policy", "error", "latency_ms",
-           "produced_at", "excerpt", "stream")
+           "produced_at", "excerpt", "stream", "policy_version", "observed", "would_action")
+# columns added since the table was first created, each with its type: added to an older table when opened
+ADDED_COLUMNS = {"policy_version": "text", "observed": "boolean NOT NULL DEFAULT false", "would_action": "text"}
 
 
 def _row(v: VerdictEvent) -> tuple:
@@ -27,7 +29,8 @@ def _row(v: VerdictEvent) -> tuple:
             v.model_variant, v.risk_level.value, json.dumps(v.categories), v.refusal,
             json.dumps(v.probabilities) if v.probabilities is not None else None, v.action.value, v.policy, v.error,
             v.latency_ms, v.produced_at.isoformat(), v.excerpt,
-            v.stream.model_dump_json() if v.stream is not None else None)
+            v.stream.model_dump_json() if v.stream is not None else None, v.policy_version, v.observed,
+            v.would_action.value if v.would_action is not None else None)
 
 
 SECRET_PARAMS = ("password", "sslpassword", "passfile", "sslkey")
@@ -92,8 +95,9 @@ class PostgresAudit(AuditStore):
         tenant text NOT NULL, moderate text NOT NULL, model_id text NOT NULL, model_variant text NOT NULL,
         risk_level text NOT NULL, categories jsonb NOT NULL, refusal boolean, probabilities jsonb,
         action text NOT NULL, policy text NOT NULL, error text, latency_ms double precision NOT NULL,
-        produced_at timestamptz NOT NULL, excerpt text, stream jsonb, stored_at timestamptz NOT NULL DEFAULT now())
-    """
+        produced_at timestamptz NOT NULL, excerpt text, stream jsonb, stored_at timestamptz NOT NULL DEFAULT now());
+    """ + "".join(f"ALTER TABLE guard_verdicts ADD COLUMN IF NOT EXISTS {name} {kind};\n"
+                  for name, kind in ADDED_COLUMNS.items())
 
     def __init__(self, url: str, ca_file: Path | None = None):
         """ca_file: the database server's CA (a private one); the server's certificate and name are
@@ -144,6 +148,9 @@ class SqliteAudit(AuditStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS guard_verdicts ({', '.join(COLUMNS)}, PRIMARY KEY (verdict_id))")
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(guard_verdicts)")}
+        for name in ADDED_COLUMNS.keys() - present:
+            self._db.execute(f"ALTER TABLE guard_verdicts ADD COLUMN {name}")
 
     async def upsert(self, verdicts: list[VerdictEvent]) -> None:
         def write() -> None:

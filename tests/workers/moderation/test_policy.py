@@ -14,28 +14,28 @@ from guardstream.workers.moderation.policy import Policy, TenantPolicy
     ("loose", RiskLevel.unsafe, Action.block),
 ])
 def test_strict_treats_controversial_as_unsafe_and_loose_as_safe(mode, risk, expected):
-    assert TenantPolicy(mode=mode).decide(risk, ["Violent"] if risk is not RiskLevel.safe else []) is expected
+    assert TenantPolicy(mode=mode).decide(risk, ["Violent"] if risk is not RiskLevel.safe else []).action is expected
 
 
 def test_fail_mode_decides_errors():
-    assert TenantPolicy(fail_mode="closed").decide(RiskLevel.error, []) is Action.block
-    assert TenantPolicy(fail_mode="open").decide(RiskLevel.error, []) is Action.allow
+    assert TenantPolicy(fail_mode="closed").decide(RiskLevel.error, []).action is Action.block
+    assert TenantPolicy(fail_mode="open").decide(RiskLevel.error, []).action is Action.allow
 
 
 def test_each_category_takes_its_override_or_the_unsafe_action_and_the_most_severe_wins():
     policy = TenantPolicy(unsafe_action="block", category_actions={"PII": "review", "Jailbreak": "allow"})
-    assert policy.decide(RiskLevel.unsafe, ["PII"]) is Action.review
-    assert policy.decide(RiskLevel.unsafe, ["Jailbreak"]) is Action.allow
-    assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "PII"]) is Action.review
+    assert policy.decide(RiskLevel.unsafe, ["PII"]).action is Action.review
+    assert policy.decide(RiskLevel.unsafe, ["Jailbreak"]).action is Action.allow
+    assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "PII"]).action is Action.review
     # a category without an override counts as unsafe_action: an override never downgrades the others
-    assert policy.decide(RiskLevel.unsafe, ["Violent", "PII"]) is Action.block
-    assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "Violent"]) is Action.block
-    assert policy.decide(RiskLevel.unsafe, ["Violent"]) is Action.block
-    assert policy.decide(RiskLevel.unsafe, []) is Action.block
-    assert policy.decide(RiskLevel.safe, ["PII"]) is Action.allow
+    assert policy.decide(RiskLevel.unsafe, ["Violent", "PII"]).action is Action.block
+    assert policy.decide(RiskLevel.unsafe, ["Jailbreak", "Violent"]).action is Action.block
+    assert policy.decide(RiskLevel.unsafe, ["Violent"]).action is Action.block
+    assert policy.decide(RiskLevel.unsafe, []).action is Action.block
+    assert policy.decide(RiskLevel.safe, ["PII"]).action is Action.allow
     lenient = TenantPolicy(unsafe_action="review", category_actions={"Violent": "block"})
-    assert lenient.decide(RiskLevel.unsafe, ["PII"]) is Action.review
-    assert lenient.decide(RiskLevel.unsafe, ["PII", "Violent"]) is Action.block
+    assert lenient.decide(RiskLevel.unsafe, ["PII"]).action is Action.review
+    assert lenient.decide(RiskLevel.unsafe, ["PII", "Violent"]).action is Action.block
 
 
 def test_tenant_overrides_fall_back_to_default(tmp_path):
@@ -55,8 +55,42 @@ def test_policy_rejects_unknown_keys():
 
 def test_review_thresholds_send_confident_near_misses_to_review():
     policy = TenantPolicy(mode="loose", review_thresholds={"Unsafe": 0.3})
-    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.6, "Unsafe": 0.35, "Controversial": 0.05}) is Action.review
-    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.9, "Unsafe": 0.05, "Controversial": 0.05}) is Action.allow
-    assert policy.decide(RiskLevel.controversial, [], {"Unsafe": 0.31}) is Action.review
-    assert policy.decide(RiskLevel.safe, []) is Action.allow  # no probabilities, nothing to threshold
-    assert policy.decide(RiskLevel.unsafe, ["Violent"], {"Unsafe": 0.9}) is Action.block
+    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.6, "Unsafe": 0.35, "Controversial": 0.05}).action is Action.review
+    assert policy.decide(RiskLevel.safe, [], {"Safe": 0.9, "Unsafe": 0.05, "Controversial": 0.05}).action is Action.allow
+    assert policy.decide(RiskLevel.controversial, [], {"Unsafe": 0.31}).action is Action.review
+    assert policy.decide(RiskLevel.safe, []).action is Action.allow  # no probabilities, nothing to threshold
+    assert policy.decide(RiskLevel.unsafe, ["Violent"], {"Unsafe": 0.9}).action is Action.block
+
+
+@pytest.mark.parametrize("risk, categories, would", [
+    (RiskLevel.safe, [], Action.allow),
+    (RiskLevel.controversial, ["Politically Sensitive Topics"], Action.block),  # judged as strict
+    (RiskLevel.unsafe, ["PII"], Action.review),
+    (RiskLevel.unsafe, ["Violent"], Action.block),
+    (RiskLevel.error, [], Action.block),  # fail closed would block
+])
+def test_an_observed_tenant_is_always_allowed_and_told_what_would_have_been_done(risk, categories, would):
+    decision = TenantPolicy(mode="observe", category_actions={"PII": "review"}).decide(risk, categories)
+    assert decision.action is Action.allow and decision.observed and decision.would_action is would
+
+
+def test_an_observed_category_is_allowed_while_the_others_are_enforced():
+    policy = TenantPolicy(unsafe_action="block", category_actions={"Violent": "observe", "PII": "review"})
+    assert policy.decide(RiskLevel.unsafe, ["Violent"]) == (Action.allow, Action.block)
+    assert policy.decide(RiskLevel.unsafe, ["Violent", "PII"]) == (Action.review, Action.block)  # PII still enforced
+    assert policy.decide(RiskLevel.unsafe, ["PII"]) == (Action.review, None)  # nothing observed: an ordinary decision
+    assert policy.decide(RiskLevel.safe, []) == (Action.allow, None)
+    assert not TenantPolicy().decide(RiskLevel.unsafe, ["Violent"]).observed
+
+
+def test_the_topics_entries_lie_over_the_document_per_tenant_and_a_tombstone_lifts_them():
+    policy = Policy(default=TenantPolicy(mode="strict"), tenants={"globex": TenantPolicy(mode="loose")})
+    assert (policy.version("acme"), policy.version("globex")) == ("default@0", "globex@0")
+    policy.set_tenant("acme", 3, TenantPolicy(mode="observe"))
+    policy.set_tenant("default", 1, TenantPolicy(fail_mode="open"))
+    assert policy.for_tenant("acme").mode == "observe" and policy.version("acme") == "acme@3"
+    assert policy.for_tenant("globex").mode == "loose"  # the document names it: the topic's default does not apply
+    assert policy.for_tenant("initech").fail_mode == "open" and policy.version("initech") == "default@1"
+    assert policy.metric_tenant("acme") == "acme" and policy.metric_tenant("initech") == "other"
+    policy.set_tenant("acme", 4, None)
+    assert policy.version("acme") == "default@1" and policy.set_versions() == {"default": 1}

@@ -67,3 +67,35 @@ def test_review_marks_the_chunk_and_the_whole_stream_and_too_long_decides_the_fi
     verdicts = judge.verdicts(r, StreamAnswer("s", tokens=[token("Safe"), risky]), None, 1.0)
     assert [v.action for v in verdicts] == [Action.allow, Action.review, Action.review]
     assert verdicts[-1].stream.final and verdicts[-1].source_event_id == "e-9" and verdicts[-1].stream.stop_token is None
+
+
+OBSERVING = Policy.model_validate({"tenants": {"watched": {"mode": "observe"},
+                                               "partly": {"category_actions": {"Violent": "observe"}}}})
+UNSAFE_RUN = [token("Safe"), token("Unsafe", "Violent"), token("Unsafe", "Violent"), token("Safe")]
+
+
+def test_an_observed_stream_is_never_stopped_and_records_where_it_would_have_been():
+    judge, state = StreamJudge(StreamRules(policy=OBSERVING, debounce=2), "m"), StreamState(tenant="watched")
+    verdicts = judge.verdicts(ready(state, 2, 2), StreamAnswer("s", tokens=UNSAFE_RUN), None, 1.0)
+    verdicts += judge.verdicts(ready(state, 1, final=True), StreamAnswer("s", tokens=[token("Unsafe", "Violent")]), None, 1.0)
+    assert [v.action for v in verdicts] == [Action.allow] * 4 and state.stop_token is None
+    assert [v.would_action for v in verdicts] == [Action.allow, Action.stop, Action.block, Action.block]
+    assert all(v.observed for v in verdicts) and verdicts[-1].stream.final
+    assert {v.stream.would_stop_token for v in verdicts[1:]} == {2} and verdicts[0].stream.would_stop_token is None
+    assert all(v.policy_version == "watched@0" for v in verdicts)
+    failed = judge.verdicts(ready(StreamState(tenant="watched"), 2), StreamAnswer("s"), "down", 1.0)
+    assert [(v.action, v.would_action, v.stream.would_stop_token) for v in failed] == [(Action.allow, Action.stop, 0)]
+
+
+def test_an_observed_category_never_stops_the_stream_while_the_others_still_do():
+    judge = StreamJudge(StreamRules(policy=OBSERVING, debounce=2), "m")
+    violent = StreamState(tenant="partly")
+    verdicts = judge.verdicts(ready(violent, 2, 2), StreamAnswer("s", tokens=UNSAFE_RUN), None, 1.0)
+    # the first chunk's Violent token was observed (one token: the debounce would not have tripped yet)
+    assert [(v.action, v.would_action, v.observed) for v in verdicts] == [(Action.allow, Action.allow, True),
+                                                                            (Action.allow, Action.stop, True)]
+    assert violent.stop_token is None and violent.would_stop == 2
+    jailbreak = StreamState(tenant="partly")
+    tokens = [token("Unsafe", "Jailbreak")] * 2
+    assert [v.action for v in judge.verdicts(ready(jailbreak, 2), StreamAnswer("s", tokens=tokens), None, 1.0)] == [Action.stop]
+    assert jailbreak.would_stop is None  # enforced where it tripped: nothing only observed

@@ -1,0 +1,140 @@
+"""Policies that change live: `policy set` under a steady load, a bad document, observe mode, and
+a client that starts after the changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections import Counter
+from datetime import datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from guardstream.client import Guard
+from guardstream.kafka_io import records, set_policy, topic_name
+from guardstream.workers.moderation.policy import Policy
+
+from tests.helpers.kafka_helpers import read_all
+from tests.helpers.metrics import scrape
+from tests.helpers.pipeline import wait_drained
+from tests.helpers.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+TENANT, CONTROL = "reload-a", "reload-b"  # the tenant whose policy changes, and one no change may touch
+QUESTION = [{"role": "user", "content": "is the government right about gun control"}]  # the corpus: Controversial
+LOOSE, STRICT, OBSERVE = {"mode": "loose"}, {"mode": "strict"}, {"mode": "observe"}
+FLIPS = 2
+WITHIN_S = 5
+
+
+def mine(value: dict) -> bool:
+    return value.get("source_event_id", "").startswith("reload-")
+
+
+def when(value: dict) -> float:
+    return datetime.fromisoformat(value["produced_at"]).timestamp()
+
+
+async def steady_load(settings, bootstrap: str, stop: asyncio.Event, sent: list[str]) -> None:
+    """Ten conversations a second for each of the two tenants, until stopped."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(10_000):
+            if stop.is_set():
+                return
+            for tenant in (TENANT, CONTROL):
+                event = {"event_id": f"reload-{tenant}-{i:05d}", "conversation_id": f"reload-{tenant}-{i % 50}",
+                         "tenant": tenant, "messages": QUESTION}
+                await producer.send_and_wait(topic_name(settings, "conversations"), json.dumps(event).encode(),
+                                             key=event["conversation_id"].encode())
+                sent.append(event["event_id"])
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+
+
+async def first_verdict_of(settings, bootstrap: str, version: str, since: float, timeout_s: float = 30) -> float:
+    """Seconds from `since` to the produced_at of the first verdict of TENANT under `version`
+    (read as they come: under a steady load the topic is never idle)."""
+    deadline = time.monotonic() + timeout_s
+    async for message in records(settings, bootstrap, "verdicts", until=lambda: time.monotonic() > deadline):
+        value = json.loads(message.value)
+        if mine(value) and value.get("policy_version") == version:
+            return when(value) - since
+    raise AssertionError(f"no verdict of {TENANT} under {version} within {timeout_s}s of its `policy set`")
+
+
+async def raw_policy_record(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repeat_none(worker):
+    settings, bootstrap = worker.settings, worker.bootstrap
+    sent: list[str] = []
+    delays, changes = [], []  # seconds from each `policy set` to its first verdict; (version, set at, policy)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        load = asyncio.create_task(steady_load(settings, bootstrap, stop, sent))
+        try:
+            await asyncio.sleep(2)
+            for flip in range(FLIPS):  # loose and strict by turns: Controversial is allowed, then blocked
+                document = LOOSE if flip % 2 == 0 else STRICT
+                version = await set_policy(settings, bootstrap, TENANT, document, "test")
+                changes.append((version, time.time(), document))
+                delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
+                await asyncio.sleep(WITHIN_S + 1)  # every verdict from here on is the new version's
+            # another producer writes an invalid document: dead-lettered, the previous version decides
+            await raw_policy_record(bootstrap, topic_name(settings, "policies"), TENANT.encode(), json.dumps(
+                {"tenant": TENANT, "version": 99, "set_by": "rogue", "policy": {"mode": "lenient"}}).encode())
+            await asyncio.sleep(WITHIN_S + 1)
+            version = await set_policy(settings, bootstrap, TENANT, OBSERVE, "test")
+            changes.append((version, time.time(), OBSERVE))
+            delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
+            await asyncio.sleep(WITHIN_S + 1)
+        finally:
+            stop.set()
+            await load
+
+    asyncio.run(run())
+    asyncio.run(wait_drained(settings, bootstrap, "conversations"))
+    verdicts = read_all(settings, bootstrap, "verdicts", mine)
+
+    counts = Counter(v["source_event_id"] for v in verdicts)
+    assert set(counts) == set(sent) and set(counts.values()) == {1}, "a verdict lost or judged twice"
+    control = [v for v in verdicts if v["tenant"] == CONTROL]
+    assert {(v["policy_version"], v["action"]) for v in control} == {("default@0", "block")}
+    mine_only = sorted((v for v in verdicts if v["tenant"] == TENANT), key=when)
+    for (version, set_at, document), ends in zip(changes, [c[1] for c in changes[1:]] + [float("inf")]):
+        settled = [v for v in mine_only if set_at + WITHIN_S < when(v) < ends]
+        expected = {"loose": "allow", "strict": "block", "observe": "allow"}[document["mode"]]
+        assert settled and {(v["policy_version"], v["action"]) for v in settled} == {(f"{TENANT}@{version}", expected)}
+    observed = [v for v in mine_only if v["policy_version"] == f"{TENANT}@{changes[-1][0]}"]
+    assert all(v["observed"] and v["would_action"] == "block" for v in observed)
+    print(f"\npolicy reload delay over {len(delays)} changes: p50 {statistics.median(delays):.2f}s, "
+          f"max {max(delays):.2f}s ({', '.join(f'{d:.2f}' for d in delays)})")
+    assert max(delays) < WITHIN_S
+
+    letters = read_all(settings, bootstrap, "dlq", lambda v: v["topic"] == topic_name(settings, "policies"))
+    assert letters and all("mode" in v["error"] and v["error_code"] == "invalid_schema" for v in letters)
+    actions = read_all(settings, bootstrap, "actions", lambda v: v["verdict_id"] in {o["verdict_id"] for o in observed})
+    assert actions and all(a["observed"] and a["would_action"] == "block" and a["action"] == "allow" for a in actions)
+    eventually(lambda: scrape(settings.metrics_port, "guardstream_would_action_total").get(
+        (("action", "block"), ("tenant", TENANT)), 0) >= len(observed), 30, "observed actions counted")
+    assert scrape(settings.metrics_port, "guardstream_policy_rejected_total")[()] >= 1
+
+    async def fresh_client() -> str:  # a process started now reads the topic whole before it serves
+        async with Guard(bootstrap, settings.model_copy(update={"policy": Policy()})) as guard:
+            return guard.settings.policy.version(TENANT)
+
+    assert asyncio.run(fresh_client()) == f"{TENANT}@{changes[-1][0]}"
