@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 TENANT, CONTROL = "reload-a", "reload-b"  # the tenant whose policy changes, and one no change may touch
 QUESTION = [{"role": "user", "content": "is the government right about gun control"}]  # the corpus: Controversial
 LOOSE, STRICT, OBSERVE = {"mode": "loose"}, {"mode": "strict"}, {"mode": "observe"}
-FLIPS = 2
+FLIPS = 4
 WITHIN_S = 5
 
 
