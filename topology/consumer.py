@@ -9,6 +9,9 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
   topics, which guardstream never consumes), so those dropped records were also committed;
 - its commit check lets one unacked record at the head through, and is skipped entirely when
   the committed offset is 0;
+- it checks a fetch's records against the active partitions as they are after the fetch, and
+  drops those of a partition paused while the fetch was in flight (recovery pauses what it
+  restores) without a seek: that partition's position is past them (`_wait_next_records`);
 - a record fetched around a rebalance can still be lost between the fetch and the agents (the
   restart test saw the first record after a takeover never reach the agent, under CPU load);
   nothing acks it, so with the rule below it would hold its partition's commit for good.
@@ -101,6 +104,22 @@ class StrictConsumer(aiokafka_driver.Consumer):
             if offset is not None and self._committed_offset[tp] is None:
                 self._committed_offset[tp] = offset
                 self._unknown_heads.discard(tp)
+
+    async def _wait_next_records(self, timeout: float):
+        """Faust checks a fetch's records against the active partitions as they are *after* the fetch
+        (the same set object, which `pause_partitions` changes while the fetch is in flight, as
+        recovery does) and drops those of a partition paused meanwhile without a seek, its position
+        already past them. Here such records are taken out and their partition sent back to the
+        first of them, to be fetched again once it is resumed."""
+        records, active = await super()._wait_next_records(timeout)
+        if records and active is not None:
+            for tp in [tp for tp in records if tp not in active and tp not in self._buffered_partitions]:
+                dropped = records.pop(tp)
+                if dropped:
+                    log.info("%s[%d]: paused while offsets %d-%d were being fetched; fetching them again once it "
+                             "resumes", tp.topic, tp.partition, dropped[0].offset, dropped[-1].offset)
+                    await self._refetch(tp, dropped[0].offset)
+        return records, active
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Recovery reads each changelog up to these: they are sealed first (`state.seal`), so that
