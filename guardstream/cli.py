@@ -96,11 +96,12 @@ def _with_models(settings: Settings, needed: bool = True) -> Settings:
 @contextmanager
 def _fatal_as_message():
     """Settings and pool problems end the command with their message, not a traceback."""
+    from guardstream.topology.policy_feed import PoliciesUnavailable
     from guardstream.workers.pools.model_pool import PoolMissing
 
     try:
         yield
-    except (SettingsError, PoolMissing) as exc:
+    except (SettingsError, PoolMissing, PoliciesUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +30,11 @@ from guardstream.workers.moderation.policy import TenantPolicy
 log = logging.getLogger(__name__)
 POLICY_RECORD_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
+CATCH_UP_S = 60
+
+
+class PoliciesUnavailable(RuntimeError):
+    """The policies topic could not be read at start."""
 Reject = Callable[[DeadLetter], Awaitable[None]]
 
 
@@ -43,9 +49,11 @@ class PolicyFeed:
                                 fetch_max_wait_ms=min(self.settings.kafka_fetch_max_wait_ms, 500),
                                 **self.settings.kafka_client_options())
 
-    async def catch_up(self) -> int:
+    async def catch_up(self, timeout_s: float = CATCH_UP_S) -> int:
         """Read the topic to its end; returns how many records were read. Refused records are only
-        logged and counted here: they were dead-lettered when they arrived."""
+        logged and counted here: they were dead-lettered when they arrived. A process that cannot
+        read it in `timeout_s` does not start: it would decide with policies that may be stale."""
+        deadline = time.monotonic() + timeout_s
         consumer = self._consumer()
         await consumer.start()
         try:
@@ -61,6 +69,10 @@ class PolicyFeed:
                 read += len(batch)
                 if not batch and self.position >= end:  # past the end offset, and a fetch found nothing more
                     return read
+                if time.monotonic() > deadline:
+                    raise PoliciesUnavailable(f"the policies topic {self.partition.topic} could not be read to its end "
+                                              f"(offset {end}, at {self.position}) within {timeout_s:.0f}s: is the "
+                                              f"broker reachable, and may this process read that topic?")
         finally:
             await consumer.stop()
 
