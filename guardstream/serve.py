@@ -94,6 +94,9 @@ def as_result(outcome: Outcome) -> dict:
             "probabilities": verdict.probabilities if verdict else None,
             "verdict_id": verdict.verdict_id if verdict else None,
             "timed_out": outcome.timed_out,
+            "policy_version": verdict.policy_version if verdict else None,
+            "observed": verdict.observed if verdict else False,  # observe mode: allowed, and what would have been done
+            "would_action": verdict.would_action.value if verdict and verdict.would_action else None,
         },
     }
 

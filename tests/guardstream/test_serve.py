@@ -79,6 +79,7 @@ def test_the_openai_client_gets_qwen3guard_verdicts(endpoint):
     assert not any(clean.categories.model_dump().values())
     extra = flagged.model_extra["qwen3guard"]
     assert extra["risk_level"] == "Unsafe" and extra["action"] == "block" and extra["categories"] == unsafe.categories
+    assert extra["policy_version"] == "gw-strict@0" and not extra["observed"] and extra["would_action"] is None
     assert clean.model_extra["qwen3guard"]["risk_level"] == "Safe" and not clean.model_extra["qwen3guard"]["timed_out"]
 
 
