@@ -1,5 +1,5 @@
-"""Policies that change live: `policy set` under a steady load, a bad document, observe mode, and
-a client that starts after the changes."""
+"""Policies that change live: `policy set` under a steady load, a bad document, observe mode (for
+conversations and reply streams), and a client that starts after the changes."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from guardstream.client import Guard
+from guardstream.dev.stream_reference import StreamGuardReference
 from guardstream.kafka_io import records, set_policy, topic_name
 from guardstream.workers.moderation.policy import Policy
 
-from tests.helpers.kafka_helpers import read_all
+from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.metrics import scrape
+from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import wait_drained
+from tests.helpers.stream_helpers import build_streams, interleaved_chunks, reference_stop
 from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -138,3 +141,25 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
             return guard.settings.policy.version(TENANT)
 
     assert asyncio.run(fresh_client()) == f"{TENANT}@{changes[-1][0]}"
+
+
+def test_an_observed_tenants_streams_run_to_their_end_and_say_where_they_would_have_stopped(worker, tiny):
+    settings, bootstrap, tenant = worker.settings, worker.bootstrap, "observe-streams"
+    asyncio.run(set_policy(settings, bootstrap, tenant, OBSERVE, "test"))
+    tok = cached_tokenizer(tiny.stream)
+    model = StreamGuardReference.from_pretrained(tiny.stream)
+    streams = [dict(s, id=f"os-{s['id']}") for s in build_streams(tok)[:8]]
+    expected = {s["id"]: reference_stop(model, tok, s) for s in streams}
+    assert sum(v is not None for v in expected.values()) >= 2  # some would be stopped
+    produce(settings, bootstrap, [dict(e, tenant=tenant) for e in interleaved_chunks(streams)], role="chunks")
+    asyncio.run(wait_drained(settings, bootstrap, "chunks", timeout_s=120))
+    verdicts = read_all(settings, bootstrap, "verdicts", lambda v: (v.get("stream") or {}).get("stream_id", "").startswith("os-"))
+    assert verdicts and all(v["action"] == "allow" and v["observed"] for v in verdicts)  # never stopped, never blocked
+    finals = {v["stream"]["stream_id"]: v for v in verdicts if v["stream"]["final"]}
+    assert set(finals) == set(expected)
+    for stream_id, stop in expected.items():
+        final = finals[stream_id]
+        assert final["stream"]["stop_token"] is None and final["stream"]["would_stop_token"] == stop, stream_id
+        assert final["would_action"] == ("block" if stop is not None else "allow"), stream_id
+    would_stops = Counter(v["stream"]["stream_id"] for v in verdicts if v["would_action"] == "stop")
+    assert would_stops == Counter(sid for sid, stop in expected.items() if stop is not None)
