@@ -19,7 +19,7 @@ import logging
 import faust
 
 from guardstream.topology.agents import analytics, audit, enforcement, gen, stream
-from guardstream.topology.consumer import StrictTransport
+from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import ReplayCountedTable
@@ -77,6 +77,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         datadir=str(settings.state_dir / "{conf.name}-data"),  # not the working directory
     )
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
+    refetch_cleared(app)  # records Faust's flow control drops from its queues are fetched again
     app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
 
     w = Wiring(app, settings, bootstrap)

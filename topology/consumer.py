@@ -12,9 +12,12 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
 - it checks a fetch's records against the active partitions as they are after the fetch, and
   drops those of a partition paused while the fetch was in flight (recovery pauses what it
   restores) without a seek: that partition's position is past them (`_wait_next_records`);
-- a record fetched around a rebalance can still be lost between the fetch and the agents (the
-  restart test saw the first record after a takeover never reach the agent, under CPU load);
-  nothing acks it, so with the rule below it would hold its partition's commit for good.
+- its flow control clears every channel queue whenever it resumes, and recovery resumes it once
+  more after the stream partitions are back in the fetch: records fetched in between and still
+  queued are dropped, their partitions' positions past them. The chaos and restart tests saw it
+  as a taking-over worker's first records never reaching the agents (`refetch_cleared`);
+- a record fetched around a rebalance may still be lost some other way between the fetch and the
+  agents; nothing acks it, so with the rule below it would hold its partition's commit for good.
 
 Here the last-read offset is never remembered, so nothing is dropped and no gap is filled: a
 prefetched record may be delivered twice, which verdict ids and stream `seq`s make harmless.
@@ -121,6 +124,18 @@ class StrictConsumer(aiokafka_driver.Consumer):
                     await self._refetch(tp, dropped[0].offset)
         return records, active
 
+    def refetch(self, dropped: Mapping[TP, int]) -> None:
+        """Partitions whose records from these offsets on were dropped before their agents: each is
+        fetched again from its committed head (or the first dropped record, if earlier)."""
+        for tp, offset in dropped.items():
+            head = self._committed_offset.get(tp)
+            start = offset if head is None else min(head, offset)
+            log.info("%s[%d]: queued records from offset %d dropped by Faust's flow control; fetching again from %d",
+                     tp.topic, tp.partition, offset, start)
+            task = asyncio.ensure_future(self._refetch(tp, start))
+            self._refetching.add(task)
+            task.add_done_callback(self._refetching.discard)
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Recovery reads each changelog up to these: they are sealed first (`state.seal`), so that
         on Tansu the watermark lies past every record written before."""
@@ -174,8 +189,9 @@ class StrictConsumer(aiokafka_driver.Consumer):
         heads = {tp: head for tp in self.assignment() if not self._is_changelog_tp(tp)
                  and (head := self._committed_offset.get(tp)) is not None and head not in self._acked_index[tp]}
         ends = await self.highwaters(*heads) if heads else {}
+        positions = {tp: await self._fetch_position(tp) for tp in heads}
         for tp in heads:  # records fetched past the head lie beyond it, even where the high watermark
-            ends[tp] = max(ends.get(tp) or 0, await self._fetch_position(tp))  # lags (Tansu's does)
+            ends[tp] = max(ends.get(tp) or 0, positions[tp])  # lags (Tansu's does)
         now = time.monotonic()
         for tp in list(self._stuck):
             if tp not in heads or self._stuck[tp][0] != heads[tp] or (ends.get(tp) or 0) <= heads[tp]:
@@ -186,9 +202,10 @@ class StrictConsumer(aiokafka_driver.Consumer):
             since = self._stuck.setdefault(tp, (head, now))[1]
             if now - since >= STUCK_AFTER_S:
                 del self._stuck[tp]
-                log.warning("%s[%d]: offset %d not acked for %.0fs with records up to %d beyond it (fetching: %s); "
-                            "fetching again from it", tp.topic, tp.partition, head, now - since, ends[tp],
-                            tp in self._get_active_partitions())
+                log.warning("%s[%d]: offset %d not acked for %.0fs with records up to %d beyond it (fetch position "
+                            "%d: %s; fetching: %s); fetching again from it", tp.topic, tp.partition, head, now - since,
+                            ends[tp], positions[tp], "unknown" if not positions[tp] else "fetched, never delivered"
+                            if positions[tp] > head else "never fetched", tp in self._get_active_partitions())
                 if tp not in self._paused_partitions:
                     self._buffered_partitions.discard(tp)
                     self._get_active_partitions().add(tp)
@@ -227,6 +244,26 @@ def committable(acked: list[int], acked_index: set[int], committed: int | None) 
     acked_index.difference_update(run)
     acked_index.difference_update(stale)
     return run[-1] + 1
+
+
+def refetch_cleared(app) -> None:
+    """Before the app's flow control clears its queues (each time it resumes), the partitions of
+    the records still queued are sent back to their committed heads (`StrictConsumer.refetch`):
+    records Faust would drop are fetched again; what the agents already have comes twice."""
+    flow, clear = app.flow_control, app.flow_control.clear
+
+    def clear_and_refetch() -> None:
+        lowest: dict[TP, int] = {}
+        for queue in list(flow._queues):
+            for item in list(queue._queue):
+                message = getattr(item, "message", None)
+                if isinstance(getattr(message, "tp", None), TP):
+                    lowest[message.tp] = min(lowest.get(message.tp, message.offset), message.offset)
+        clear()
+        if lowest:
+            app.consumer.refetch(lowest)
+
+    flow.clear = clear_and_refetch
 
 
 class StrictTransport(aiokafka_driver.Transport):

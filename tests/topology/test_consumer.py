@@ -256,3 +256,36 @@ async def test_records_of_a_partition_paused_during_their_fetch_are_fetched_agai
     assert await fetched_while_paused(aiokafka_driver.Consumer, monkeypatch) == ([], []), \
         "faust drops them without a seek (what this consumer mends)"
     assert await fetched_while_paused(StrictConsumer, monkeypatch) == ([], [(TP("t", 0), 40)])
+
+
+async def test_records_faust_clears_from_its_queues_when_flow_resumes_are_fetched_again(monkeypatch):
+    """Faust's flow control empties every channel queue when it resumes, as recovery does after
+    putting the stream partitions back in the fetch: what was queued is dropped, its partition's
+    position past it. Here its partition is sent back to its committed head first."""
+    from mode.utils.queues import FlowControlQueue
+
+    from guardstream.topology.consumer import refetch_cleared
+
+    app = faust.App("flow-probe", broker="kafka://127.0.0.1:1", store="memory://")
+    app.transport = StrictTransport(app.conf.broker_consumer, app)
+    tp, seeks = TP("t", 0), []
+    queue = FlowControlQueue(maxsize=10, flow_control=app.flow_control, clear_on_resume=True)
+
+    async def seek(partition, offset):
+        seeks.append((partition, offset))
+
+    def queued(*offsets):
+        for offset in offsets:
+            queue.put_nowait(faust.Event(app, b"k", b"v", {}, Message("t", 0, offset, 0.0, 0, {}, b"k", b"v", None, tp=tp)))
+
+    monkeypatch.setattr(app.consumer, "seek", seek)
+    monkeypatch.setattr(app.consumer, "assignment", lambda: {tp})
+    app.consumer._committed_offset[tp] = 50
+    queued(50, 51)
+    app.flow_control.resume()
+    assert queue.empty() and seeks == [], "faust clears the queue and nothing fetches those records again"
+    refetch_cleared(app)
+    queued(52, 53)
+    app.flow_control.resume()
+    await asyncio.sleep(0)
+    assert queue.empty() and seeks == [(tp, 50)]  # from the committed head: 50 and 51 come again too
