@@ -14,10 +14,11 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
   restores) without a seek: that partition's position is past them (`_wait_next_records`);
 - its flow control clears every channel queue whenever it resumes, and recovery resumes it once
   more after the stream partitions are back in the fetch: records fetched in between and still
-  queued are dropped, their partitions' positions past them. The chaos and restart tests saw it
-  as a taking-over worker's first records never reaching the agents (`refetch_cleared`);
-- a record fetched around a rebalance may still be lost some other way between the fetch and the
-  agents; nothing acks it, so with the rule below it would hold its partition's commit for good.
+  queued are dropped, their partitions' positions past them (`refetch_cleared`);
+- a record fetched around a rebalance is still lost some other way, not yet found, between the
+  fetch and the agents: the chaos test sees a taking-over worker's first records never reach the
+  agents with neither mend above firing. Nothing acks such a record, so with the rule below it
+  would hold its partition's commit for good.
 
 Here the last-read offset is never remembered, so nothing is dropped and no gap is filled: a
 prefetched record may be delivered twice, which verdict ids and stream `seq`s make harmless.
