@@ -157,7 +157,23 @@ class StreamPosition(BaseModel):
     final: bool = False
 
 
-class VerdictEvent(Wire):
+class Decided(Wire):
+    """What a verdict and its action say of the policy that decided them."""
+
+    policy_version: str | None = Field(default=None, description=(
+        "the policy entry that decided the action and its version: `acme@3`, `default@0` (the starting document)"))
+    observed: bool = Field(default=False, description="observe mode: the action is allow, `would_action` is what "
+                                                      "enforcement would have done")
+    would_action: Action | None = None
+
+    @model_validator(mode="after")
+    def _observed_says_what_would_have_been_done(self) -> Decided:
+        if self.observed != (self.would_action is not None):
+            raise ValueError("observed and would_action go together: an observed decision says what would have been done")
+        return self
+
+
+class VerdictEvent(Decided):
     """One model judgement of one source event (topic `verdicts`), keyed by conversation id."""
 
     verdict_id: Id
@@ -173,11 +189,6 @@ class VerdictEvent(Wire):
     probabilities: dict[Label, float] | None = None
     action: Action
     policy: str
-    policy_version: str | None = Field(default=None, description=(
-        "the policy entry that decided the action and its version: `acme@3`, `default@0` (the starting document)"))
-    observed: bool = Field(default=False, description="observe mode: the action is allow, `would_action` is what "
-                                                      "enforcement would have done")
-    would_action: Action | None = None
     error: str | None = None
     latency_ms: float = Field(ge=0)
     excerpt: Text | None = Field(default=None, description="the judged text, only when the worker is told to include it")
@@ -192,7 +203,7 @@ class VerdictEvent(Wire):
         return "\x1f".join((kind, self.tenant, self.conversation_id, own)).encode()
 
 
-class ActionEvent(Wire):
+class ActionEvent(Decided):
     """What enforcement tells a gateway to do (topic `actions`); one per verdict, same key."""
 
     action_id: Id
@@ -202,11 +213,6 @@ class ActionEvent(Wire):
     tenant: Tenant
     action: Action
     reason: str
-    policy_version: str | None = Field(default=None, description=(
-        "the policy entry that decided the action and its version: `acme@3`, `default@0` (the starting document)"))
-    observed: bool = Field(default=False, description="observe mode: the action is allow, `would_action` is what "
-                                                      "enforcement would have done")
-    would_action: Action | None = None
     produced_at: datetime = Field(default_factory=utc_now)
 
 

@@ -81,6 +81,19 @@ def test_verdict_rejects_unknown_risk_levels():
                                      "action": "allow", "policy": "p", "latency_ms": 1})
 
 
+@pytest.mark.parametrize("observed, would_action, valid", [
+    (False, None, True), (True, "block", True), (True, None, False), (False, "block", False)])
+def test_an_observed_verdict_says_what_would_have_been_done_and_only_an_observed_one(observed, would_action, valid):
+    fields = {"verdict_id": "v", "source_event_id": "e", "conversation_id": "c", "tenant": "t", "moderate": "prompt",
+              "model_id": "m", "model_variant": "gen", "risk_level": "Unsafe", "action": "allow", "policy": "p",
+              "latency_ms": 1, "observed": observed, "would_action": would_action}
+    if valid:
+        assert VerdictEvent.model_validate(fields).observed is observed
+    else:
+        with pytest.raises(ValidationError, match="observed and would_action go together"):
+            VerdictEvent.model_validate(fields)
+
+
 def test_schema_export_writes_one_json_schema_per_wire_model(tmp_path):
     paths = export_json_schemas(tmp_path)
     assert sorted(p.name for p in paths) == sorted(f"{m.__name__}.schema.json" for m in WIRE_MODELS)

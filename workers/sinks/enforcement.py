@@ -10,7 +10,7 @@ def action_for(verdict: VerdictEvent) -> ActionEvent:
         reason += f"; stop stream {verdict.stream.stream_id} at reply token {verdict.stream.stop_token}"
     if verdict.error:
         reason += f"; model error: {verdict.error[:200]}"
-    if verdict.observed:
+    if verdict.would_action is not None:
         reason += f"; observe mode: would {verdict.would_action.value}"
     return ActionEvent(
         action_id=derive_id("action", verdict.verdict_id), verdict_id=verdict.verdict_id,
