@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from guardstream.schemas import PolicyRecord
-from guardstream.topology.policy_feed import PolicyFeed
+from guardstream.topology.policy_feed import POLICY_RECORD_BYTES, PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics, topics_for
 from guardstream.workers.moderation.policy import Policy, TenantPolicy
@@ -65,13 +65,16 @@ async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s:
 
 async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: dict, set_by: str) -> int:
     """Put a tenant's policy (or `default`'s) on the policies topic as its next version; returns
-    the version. The document is validated first (a `ValidationError` says what is wrong)."""
+    the version. Tenant, author and document are checked before anything is read or sent (a
+    `ValueError` says what is wrong), and so is the size readers accept."""
     TenantPolicy.model_validate(document)
+    record = PolicyRecord(tenant=tenant, version=1, set_by=set_by, policy=document)
+    if len(record.model_dump_json()) > POLICY_RECORD_BYTES - 64:  # room for a longer version number
+        raise ValueError(f"the document is over the {POLICY_RECORD_BYTES} bytes a policies record may take")
     await ensure_topics(settings, bootstrap)  # before any worker has: the topic starts with this record
     feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
     await feed.catch_up()
-    record = PolicyRecord(tenant=tenant, version=feed.policy.set_versions().get(tenant, 0) + 1, set_by=set_by,
-                          policy=document)
+    record = record.model_copy(update={"version": feed.policy.set_versions().get(tenant, 0) + 1})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
     await producer.start()
     try:

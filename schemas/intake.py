@@ -46,6 +46,11 @@ def minimal_letter(letter: DeadLetter, why: str) -> DeadLetter:
     return letter.model_copy(update={"key": None, "raw_value": "", "error": f"{letter.error[:200]} [{why}]"[:500]})
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """A validation error as one line: where and what, for its first ten problems."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors(include_url=False)[:10])
+
+
 def decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter:
     """The record's event, or its dead letter; never raises, whatever the bytes."""
     try:
@@ -77,5 +82,4 @@ def _decode(record: RawRecord, model: type[E], max_bytes: int) -> E | DeadLetter
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         code = "oversize" if any(e["type"] in _TOO_LONG for e in errors) else "invalid_schema"
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in errors[:10])
-        return dead_letter(record, code, f"not a valid {model.__name__}: {detail}")
+        return dead_letter(record, code, f"not a valid {model.__name__}: {describe_errors(exc)}")

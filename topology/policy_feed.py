@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from guardstream.schemas import DeadLetter, PolicyRecord
-from guardstream.schemas.intake import RawRecord, dead_letter, decode
+from guardstream.schemas.intake import RawRecord, dead_letter, decode, describe_errors
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import describe
 from guardstream.topology.settings import Settings
@@ -28,14 +28,16 @@ from guardstream.topology.topics import topics_for
 from guardstream.workers.moderation.policy import TenantPolicy
 
 log = logging.getLogger(__name__)
-POLICY_RECORD_BYTES = 64 * 1024
+POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (`policy set` refuses to send one)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60
 
 
+Reject = Callable[[DeadLetter], Awaitable[None]]
+
+
 class PoliciesUnavailable(RuntimeError):
     """The policies topic could not be read at start."""
-Reject = Callable[[DeadLetter], Awaitable[None]]
 
 
 class PolicyFeed:
@@ -105,8 +107,10 @@ class PolicyFeed:
         record = RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
         key = (message.key or b"").decode("utf-8", "replace")
         if message.value is None:
-            self.policy.set_tenant(key, 0, None)
-            log.info("policy of %s: entry removed, the starting document decides", key)
+            if key in self.policy.set_versions():
+                self.policy.set_tenant(key, 0, None)
+                metrics.POLICY_VERSION.remove(key)
+                log.info("policy of %s: entry removed, the starting document decides", key)
             return None
         decoded, problem = decode(record, PolicyRecord, POLICY_RECORD_BYTES), None
         if isinstance(decoded, PolicyRecord):
@@ -114,8 +118,7 @@ class PolicyFeed:
             try:
                 policy = TenantPolicy.model_validate(decoded.policy)
             except ValidationError as exc:
-                problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
-                                    for e in exc.errors(include_url=False)[:10])
+                problem = describe_errors(exc)
             if key != decoded.tenant:
                 problem = f"the record's key {key!r} is not its tenant {decoded.tenant!r}"
             elif problem is None and decoded.version <= in_force:
