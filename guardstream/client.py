@@ -127,12 +127,13 @@ class Guard:
         """Read the policies topic, connect, and return once the reader is at the verdict topic's end
         (so no verdict is missed)."""
         await self._policies.catch_up()
-        self._following = asyncio.create_task(self._policies.follow(), name="guardstream-client-policies")
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                           **self.settings.kafka_client_options())
         await self._producer.start()
         await self._open_reader()
+        # the tasks last: a start that failed above leaves none running (follow resumes where catch_up ended)
         self._reader = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
+        self._following = asyncio.create_task(self._policies.follow(), name="guardstream-client-policies")
 
     async def stop(self) -> None:
         self._reading.clear()
