@@ -1,27 +1,20 @@
 """Audit: every verdict → a row in PostgreSQL or SQLite, in a consumer group of its own.
 
-Not a Faust agent: agents share the worker's one consumer, so an agent that waits (a database
-outage, retried while its offsets are held) fills its buffer and then holds every other reader of
-the verdict topic, enforcement included. In its own group (`Settings.audit_group`) the audit
-trail falls behind alone. It settles each batch like an agent (a row or a dead letter for every
-record) and commits the batch only then.
+Not a Faust agent but a reader in a group of its own (`Settings.audit_group`, `topology/own_group.py`):
+a database outage, retried while its offsets are held, holds back the audit trail alone, not
+enforcement. It settles each batch like an agent (a row or a dead letter for every record) and
+commits the batch only then.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-import mode
 from aiokafka import AIOKafkaConsumer
 
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology.outcomes import Outcomes, describe
+from guardstream.topology.outcomes import Outcomes
+from guardstream.topology.own_group import OwnGroupReader, group_consumer
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring
 from guardstream.workers.sinks.audit import open_audit_store
-
-log = logging.getLogger(__name__)
-RECONNECT_AFTER_S = 1.0
 
 
 def register(w: Wiring) -> None:
@@ -35,43 +28,21 @@ def register(w: Wiring) -> None:
             await store.write(found)
 
     @w.app.service
-    class Audit(mode.Service):
-        consumer: AIOKafkaConsumer | None = None
+    class Audit(OwnGroupReader):
+        label = "audit"
+
+        def new_consumer(self) -> AIOKafkaConsumer:
+            return group_consumer(settings, w.bootstrap, settings.audit_group, w.verdicts.get_topic_name(),
+                                  auto_offset_reset="earliest")
+
+        async def step(self) -> None:
+            """Batches of verdicts → rows, then the commit."""
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
+            for tp, batch in batches.items():
+                await outcomes.settle([RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in batch],
+                                      store_verdicts)
+                await self.consumer.commit({tp: batch[-1].offset + 1})
 
         async def on_stop(self) -> None:
-            await self._disconnect()
+            await super().on_stop()
             await store.close()
-
-        async def _disconnect(self) -> None:
-            consumer, self.consumer = self.consumer, None
-            if consumer is not None:
-                try:
-                    await consumer.stop()
-                except Exception as exc:  # noqa: BLE001 - a broken consumer is replaced either way
-                    log.warning("audit: stopping its consumer: %s", describe(exc))
-
-        @mode.Service.task
-        async def _consume(self) -> None:
-            """Batches of verdicts → rows, then the commit. Never raises: an exception in a service
-            would stop the whole app; a broken consumer is replaced."""
-            while not self.should_stop:
-                try:
-                    if self.consumer is None:
-                        self.consumer = AIOKafkaConsumer(
-                            w.verdicts.get_topic_name(), bootstrap_servers=w.bootstrap,
-                            group_id=settings.audit_group, enable_auto_commit=False, auto_offset_reset="earliest",
-                            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-                            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000),
-                            heartbeat_interval_ms=1000, **settings.kafka_client_options())
-                        await self.consumer.start()
-                    batches = await self.consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
-                    for tp, batch in batches.items():
-                        await outcomes.settle([RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in batch],
-                                              store_verdicts)
-                        await self.consumer.commit({tp: batch[-1].offset + 1})
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - uncommitted records come again; rows are upserts
-                    log.warning("audit: %s; reconnecting in %.0fs", describe(exc), RECONNECT_AFTER_S)
-                    await self._disconnect()
-                    await asyncio.sleep(RECONNECT_AFTER_S)
