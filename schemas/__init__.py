@@ -5,6 +5,8 @@ from guardstream.schemas.events import (
     SCHEMA_VERSION,
     Action,
     ActionEvent,
+    CanaryJudgement,
+    CanaryRecord,
     ConversationEvent,
     DeadLetter,
     Message,
@@ -16,12 +18,13 @@ from guardstream.schemas.events import (
     TokenChunkEvent,
     VerdictEvent,
     WindowCount,
+    answer_key,
     derive_id,
     verdict_id,
 )
 
 __all__ = [
-    "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "ConversationEvent", "DeadLetter", "Message",
-    "Moderate", "PolicyRecord", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
-    "derive_id", "verdict_id",
+    "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "CanaryJudgement", "CanaryRecord", "ConversationEvent",
+    "DeadLetter", "Message", "Moderate", "PolicyRecord", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
+    "answer_key", "derive_id", "verdict_id",
 ]

@@ -128,6 +128,12 @@ class TokenChunkEvent(Wire):
         return self
 
 
+def answer_key(kind: Literal["e", "s"], tenant: str, conversation_id: str, own: str) -> bytes:
+    """Whom a verdict answers: a conversation event ("e", its event id) or a reply stream ("s", its
+    stream id), in a tenant's conversation."""
+    return "\x1f".join((kind, tenant, conversation_id, own)).encode()
+
+
 class RiskLevel(str, Enum):
     safe = "Safe"
     controversial = "Controversial"
@@ -200,7 +206,7 @@ class VerdictEvent(Decided):
         """Whom this verdict answers, as its `guardstream-for` header says: the stream, or the
         conversation event, that a gateway waits on (ids hold no control characters)."""
         kind, own = ("s", self.stream.stream_id) if self.stream is not None else ("e", self.source_event_id)
-        return "\x1f".join((kind, self.tenant, self.conversation_id, own)).encode()
+        return answer_key(kind, self.tenant, self.conversation_id, own)
 
 
 class ActionEvent(Decided):
@@ -262,6 +268,38 @@ class PolicyRecord(Wire):
     set_by: Id
     set_at: datetime = Field(default_factory=utc_now)
     policy: dict[str, Any]
+
+
+class CanaryJudgement(BaseModel):
+    """One model's side of a canary comparison."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_id: str
+    risk_level: RiskLevel
+    categories: list[Label] = Field(default_factory=list)
+    action: Action = Field(description="what the policy does with this judgement, or in observe mode would do; "
+                                       "never done for the canary")
+    stop_token: int | None = Field(default=None, ge=0, description=(
+        "streams: the reply token where the stream was stopped, or would have been"))
+    error: str | None = None
+
+
+class CanaryRecord(Wire):
+    """The main model's and the canary model's verdicts on one sampled conversation event or reply
+    stream (topic `canary`, keyed by conversation id). Off the enforcement path: nothing acts on it."""
+
+    canary_id: Id = Field(description="the same on every replay: readers count each once")
+    variant: Literal["gen", "stream"]
+    tenant: Tenant
+    conversation_id: Id
+    source_event_id: Id
+    moderate: Moderate
+    stream_id: Id | None = None
+    policy_version: str | None = Field(default=None, description="the policy entry that decided the main verdict")
+    main: CanaryJudgement
+    canary: CanaryJudgement
+    excerpt: Text | None = Field(default=None, description="the judged text, only when the worker stores text")
+    produced_at: datetime = Field(default_factory=utc_now)
 
 
 _VERDICT_NAMESPACE = uuid.UUID("6f1b7a52-3c39-4c5e-9d1a-2f5b8f0c7e11")

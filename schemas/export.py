@@ -7,6 +7,7 @@ from pathlib import Path
 
 from guardstream.schemas.events import (
     ActionEvent,
+    CanaryRecord,
     ConversationEvent,
     DeadLetter,
     PolicyRecord,
@@ -15,7 +16,7 @@ from guardstream.schemas.events import (
     WindowCount,
 )
 
-WIRE_MODELS = (ConversationEvent, TokenChunkEvent, VerdictEvent, ActionEvent, WindowCount, DeadLetter, PolicyRecord)
+WIRE_MODELS = (ConversationEvent, TokenChunkEvent, VerdictEvent, ActionEvent, WindowCount, DeadLetter, PolicyRecord, CanaryRecord)
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

@@ -9,7 +9,7 @@ def test_schemas_export_writes_files(tmp_path):
     result = CliRunner().invoke(main, ["schemas", "export", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert "VerdictEvent.schema.json" in written and len(written) == 7
+    assert "VerdictEvent.schema.json" in written and len(written) == 8
     assert json.loads((tmp_path / "out" / "DeadLetter.schema.json").read_text())["title"] == "DeadLetter"
 
 
