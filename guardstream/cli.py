@@ -45,8 +45,9 @@ def worker_options(f):
         click.option("--gen-backend", type=click.Choice(["transformers", "vllm"]), help="engine inside the GenGuard actors"),
         click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny test fixture"),
         click.option("--stream-actors", type=int, help="StreamGuard actors in the pool"),
-        click.option("--agents", help="agents this worker runs, comma-separated: gen,stream,enforcement,audit,analytics "
-                                      "(default: all) [env GUARDSTREAM_AGENTS]"),
+        click.option("--agents", help="agents this worker runs, comma-separated: gen,stream,enforcement,audit,analytics,"
+                                      "canary (default: all; canary runs only with GUARDSTREAM_CANARY set) "
+                                      "[env GUARDSTREAM_AGENTS]"),
         click.option("--device", help="torch device for the actors (cpu, cuda)"),
         click.option("--policy", "policy_source", help="policy as JSON or a JSON file path [env GUARDSTREAM_POLICY]"),
         click.option("--audit-url", help="postgresql://... or sqlite:///path [env GUARDSTREAM_AUDIT_URL]"),
@@ -354,6 +355,33 @@ def policy_history_command(tenant: str, kafka_bootstrap: str | None) -> None:
 
 
 @main.group()
+def canary() -> None:
+    """The canary model (GUARDSTREAM_CANARY) against the main one, on the traffic it samples."""
+
+
+@canary.command("report")
+@click.option("--tenant", help="only this tenant's pairs")
+@click.option("--json", "as_json", is_flag=True, help="the report as JSON")
+@click.option("--bootstrap", "kafka_bootstrap", help="Kafka bootstrap servers [env GUARDSTREAM_KAFKA_BOOTSTRAP]")
+def canary_report(tenant: str | None, as_json: bool, kafka_bootstrap: str | None) -> None:
+    """Agreement of the canary with the main model, read from the canary topic: risk levels (the
+    confusion matrix, main model in rows), categories, and where streams were stopped."""
+    from guardstream.kafka_io import canary_records
+    from guardstream.workers.moderation.canary import CanaryReport
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap)
+    found, unreadable = asyncio.run(canary_records(settings, _bootstrap_or_fail(settings)))
+    report = CanaryReport(r for r in found if tenant is None or r.tenant == tenant)
+    if unreadable:
+        console.print(f"[yellow]{unreadable} records of the canary topic could not be read as canary records; left out[/]")
+    if as_json:
+        click.echo(json.dumps(report.summary()))
+    else:
+        for line in report.lines():
+            click.echo(line)
+
+
+@main.group()
 def keys() -> None:
     """API keys for `guardstream serve`."""
 
@@ -479,8 +507,10 @@ def _pipeline_options(command):
                                                                  "enforcement,audit,analytics)")
 @click.option("--workers", default="1", show_default=True, help="worker counts for the plumbing runs, e.g. 1,2")
 @click.option("--profile", is_flag=True, help="py-spy the one-worker plumbing run and print its top functions")
+@click.option("--canary", type=click.FloatRange(0, 1, min_open=True), help="also measure the pipeline and the plumbing "
+              "with a canary (the same model) on this share of the conversations, e.g. 0.05")
 def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_events: int, noop_batch_size: int,
-                   actor_cpus: int, agents: str, workers: str, profile: bool) -> None:
+                   actor_cpus: int, agents: str, workers: str, profile: bool, canary: float | None) -> None:
     """End-to-end events/s and latency, broker → Faust → Ray → engine → verdicts, vs the engine alone and a no-op engine."""
     from guardstream.bench.pipeline import pipeline_table, run_pipeline_bench
     from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints
@@ -495,13 +525,20 @@ def bench_pipeline(gen_model: str | None, events: int, batch_size: int, noop_eve
     home = _settings().home
     results = run_pipeline_bench(model, events, batch_size, noop_events, noop_batch_size, actor_cpus, home, report,
                                  agents, workers=tuple(_int_list(workers)),
-                                 profile=home / "bench-plumbing.pyspy" if profile else None)
-    engine, pipeline, plumbing = results[:3]
+                                 profile=home / "bench-plumbing.pyspy" if profile else None, canary=canary)
+    engine, pipeline = results[:2]
+    plumbing = next(m for m in results if m.label.startswith("plumbing"))
     _print_table(pipeline_table(results, f"Gen pipeline (agents: {agents}), one worker unless a row says more, one "
                                          f"GenGuard actor per worker with {actor_cpus} thread(s)"))
     console.print(f"pipeline efficiency {pipeline.per_second / engine.per_second:.2f} of the engine alone; "
                   f"plumbing ceiling {plumbing.per_second:,.0f} events/s. Latency: produce to verdict, paced at half "
                   "the burst throughput (engine alone: its batch).")
+    if canary:
+        by_label = {m.label: m for m in results}
+        pipe, noop = by_label[f"the same with a {canary:.0%} canary"], by_label[f"plumbing with a {canary:.0%} canary"]
+        console.print(f"with a {canary:.0%} canary: the pipeline keeps {pipe.per_second / pipeline.per_second:.2f} of its "
+                      f"events/s (p99 {pipe.percentile(0.99) / pipeline.percentile(0.99):.2f}× as long), the plumbing "
+                      f"{noop.per_second / plumbing.per_second:.2f}")
     if plumbing.profile:
         console.print(f"the no-op worker's process, py-spy self samples ({home / 'bench-plumbing.pyspy'}):")
         for frame, share in plumbing.profile:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
-from guardstream.schemas import PolicyRecord
+from guardstream.schemas import CanaryRecord, PolicyRecord
 from guardstream.topology.policy_feed import POLICY_RECORD_BYTES, PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics, topics_for
@@ -101,6 +101,17 @@ async def policy_history(settings: Settings, bootstrap: str) -> tuple[Policy, li
             history.append((message.offset, key, f"version {record.version} set by {record.set_by} at "
                                                   f"{record.set_at:%Y-%m-%d %H:%M:%S}Z: {json.dumps(record.policy)}"))
     return feed.policy, history
+
+
+async def canary_records(settings: Settings, bootstrap: str) -> tuple[list[CanaryRecord], int]:
+    """Every record of the canary topic, and how many could not be read as one."""
+    found, unreadable = [], 0
+    async for message in records(settings, bootstrap, "canary", idle_timeout_s=1.5):
+        try:
+            found.append(CanaryRecord.model_validate_json(message.value))
+        except ValueError:
+            unreadable += 1
+    return found, unreadable
 
 
 SUMMARY = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import faust
 import ray
 from transformers import AutoTokenizer
 
+from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.app import create_app
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings, SettingsError
@@ -62,7 +64,10 @@ def start_ray(settings: Settings) -> None:
                 ray.shutdown()
                 time.sleep(RAY_CONNECT_WAIT_S)
     else:
-        start_local_ray(settings.ray_num_cpus, settings.home, settings.app_id)
+        canary = settings.canary if settings.runs_canary else None  # its actors reserve CPUs of their own
+        extra = math.ceil(canary.actor_cpus * ((canary.gen_model is not None) + (canary.stream_model is not None))) \
+            if canary else 0
+        start_local_ray(settings.ray_num_cpus + extra, settings.home, settings.app_id)
 
 
 def pool_spec(settings: Settings, kinds: set[str]) -> PoolSpec:
@@ -118,6 +123,44 @@ def announce_actors(spec: PoolSpec, handles: dict[str, list], timeout_s: float =
         if part is not None:
             for info in actors.wait_ready(handles[kind], ACTOR_CLASS[kind], part.model, timeout_s):
                 log.info("%s ready: %s", ACTOR_CLASS[kind], info)
+
+
+def moderators(settings: Settings, spec: PoolSpec) -> tuple[GenModerator | None, StreamModerator | None]:
+    """The moderators of the agents these settings run, on the pool `spec` describes (the pool's
+    models, counts and batch sizes, not these settings')."""
+    handles = pool_handles(spec, settings.app_id)
+    announce_actors(spec, handles)
+    moderator = stream_moderator = None
+    if "gen" in settings.agents:
+        pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.max_batch_size,
+                       call_timeout_s=settings.gen_call_timeout_s, max_inflight=settings.gen_max_inflight)
+        log.info("gen batches of %d records: %d actors of the pool, each batching %d", pool.records_per_batch,
+                 len(handles["gen"]), spec.gen.max_batch_size)
+        if spec.gen.backend == "noop":
+            log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
+        moderator = GenModerator(settings.gen_rules(), pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
+    if "stream" in settings.agents:
+        stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream_call_timeout_s)
+        stream_moderator = StreamModerator(settings.stream_rules(), stream_pool,
+                                           AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
+                                           on_rebuild=STREAM_REBUILDS.inc)
+    return moderator, stream_moderator
+
+
+def open_canary(settings: Settings) -> CanaryModels | None:
+    """The canary's pool (Ray app `<app id>-canary`) and its moderators; None, loudly, when it cannot
+    be opened: a canary that fails (a model that does not load) never keeps the worker from enforcing."""
+    canary = settings.canary_pool_settings()
+    try:
+        spec = open_pool(canary)
+        models = CanaryModels(*moderators(canary, spec))
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the enforcement path goes on without it
+        log.error("canary: could not open its pool (%s: %s); this worker runs WITHOUT the canary", type(exc).__name__,
+                  str(exc)[:500])
+        return None
+    log.warning("canary: %.1f%% of the conversations (by id) also go to %s, off the enforcement path",
+                settings.canary.sample * 100, spec.describe())
+    return models
 
 
 def watch_pool(settings: Settings, spec: PoolSpec) -> None:
@@ -198,37 +241,25 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     log.info("policies topic: %d records read; in force from it: %s", read,
              ", ".join(f"{k}@{v}" for k, v in sorted(settings.policy.set_versions().items())) or "none")
     serve_metrics(settings.metrics_port, settings.metrics_host)  # probes answer (not ready) while the pool loads
-    moderator = stream_moderator = None
+    moderator = stream_moderator = canary_models = None
     agents = ", ".join(sorted(settings.agents))
-    if not settings.agents & {"gen", "stream"}:  # a worker of verdict sinks only needs no model and no Ray
+    if not settings.agents & {"gen", "stream"} and not settings.runs_canary:  # verdict sinks need no model, no Ray
         log.info("agents: %s; loading no model", agents)
     else:
         log.info("agents: %s; opening the model pool of app %s", agents, settings.app_id)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with HEALTH.busy(f"opening the model pool of app {settings.app_id}"):  # alive, not ready, meanwhile
             start_ray(settings)
-            spec = open_pool(settings)
-        handles = pool_handles(spec, settings.app_id)
-        announce_actors(spec, handles)
-        if "gen" in settings.agents:
-            pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.max_batch_size,  # the pool's, not ours
-                           call_timeout_s=settings.gen_call_timeout_s, max_inflight=settings.gen_max_inflight)
-            log.info("gen batches of %d records: %d actors of the pool, each batching %d", pool.records_per_batch,
-                     len(handles["gen"]), spec.gen.max_batch_size)
-            if spec.gen.backend == "noop":
-                log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
-            moderator = GenModerator(settings.gen_rules(), pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
-        if "stream" in settings.agents:
-            stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream_call_timeout_s)
-            stream_moderator = StreamModerator(settings.stream_rules(), stream_pool,
-                                               AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
-                                               on_rebuild=STREAM_REBUILDS.inc)
-        if settings.ray_address:
+            spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
+            canary_models = open_canary(settings) if settings.runs_canary else None
+        if spec is not None:
+            moderator, stream_moderator = moderators(settings, spec)
+        if settings.ray_address and spec is not None:
             watch_pool(settings, spec)
         else:
             record_processes(settings.home, settings.app_id)
             abandon = [lambda: reap_leftovers(settings.home, settings.app_id), *abandon]
-    app = create_app(settings, bootstrap, moderator, stream_moderator, policies)
+    app = create_app(settings, bootstrap, moderator, stream_moderator, policies, canary_models)
     worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
                           override_logging=False)
     try:
@@ -245,7 +276,8 @@ def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> 
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     start_ray(settings)
     if down:
-        log.info("removed the model pool of app %s (%d actors)", settings.app_id, remove_pool(settings.app_id))
+        log.info("removed the model pool of app %s (%d actors) and its canary's (%d actors)", settings.app_id,
+                 remove_pool(settings.app_id), remove_pool(settings.canary_app_id))
         return
     kinds = {"gen", "stream"}
     _require_models(settings, kinds)

@@ -4,6 +4,7 @@
     chunks ───────[stream]─────────►    │ ──[audit]────────► PostgreSQL / SQLite (its own consumer group)
          bad input ──────────────► dlq   │
                                          └──[analytics-route]──► analytics-by-key ──[analytics-count]──► analytics
+    conversations, chunks, verdicts ──[canary]──► canary   (a sample; its own consumer group and actors)
 
 A worker runs the agents named in `settings.agents` (all by default), so the Gen and Stream paths
 and the verdict sinks can be scaled as separate deployments on the same topics. Each agent's
@@ -18,7 +19,8 @@ import logging
 
 import faust
 
-from guardstream.topology.agents import analytics, audit, enforcement, gen, stream
+from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, stream
+from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
@@ -60,9 +62,11 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
 
 
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,
-               stream_moderator: StreamModerator | None, policies: PolicyFeed | None = None) -> faust.App:
+               stream_moderator: StreamModerator | None, policies: PolicyFeed | None = None,
+               canary_models: CanaryModels | None = None) -> faust.App:
     """The agents named in `settings.agents`; the moderators of agents left out may be None.
-    `policies`, caught up: followed while the app runs, its refused records dead-lettered."""
+    `policies`, caught up: followed while the app runs, its refused records dead-lettered.
+    `canary_models`: the canary pool's, when this worker runs a canary."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store=f"{settings.table_store}://",
@@ -91,6 +95,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         audit.register(w)
     if "analytics" in settings.agents:
         analytics.register(w)
+    if canary_models is not None:
+        canary.register(w, canary_models)
 
     pools = [m.pool for m in (moderator, stream_moderator) if m is not None]
 

@@ -54,3 +54,15 @@ FAIL_MODES = Counter("guardstream_client_fail_modes_total", "Requests and stream
                      "serve) answered with the tenant's fail mode instead of a verdict, and why", ["tenant", "action", "reason"])
 UNROUTABLE_REPLIES = Counter("guardstream_unroutable_replies_total", "Verdicts whose request named a reply partition "
                              "the replies topic does not have (sent to the verdict topic only)")
+CANARY_PAIRS = Counter("guardstream_canary_pairs_total", "Canary pairs (the main and the canary model on one sampled "
+                       "event or stream) by the risk level each gave", ["variant", "main", "canary"])
+CANARY_CATEGORIES = Counter("guardstream_canary_categories_total", "Categories named in canary pairs, and by whom "
+                            "(both, main, canary)", ["variant", "category", "named_by"])
+CANARY_STOPS = Counter("guardstream_canary_stops_total", "Stream canary pairs by where the canary stopped the stream "
+                       "against the main model (same, canary_earlier, canary_later, main_only, canary_only, neither)",
+                       ["outcome"])
+CANARY_STOP_OFFSET = Histogram("guardstream_canary_stop_offset_tokens", "Canary stop token minus the main model's, "
+                               "in streams both stopped", buckets=(-64, -16, -4, -1, 0, 1, 4, 16, 64))
+CANARY_UNPAIRED = Counter("guardstream_canary_unpaired_total", "Sampled events or streams given up on without a pair, "
+                          "by the side that never came (main, canary, both)", ["variant", "missing"])
+CANARY_WAITING = Gauge("guardstream_canary_waiting", "Canary verdicts waiting for their other side")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from guardstream.workers.moderation.policy import Policy
 from guardstream.workers.moderation.rules import GenRules, StreamRules
 from guardstream.workers import faults
 
 
-AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics"]
+AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics", "canary"]
 AGENTS: tuple[str, ...] = get_args(AgentName)
 
 
@@ -24,6 +25,34 @@ def default_home() -> Path:
 
 class SettingsError(ValueError):
     pass
+
+
+class CanarySettings(BaseModel):
+    """A second model judging a deterministic sample of the traffic beside the main one, off the
+    enforcement path: its own actors and consumer group, its verdicts only compared (`canary` topic)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gen_model: str | None = None  # hub id or path; None: no Gen canary
+    stream_model: str | None = None  # None: no Stream canary
+    sample: float = Field(default=0.05, gt=0, le=1)  # the share of conversations (by a hash of their id)
+    # how long one side of a pair waits for the other (a canary behind, a stream that never ends)
+    join_timeout_s: float = Field(default=120, gt=0)
+    max_pending: int = Field(default=10_000, ge=1)  # pairs waiting at once; past it the oldest are dropped
+    actor_cpus: float = Field(default=1, ge=0)
+    actor_gpus: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_model(self) -> CanarySettings:
+        if self.gen_model is None and self.stream_model is None:
+            raise ValueError("a canary names gen_model, stream_model or both")
+        return self
+
+
+def _json(name: str, raw: str):
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"GUARDSTREAM_{name.upper()} is not JSON ({exc})") from None
 
 
 class Settings(BaseModel):
@@ -128,6 +157,7 @@ class Settings(BaseModel):
     metrics_host: str = "127.0.0.1"  # the address it binds; 0.0.0.0 for probes from outside (the chart sets it)
     faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
     policy: Policy = Field(default_factory=Policy)
+    canary: CanarySettings | None = None  # JSON in GUARDSTREAM_CANARY; run by workers whose agents include canary
     home: Path = Field(default_factory=default_home)
 
     @field_validator("faults")
@@ -144,7 +174,7 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             raw = environ.get(f"GUARDSTREAM_{name.upper()}")
             if raw is not None and raw != "":
-                values[name] = Policy.from_source(raw) if name == "policy" else raw
+                values[name] = Policy.from_source(raw) if name == "policy" else _json(name, raw) if name == "canary" else raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -171,6 +201,30 @@ class Settings(BaseModel):
     def audit_group(self) -> str:
         """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
         return f"{self.group_id}-audit"
+
+    @property
+    def canary_group(self) -> str:
+        """The canary's consumer group: its own, so a canary behind holds back no agent that enforces."""
+        return f"{self.group_id}-canary"
+
+    @property
+    def canary_app_id(self) -> str:
+        """The canary pool's app id (its Ray namespace is `guardstream-<this>`)."""
+        return f"{self.app_id}-canary"
+
+    @property
+    def runs_canary(self) -> bool:
+        return self.canary is not None and "canary" in self.agents
+
+    def canary_pool_settings(self) -> Settings:
+        """These settings with the canary's models in place of the main ones, one actor each with the
+        canary's resources: what the canary pool (Ray app `<app id>-canary`) is made from."""
+        c = self.canary
+        return self.model_copy(update=dict(
+            app_id=self.canary_app_id, gen_model=c.gen_model, stream_model=c.stream_model, gen_actors=1,
+            stream_actors=1, gen_actor_cpus=c.actor_cpus, stream_actor_cpus=c.actor_cpus, gen_actor_gpus=c.actor_gpus,
+            stream_actor_gpus=c.actor_gpus, agents=frozenset(v for v in ("gen", "stream") if getattr(c, f"{v}_model")),
+            gen_backend="transformers" if self.gen_backend == "noop" else self.gen_backend, pool="create"))
 
     @property
     def state_dir(self) -> Path:

@@ -39,10 +39,11 @@ class Topics:
     analytics_by_key: TopicSpec  # internal: verdicts re-keyed for counting
     replies: TopicSpec  # verdicts again, each in the partition its request named (`reply_to`): one per gateway
     policies: TopicSpec  # one partition: every reader sees the changes in one order
+    canary: TopicSpec  # main and canary verdicts side by side, off the enforcement path
 
     def all(self) -> list[TopicSpec]:
         return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq,
-                self.analytics_by_key, self.replies, self.policies]
+                self.analytics_by_key, self.replies, self.policies, self.canary]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -59,6 +60,7 @@ def topics_for(settings: Settings) -> Topics:
         replies=TopicSpec("replies", f"{p}replies", settings.reply_partitions, "conversation_id", "VerdictEvent",
                           retention_ms=DAY_MS),
         policies=TopicSpec("policies", f"{p}policies", 1, "tenant", "PolicyRecord", compacted=True),
+        canary=TopicSpec("canary", f"{p}canary", n, "conversation_id", "CanaryRecord", retention_ms=30 * DAY_MS),
     )
 
 

@@ -35,7 +35,8 @@ def test_audit_defaults_to_sqlite_under_home(tmp_path):
 
 
 def test_a_worker_runs_all_agents_or_the_ones_named():
-    assert Settings.load({}).agents == {"gen", "stream", "enforcement", "audit", "analytics"}
+    assert Settings.load({}).agents == {"gen", "stream", "enforcement", "audit", "analytics", "canary"}
+    assert not Settings.load({}).runs_canary  # the canary agent runs only where a canary is set
     assert Settings.load({"GUARDSTREAM_AGENTS": "gen, audit"}).agents == {"gen", "audit"}
     assert Settings.load({}, agents="stream").agents == {"stream"}
     with pytest.raises(SettingsError, match="agents"):
@@ -52,3 +53,16 @@ def test_each_moderation_step_gets_its_own_settings_and_nothing_else():
     assert s.stream_rules() == StreamRules(policy=s.policy, max_event_bytes=4096, debounce=3, gap_timeout_s=7,
                                            max_held_chunks=9, max_tokens=99)
     assert s.stream_rules().policy.default.mode == "loose"
+
+
+def test_a_canary_names_a_model_and_takes_its_own_pool():
+    settings = Settings.load({"GUARDSTREAM_CANARY": '{"stream_model": "s2", "sample": 0.1, "actor_cpus": 2}'}, app_id="app")
+    assert settings.runs_canary and not Settings.load({}, canary={"gen_model": "g2"}, agents="gen").runs_canary
+    pool = settings.canary_pool_settings()
+    assert (pool.app_id, pool.agents, pool.stream_model, pool.stream_actors, pool.stream_actor_cpus) == \
+        ("app-canary", {"stream"}, "s2", 1, 2)
+    assert settings.canary_group == "guard.app-canary"
+    with pytest.raises(SettingsError, match="names gen_model, stream_model or both"):
+        Settings.load({"GUARDSTREAM_CANARY": '{"sample": 0.1}'})
+    with pytest.raises(SettingsError, match="GUARDSTREAM_CANARY is not JSON"):
+        Settings.load({"GUARDSTREAM_CANARY": "gen_model=x"})

@@ -1,0 +1,211 @@
+"""Canary: a second model judges a deterministic sample of conversations and reply streams beside
+the main one, off the enforcement path, and each pair of verdicts goes to the `canary` topic.
+
+Not a Faust agent but a reader in a consumer group of its own (`Settings.canary_group`,
+`topology/own_group.py`), so a slow canary pool falls behind alone and never holds back the
+agents that enforce. It reads conversations, chunks and verdicts, all keyed (so co-partitioned)
+by conversation id. Sampled events and chunks go to the canary's own actors (the
+`<app id>-canary` pool); each main verdict of a sampled event waits for the canary's, or the
+reverse (`workers/moderation/canary.py`). Nothing the canary says is sent to the verdict topic:
+it never becomes an action. A record is committed once its pair is published or given up on, so
+a restart or a rebalance replays what was not paired yet (a pair may then be published twice,
+with the same `canary_id`).
+
+It starts reading where the topics end (`latest`) the first time its group runs: a canary judges
+live traffic from when it is turned on, not the topics' history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from guardstream.schemas import CanaryRecord, ConversationEvent, TokenChunkEvent, VerdictEvent, answer_key
+from guardstream.schemas.intake import RawRecord, decode
+from guardstream.topology import metrics
+from guardstream.topology.own_group import OwnGroupReader, group_consumer
+from guardstream.topology.wiring import Wiring
+from guardstream.workers.moderation.canary import Pairing, category_outcomes, compared, sampled, stop_outcome
+from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.moderation.stream_moderation import StreamModerator
+from guardstream.workers.moderation.stream_state import Staged, StreamRef, StreamState
+
+log = logging.getLogger(__name__)
+BATCH = 512
+SWEEP_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class CanaryModels:
+    """The canary pool's moderators; either may be None (that path has no canary)."""
+
+    gen: GenModerator | None
+    stream: StreamModerator | None
+
+    @property
+    def variants(self) -> set[str]:
+        return {name for name in ("gen", "stream") if getattr(self, name) is not None}
+
+
+def count(record: CanaryRecord) -> None:
+    metrics.CANARY_PAIRS.labels(record.variant, record.main.risk_level.value, record.canary.risk_level.value).inc()
+    for category, named_by in category_outcomes(record):
+        metrics.CANARY_CATEGORIES.labels(record.variant, metrics.category(category), named_by).inc()
+    if record.variant == "stream":
+        outcome, delta = stop_outcome(record)
+        metrics.CANARY_STOPS.labels(outcome).inc()
+        if delta is not None:
+            metrics.CANARY_STOP_OFFSET.observe(delta)
+
+
+class CanaryReader:
+    """The canary's state between batches: pairs waiting, the canary's own stream sessions (in
+    memory: a restart replays their chunks, which were held uncommitted), and each partition's
+    position."""
+
+    def __init__(self, w: Wiring, models: CanaryModels):
+        self.w, self.models, self.settings = w, models, w.settings
+        canary = w.settings.canary
+        self.share = canary.sample
+        self.pairing = Pairing(canary.join_timeout_s, canary.max_pending)
+        self.streams: dict[str, tuple[int, object]] = {}  # the canary's stream entries: key → (partition, value)
+        self.positions: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self.swept_at = 0.0
+        names = {"gen": [w.conversations], "stream": [w.chunks]}
+        self.topics = [t.get_topic_name() for v in sorted(models.variants) for t in names[v]] + [w.verdicts.get_topic_name()]
+
+    def forget(self) -> None:
+        """Everything in memory: what it held is read again from the committed offsets."""
+        self.pairing.clear()
+        self.streams.clear()
+        self.positions.clear()
+
+    async def handle(self, batches: dict[TopicPartition, list]) -> list[CanaryRecord]:
+        chosen: dict[str, list[RawRecord]] = {}
+        for tp, messages in batches.items():
+            self.positions[tp] = messages[-1].offset + 1
+            chosen.setdefault(tp.topic, []).extend(RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                                                   for m in messages if sampled(m.key, self.share))
+        pairs = self._main(chosen.get(self.w.verdicts.get_topic_name(), []))
+        if conversations := chosen.get(self.w.conversations.get_topic_name()):
+            pairs += await self._gen(conversations)
+        if chunks := chosen.get(self.w.chunks.get_topic_name()):
+            pairs += await self._stream(chunks)
+        return [p for p in pairs if p is not None]
+
+    def _main(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
+        pairs = []
+        for record in records:
+            verdict = decode(record, VerdictEvent, self.settings.max_event_bytes)
+            if isinstance(verdict, VerdictEvent) and verdict.model_variant in self.models.variants and compared(verdict):
+                self.pairing.hold(verdict.answers(), (record.topic, record.partition), record.offset)
+                pairs.append(self.pairing.offer("main", verdict))
+        return pairs
+
+    async def _gen(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
+        for record in records:
+            event = decode(record, ConversationEvent, self.settings.max_event_bytes)
+            if isinstance(event, ConversationEvent):  # one that is not has a dead letter from the main path
+                self.pairing.hold(answer_key("e", event.tenant, event.conversation_id, event.event_id),
+                                  (record.topic, record.partition), record.offset)
+        verdicts, _ = await self.models.gen.moderate(records)
+        return [self.pairing.offer("canary", v) for v in verdicts]
+
+    async def _stream(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
+        for record in records:
+            chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
+            if isinstance(chunk, TokenChunkEvent):
+                self.pairing.hold(answer_key("s", chunk.tenant, chunk.conversation_id, chunk.stream_id),
+                                  (record.topic, record.partition), record.offset)
+        staged = Staged(lambda key: self.streams.get(key, (0, None))[1])
+        verdicts, _ = await self.models.stream.moderate(records, staged)
+        for key, (partition, value) in staged.writes.items():
+            if value is None:
+                self.streams.pop(key, None)
+            else:
+                self.streams[key] = (partition, value)
+        return [self.pairing.offer("canary", v) for v in verdicts if compared(v)]
+
+    def give_up(self) -> None:
+        """Pairs alone past the timeout are dropped and counted; every few seconds, the canary's
+        sessions of streams idle that long are dropped too (paired, given up on, or never ended)."""
+        for key, entry in self.pairing.give_up():
+            metrics.CANARY_UNPAIRED.labels("gen" if key.startswith(b"e") else "stream", entry.missing).inc()
+        metrics.CANARY_WAITING.set(len(self.pairing.waiting))
+        if time.monotonic() - self.swept_at < SWEEP_EVERY_S:
+            return
+        self.swept_at = time.monotonic()
+        horizon = time.time() - self.settings.canary.join_timeout_s
+        idle = [(ref, StreamState.model_validate(value)) for key, (_, value) in self.streams.items()
+                if value["updated_at"] < horizon and (ref := StreamRef.of_state_key(key)) is not None]
+        for ref, state in idle:
+            for key in ref.entries(state):
+                self.streams.pop(key, None)
+
+    def to_commit(self) -> dict[TopicPartition, int]:
+        points = self.pairing.commit_points({(tp.topic, tp.partition): at for tp, at in self.positions.items()})
+        wanted = {tp: points[(tp.topic, tp.partition)] for tp in self.positions}
+        return {tp: at for tp, at in wanted.items() if self.committed.get(tp) != at}
+
+
+def register(w: Wiring, models: CanaryModels) -> None:
+    reader = CanaryReader(w, models)
+
+    class Rebalance(ConsumerRebalanceListener):
+        """A partition taken away: what is paired so far is committed and the rest forgotten; every
+        partition held after the rebalance is read again from its committed offset."""
+
+        def __init__(self, service: Canary):
+            self.service = service
+
+        async def on_partitions_revoked(self, revoked) -> None:
+            async with reader.lock:
+                await self.service.commit()
+                reader.forget()
+
+        async def on_partitions_assigned(self, assigned) -> None:
+            async with reader.lock:
+                if assigned:
+                    await self.service.consumer.seek_to_committed(*assigned)
+                log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
+                         reader.share * 100)
+
+    @w.app.service
+    class Canary(OwnGroupReader):
+        label = "canary"
+
+        def new_consumer(self) -> AIOKafkaConsumer:
+            consumer = group_consumer(w.settings, w.bootstrap, w.settings.canary_group, auto_offset_reset="latest",
+                                      # the same partitions of every topic to one member: an event and its verdict meet
+                                      partition_assignment_strategy=(RangePartitionAssignor,))
+            consumer.subscribe(reader.topics, listener=Rebalance(self))
+            return consumer
+
+        def forget(self) -> None:
+            reader.forget()
+            reader.committed.clear()
+
+        async def commit(self) -> None:
+            points = reader.to_commit()
+            if points and self.consumer is not None:
+                await self.consumer.commit(points)
+                reader.committed.update(points)
+
+        async def step(self) -> None:
+            """A batch → canary verdicts → the pairs published → the commits."""
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+            async with reader.lock:
+                pairs = await reader.handle(batches)
+                if pairs:
+                    await w.deliver([(w.canary, p.conversation_id, p.model_dump_json().encode()) for p in pairs])
+                    for pair in pairs:
+                        count(pair)
+                reader.give_up()
+                await self.commit()
