@@ -154,10 +154,13 @@ def measure_pipeline(label: str, bootstrap: str, log_path: Path, model: str, eve
 def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, noop_batch: int, threads: int,
                        home: Path, report: Callable[[Measurement], None], agents: str = "gen",
                        timeout_s: float = 600, workers: tuple[int, ...] = (1,),
-                       profile: Path | None = None) -> list[Measurement]:
+                       profile: Path | None = None, canary: float | None = None) -> list[Measurement]:
     """The engine alone, then the pipeline and the plumbing with one worker (profiled into
     `profile` if given), then the plumbing with each other count of `workers` on the same topics
-    (events/s is theirs together)."""
+    (events/s is theirs together). With `canary` (a share), the pipeline and the one-worker
+    plumbing again with a canary of the same model on that share of the conversations: what a
+    canary costs the enforcement path."""
+    with_canary = dict(agents=f"{agents},canary", canary=json.dumps({"gen_model": model, "sample": canary}))
     corpus_events = bench_events(events, "engine")
     results = [measure_engine_alone(model, corpus_events, batch, threads)]
     report(results[-1])
@@ -167,12 +170,22 @@ def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, no
                                         home / "bench-worker.log", model, events, batch, threads, timeout_s,
                                         agents=agents))
         report(results[-1])
+        if canary:
+            results.append(measure_pipeline(f"the same with a {canary:.0%} canary", broker.bootstrap,
+                                            home / "bench-worker-canary.log", model, events, batch, threads, timeout_s,
+                                            **with_canary))
+            report(results[-1])
         for count in sorted(set(workers) | {1}):
             label = "plumbing: the same with a no-op engine" + (f", {count} workers" if count > 1 else "")
             results.append(measure_pipeline(label, broker.bootstrap, home / "bench-worker-noop.log", model, noop_events,
                                             noop_batch, threads, timeout_s, workers=count, agents=agents,
                                             gen_backend="noop", profile=profile if count == 1 else None))
             report(results[-1])
+            if canary and count == 1:
+                results.append(measure_pipeline(f"plumbing with a {canary:.0%} canary", broker.bootstrap,
+                                                home / "bench-worker-noop-canary.log", model, noop_events, noop_batch,
+                                                threads, timeout_s, gen_backend="noop", **with_canary))
+                report(results[-1])
     return results
 
 
