@@ -358,3 +358,11 @@ def test_the_dashboard_reads_actor_gauges_once_per_actor():
     expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     actor = [e for e in expressions if "guardstream_actor_" in e]
     assert len(actor) >= 2 and all(e.startswith("max by (") and "actor" in e.split(")")[0] for e in actor), actor
+
+
+def test_a_canary_in_the_values_runs_in_the_moderation_workers_only():
+    canary = {"gen_model": "Qwen/Qwen3Guard-Gen-4B", "sample": 0.1, "actor_gpus": 1}
+    docs = render(merged({"canary": canary}, PRODUCTION))
+    moderation, sinks = (Settings.load(environment(docs, c)) for c in ("moderation", "sinks"))
+    assert moderation.runs_canary and moderation.canary.model_dump(exclude_defaults=True) == canary
+    assert moderation.agents == {"gen", "stream", "canary"} and not sinks.runs_canary

@@ -63,7 +63,7 @@ spec:
             - configMapRef: {name: {{ include "guardstream.name" $root }}}
           env:
             - {name: GUARDSTREAM_APP_ID, value: {{ .w.appId | quote }}}
-            - {name: GUARDSTREAM_AGENTS, value: {{ .w.agents | quote }}}
+            - {name: GUARDSTREAM_AGENTS, value: {{ ternary (printf "%s,canary" .w.agents) .w.agents (and .pool (not (empty $root.Values.canary))) | quote }}}
             {{- if .pool }}
             - {name: GUARDSTREAM_POOL, value: join}
             - {name: GUARDSTREAM_RAY_ADDRESS, value: {{ include "guardstream.rayGcsAddress" $root | quote }}}
