@@ -608,6 +608,21 @@ def bench_takeover(seconds: float, rate: float, window_s: float) -> None:
     _print_table(takeover_table(found, "Produce to verdict around a worker's SIGKILL (session timeout 6 s)"))
 
 
+@bench.command("reload")
+@click.option("--changes", type=int, default=40, show_default=True, help="policy changes to time")
+@click.option("--every", "every_s", type=float, default=0.5, show_default=True, help="seconds between changes")
+@click.option("--rate", type=float, default=100, show_default=True, help="events per second of the steady load")
+def bench_reload(changes: int, every_s: float, rate: float) -> None:
+    """How soon a `policy set` decides verdicts, under a steady load, next to a verdict's own delay."""
+    from guardstream.bench.reload import reload_table, run_reload_bench
+
+    console.print(f"[bold]bench reload[/] one worker (no-op engine), {rate:g} events/s of one tenant, its policy "
+                  f"changed {changes} times, every {every_s:g}s")
+    change_ms, verdict_ms = run_reload_bench(changes, every_s, rate, _settings().home,
+                                             lambda line: console.print(f"  {line}"))
+    _print_table(reload_table(change_ms, verdict_ms, "From a policy change, and from an event, to its first verdict"))
+
+
 @bench.command("stream-pipeline")
 @click.option("--stream-model", help="Qwen3Guard-Stream hub id or path; default: the tiny fixture")
 @click.option("--streams", default="1,16,64", show_default=True, help="concurrent gateway streams to measure")
