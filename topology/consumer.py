@@ -14,11 +14,10 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
   restores) without a seek: that partition's position is past them (`_wait_next_records`);
 - its flow control clears every channel queue whenever it resumes, and recovery resumes it once
   more after the stream partitions are back in the fetch: records fetched in between and still
-  queued are dropped, their partitions' positions past them (`refetch_cleared`);
-- a record fetched around a rebalance is still lost some other way, not yet found, between the
-  fetch and the agents: the chaos test sees a taking-over worker's first records never reach the
-  agents with neither mend above firing. Nothing acks such a record, so with the rule below it
-  would hold its partition's commit for good.
+  queued are dropped, their partitions' positions past them (`refetch_cleared`). This is what
+  the chaos test saw as a taking-over worker's first records never reaching its agents: the
+  head of a partition lost with later records acked, or every record of it fetched and none
+  delivered, until the rules below fetched it again 2 or 30 seconds later.
 
 Here the last-read offset is never remembered, so nothing is dropped and no gap is filled: a
 prefetched record may be delivered twice, which verdict ids and stream `seq`s make harmless.
@@ -258,8 +257,9 @@ def refetch_cleared(app) -> None:
         for queue in list(flow._queues):
             for item in list(queue._queue):
                 message = getattr(item, "message", None)
-                if isinstance(getattr(message, "tp", None), TP):
-                    lowest[message.tp] = min(lowest.get(message.tp, message.offset), message.offset)
+                if message is not None:  # its tp is aiokafka's TopicPartition, not Faust's TP: equal, not an instance
+                    tp = TP(message.tp.topic, message.tp.partition)
+                    lowest[tp] = min(lowest.get(tp, message.offset), message.offset)
         clear()
         if lowest:
             app.consumer.refetch(lowest)

@@ -4,6 +4,7 @@ committed one, and fetches again a head that never reached the agents."""
 import asyncio
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
 
@@ -268,7 +269,8 @@ async def test_records_faust_clears_from_its_queues_when_flow_resumes_are_fetche
 
     app = faust.App("flow-probe", broker="kafka://127.0.0.1:1", store="memory://")
     app.transport = StrictTransport(app.conf.broker_consumer, app)
-    tp, seeks = TP("t", 0), []
+    # Faust's messages carry the partition as aiokafka gave it (TopicPartition), equal to TP but not one
+    tp, fetched_as, seeks = TP("t", 0), TopicPartition("t", 0), []
     queue = FlowControlQueue(maxsize=10, flow_control=app.flow_control, clear_on_resume=True)
 
     async def seek(partition, offset):
@@ -276,7 +278,8 @@ async def test_records_faust_clears_from_its_queues_when_flow_resumes_are_fetche
 
     def queued(*offsets):
         for offset in offsets:
-            queue.put_nowait(faust.Event(app, b"k", b"v", {}, Message("t", 0, offset, 0.0, 0, {}, b"k", b"v", None, tp=tp)))
+            queue.put_nowait(faust.Event(app, b"k", b"v", {}, Message("t", 0, offset, 0.0, 0, {}, b"k", b"v", None,
+                                                                      tp=fetched_as)))
 
     monkeypatch.setattr(app.consumer, "seek", seek)
     monkeypatch.setattr(app.consumer, "assignment", lambda: {tp})
