@@ -78,6 +78,7 @@ class CanaryReader:
         self.committed: dict[TopicPartition, int] = {}
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.swept_at = 0.0
+        self.assigned: set[TopicPartition] | None = None  # a new assignment, not yet announced
         names = {"gen": [w.conversations], "stream": [w.chunks]}
         self.topics = [t.get_topic_name() for v in sorted(models.variants) for t in names[v]] + [w.verdicts.get_topic_name()]
 
@@ -174,8 +175,7 @@ def register(w: Wiring, models: CanaryModels) -> None:
             async with reader.lock:
                 if assigned:
                     await self.service.consumer.seek_to_committed(*assigned)
-                log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
-                         reader.share * 100)
+                reader.assigned = set(assigned)
 
     @w.app.service
     class Canary(OwnGroupReader):
@@ -200,6 +200,12 @@ def register(w: Wiring, models: CanaryModels) -> None:
 
         async def step(self) -> None:
             """A batch → canary verdicts → the pairs published → the commits."""
+            if reader.assigned is not None:  # newly assigned: where it reads from is settled before it says so
+                assigned, reader.assigned = reader.assigned, None
+                for tp in assigned:
+                    await self.consumer.position(tp)
+                log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
+                         reader.share * 100)
             batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
             async with reader.lock:
                 pairs = await reader.handle(batches)
