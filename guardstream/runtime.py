@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import faust
 import ray
@@ -250,8 +251,10 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with HEALTH.busy(f"opening the model pool of app {settings.app_id}"):  # alive, not ready, meanwhile
             start_ray(settings)
-            spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
-            canary_models = open_canary(settings) if settings.runs_canary else None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary-pool") as beside:
+                canary = beside.submit(open_canary, settings) if settings.runs_canary else None  # loads meanwhile
+                spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
+                canary_models = canary.result() if canary is not None else None
         if spec is not None:
             moderator, stream_moderator = moderators(settings, spec)
         if settings.ray_address and spec is not None:

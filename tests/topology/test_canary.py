@@ -43,7 +43,8 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
     variant = build_tiny_checkpoints(gen_steps=60, stream_steps=6)  # different models: under-trained
     port = free_port()
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-canary",
-                          topic_prefix="cn.", metrics_port=port, audit_url=f"sqlite:///{tmp_path / 'audit.sqlite'}",
+                          topic_prefix="cn.", metrics_port=port, agents="gen,stream,enforcement,canary",
+                          table_store="memory",
                           canary=json.dumps({"gen_model": str(variant.gen), "stream_model": str(variant.stream),
                                              "sample": SHARE}))
     try:
@@ -61,7 +62,7 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
         chosen_streams = [s for s in streams if sampled(f"conv-{s['id']}".encode(), SHARE)]
         assert chosen_events and chosen_streams and len(chosen_events) < len(events)
         found = eventually(lambda: (r := [CanaryRecord.model_validate(v) for v in read_all(settings, broker.bootstrap,
-                                                                                          "canary", idle_timeout_s=1.5)])
+                                                                                          "canary", idle_timeout_s=1)])
                            and len(r) >= len(chosen_events) + len(chosen_streams) and r, 180, "every sampled pair")
         gen = {r.source_event_id: r for r in found if r.variant == "gen"}
         paired_streams = {r.stream_id: r for r in found if r.variant == "stream"}
@@ -91,12 +92,14 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
         assert report.stops["same"] < report.pairs("stream")  # the two stop some streams at different tokens
 
         # Enforcement is what the main model and the policy give, for every event, sampled or not.
-        actions = read_all(settings, broker.bootstrap, "actions", lambda v: v["source_event_id"].startswith("cn-e"))
+        actions = eventually(lambda: (a := read_all(settings, broker.bootstrap, "actions", idle_timeout_s=1,
+                                                    keep=lambda v: v["source_event_id"].startswith("cn-e")))
+                             and len(a) >= len(events) and a, 60, "an action for every event")
         assert Counter(a["source_event_id"] for a in actions) == Counter(e["event_id"] for e in events)
         strict = TenantPolicy()
         assert {a["source_event_id"]: a["action"] for a in actions} == \
             {e["event_id"]: strict.decide(m.risk_level, m.categories).action.value for e, m in zip(events, main)}
-        models = {v["model_id"] for v in read_all(settings, broker.bootstrap, "verdicts", idle_timeout_s=1.5)}
+        models = {v["model_id"] for v in read_all(settings, broker.bootstrap, "verdicts", idle_timeout_s=1)}
         assert models == {str(tiny.gen), str(tiny.stream)}  # no verdict of the canary's
 
         # `canary report` reads the same from the topic
