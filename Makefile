@@ -1,21 +1,22 @@
 # `make run` and `make test` work on a fresh machine: they build .venv from requirements.lock first.
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.lock pyproject.toml Makefile | sha1sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-torch.lock requirements-dev.lock pyproject.toml Makefile | sha1sum | cut -c1-12)
 PYTEST ?= -q
 # checkov (the chart's security scan) has its own pinned environment: its ~100 requirements stay
 # out of the application's lock
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install run test unit kcat clean
+.PHONY: install run test unit kcat postgres clean
 
-$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+$(STAMP): requirements.lock requirements-torch.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	# torch==2.13.0 resolves to the CPU wheel this machine keeps on disk; any other spec pulls CUDA.
-	# requirements.lock is the complete pinned runtime (what the image installs too) and
-	# requirements-dev.lock the test tools on top of it, so no resolver runs over them.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock -r requirements-dev.lock
+	# requirements.lock is the pinned runtime (what the image installs too), requirements-torch.lock
+	# what PyPI's torch 2.13.0 (the CUDA build, which runs on a CPU) pins, and requirements-dev.lock
+	# the test tools on top: all --no-deps, so no resolver runs over them.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock -r requirements-torch.lock \
+	  -r requirements-dev.lock
 	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
 	# requirements are in requirements.lock. tests/topology/test_faust_click.py proves the pairing.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
@@ -42,6 +43,11 @@ kcat:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
 	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
 
+# the integration tests' PostgreSQL: started (and installed from Debian's packages) when nothing
+# answers on 127.0.0.1:5432, with the `test` database and the login tests/helpers/pipeline.py uses
+postgres:
+	@bash tests/helpers/postgres.sh
+
 # two processes (pytest-xdist), a test file at a time, in the order tests/conftest.py sorts them:
 # most integration time is waiting on workers, brokers and timeouts, and the unit modules keep
 # both cores busy. (Not loadgroup: under pytest 9.2 it groups nothing, as xdist 3.8 renames
@@ -49,7 +55,7 @@ kcat:
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
-test: $(STAMP) $(CHECKOV) kcat
+test: $(STAMP) $(CHECKOV) kcat postgres
 	$(PY) -m pytest $(PYTEST) $(XDIST)
 
 # the inner loop: everything but the tests marked integration (real broker, Ray, PostgreSQL)

@@ -97,12 +97,13 @@ def _with_models(settings: Settings, needed: bool = True) -> Settings:
 @contextmanager
 def _fatal_as_message():
     """Settings and pool problems end the command with their message, not a traceback."""
+    from guardstream.dev.kafka import KafkaError
     from guardstream.topology.policy_feed import PoliciesUnavailable
     from guardstream.workers.pools.model_pool import PoolMissing
 
     try:
         yield
-    except (SettingsError, PoolMissing, PoliciesUnavailable) as exc:
+    except (SettingsError, PoolMissing, PoliciesUnavailable, KafkaError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -161,20 +162,43 @@ def pool(loglevel: str, down: bool, **flags) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=None, help="loopback port; default: a free one")
-def broker(port: int | None) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu) and create the topics."""
-    from guardstream.topology.topics import ensure_topics
-    from guardstream.dev.broker import EmbeddedBroker
+@click.option("--port", type=int, default=None, help="loopback port (the first node's); default: free ones")
+@click.option("--kafka", is_flag=True, help="Apache Kafka (KRaft, from Maven Central; needs Java 17+ and Maven) "
+                                            "instead of the embedded Tansu")
+@click.option("--nodes", type=click.IntRange(1, 5), default=1, show_default=True, help="Kafka nodes (with --kafka)")
+@click.option("--kafka-version", default=None, help="a pinned Kafka release (with --kafka); default: the newest 4.x")
+def broker(port: int | None, kafka: bool, nodes: int, kafka_version: str | None) -> None:
+    """Run a broker on loopback and create the topics: the embedded Tansu, or Apache Kafka with --kafka.
 
+    Prints `node <id> port <port> pid <pid>` for each Kafka node, then `broker ready <bootstrap>`;
+    SIGTERM or Ctrl-C stops every node."""
+    from guardstream.topology.topics import ensure_topics
+
+    if nodes != 1 and not kafka:
+        raise click.UsageError("--nodes goes with --kafka (the embedded broker is one process)")
     settings = _settings()
     exit_on_signals()
-    with EmbeddedBroker(port) as embedded:
-        asyncio.run(ensure_topics(settings, embedded.bootstrap))
-        console.print(f"[green]broker ready[/] on [bold]{embedded.bootstrap}[/]  "
-                      f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={embedded.bootstrap}); Ctrl-C stops it")
+    with _fatal_as_message(), _loopback_broker(port, kafka, nodes, kafka_version) as running:
+        if kafka:
+            for node in running.nodes:
+                click.echo(f"node {node.node_id} port {node.port} pid {node.pid}")
+            if "topic_replication" not in settings.model_fields_set:
+                settings = settings.model_copy(update={"topic_replication": min(3, nodes)})
+        asyncio.run(ensure_topics(settings, running.bootstrap))
+        click.echo(f"broker ready {running.bootstrap}")
+        console.print(f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={running.bootstrap}); Ctrl-C stops it")
         while True:
             signal.pause()
+
+
+def _loopback_broker(port: int | None, kafka: bool, nodes: int, kafka_version: str | None):
+    if not kafka:
+        from guardstream.dev.broker import EmbeddedBroker
+
+        return EmbeddedBroker(port)
+    from guardstream.dev.kafka import NEWEST, KafkaCluster
+
+    return KafkaCluster(nodes, port, kafka_version or NEWEST, report=lambda line: console.print(line))
 
 
 @main.command()
@@ -189,8 +213,6 @@ def up(loglevel: str, policy_source: str | None, **flags) -> None:
         run_worker(settings, settings.kafka_bootstrap, loglevel)
         return
     settings.home.mkdir(parents=True, exist_ok=True)
-    if "kafka_fetch_max_wait_ms" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"kafka_fetch_max_wait_ms": EmbeddedBroker.FETCH_WAIT_MS})
     if settings.data_dir is None:  # the embedded broker keeps nothing across runs: nor do the tables beside it
         settings = settings.model_copy(update={"data_dir": settings.home / "embedded-run"})
         shutil.rmtree(settings.data_dir, ignore_errors=True)

@@ -25,7 +25,7 @@ from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.app import create_app
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings, SettingsError
-from guardstream.topology.topics import ensure_topics
+from guardstream.topology.topics import cluster_id, ensure_topics
 from guardstream.workers import faults
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
@@ -235,6 +235,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     faults.arm(settings.faults)
     created = asyncio.run(ensure_topics(settings, bootstrap))
+    settings = settings.for_broker(asyncio.run(cluster_id(settings, bootstrap)))
     if created:
         log.info("created topics %s", ", ".join(created))
     policies = PolicyFeed(settings, bootstrap)

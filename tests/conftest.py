@@ -1,7 +1,7 @@
 """Fixtures for every test folder. `tiny` builds the fixture checkpoints; the rest are the real parts
-of the integration tests (marked `integration`): the embedded broker over TCP, a fresh PostgreSQL
-database and a `guardstream worker` process with local Ray, each started once per session and
-only when a test asks for it."""
+of the integration tests (marked `integration`): a one-node Apache Kafka over TCP (the embedded
+Tansu only where a test says so), a fresh PostgreSQL database and a `guardstream worker` process
+with local Ray, each started once per session and only when a test asks for it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import psycopg
 import pytest
 import torch
 
-from guardstream.dev.broker import EmbeddedBroker, free_port
+from guardstream.dev.broker import free_port
+from guardstream.dev.kafka import KafkaCluster
 from guardstream.dev.tiny_checkpoints import TinyCheckpoints, build_tiny_checkpoints
 from tests.helpers.pipeline import PG_ADMIN_URL, POLICY, start_worker
 
@@ -44,8 +45,9 @@ def tiny() -> TinyCheckpoints:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log") as embedded:
-        yield embedded
+    """Apache Kafka, one node (the settings for tests: guardstream/dev/kafka.py, TEST_BROKER_CONFIG)."""
+    with KafkaCluster(directory=tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,12 @@ def _json(name: str, raw: str):
         raise SettingsError(f"GUARDSTREAM_{name.upper()} is not JSON ({exc})") from None
 
 
+# Tansu, the embedded broker, names its cluster so; it answers a fetch only at the end of its long
+# poll, so its consumers poll this often (`bench stream-pipeline`: 20 ms against 1,500 ms)
+TANSU_CLUSTER_ID = "tansu_cluster"
+TANSU_FETCH_WAIT_MS = 20
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,8 +83,9 @@ class Settings(BaseModel):
     kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
     kafka_session_timeout_s: float = Field(default=10, gt=0)
     # The agents' fetch long poll (Faust's own: 1,500 ms). Kafka answers a waiting fetch when a
-    # record arrives, so there it only paces idle polling; the embedded broker answers at the end of
-    # the wait, so it adds to every chunk's latency (20 ms: `bench stream-pipeline`, README).
+    # record arrives, so there it only paces idle polling. Tansu (the embedded broker) answers at the
+    # end of the wait, so there it adds to every chunk's latency: unless set, a worker that finds
+    # Tansu uses TANSU_FETCH_WAIT_MS instead (`for_broker`).
     kafka_fetch_max_wait_ms: int = Field(default=1500, ge=1, le=5000)
     # A signalled worker still stopping after this long (its stop waiting on a broker that does not
     # answer) ends its children and exits, as a crash would: under the chart's 60 s grace period.
@@ -181,6 +188,12 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise SettingsError(f"invalid settings ({problems}); see `guardstream worker --help`") from None
+
+    def for_broker(self, cluster_id: str | None) -> Settings:
+        """These settings for the cluster found at start: Tansu's fetch wait, unless one was set."""
+        if cluster_id != TANSU_CLUSTER_ID or "kafka_fetch_max_wait_ms" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"kafka_fetch_max_wait_ms": TANSU_FETCH_WAIT_MS})
 
     def gen_rules(self) -> GenRules:
         return GenRules(policy=self.policy, max_event_bytes=self.max_event_bytes, store_text=self.audit_store_text)

@@ -80,3 +80,13 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def cluster_id(settings: Settings, bootstrap: str) -> str | None:
+    """The Kafka cluster's id (DescribeCluster); Tansu answers `TANSU_CLUSTER_ID`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        return (await admin.describe_cluster())["cluster_id"]
+    finally:
+        await admin.close()

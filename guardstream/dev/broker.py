@@ -20,10 +20,7 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    # Tansu answers a fetch only at the end of its long poll, so a consumer's wait is latency on
-    # every record: its workers poll this often (Kafka answers as soon as a record arrives, and
-    # keeps the settings' 1,500 ms)
-    FETCH_WAIT_MS = 20
+    """Tansu on loopback. A worker finds it by its cluster id and polls it often (Settings.for_broker)."""
 
     def __init__(self, port: int | None = None, log_path: Path | None = None):
         self.port = port or free_port()

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from guardstream.dev.broker import EmbeddedBroker
 from guardstream.topology.settings import Settings
 
 READY_LINE = "Worker ready"  # Faust logs it once the agents are started
@@ -22,11 +21,9 @@ class WorkerStartError(RuntimeError):
 class WorkerProcess:
     def __init__(self, bootstrap: str, log_path: Path, *args: str, **env_settings: object):
         """Extra CLI `args` and `GUARDSTREAM_*` settings (`app_id="x"` → GUARDSTREAM_APP_ID=x). The
-        broker is the embedded one: its fetch wait applies unless the settings or environment name one,
-        and the worker's data directory (its table stores) is next to its log unless they name one."""
+        worker's data directory (its table stores) is next to its log unless they name one."""
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     **{f"GUARDSTREAM_{k.upper()}": str(v) for k, v in env_settings.items()}}
-        self.env.setdefault("GUARDSTREAM_KAFKA_FETCH_MAX_WAIT_MS", str(EmbeddedBroker.FETCH_WAIT_MS))
         # its own data directory, as each pod has: two workers' table stores never share a disk
         self.env.setdefault("GUARDSTREAM_DATA_DIR", str(log_path.with_name(log_path.stem + "-data")))
         self.settings = Settings.load(self.env)

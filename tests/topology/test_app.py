@@ -21,7 +21,7 @@ def test_a_worker_registers_the_agents_it_runs_and_keeps_no_standby_tables():
 
 
 def test_the_agents_consumer_long_polls_as_long_as_the_settings_say():
-    # Faust's own 1,500 ms: the embedded broker answers a fetch at the end of its wait, so it was most of a chunk's latency
+    # Faust's own 1,500 ms would be most of a chunk's latency on Tansu, which answers a fetch at the end of its wait
     app = create_app(Settings.load({}, agents="enforcement", kafka_fetch_max_wait_ms=7), "127.0.0.1:1", None, None)
 
     async def created():  # aiokafka makes its consumers inside a running loop

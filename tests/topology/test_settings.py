@@ -1,6 +1,6 @@
 import pytest
 
-from guardstream.topology.settings import Settings, SettingsError
+from guardstream.topology.settings import TANSU_CLUSTER_ID, TANSU_FETCH_WAIT_MS, Settings, SettingsError
 from guardstream.workers.moderation.rules import GenRules, StreamRules
 
 
@@ -66,3 +66,12 @@ def test_a_canary_names_a_model_and_takes_its_own_pool():
         Settings.load({"GUARDSTREAM_CANARY": '{"sample": 0.1}'})
     with pytest.raises(SettingsError, match="GUARDSTREAM_CANARY is not JSON"):
         Settings.load({"GUARDSTREAM_CANARY": "gen_model=x"})
+
+
+def test_a_worker_on_tansu_polls_often_unless_told_otherwise():
+    """Tansu answers a fetch at the end of its wait; Kafka as soon as a record arrives."""
+    default = Settings.load({})
+    assert default.for_broker("kafka-cluster-id").kafka_fetch_max_wait_ms == 1500
+    assert default.for_broker(TANSU_CLUSTER_ID).kafka_fetch_max_wait_ms == TANSU_FETCH_WAIT_MS
+    chosen = Settings.load({"GUARDSTREAM_KAFKA_FETCH_MAX_WAIT_MS": "300"})
+    assert chosen.for_broker(TANSU_CLUSTER_ID).kafka_fetch_max_wait_ms == 300
