@@ -652,9 +652,12 @@ def bench_reload(changes: int, every_s: float, rate: float) -> None:
 @click.option("--chunk-tokens", type=int, default=4, show_default=True, help="token ids per chunk")
 @click.option("--reply-tokens", type=int, default=96, show_default=True, help="reply length per stream")
 @click.option("--actor-cpus", type=int, default=1, show_default=True, help="threads of the StreamGuard actor (and engine alone)")
-@click.option("--fetch-wait-ms", type=int, default=20, show_default=True, help="the worker's KAFKA_FETCH_MAX_WAIT_MS")
+@click.option("--fetch-wait-ms", type=int, default=None, help="the worker's KAFKA_FETCH_MAX_WAIT_MS; default: its "
+                                                                "own for the broker it finds")
+@click.option("--brokers", default="tansu,kafka", show_default=True,
+              help="brokers to measure through, in turn: tansu (embedded), kafka (one-node Apache Kafka)")
 def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: float, chunk_tokens: int,
-                          reply_tokens: int, actor_cpus: int, fetch_wait_ms: int) -> None:
+                          reply_tokens: int, actor_cpus: int, fetch_wait_ms: int | None, brokers: str) -> None:
     """Gateway streams through broker → Faust → Ray → engine: chunk-verdict latency and stop lag at the
     client, next to the broker alone and the engine alone."""
     from guardstream.bench.stream_pipeline import run_stream_pipeline_bench, stream_pipeline_table
@@ -663,12 +666,16 @@ def bench_stream_pipeline(stream_model: str | None, streams: str, tokens_per_s: 
     model = stream_model or str(build_tiny_checkpoints().stream)
     console.print(f"[bold]bench stream-pipeline[/] model={model}: streams {streams} at {tokens_per_s:g} tokens/s in "
                   f"chunks of {chunk_tokens}; engine alone, then a worker (stream agent) and its actor")
-    floor, engine, runs = run_stream_pipeline_bench(model, _int_list(streams), chunk_tokens, tokens_per_s, reply_tokens,
-                                                    actor_cpus, fetch_wait_ms, _settings().home,
-                                                    lambda line: console.print(f"  {line}"))
-    _print_table(stream_pipeline_table(floor, engine, runs, f"Stream pipeline: one worker (stream agent), one StreamGuard "
+    names = [b.strip() for b in brokers.split(",") if b.strip()]
+    if not names or set(names) - {"tansu", "kafka"}:
+        raise click.UsageError(f"--brokers takes tansu and/or kafka, not {brokers!r}")
+    engine, measured = run_stream_pipeline_bench(model, _int_list(streams), chunk_tokens, tokens_per_s, reply_tokens,
+                                                 actor_cpus, fetch_wait_ms, names, _settings().home,
+                                                 lambda line: console.print(f"  {line}"))
+    wait = "the worker's default fetch wait" if fetch_wait_ms is None else f"fetch wait {fetch_wait_ms} ms"
+    _print_table(stream_pipeline_table(engine, measured, f"Stream pipeline: one worker (stream agent), one StreamGuard "
                                        f"actor with {actor_cpus} thread(s), {tokens_per_s:g} tokens/s per stream, chunks of "
-                                       f"{chunk_tokens}, fetch wait {fetch_wait_ms} ms"), width=160)
+                                       f"{chunk_tokens}, {wait}"), width=160)
     console.print("Latency: produce to verdict at the client; stop lag: from producing the chunk that holds the stop "
                   "token to the stop's arrival, and the reply tokens sent past that chunk meanwhile.")
 

@@ -235,7 +235,9 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     faults.arm(settings.faults)
     created = asyncio.run(ensure_topics(settings, bootstrap))
-    settings = settings.for_broker(asyncio.run(cluster_id(settings, bootstrap)))
+    found = asyncio.run(cluster_id(settings, bootstrap))
+    settings = settings.for_broker(found)
+    log.info("broker: %s (cluster %s); fetch wait %d ms", settings.broker_kind, found, settings.kafka_fetch_max_wait_ms)
     if created:
         log.info("created topics %s", ", ".join(created))
     policies = PolicyFeed(settings, bootstrap)

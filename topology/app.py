@@ -83,6 +83,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
     refetch_cleared(app)  # records Faust's flow control drops from its queues are fetched again
     app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.transport.seal_changelogs = settings.broker_kind == "tansu"
 
     w = Wiring(app, settings, bootstrap)
     if "gen" in settings.agents:

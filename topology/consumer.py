@@ -137,10 +137,10 @@ class StrictConsumer(aiokafka_driver.Consumer):
             task.add_done_callback(self._refetching.discard)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        """Recovery reads each changelog up to these: they are sealed first (`state.seal`), so that
-        on Tansu the watermark lies past every record written before."""
+        """Recovery reads each changelog up to these: on Tansu they are sealed first (`state.seal`),
+        so that the watermark lies past every record written before."""
         changelogs = [tp for tp in partitions if self._is_changelog_tp(tp)]
-        if changelogs:
+        if changelogs and self.transport.seal_changelogs:
             await seal(self.app.producer, changelogs)
         highwaters = await super().highwaters(*partitions)
         discard_stale(self.app.tables.values(), highwaters)
@@ -270,3 +270,4 @@ def refetch_cleared(app) -> None:
 class StrictTransport(aiokafka_driver.Transport):
     Consumer = StrictConsumer
     fetch_max_wait_ms = 1500  # the app sets its own (settings.kafka_fetch_max_wait_ms)
+    seal_changelogs = False  # the app sets it on Tansu (settings.broker_kind)

@@ -87,6 +87,8 @@ class Settings(BaseModel):
     # end of the wait, so there it adds to every chunk's latency: unless set, a worker that finds
     # Tansu uses TANSU_FETCH_WAIT_MS instead (`for_broker`).
     kafka_fetch_max_wait_ms: int = Field(default=1500, ge=1, le=5000)
+    # What the worker found at start (`for_broker`): Tansu's quirks are worked around only on Tansu.
+    broker_kind: Literal["kafka", "tansu"] = "kafka"
     # A signalled worker still stopping after this long (its stop waiting on a broker that does not
     # answer) ends its children and exits, as a crash would: under the chart's 60 s grace period.
     shutdown_grace_s: float = Field(default=30, gt=0)
@@ -190,10 +192,14 @@ class Settings(BaseModel):
             raise SettingsError(f"invalid settings ({problems}); see `guardstream worker --help`") from None
 
     def for_broker(self, cluster_id: str | None) -> Settings:
-        """These settings for the cluster found at start: Tansu's fetch wait, unless one was set."""
-        if cluster_id != TANSU_CLUSTER_ID or "kafka_fetch_max_wait_ms" in self.model_fields_set:
+        """These settings for the cluster found at start: on Tansu, its kind and (unless one was set)
+        its fetch wait."""
+        if cluster_id != TANSU_CLUSTER_ID:
             return self
-        return self.model_copy(update={"kafka_fetch_max_wait_ms": TANSU_FETCH_WAIT_MS})
+        update = {"broker_kind": "tansu"}
+        if "kafka_fetch_max_wait_ms" not in self.model_fields_set:
+            update["kafka_fetch_max_wait_ms"] = TANSU_FETCH_WAIT_MS
+        return self.model_copy(update=update)
 
     def gen_rules(self) -> GenRules:
         return GenRules(policy=self.policy, max_event_bytes=self.max_event_bytes, store_text=self.audit_store_text)

@@ -10,10 +10,10 @@ the table: what an agent acks afterwards is always restored with the state it le
 
 Recovery reads a changelog up to its high watermark, and Tansu (the development broker) reports
 the base offset of the last batch there: every record but the first of that batch would be left
-out. So before a worker reads the high watermarks it seals each changelog partition with a lone
-tombstone for a key no one uses (`seal`, called by the consumer), a batch of its own: whatever a
-worker wrote before it, even one killed mid-write, is then below the watermark. On Kafka it
-costs one small record per partition and recovery, and writes pay no extra round trip.
+out. So on Tansu, before a worker reads the high watermarks, it seals each changelog partition
+with a lone tombstone for a key no one uses (`seal`, called by the consumer), a batch of its own:
+whatever a worker wrote before it, even one killed mid-write, is then below the watermark. Kafka's
+high watermark covers every acknowledged record, so there nothing is sealed.
 
 Where the table lives is the app's store (`table_store`): in memory, restored from the whole
 changelog at every start, or on disk (faust-streaming's `rocksdb://` store, one RocksDB per
@@ -46,8 +46,8 @@ _SEAL_KEY = json.dumps("guardstream:seal").encode()  # never stored: recovery ap
 
 
 async def seal(producer, partitions: Iterable[TP]) -> None:
-    """End each changelog partition with a lone record, acked, so its high watermark covers every
-    record before it (on Tansu; see above)."""
+    """End each changelog partition with a lone record, acked, so that Tansu's high watermark covers
+    every record before it (see above)."""
     await asyncio.gather(*[await producer.send(tp.topic, _SEAL_KEY, None, tp.partition, None, None) for tp in partitions])
 
 

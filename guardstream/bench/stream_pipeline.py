@@ -1,5 +1,7 @@
-"""`guardstream bench stream-pipeline`: reply streams from a gateway, through the embedded broker → a
-Faust worker running the stream agent → its StreamGuard actor → verdicts, measured at the client.
+"""`guardstream bench stream-pipeline`: reply streams from a gateway, through a broker (the embedded
+Tansu, a one-node Apache Kafka, or each in turn) → a Faust worker running the stream agent → its
+StreamGuard actor → verdicts, measured at the client. The worker keeps its defaults for the broker
+it finds unless a fetch wait is given.
 
 - broker floor: records produced and consumed through the same broker with no worker, read the
   way the client reads verdicts: the part of a chunk's latency that no worker can remove;
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,6 +32,7 @@ from guardstream.bench.stream import IM_END, measure_engine
 from guardstream.bench.timing import Measurement, percentile, results_table
 from guardstream.client import FETCH_WAIT_MS, Guard, GuardedStream
 from guardstream.dev.broker import EmbeddedBroker
+from guardstream.dev.kafka import KafkaCluster
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.worker_process import WorkerProcess
 from guardstream.topology.settings import Settings
@@ -42,6 +46,11 @@ class Reply:
     prompt: str
     ids: list[int]
     unsafe_at: int | None  # the reply token where the corpus's unsafe text begins
+
+
+class BrokerRuns(NamedTuple):
+    floor: list[float]  # the broker alone, ms
+    runs: list[StreamsRun]
 
 
 @dataclass(frozen=True)
@@ -186,8 +195,8 @@ def measure_engine_alone(checkpoint: str, prompt: list[int], streams: int, chunk
 
 
 def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, tokens_per_s: float, reply_tokens: int,
-                              threads: int, fetch_wait_ms: int, home: Path, report: Callable[[str], None]
-                              ) -> tuple[list[float], list[Measurement], list[StreamsRun]]:
+                              threads: int, fetch_wait_ms: int | None, brokers: list[str], home: Path,
+                              report: Callable[[str], None]) -> tuple[list[Measurement], dict[str, BrokerRuns]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -197,19 +206,30 @@ def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, t
         engine.append(measure_engine_alone(checkpoint, prompt, n, chunk, reply_tokens, threads))
         report(f"engine alone, {n} streams: step p50 {engine[-1].percentile(0.5):.1f} ms")
     home.mkdir(parents=True, exist_ok=True)
-    run = uuid.uuid4().hex[:6]
-    with EmbeddedBroker(log_path=home / "bench-broker.log") as broker:
-        worker = WorkerProcess(broker.bootstrap, home / "bench-stream-worker.log", "--stream-model", checkpoint,
-                               app_id=f"bench-{run}", topic_prefix=f"bench-{run}.", agents="stream",
-                               stream_actor_cpus=threads, kafka_fetch_max_wait_ms=fetch_wait_ms).wait_ready()
-        try:
-            floor = asyncio.run(measure_broker_floor(worker.settings, broker.bootstrap))
-            report(f"broker floor: p50 {percentile(floor, 0.5):.1f} ms")
-            runs = asyncio.run(_measure_all(worker.settings, broker.bootstrap, tokenizer, streams, chunk, tokens_per_s,
-                                            reply_tokens, report))
-        finally:
-            worker.stop()
-    return floor, engine, runs
+    measured = {}
+    for name in brokers:
+        run = uuid.uuid4().hex[:6]
+        wait = {} if fetch_wait_ms is None else {"kafka_fetch_max_wait_ms": fetch_wait_ms}
+        with bench_broker(name, home) as broker:
+            worker = WorkerProcess(broker.bootstrap, home / f"bench-stream-worker-{name}.log", "--stream-model", checkpoint,
+                                   app_id=f"bench-{run}", topic_prefix=f"bench-{run}.", agents="stream",
+                                   stream_actor_cpus=threads, **wait).wait_ready()
+            try:
+                floor = asyncio.run(measure_broker_floor(worker.settings, broker.bootstrap))
+                report(f"{name}: broker floor p50 {percentile(floor, 0.5):.1f} ms")
+                runs = asyncio.run(_measure_all(worker.settings, broker.bootstrap, tokenizer, streams, chunk,
+                                                tokens_per_s, reply_tokens, lambda line: report(f"{name}: {line}")))
+            finally:
+                worker.stop()
+        measured[name] = BrokerRuns(floor, runs)
+    return engine, measured
+
+
+def bench_broker(name: str, home: Path):
+    """The embedded Tansu or a one-node Apache Kafka, on loopback, for one measurement."""
+    if name == "tansu":
+        return EmbeddedBroker(log_path=home / "bench-broker.log")
+    return KafkaCluster(directory=home / "bench-kafka")
 
 
 async def _measure_all(settings: Settings, bootstrap: str, tokenizer, streams: list[int], chunk: int,
@@ -224,19 +244,20 @@ async def _measure_all(settings: Settings, bootstrap: str, tokenizer, streams: l
     return runs
 
 
-def stream_pipeline_table(floor: list[float], engine: list[Measurement], runs: list[StreamsRun], title: str):
-    """The broker floor and the engine alone, then each pipeline run with its stops and stop lag."""
+def stream_pipeline_table(engine: list[Measurement], measured: dict[str, BrokerRuns], title: str):
+    """The engine alone, then per broker its floor and each pipeline run with its stops and stop lag."""
     blank = ("",) * 4
-    rows = [("broker floor: produce → consume, no worker", "", f"{len(floor):,}", f"{percentile(floor, 0.5):.1f}",
-             f"{percentile(floor, 0.99):.1f}", *blank)]
-    rows += [("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
-              f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", *blank) for m in engine]
-    rows += [("pipeline: client → broker → worker → actor → client", str(r.streams), f"{len(r.latencies_ms):,}",
-              f"{percentile(r.latencies_ms, 0.5):.1f}", f"{percentile(r.latencies_ms, 0.99):.1f}",
-              f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
-              f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
-              f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
-              "yes" if r.kept_up else "no") for r in runs]
+    rows = [("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
+             f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", *blank) for m in engine]
+    for name, (floor, runs) in measured.items():
+        rows.append((f"{name} floor: produce → consume, no worker", "", f"{len(floor):,}",
+                     f"{percentile(floor, 0.5):.1f}", f"{percentile(floor, 0.99):.1f}", *blank))
+        rows += [(f"{name} pipeline: client → broker → worker → actor → client", str(r.streams),
+                  f"{len(r.latencies_ms):,}", f"{percentile(r.latencies_ms, 0.5):.1f}",
+                  f"{percentile(r.latencies_ms, 0.99):.1f}", f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
+                  f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
+                  f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
+                  "yes" if r.kept_up else "no") for r in runs]
     return results_table(title, ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
                                  "stop lag p50/p99 tokens", "kept up"), rows)
 

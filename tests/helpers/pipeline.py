@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from guardstream.dev.worker_process import WorkerProcess, WorkerStartError
-from guardstream.kafka_io import records, topic_name
+from guardstream.kafka_io import topic_name
 from guardstream.topology.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG", "postgresql://postgres:postgres@127.0.0.1:5432/test")
@@ -44,15 +44,16 @@ def start_worker(bootstrap: str, gen_model: str, log_path: Path, **env_settings:
 
 
 async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[int, int]:
-    """Next offset after the last record of each partition, found by reading the records.
-
-    Not ListOffsets: Tansu 0.6 answers it with the last batch's base offset + 1, which is short
-    of the end whenever a producer batched several records (kcat and aiokafka both do).
-    """
-    ends: dict[int, int] = {}
-    async for message in records(settings, bootstrap, role, idle_timeout_s=1.5):
-        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
-    return ends
+    """Next offset after the last record of each partition (ListOffsets: Kafka's end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        topic = topic_name(settings, role)
+        await consumer.topics()  # fresh metadata
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await consumer.stop()
 
 
 async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s: float = 120) -> None:

@@ -141,7 +141,7 @@ def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(br
         second.stop()
     assert old_windows == counts
     assert restored > 0, "nothing was restored"
-    # each partition's tail is at most the seals written since its last write; the whole changelog
+    # each partition's tail is at most the seals written since its last write (Tansu; none on Kafka); the whole changelog
     # (what a memory store replays) holds every entry ever counted and its tombstone
     tail = 2 * second.settings.topic_partitions
     assert all(replayed[t] <= tail for t in ("analytics-counted", "analytics-routed")), replayed

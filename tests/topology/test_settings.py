@@ -71,7 +71,8 @@ def test_a_canary_names_a_model_and_takes_its_own_pool():
 def test_a_worker_on_tansu_polls_often_unless_told_otherwise():
     """Tansu answers a fetch at the end of its wait; Kafka as soon as a record arrives."""
     default = Settings.load({})
-    assert default.for_broker("kafka-cluster-id").kafka_fetch_max_wait_ms == 1500
+    assert default.for_broker("kafka-cluster-id") == default and default.broker_kind == "kafka"
     assert default.for_broker(TANSU_CLUSTER_ID).kafka_fetch_max_wait_ms == TANSU_FETCH_WAIT_MS
+    assert default.for_broker(TANSU_CLUSTER_ID).broker_kind == "tansu"
     chosen = Settings.load({"GUARDSTREAM_KAFKA_FETCH_MAX_WAIT_MS": "300"})
     assert chosen.for_broker(TANSU_CLUSTER_ID).kafka_fetch_max_wait_ms == 300
