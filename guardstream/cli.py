@@ -336,14 +336,17 @@ def policy_set(tenant: str, document, set_by: str, kafka_bootstrap: str | None) 
 
     The document is one tenant's policy, e.g. {"mode": "observe", "category_actions": {"PII": "review"}};
     it is checked before it is sent, and becomes the tenant's next version."""
-    from guardstream.kafka_io import set_policy
+    from guardstream.kafka_io import PolicyConflict, set_policy
 
     settings = _settings(kafka_bootstrap=kafka_bootstrap)
     try:
         parsed = json.loads(document.read())
-        version = asyncio.run(set_policy(settings, _bootstrap_or_fail(settings), tenant, parsed, set_by))
+        with _fatal_as_message():
+            version = asyncio.run(set_policy(settings, _bootstrap_or_fail(settings), tenant, parsed, set_by))
     except ValueError as exc:  # JSON and validation errors alike
         raise click.ClickException(f"policy for {tenant} refused, nothing was sent: {exc}") from None
+    except PolicyConflict as exc:
+        raise click.ClickException(str(exc)) from None
     console.print(f"policy of [bold]{tenant}[/] is now version {version} (set by {set_by})")
 
 
@@ -372,8 +375,8 @@ def policy_history_command(tenant: str, kafka_bootstrap: str | None) -> None:
     settings = _settings(kafka_bootstrap=kafka_bootstrap)
     _, history = asyncio.run(policy_history(settings, _bootstrap_or_fail(settings)))
     for offset, key, what in history:
-        if key == tenant:
-            click.echo(f"@{offset} {what}")
+        if key.split("/", 1)[0] == tenant:
+            click.echo(f"@{offset} {key}: {what}")
 
 
 @main.group()

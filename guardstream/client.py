@@ -231,9 +231,11 @@ class Guard:
         """The partitions to read, as the broker says now (raises when it does not answer): its reply
         partition, or every partition of the verdict topic."""
         topic = self._source.name
-        await asyncio.wait_for(self._consumer.topics(), CHECK_EVERY_S * 2)  # refreshes the metadata
+        # the metadata of every topic, fresh from the broker: the consumer's own holds only topics it
+        # was told of (none yet; Tansu's answer held every topic anyway, Kafka's does not)
+        cluster = await asyncio.wait_for(self._consumer._client.fetch_all_metadata(), CHECK_EVERY_S * 2)
         self._broker_answered_at = time.monotonic()
-        found = sorted(self._consumer.partitions_for_topic(topic) or ())
+        found = sorted(cluster.partitions_for_topic(topic) or ())
         if self.reply_partition is not None:
             found = [p for p in found if p == self.reply_partition]
         return [TopicPartition(topic, p) for p in found]

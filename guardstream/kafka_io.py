@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from guardstream.schemas import CanaryRecord, PolicyRecord
-from guardstream.topology.policy_feed import POLICY_RECORD_BYTES, PolicyFeed
+from guardstream.topology.policy_feed import (POLICY_RECORD_BYTES, PoliciesUnavailable, PolicyFeed,
+                                               check_policies_topic, policy_key)
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics, topics_for
 from guardstream.workers.moderation.policy import Policy, TenantPolicy
@@ -63,22 +65,44 @@ async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s:
         await consumer.stop()
 
 
+class PolicyConflict(RuntimeError):
+    """Another `policy set` took the same version first: this one is not in force."""
+
+
 async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: dict, set_by: str) -> int:
     """Put a tenant's policy (or `default`'s) on the policies topic as its next version; returns
     the version. Tenant, author and document are checked before anything is read or sent (a
-    `ValueError` says what is wrong), and so is the size readers accept."""
+    `ValueError` says what is wrong), and so is the size readers accept.
+
+    A compare-and-set: the record is read back with everything before it, as every reader reads
+    it. Another change that took the same version first means this one is refused by every reader:
+    its record is tombstoned and `PolicyConflict` raised. Once it is in force, the versions it
+    supersedes and the records readers refused are tombstoned, so the log cleaner removes them."""
     TenantPolicy.model_validate(document)
     record = PolicyRecord(tenant=tenant, version=1, set_by=set_by, policy=document)
     if len(record.model_dump_json()) > POLICY_RECORD_BYTES - 64:  # room for a longer version number
         raise ValueError(f"the document is over the {POLICY_RECORD_BYTES} bytes a policies record may take")
     await ensure_topics(settings, bootstrap)  # before any worker has: the topic starts with this record
+    await check_policies_topic(settings, bootstrap)
     feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
     await feed.catch_up()
     record = record.model_copy(update={"version": feed.policy.set_versions().get(tenant, 0) + 1})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    key = policy_key(tenant, record.version, uuid.uuid4().hex[:16])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                **settings.kafka_client_options())
     await producer.start()
     try:
-        await producer.send_and_wait(feed.partition.topic, record.model_dump_json().encode(), key=tenant.encode())
+        sent = await producer.send_and_wait(feed.partition.topic, record.model_dump_json().encode(), key=key.encode())
+        await feed.catch_up()  # to at least its own record
+        if feed.position <= sent.offset:
+            raise PoliciesUnavailable(f"the record sent at offset {sent.offset} was not read back")
+        if feed.in_force.get(tenant, ("",))[0] != key:
+            await producer.send_and_wait(feed.partition.topic, None, key=key.encode())
+            raise PolicyConflict(f"another change to {tenant}'s policy took version {record.version} first (now in "
+                                 f"force: {feed.policy.version(tenant)}); yours was not applied: look at `guardstream "
+                                 f"policy show {tenant}` and set it again")
+        await asyncio.gather(*[await producer.send(feed.partition.topic, None, key=stale.encode())
+                               for stale in sorted(feed.stale)])
     finally:
         await producer.stop()
     return record.version
@@ -90,12 +114,15 @@ async def policy_history(settings: Settings, bootstrap: str) -> tuple[Policy, li
     feed = PolicyFeed(settings.model_copy(update={"policy": Policy.model_validate(settings.policy.model_dump())}), bootstrap)
     history = []
     async for message in records(settings, bootstrap, "policies", idle_timeout_s=1.5):
+        lifted = message.value is None and (message.key or b"").decode("utf-8", "replace") in {
+            key for key, _ in feed.in_force.values()}
         letter = feed.apply(message)
         key = (message.key or b"").decode("utf-8", "replace")
         if letter is not None:
             history.append((message.offset, key, f"refused: {letter.error}"))
         elif message.value is None:
-            history.append((message.offset, key, "removed: the starting document decides"))
+            history.append((message.offset, key, "removed: the starting document decides" if lifted
+                            else "tombstone of a superseded or refused record"))
         else:
             record = PolicyRecord.model_validate_json(message.value)
             history.append((message.offset, key, f"version {record.version} set by {record.set_by} at "

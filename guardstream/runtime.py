@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.app import create_app
-from guardstream.topology.policy_feed import PolicyFeed
+from guardstream.topology.policy_feed import PolicyFeed, check_policies_topic
 from guardstream.topology.settings import Settings, SettingsError
 from guardstream.topology.topics import cluster_id, ensure_topics
 from guardstream.workers import faults
@@ -240,6 +240,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     log.info("broker: %s (cluster %s); fetch wait %d ms", settings.broker_kind, found, settings.kafka_fetch_max_wait_ms)
     if created:
         log.info("created topics %s", ", ".join(created))
+    asyncio.run(check_policies_topic(settings, bootstrap))
     policies = PolicyFeed(settings, bootstrap)
     read = asyncio.run(policies.catch_up())
     log.info("policies topic: %d records read; in force from it: %s", read,

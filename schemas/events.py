@@ -258,13 +258,18 @@ class DeadLetter(Wire):
     produced_at: datetime = Field(default_factory=utc_now)
 
 
+MAX_POLICY_VERSION = 1_000_000_000  # one change a second for 30 years; a larger one is refused
+
+
 class PolicyRecord(Wire):
-    """A tenant's policy as set on the policies topic (compacted, keyed by `tenant`; `default` is
-    the policy of tenants no entry names). `policy` is a tenant policy document (see
-    `TenantPolicy`); a record whose document is invalid is dead-lettered and changes nothing."""
+    """One version of a tenant's policy on the policies topic (compacted, keyed
+    `<tenant>/<version>/<nonce>`: a key per version; `default` is the policy of tenants no entry
+    names). `policy` is a tenant policy document (see `TenantPolicy`); a record whose document is
+    invalid, or whose key is not its own, is dead-lettered and changes nothing."""
 
     tenant: Tenant
-    version: int = Field(ge=1, description="counts the tenant's entries from 1 (`guardstream policy set` takes the next)")
+    version: int = Field(ge=1, le=MAX_POLICY_VERSION,
+                         description="counts the tenant's entries from 1 (`guardstream policy set` takes the next)")
     set_by: Id
     set_at: datetime = Field(default_factory=utc_now)
     policy: dict[str, Any]

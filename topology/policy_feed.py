@@ -1,12 +1,21 @@
 """The policies topic, read by every worker, gateway client and `serve`.
 
-One partition, compacted, keyed by tenant (`default`: tenants no entry names). Each reader reads
-it whole before it starts (a restarted process starts with the latest versions) and then
-follows it, so a change is in force everywhere within a fetch. A record that is not a valid
-`PolicyRecord` holding a valid tenant policy, or whose version is not newer than the one in
-force, is refused: logged, counted and handed to `reject` (a worker dead-letters it), and its
-tenant keeps the policy it had. A tombstone lifts the tenant's entry (the starting document
-decides for it again).
+One partition, compacted. Each record is one version of one tenant's policy (`default`: tenants
+no entry names), under a key of its own, `<tenant>/<version>/<writer's nonce>` (`policy_key`).
+Each reader reads the topic to the end offset it found at start before it starts (a restarted
+process starts with the latest versions) and then follows it, so a change is in force everywhere
+within a fetch. A record that is not a valid `PolicyRecord` holding a valid tenant policy under
+its own key, or whose version is not newer than the one in force, is refused: logged, counted and
+handed to `reject` (a worker dead-letters it), and its tenant keeps the policy it had.
+
+Why a key per version: the log cleaner keeps the last record of each key, not the last valid
+one. Under one key per tenant, a refused or older record written after the one in force would,
+once the cleaner ran, be all that a restarted process reads. Under a key per version no record
+shares a key with another, so the cleaner removes only what was tombstoned, and keeps the order
+of the rest: a restarted process refuses the same records and puts the same versions in force.
+`guardstream policy set` tombstones the versions it supersedes and the records readers refused,
+so catching up reads about one record per tenant. A tombstone of the key in force lifts the
+tenant's entry (the starting document decides for it again); any other tombstone changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
 from guardstream.schemas import DeadLetter, PolicyRecord
@@ -29,6 +40,7 @@ from guardstream.workers.moderation.policy import TenantPolicy
 
 log = logging.getLogger(__name__)
 POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (`policy set` refuses to send one)
+POLICY_KEY_BYTES = 160  # tenant (64) / version (10 digits) / nonce (64)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60
 
@@ -40,11 +52,23 @@ class PoliciesUnavailable(RuntimeError):
     """The policies topic could not be read at start."""
 
 
+def policy_key(tenant: str, version: int, nonce: str) -> str:
+    """The key of one version of a tenant's policy: no two records share one."""
+    return f"{tenant}/{version}/{nonce}"
+
+
+def key_matches(key: str, record: PolicyRecord) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == record.tenant and parts[1] == str(record.version) and 0 < len(parts[2]) <= 64
+
+
 class PolicyFeed:
     def __init__(self, settings: Settings, bootstrap: str):
         self.settings, self.bootstrap, self.policy = settings, bootstrap, settings.policy
         self.partition = TopicPartition(topics_for(settings).policies.name, 0)
         self.position = 0  # the next offset to read
+        self.in_force: dict[str, tuple[str, bytes]] = {}  # tenant → the key and value of its record in force
+        self.stale: set[str] = set()  # keys of records read, neither in force nor tombstoned: `policy set` clears them
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -63,18 +87,17 @@ class PolicyFeed:
             consumer.seek(self.partition, self.position)
             end = (await consumer.end_offsets([self.partition]))[self.partition]
             read = 0
-            while True:
+            while self.position < end:  # the end found at start: later records are `follow`'s, so a
                 batch = (await consumer.getmany(self.partition, timeout_ms=1000)).get(self.partition, [])
-                for message in batch:
+                for message in batch:  # steady trickle of changes cannot hold a start back
                     self.apply(message)
                     self.position = message.offset + 1
                 read += len(batch)
-                if not batch and self.position >= end:  # past the end offset, and a fetch found nothing more
-                    return read
                 if time.monotonic() > deadline:
                     raise PoliciesUnavailable(f"the policies topic {self.partition.topic} could not be read to its end "
                                               f"(offset {end}, at {self.position}) within {timeout_s:.0f}s: is the "
                                               f"broker reachable, and may this process read that topic?")
+            return read
         finally:
             await consumer.stop()
 
@@ -106,12 +129,17 @@ class PolicyFeed:
         """Put one record of the topic in force; a refused one comes back as its dead letter."""
         record = RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
         key = (message.key or b"").decode("utf-8", "replace")
+        tenant = key.split("/", 1)[0]
         if message.value is None:
-            if key in self.policy.set_versions():
-                self.policy.set_tenant(key, 0, None)
-                metrics.POLICY_VERSION.remove(key)
-                log.info("policy of %s: entry removed, the starting document decides", key)
+            self.stale.discard(key)
+            if self.in_force.get(tenant, ("",))[0] == key:
+                del self.in_force[tenant]
+                self.policy.set_tenant(tenant, 0, None)
+                metrics.POLICY_VERSION.remove(tenant)
+                log.info("policy of %s: entry removed, the starting document decides", tenant)
             return None
+        if self.in_force.get(tenant) == (key, message.value):
+            return None  # the record in force, again (a producer's retry): nothing changes
         decoded, problem = decode(record, PolicyRecord, POLICY_RECORD_BYTES), None
         if isinstance(decoded, PolicyRecord):
             in_force = self.policy.set_versions().get(decoded.tenant, 0)
@@ -119,17 +147,48 @@ class PolicyFeed:
                 policy = TenantPolicy.model_validate(decoded.policy)
             except ValidationError as exc:
                 problem = describe_errors(exc)
-            if key != decoded.tenant:
-                problem = f"the record's key {key!r} is not its tenant {decoded.tenant!r}"
+            if len(key) > POLICY_KEY_BYTES or not key_matches(key, decoded):
+                problem = (f"the record's key {key[:POLICY_KEY_BYTES]!r} is not "
+                           f"{policy_key(decoded.tenant, decoded.version, '<nonce>')!r}")
             elif problem is None and decoded.version <= in_force:
                 problem = f"version {decoded.version} is not newer than version {in_force} in force"
             if problem is None:
+                if decoded.tenant in self.in_force:
+                    self.stale.add(self.in_force[decoded.tenant][0])  # superseded
+                self.in_force[decoded.tenant] = (key, message.value)
                 self.policy.set_tenant(decoded.tenant, decoded.version, policy)
                 metrics.POLICY_VERSION.labels(decoded.tenant).set(decoded.version)
                 log.info("policy of %s: version %d (set by %s) is in force", decoded.tenant, decoded.version,
                          decoded.set_by)
                 return None
             decoded = dead_letter(record, "invalid_schema", f"policy refused, the previous one stays in force: {problem}")
+        if message.key is not None:
+            self.stale.add(key)
         metrics.POLICY_REJECTED.inc()
         log.error("policies record at offset %d refused: %s", message.offset, decoded.error)
         return decoded
+
+
+async def check_policies_topic(settings: Settings, bootstrap: str) -> None:
+    """The policies topic has one partition (one order for every reader) and is compacted (it keeps
+    each version in force however old); anything else stops the start with what to change."""
+    topic = topics_for(settings).policies.name
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        for _ in range(50):  # a topic just created may not be described everywhere yet
+            described = (await admin.describe_topics([topic]))[0]
+            if described.get("partitions"):
+                break
+            await asyncio.sleep(0.2)
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    partitions = len(described.get("partitions") or [])
+    values = {entry[0]: entry[1] for response in configs for *_, entries in response.resources for entry in entries}
+    cleanup = values.get("cleanup.policy", "")
+    if partitions != 1 or "compact" not in cleanup.split(","):
+        raise PoliciesUnavailable(
+            f"the policies topic {topic} has {partitions} partition(s) and cleanup.policy={cleanup or 'unknown'}; it "
+            f"needs exactly 1 partition and cleanup.policy=compact. Recreate it so (kafka-topics --create --topic "
+            f"{topic} --partitions 1 --config cleanup.policy=compact), then `guardstream policy set` each tenant again")

@@ -9,7 +9,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from guardstream.topology.settings import Settings
 
-DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class TopicSpec:
     retention_ms: int = 7 * DAY_MS
 
     def configs(self) -> dict[str, str]:
-        if self.compacted:
-            return {"cleanup.policy": "compact"}
+        if self.compacted:  # segments roll hourly, so the cleaner can drop what was superseded within hours
+            return {"cleanup.policy": "compact", "segment.ms": str(HOUR_MS), "min.cleanable.dirty.ratio": "0.1",
+                    "delete.retention.ms": str(HOUR_MS)}
         return {"retention.ms": str(self.retention_ms)}
 
 

@@ -19,8 +19,10 @@ def test_every_package_folder_is_listed_with_its_data():
             found.add(".".join((package, *init.parent.relative_to(folder).parts)))
     assert found == listed
     data = tool["package-data"]
-    assert data["guardstream"] == ["examples/*"] and data["guardstream.dev"] == ["fixtures/*"]
+    assert data["guardstream"] == ["examples/*"] and data["guardstream.dev"] == ["fixtures/*", "kafka_jars/*"]
     assert (ROOT / "guardstream" / "examples").resolve() == EXAMPLES
     assert {p.name for p in EXAMPLES.iterdir()} >= {"conversations.jsonl", "streams.jsonl", "policy.json"}
     assert {p.name for p in (ROOT / "guardstream" / "dev" / "fixtures").iterdir()} >= {
         "corpus.jsonl", "gen_chat_template.jinja", "stream_chat_template.jinja"}
+    from guardstream.dev.kafka import JARS, RELEASES
+    assert {p.name for p in JARS.iterdir()} == {f"{version}.sha256" for version in RELEASES}

@@ -45,12 +45,17 @@ def start_worker(bootstrap: str, gen_model: str, log_path: Path, **env_settings:
 
 async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[int, int]:
     """Next offset after the last record of each partition (ListOffsets: Kafka's end offsets)."""
+    topic = topic_name(settings, role)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = (await admin.describe_topics([topic]))[0]
+    finally:
+        await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        topic = topic_name(settings, role)
-        await consumer.topics()  # fresh metadata
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         return {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
     finally:
         await consumer.stop()

@@ -98,7 +98,7 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
                 delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
                 await asyncio.sleep(WITHIN_S + 1)  # every verdict from here on is the new version's
             # another producer writes an invalid document: dead-lettered, the previous version decides
-            await raw_policy_record(bootstrap, topic_name(settings, "policies"), TENANT.encode(), json.dumps(
+            await raw_policy_record(bootstrap, topic_name(settings, "policies"), f"{TENANT}/99/rogue".encode(), json.dumps(
                 {"tenant": TENANT, "version": 99, "set_by": "rogue", "policy": {"mode": "lenient"}}).encode())
             await asyncio.sleep(WITHIN_S + 1)
             version = await set_policy(settings, bootstrap, TENANT, OBSERVE, "test")

@@ -1,0 +1,120 @@
+"""The policies topic on Apache Kafka with short segments and an eager log cleaner: `policy set`
+many times across tenants, interleaved with refused and older records from other writers, and
+racing writers. Every process started at any point puts the same versions in force as the one
+that followed the topic live, and once the cleaner ran, catching up reads about one record per
+tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from guardstream.kafka_io import set_policy, topic_name
+from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic
+from guardstream.topology.settings import Settings
+from guardstream.topology.topics import ensure_topics
+from guardstream.workers.moderation.policy import Policy
+
+pytestmark = pytest.mark.integration
+
+TENANTS = [f"tenant-{i}" for i in range(10)]
+MODES = ["strict", "loose", "observe"]
+# the cleaner may compact a segment as soon as it rolls (every 100 ms), and drop tombstones at once
+# (AlterConfigs replaces every setting of the topic, so its cleanup policy is named again)
+EAGER = {"cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0",
+         "min.compaction.lag.ms": "0", "file.delete.delay.ms": "0"}
+
+
+async def fresh_feed(settings: Settings, bootstrap: str) -> tuple[dict[str, int], int]:
+    """What a process started now puts in force, and how many records it read to get there."""
+    feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    read = await feed.catch_up()
+    return feed.policy.set_versions(), read
+
+
+async def make_eager(settings: Settings, bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic_name(settings, "policies"), EAGER)])
+    finally:
+        await admin.close()
+
+
+async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
+    await ensure_topics(settings, bootstrap)
+    await make_eager(settings, bootstrap)
+    topic = topic_name(settings, "policies")
+    live = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    await live.catch_up()
+    follower = asyncio.create_task(live.follow())
+    rogue = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await rogue.start()
+    rng = random.Random(7)
+    snapshots, conflicts = [], 0
+    try:
+        for i in range(sets):
+            tenant = rng.choice(TENANTS)
+            await set_policy(settings, bootstrap, tenant, {"mode": rng.choice(MODES)}, "test")
+            if i % 5 == 0:  # another writer: an invalid document under the next version, and an older version
+                current = live.policy.set_versions().get(tenant, 1)
+                bad = {"tenant": tenant, "version": current + 1, "set_by": "rogue", "policy": {"mode": "lenient"}}
+                old = {"tenant": tenant, "version": current, "set_by": "rogue", "policy": {"mode": "loose"}}
+                await rogue.send_and_wait(topic, json.dumps(bad).encode(), key=f"{tenant}/{current + 1}/bad{i}".encode())
+                await rogue.send_and_wait(topic, json.dumps(old).encode(), key=f"{tenant}/{current}/old{i}".encode())
+            if i % 50 == 0:  # two writers take the same next version at once: one wins, one is told
+                results = await asyncio.gather(*[set_policy(settings, bootstrap, "racer", {"mode": mode}, "test")
+                                                 for mode in ("strict", "loose")], return_exceptions=True)
+                assert sorted(type(r).__name__ for r in results) == ["PolicyConflict", "int"], results
+                conflicts += 1
+            if i % 100 == 99:  # a process started mid-way agrees with the live one
+                snapshots.append((await fresh_feed(settings, bootstrap))[0] == live.policy.set_versions())
+        # the cleaner catches up with the last segments; a process started then reads little
+        expected, final = live.policy.set_versions(), []
+        for _ in range(60):
+            versions, read = await fresh_feed(settings, bootstrap)
+            final.append((versions == expected, read))
+            if read <= 2 * len(expected):
+                break
+            await asyncio.sleep(1)
+        return {"expected": expected, "snapshots": snapshots, "final": final, "conflicts": conflicts}
+    finally:
+        follower.cancel()
+        await rogue.stop()
+
+
+def test_restarted_processes_put_the_same_versions_in_force_before_and_after_the_cleaner(broker):
+    settings = Settings(topic_prefix="pcompact.")
+    result = asyncio.run(scenario(settings, broker.bootstrap, sets=1000))
+    expected = result["expected"]
+    assert set(expected) == set(TENANTS) | {"racer"}
+    assert result["snapshots"] and all(result["snapshots"])
+    assert all(agrees for agrees, _ in result["final"]), result["final"]
+    read = result["final"][-1][1]
+    assert read <= 2 * len(expected), f"catching up still reads {read} records for {len(expected)} tenants"
+    print(f"\npolicies compaction: 1000 sets over {len(TENANTS)} tenants and {result['conflicts']} races; "
+          f"catching up read {[r for _, r in result['final']]} records until the cleaner ran")
+
+
+def test_a_policies_topic_that_is_not_one_compacted_partition_stops_the_start(broker):
+    settings = Settings(topic_prefix="pbad.")
+
+    async def check() -> str:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic_name(settings, "policies"), 3, 1)])
+        finally:
+            await admin.close()
+        with pytest.raises(PoliciesUnavailable) as refused:
+            await check_policies_topic(settings, broker.bootstrap)
+        return str(refused.value)
+
+    message = asyncio.run(check())
+    assert "has 3 partition(s) and cleanup.policy=delete" in message and "cleanup.policy=compact" in message
