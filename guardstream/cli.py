@@ -98,12 +98,13 @@ def _with_models(settings: Settings, needed: bool = True) -> Settings:
 def _fatal_as_message():
     """Settings and pool problems end the command with their message, not a traceback."""
     from guardstream.dev.kafka import KafkaError
+    from guardstream.topology.outcomes import NotAuthorized
     from guardstream.topology.policy_feed import PoliciesUnavailable
     from guardstream.workers.pools.model_pool import PoolMissing
 
     try:
         yield
-    except (SettingsError, PoolMissing, PoliciesUnavailable, KafkaError) as exc:
+    except (SettingsError, PoolMissing, PoliciesUnavailable, KafkaError, NotAuthorized) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -404,6 +405,32 @@ def canary_report(tenant: str | None, as_json: bool, kafka_bootstrap: str | None
     else:
         for line in report.lines():
             click.echo(line)
+
+
+@main.command()
+@click.option("--format", "form", type=click.Choice(["kafka-acls", "strimzi"]), default="kafka-acls", show_default=True)
+@click.option("--user", "users", multiple=True, metavar="ROLE=NAME",
+              help="the user name of a role (worker, gateway, sink, policy-admin); default: guardstream-ROLE")
+@click.option("--cluster", default="my-cluster", show_default=True, help="the Strimzi Kafka cluster's name")
+def acls(form: str, users: tuple[str, ...], cluster: str) -> None:
+    """The Kafka ACLs of each role, for the topic prefix and app id in the settings: `kafka-acls.sh`
+    commands, or Strimzi KafkaUser resources (SCRAM-SHA-512)."""
+    import yaml
+
+    from guardstream.topology.acls import ROLES, kafka_acls_lines, strimzi_users
+
+    named = {role: f"guardstream-{role}" for role in ROLES}
+    for given in users:
+        role, _, name = given.partition("=")
+        if role not in ROLES or not name:
+            raise click.UsageError(f"--user takes ROLE=NAME with ROLE one of {', '.join(ROLES)}, not {given!r}")
+        named[role] = name
+    settings = _settings()
+    if form == "strimzi":
+        click.echo(yaml.safe_dump_all(strimzi_users(settings, named, cluster), sort_keys=False), nl=False)
+        return
+    for line in kafka_acls_lines(settings, {role: f"User:{name}" for role, name in named.items()}):
+        click.echo(line)
 
 
 @main.group()

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from guardstream.schemas import FOR_HEADER, Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
 from guardstream.topology import metrics
-from guardstream.topology.outcomes import describe
+from guardstream.topology.outcomes import authorized, describe
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
@@ -200,7 +200,8 @@ class Guard:
     async def _send(self, topic: str, event: ConversationEvent | TokenChunkEvent) -> None:
         if self.reply_partition is not None:
             event = event.model_copy(update={"reply_to": self.reply_partition})
-        await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
+        with authorized("Write", f"topic {topic}"):  # a refusal is named, and the caller's fail mode answers
+            await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
 
     async def _open_reader(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,

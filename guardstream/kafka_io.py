@@ -14,6 +14,7 @@ from rich.console import Console
 from guardstream.schemas import CanaryRecord, PolicyRecord
 from guardstream.topology.policy_feed import (POLICY_RECORD_BYTES, PoliciesUnavailable, PolicyFeed,
                                                check_policies_topic, policy_key)
+from guardstream.topology.outcomes import authorized
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics, topics_for
 from guardstream.workers.moderation.policy import Policy, TenantPolicy
@@ -36,8 +37,9 @@ async def produce_lines(settings: Settings, bootstrap: str, role: str, lines: li
     await producer.start()
     try:
         topic = topic_name(settings, role)
-        sent = [await producer.send(topic, line.encode(), key=_key_of(line)) for line in lines]
-        await asyncio.gather(*sent)
+        with authorized("Write", f"topic {topic}"):
+            sent = [await producer.send(topic, line.encode(), key=_key_of(line)) for line in lines]
+            await asyncio.gather(*sent)
         return len(sent)
     finally:
         await producer.stop()
@@ -82,17 +84,17 @@ async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: 
     record = PolicyRecord(tenant=tenant, version=1, set_by=set_by, policy=document)
     if len(record.model_dump_json()) > POLICY_RECORD_BYTES - 64:  # room for a longer version number
         raise ValueError(f"the document is over the {POLICY_RECORD_BYTES} bytes a policies record may take")
-    await ensure_topics(settings, bootstrap)  # before any worker has: the topic starts with this record
+    await ensure_topics(settings, bootstrap, ("policies",))  # before any worker has: the topic starts with this record
     await check_policies_topic(settings, bootstrap)
     feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
     await feed.catch_up()
     record = record.model_copy(update={"version": feed.policy.set_versions().get(tenant, 0) + 1})
     key = policy_key(tenant, record.version, uuid.uuid4().hex[:16])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
     await producer.start()
     try:
-        sent = await producer.send_and_wait(feed.partition.topic, record.model_dump_json().encode(), key=key.encode())
+        with authorized("Write", f"topic {feed.partition.topic} (only the policy admin writes it)"):
+            sent = await producer.send_and_wait(feed.partition.topic, record.model_dump_json().encode(), key=key.encode())
         await feed.catch_up()  # to at least its own record
         if feed.position <= sent.offset:
             raise PoliciesUnavailable(f"the record sent at offset {sent.offset} was not read back")

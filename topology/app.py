@@ -84,6 +84,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     refetch_cleared(app)  # records Faust's flow control drops from its queues are fetched again
     app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     app.transport.seal_changelogs = settings.broker_kind == "tansu"
+    app.transport.idempotent = settings.broker_kind == "kafka"
 
     w = Wiring(app, settings, bootstrap)
     if "gen" in settings.agents:

@@ -267,7 +267,18 @@ def refetch_cleared(app) -> None:
     flow.clear = clear_and_refetch
 
 
+class IdempotentProducer(aiokafka_driver.Producer):
+    """acks=all from the idempotent producer (Faust's is idempotent only inside transactions): a
+    send retried across a leader change writes no second copy. Tansu has no idempotent producer."""
+
+    def _settings_extra(self):
+        extra = super()._settings_extra()
+        return {**extra, "acks": "all", "enable_idempotence": True} if self.transport.idempotent else extra
+
+
 class StrictTransport(aiokafka_driver.Transport):
     Consumer = StrictConsumer
+    Producer = IdempotentProducer
     fetch_max_wait_ms = 1500  # the app sets its own (settings.kafka_fetch_max_wait_ms)
     seal_changelogs = False  # the app sets it on Tansu (settings.broker_kind)
+    idempotent = False  # the app sets it on Kafka (settings.broker_kind)

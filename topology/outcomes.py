@@ -5,7 +5,7 @@ An agent hands a batch of raw records and its step (records -> delivered outcome
 raises (except when the worker is cancelled, which acks nothing):
 
 - a transient failure (a retriable Kafka error, a connection error such as Ray's or the audit
-  database's, a timeout) is retried with capped
+  database's, a timeout, the broker's ACLs refusing this worker) is retried with capped
   exponential backoff while the agent holds its offsets;
 - any other failure narrows the batch down record by record, so batch-mates of a poison record
   get their outcomes; a record that still fails alone becomes a dead letter with the reason.
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, ProducerClosed
+from aiokafka.errors import (ClusterAuthorizationFailedError, GroupAuthorizationFailedError, KafkaError, KafkaTimeoutError,
+                             MessageSizeTooLargeError, ProducerClosed, TopicAuthorizationFailedError)
 
 from guardstream.schemas import DeadLetter
 from guardstream.schemas.intake import RawRecord, dead_letter, minimal_letter
@@ -42,7 +44,31 @@ class Undeliverable(Rejected):
     error_code = "undeliverable"
 
 
+# The broker's ACLs refused this principal: a deployment's mistake, not the record's. Held and
+# retried like a transient failure (never dead-lettered, never acked), and said plainly.
+REFUSED_BY_ACLS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
+class NotAuthorized(RuntimeError):
+    """An operation the broker's ACLs refuse to this principal, named with its resource."""
+
+    def __init__(self, operation: str, resource: str):
+        super().__init__(f"not authorized: the broker's ACLs refuse {operation} on {resource} to this principal "
+                         f"(`guardstream acls` lists what each role needs)")
+
+
+@contextmanager
+def authorized(operation: str, resource: str) -> Iterator[None]:
+    """Turn the broker's authorization refusals inside into `NotAuthorized(operation, resource)`."""
+    try:
+        yield
+    except REFUSED_BY_ACLS as exc:
+        raise NotAuthorized(operation, resource) from exc
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, REFUSED_BY_ACLS + (NotAuthorized,)):
+        return True
     if isinstance(exc, KafkaError):
         return exc.retriable or isinstance(exc, (KafkaTimeoutError, ProducerClosed))
     return isinstance(exc, (ConnectionError, TimeoutError))
@@ -50,7 +76,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    named = f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    return f"not authorized by the broker's ACLs ({named})" if isinstance(exc, REFUSED_BY_ACLS) else named
 
 
 class Outcomes:

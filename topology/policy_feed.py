@@ -28,12 +28,13 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from guardstream.schemas import DeadLetter, PolicyRecord
 from guardstream.schemas.intake import RawRecord, dead_letter, decode, describe_errors
 from guardstream.topology import metrics
-from guardstream.topology.outcomes import describe
+from guardstream.topology.outcomes import NotAuthorized, authorized, describe
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
 from guardstream.workers.moderation.policy import TenantPolicy
@@ -88,7 +89,8 @@ class PolicyFeed:
             end = (await consumer.end_offsets([self.partition]))[self.partition]
             read = 0
             while self.position < end:  # the end found at start: later records are `follow`'s, so a
-                batch = (await consumer.getmany(self.partition, timeout_ms=1000)).get(self.partition, [])
+                with authorized("Read", f"topic {self.partition.topic}"):
+                    batch = (await consumer.getmany(self.partition, timeout_ms=1000)).get(self.partition, [])
                 for message in batch:  # steady trickle of changes cannot hold a start back
                     self.apply(message)
                     self.position = message.offset + 1
@@ -178,6 +180,8 @@ async def check_policies_topic(settings: Settings, bootstrap: str) -> None:
     try:
         for _ in range(50):  # a topic just created may not be described everywhere yet
             described = (await admin.describe_topics([topic]))[0]
+            if described.get("error_code") == TopicAuthorizationFailedError.errno:
+                raise NotAuthorized("Describe", f"topic {topic}")
             if described.get("partitions"):
                 break
             await asyncio.sleep(0.2)
@@ -185,6 +189,9 @@ async def check_policies_topic(settings: Settings, bootstrap: str) -> None:
     finally:
         await admin.close()
     partitions = len(described.get("partitions") or [])
+    if any(error_code == TopicAuthorizationFailedError.errno for response in configs
+           for error_code, *_ in response.resources):
+        raise NotAuthorized("DescribeConfigs", f"topic {topic}")
     values = {entry[0]: entry[1] for response in configs for *_, entries in response.resources for entry in entries}
     cleanup = values.get("cleanup.policy", "")
     if partitions != 1 or "compact" not in cleanup.split(","):

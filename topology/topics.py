@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
+from guardstream.topology.outcomes import NotAuthorized
 from guardstream.topology.settings import Settings
 
 HOUR_MS = 3600 * 1000
@@ -66,19 +67,21 @@ def topics_for(settings: Settings) -> Topics:
     )
 
 
-async def ensure_topics(settings: Settings, bootstrap: str) -> list[str]:
-    """Create missing topics; returns the names that were created."""
+async def ensure_topics(settings: Settings, bootstrap: str, roles: tuple[str, ...] | None = None) -> list[str]:
+    """Create missing topics (of these roles; default: all); returns the names that were created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in topics_for(settings).all() if t.name not in existing]
+        wanted = [t for t in topics_for(settings).all() if t.name not in existing and (roles is None or t.role in roles)]
         if wanted:
-            try:
-                await admin.create_topics([NewTopic(t.name, t.partitions, settings.topic_replication, topic_configs=t.configs())
-                                           for t in wanted])
-            except TopicAlreadyExistsError:
-                pass  # another worker created them first
+            response = await admin.create_topics([NewTopic(t.name, t.partitions, settings.topic_replication,
+                                                            topic_configs=t.configs()) for t in wanted])
+            for name, code, *detail in response.topic_errors:
+                if code == TopicAuthorizationFailedError.errno:
+                    raise NotAuthorized("Create (or Describe, if it exists)", f"topic {name}")
+                if code not in (0, TopicAlreadyExistsError.errno):  # already there: another worker created it first
+                    raise KafkaError(f"creating topic {name} failed: {for_code(code).__name__} {(detail or [''])[0] or ''}")
         return [t.name for t in wanted]
     finally:
         await admin.close()

@@ -76,6 +76,40 @@ log4j.logger.org.apache.kafka.common.config=WARN
 log4j.logger.kafka.server.KafkaConfig=WARN
 """
 STARTED = "Kafka Server started"
+SUPER_USER = "admin"  # with `users`: the principal that sets ACLs and creates topics
+
+
+def make_tls(directory: Path) -> tuple[Path, Path]:
+    """A CA made here and the brokers' certificate for 127.0.0.1 and localhost, signed by it: the CA
+    file clients trust, and the brokers' PEM key store (key and chain)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "guardstream test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    broker = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+              .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    ca_file, store = directory / "ca.pem", directory / "broker.pem"
+    ca_file.write_bytes(ca.public_bytes(pem))
+    store.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                      + broker.public_bytes(pem) + ca.public_bytes(pem))
+    return ca_file, store
 
 
 class KafkaError(RuntimeError):
@@ -164,8 +198,11 @@ class KafkaCluster:
     With three nodes, topics default to replication factor 3 and `min.insync.replicas=2`."""
 
     def __init__(self, nodes: int = 1, port: int | None = None, version: str = NEWEST, directory: Path | None = None,
-                 broker_config: dict[str, object] | None = None, report=lambda line: None):
-        self.version, self.report = version, report
+                 broker_config: dict[str, object] | None = None, users: dict[str, str] | None = None,
+                 report=lambda line: None):
+        """`users` (name → password, `SUPER_USER` among them): clients connect over SASL_SSL with
+        SCRAM-SHA-512 as one of them, trusting `ca_file`, and ACLs decide what each may do."""
+        self.version, self.report, self.users = version, report, users
         self.directory = Path(directory) if directory else cache_dir(version) / "run" / uuid.uuid4().hex[:8]
         self._owns_directory = directory is None
         first = port or free_port()
@@ -178,18 +215,32 @@ class KafkaCluster:
                        "min.insync.replicas": min(2, replicas), **(broker_config or {})}
         self.bootstrap = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
         self.libs: Path | None = None
+        self.ca_file: Path | None = None
+        if users is not None and SUPER_USER not in users:
+            raise KafkaError(f"users must include the super user {SUPER_USER!r}, who sets the ACLs")
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
 
     def _properties(self, node: Node) -> str:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        client = "SASL_SSL" if self.users is not None else "PLAINTEXT"
         lines = {"process.roles": "broker,controller", "node.id": node.node_id, "controller.quorum.voters": voters,
-                 "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-                 "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
-                 "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": "PLAINTEXT",
-                 "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                 "listeners": f"{client}://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+                 "advertised.listeners": f"{client}://127.0.0.1:{node.port}",
+                 "controller.listener.names": "CONTROLLER", "inter.broker.listener.name": client,
+                 "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
                  "log.dirs": node.directory / "data", **self.config}
+        if self.users is not None:  # the controllers talk PLAINTEXT on loopback, as ANONYMOUS
+            lines.update({
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512", "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{SUPER_USER}" password="{self.users[SUPER_USER]}";',
+                "ssl.keystore.type": "PEM", "ssl.keystore.location": self.directory / "tls" / "broker.pem",
+                "ssl.truststore.type": "PEM", "ssl.truststore.location": self.directory / "tls" / "ca.pem",
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": f"User:{SUPER_USER};User:ANONYMOUS", "allow.everyone.if.no.acl.found": "false"})
         return "".join(f"{key}={value}\n" for key, value in lines.items())
 
     def _java(self, main: str, *args: str) -> list[str]:
@@ -206,12 +257,17 @@ class KafkaCluster:
         (self.directory / "log4j2.yaml").write_text(LOG_CONFIG_4)
         (self.directory / "log4j.properties").write_text(LOG_CONFIG_3)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram = []
+        if self.users is not None:
+            self.ca_file, _ = make_tls(self.directory / "tls")
+            for name, password in self.users.items():
+                scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         try:
             for node in self.nodes:
                 node.directory.mkdir(parents=True, exist_ok=True)
                 (node.directory / "server.properties").write_text(self._properties(node))
                 result = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c",
-                                                   str(node.directory / "server.properties")),
+                                                   str(node.directory / "server.properties"), *scram),
                                         capture_output=True, text=True, timeout=120)
                 if result.returncode != 0:
                     raise KafkaError(f"formatting node {node.node_id}'s storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")

@@ -43,15 +43,20 @@ def start_worker(bootstrap: str, gen_model: str, log_path: Path, **env_settings:
         pytest.fail(str(exc))
 
 
-async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[int, int]:
-    """Next offset after the last record of each partition (ListOffsets: Kafka's end offsets)."""
-    topic = topic_name(settings, role)
+async def describe_topic(bootstrap: str, topic: str) -> dict:
+    """The broker's description of a topic: its partitions, their leaders and replicas."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        described = (await admin.describe_topics([topic]))[0]
+        return (await admin.describe_topics([topic]))[0]
     finally:
         await admin.close()
+
+
+async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[int, int]:
+    """Next offset after the last record of each partition (ListOffsets: Kafka's end offsets)."""
+    topic = topic_name(settings, role)
+    described = await describe_topic(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
@@ -80,7 +85,9 @@ async def wait_committed(settings: Settings, bootstrap: str, role: str, group: s
         deadline = time.monotonic() + timeout_s
         while True:
             committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            behind = {tp.partition: ends[tp.partition] - (committed[tp].offset if tp in committed else 0) for tp in partitions}
+            # a partition the group never committed: absent (Tansu) or offset -1 (Kafka)
+            behind = {tp.partition: ends[tp.partition] - max(0, committed[tp].offset if tp in committed else 0)
+                      for tp in partitions}
             if all(lag <= 0 for lag in behind.values()):
                 return
             if time.monotonic() > deadline:

@@ -28,3 +28,13 @@ def test_the_agents_consumer_long_polls_as_long_as_the_settings_say():
         return app.consumer._thread._create_worker_consumer(app.transport)
 
     assert asyncio.run(created())._fetch_max_wait_ms == 7
+
+
+def test_the_workers_producer_is_idempotent_on_kafka_and_plain_on_tansu():
+    """Verdicts, actions and dead letters: acks=all, and no second copy when a send is retried across a
+    leader change. Tansu has no idempotent producer (InitProducerId), nor needs its changelog seal on Kafka."""
+    kafka = create_app(Settings.load({}, agents="enforcement"), "127.0.0.1:1", None, None)
+    tansu = create_app(Settings.load({}, agents="enforcement", broker_kind="tansu"), "127.0.0.1:1", None, None)
+    assert kafka.producer._settings_extra() == {"acks": "all", "enable_idempotence": True}
+    assert tansu.producer._settings_extra() == {}
+    assert (kafka.transport.seal_changelogs, tansu.transport.seal_changelogs) == (False, True)

@@ -13,133 +13,21 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
-
-import psutil
-import psycopg
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 import pytest
 
-from guardstream.dev.tiny_checkpoints import load_corpus
-from guardstream.kafka_io import records, topic_name
-
+from tests.helpers.chaos import MALFORMED, app_processes, assert_every_outcome, produce_steadily, workload
 from tests.helpers.models import cached_tokenizer
 from tests.helpers.pipeline import POLICY, start_worker, wait_drained
-from tests.helpers.kafka_helpers import read_all
-from tests.helpers.stream_helpers import build_streams, interleaved_chunks
 
 pytestmark = pytest.mark.integration
 
 APP, PREFIX, EVENTS, STREAMS = "gs-chaos", "ch", 300, 15
-GOOD = {"tenant": "acme", "messages": [{"role": "user", "content": "hello"}]}
-MALFORMED = {  # key: (value, topic role, expected error code)
-    "bad-notjson-1": (b"{this is not json", "conversations", "not_json"),
-    "bad-notjson-2": (b"", "chunks", "not_json"),
-    "bad-utf8-1": (b"\xff\xfe\xfd not utf-8", "conversations", "not_utf8"),
-    "bad-utf8-2": (b'{"event_id": "\xc3\x28"}', "chunks", "not_utf8"),
-    "bad-nested-1": (b"[" * 100_000 + b"]" * 100_000, "conversations", "not_json"),
-    "bad-nested-2": (b'{"a":' * 40_000 + b"1" + b"}" * 40_000, "chunks", "not_json"),
-    "bad-types-1": (json.dumps({**GOOD, "event_id": 7, "conversation_id": "x"}).encode(), "conversations", "invalid_schema"),
-    "bad-types-2": (json.dumps({"event_id": "x", "conversation_id": "x", "stream_id": "s", "tenant": "acme", "seq": "zero",
-                                "token_ids": [1]}).encode(), "chunks", "invalid_schema"),
-    "bad-unknown-1": (json.dumps({**GOOD, "event_id": "x", "conversation_id": "x", "priority": 9}).encode(),
-                      "conversations", "invalid_schema"),
-    "bad-unknown-2": (json.dumps({**GOOD, "event_id": "x", "conversation_id": "x", "messages": [
-        {"role": "user", "content": "hi", "name": "bob"}]}).encode(), "conversations", "invalid_schema"),
-    "bad-oversize-1": (json.dumps({**GOOD, "event_id": "x", "conversation_id": "x", "messages": [
-        {"role": "user", "content": "a" * 270_000}]}).encode(), "conversations", "oversize"),
-    "bad-oversize-2": (json.dumps({"event_id": "x", "conversation_id": "x", "stream_id": "s", "tenant": "acme", "seq": 1,
-                                   "text_delta": "b" * 40_000}).encode(), "chunks", "oversize"),
-    "bad-control-1": (json.dumps({**GOOD, "event_id": "x", "conversation_id": "nul\u0000id"}).encode(), "conversations",
-                      "invalid_schema"),
-    "bad-control-2": (json.dumps({**GOOD, "event_id": "line\nbreak", "conversation_id": "x"}).encode(), "conversations",
-                      "invalid_schema"),
-    "bad-control-3": (json.dumps({"event_id": "x", "conversation_id": "x", "stream_id": "s\u0007", "tenant": "acme",
-                                  "seq": 0, "prompt": "p", "token_ids": [1]}).encode(), "chunks", "invalid_schema"),
-}
-
-
-def workload(tok) -> list[tuple[str, bytes, bytes]]:
-    """(topic role, key, value) in production order: the three kinds interleaved."""
-    corpus = load_corpus()
-    conversations = [("conversations", f"{PREFIX}-c{i // 2}", json.dumps({
-        "event_id": f"{PREFIX}-{i}", "conversation_id": f"{PREFIX}-c{i // 2}", "tenant": ["acme", "globex"][i % 2],
-        "moderate": corpus[i % len(corpus)].kind, "messages": corpus[i % len(corpus)].messages}).encode())
-        for i in range(EVENTS)]
-    streams = [{**s, "id": f"{PREFIX}-{s['id']}"} for s in build_streams(tok)[:STREAMS]]
-    chunks = [("chunks", c["conversation_id"], json.dumps(c).encode()) for c in interleaved_chunks(streams)]
-    bad = [(role, key, value) for key, (value, role, _) in MALFORMED.items()]
-    ordered, lists = [], [conversations, chunks, bad]
-    while any(lists):
-        for items in lists:
-            take = max(1, len(items) // 20)
-            ordered += [(role, key.encode(), value) for role, key, value in items[:take]]
-            del items[:take]
-    return ordered
-
-
-def produce_steadily(settings, bootstrap: str, items: list, seconds: float, done: threading.Event) -> None:
-    async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=2_000_000)
-        await producer.start()
-        try:
-            began = time.monotonic()
-            for i, (role, key, value) in enumerate(items):
-                await asyncio.sleep(max(0.0, began + i * seconds / len(items) - time.monotonic()))
-                await producer.send_and_wait(topic_name(settings, role), value, key=key)
-        finally:
-            await producer.stop()
-
-    try:
-        asyncio.run(run())
-    finally:
-        done.set()
-
-
-def app_processes() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get("GUARDSTREAM_APP_ID") == APP:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def diagnose(settings, bootstrap: str, missing: set[str]) -> str:
-    """Where the events without a verdict sit, what is committed, and whether a slower read finds them."""
-    async def run() -> str:
-        where = {}
-        for role in ("conversations", "chunks"):
-            async for m in records(settings, bootstrap, role, idle_timeout_s=3):
-                try:
-                    event_id = json.loads(m.value)["event_id"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if event_id in missing:
-                    where[event_id] = (role, m.partition, m.offset)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(settings.group_id)
-        finally:
-            await admin.close()
-        again = set()
-        async for m in records(settings, bootstrap, "verdicts", idle_timeout_s=10):
-            again.add(json.loads(m.value)["source_event_id"])
-        return (f"{len(missing)} valid events without a verdict; first: {sorted(where.items())[:8]}; committed: "
-                f"{ {(tp.topic, tp.partition): o.offset for tp, o in committed.items() if tp.topic.startswith(PREFIX)} }; "
-                f"found by a slower read: {len(missing & again)}")
-
-    return asyncio.run(run())
 
 
 def test_chaos_loses_no_verdict_and_leaves_no_process(broker, tiny, pg_url, tmp_path):
     tok = cached_tokenizer(tiny.stream)
-    items = workload(tok)
+    items = workload(tok, PREFIX, EVENTS, STREAMS)
     env = dict(app_id=APP, topic_prefix=f"{PREFIX}.", audit_url=pg_url, policy=json.dumps(POLICY))
     kills = {"workers": 0, "actors": 0}
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "w0.log", **env)
@@ -165,31 +53,11 @@ def test_chaos_loses_no_verdict_and_leaves_no_process(broker, tiny, pg_url, tmp_
     finally:
         worker.stop()
     deadline = time.monotonic() + 30
-    while app_processes() and time.monotonic() < deadline:
+    while app_processes(APP) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not app_processes(), [p.name() for p in app_processes()]
+    assert not app_processes(APP), [p.name() for p in app_processes(APP)]
 
-    settings = worker.settings
-    verdicts = read_all(settings, broker.bootstrap, "verdicts")
-    answered = {v["source_event_id"] for v in verdicts}
-    valid = {json.loads(v)["event_id"] for role, key, v in items if not key.startswith(b"bad-")}
-    assert len(valid) >= EVENTS + STREAMS * 3
-    missing = valid - answered
-    assert not missing, diagnose(settings, broker.bootstrap, missing)
-
-    letters = {d["key"]: d for d in read_all(settings, broker.bootstrap, "dlq")}
-    assert {k: letters.get(k, {}).get("error_code") for k in MALFORMED} == {k: code for k, (_, _, code) in MALFORMED.items()}
-
-    finals = defaultdict(set)
-    for v in verdicts:
-        if v.get("stream") and v["stream"]["final"]:
-            finals[v["stream"]["stream_id"]].add(v["verdict_id"])
-    assert len(finals) == STREAMS and all(len(ids) == 1 for ids in finals.values()), finals
-
-    with psycopg.connect(pg_url) as db:
-        rows = db.execute("SELECT verdict_id FROM guard_verdicts WHERE conversation_id LIKE %s OR conversation_id LIKE %s",
-                      (f"{PREFIX}-%", f"conv-{PREFIX}-%")).fetchall()
-    assert sorted(r[0] for r in rows) == sorted({v["verdict_id"] for v in verdicts})
-    print(f"chaos: {len(valid)} valid events and chunks, {len(MALFORMED)} malformed, {kills['workers']} worker kills, "
-          f"{kills['actors']} actor kill(s), {len(missing)} without a verdict, {len(verdicts)} verdict records "
-          f"({len({v['verdict_id'] for v in verdicts})} distinct = {len(rows)} audit rows)")
+    found = assert_every_outcome(worker.settings, broker.bootstrap, items, pg_url, PREFIX, STREAMS, EVENTS)
+    print(f"chaos: {found.valid} valid events and chunks, {len(MALFORMED)} malformed, {kills['workers']} worker kills, "
+          f"{kills['actors']} actor kill(s), none without a verdict, {found.verdict_records} verdict records "
+          f"({found.distinct_verdicts} distinct = {found.audit_rows} audit rows)")

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 import pytest
 from packaging.version import Version
 
@@ -29,6 +30,7 @@ def test_click_is_new_enough_for_huggingface_hub():
 def test_faust_cli_worker_runs_with_this_click(broker, tmp_path):
     log_path = tmp_path / "faust.log"
     env = {**os.environ, "PROBE_BOOTSTRAP": broker.bootstrap, "PYTHONPATH": str(Path(__file__).parent)}
+    asyncio.run(create_probe_topics(broker.bootstrap))
     with open(log_path, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "faust", "-A", "faust_probe", "worker", "-l", "info",
                                    "--without-web"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
@@ -42,6 +44,16 @@ def test_faust_cli_worker_runs_with_this_click(broker, tmp_path):
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
     assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+async def create_probe_topics(bootstrap: str) -> None:
+    """Before the worker joins: Faust assigns only topics that exist, and the reader looks for probe-out once."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic("probe-in", 1, 1), NewTopic("probe-out", 1, 1)])
+    finally:
+        await admin.close()
 
 
 async def echo_round_trip(bootstrap: str) -> bytes:

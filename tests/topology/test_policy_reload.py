@@ -84,7 +84,9 @@ async def raw_policy_record(bootstrap: str, topic: str, key: bytes, value: bytes
 def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repeat_none(worker):
     settings, bootstrap = worker.settings, worker.bootstrap
     sent: list[str] = []
-    delays, changes = [], []  # seconds from each `policy set` to its first verdict; (version, set at, policy)
+    # seconds from each `policy set` to its first verdict; (version, set at, policy, asked at): `policy set`
+    # returns once it has read its record back, so the version may decide a little before it returns
+    delays, changes = [], []
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -92,17 +94,18 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
         try:
             await asyncio.sleep(2)
             for flip in range(FLIPS):  # loose and strict by turns: Controversial is allowed, then blocked
-                document = LOOSE if flip % 2 == 0 else STRICT
+                document, asked = LOOSE if flip % 2 == 0 else STRICT, time.time()
                 version = await set_policy(settings, bootstrap, TENANT, document, "test")
-                changes.append((version, time.time(), document))
+                changes.append((version, time.time(), document, asked))
                 delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
                 await asyncio.sleep(WITHIN_S + 1)  # every verdict from here on is the new version's
             # another producer writes an invalid document: dead-lettered, the previous version decides
             await raw_policy_record(bootstrap, topic_name(settings, "policies"), f"{TENANT}/99/rogue".encode(), json.dumps(
                 {"tenant": TENANT, "version": 99, "set_by": "rogue", "policy": {"mode": "lenient"}}).encode())
             await asyncio.sleep(WITHIN_S + 1)
+            asked = time.time()
             version = await set_policy(settings, bootstrap, TENANT, OBSERVE, "test")
-            changes.append((version, time.time(), OBSERVE))
+            changes.append((version, time.time(), OBSERVE, asked))
             delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
             await asyncio.sleep(WITHIN_S + 1)
         finally:
@@ -118,7 +121,7 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
     control = [v for v in verdicts if v["tenant"] == CONTROL]
     assert {(v["policy_version"], v["action"]) for v in control} == {("default@0", "block")}
     mine_only = sorted((v for v in verdicts if v["tenant"] == TENANT), key=when)
-    for (version, set_at, document), ends in zip(changes, [c[1] for c in changes[1:]] + [float("inf")]):
+    for (version, set_at, document, _), ends in zip(changes, [c[3] for c in changes[1:]] + [float("inf")]):
         settled = [v for v in mine_only if set_at + WITHIN_S < when(v) < ends]
         expected = {"loose": "allow", "strict": "block", "observe": "allow"}[document["mode"]]
         assert settled and {(v["policy_version"], v["action"]) for v in settled} == {(f"{TENANT}@{version}", expected)}

@@ -1,0 +1,36 @@
+"""The ACL set itself: who may write what (the integration test applies it to a real broker)."""
+
+from click.testing import CliRunner
+import yaml
+
+from guardstream.cli import main
+from guardstream.topology.acls import ROLES, acl_set, kafka_acls_lines, strimzi_users
+from guardstream.topology.settings import Settings
+
+
+def writers(settings: Settings, topic: str) -> set[str]:
+    return {a.role for a in acl_set(settings) if a.resource == "topic" and a.name == topic and a.operation == "Write"}
+
+
+def test_only_the_policy_admin_writes_policies_and_only_workers_write_what_is_enforced():
+    settings = Settings(topic_prefix="p.")
+    assert writers(settings, "p.policies") == {"policy-admin"}
+    assert writers(settings, "p.verdicts") == writers(settings, "p.actions") == writers(settings, "p.replies") == {"worker"}
+    assert writers(settings, "p.conversations") == writers(settings, "p.chunks") == {"gateway"}
+    assert not [a for a in acl_set(settings) if a.role == "sink" and a.operation != "Read" and a.operation != "Describe"]
+    prefixed = {a.name for a in acl_set(settings) if a.pattern == "prefixed" and a.role == "worker"}
+    assert prefixed == {settings.group_id}  # its changelogs, groups and re-keyed topic: nothing else by prefix
+
+
+def test_the_set_prints_as_kafka_acls_lines_and_strimzi_users():
+    settings = Settings(topic_prefix="p.")
+    lines = kafka_acls_lines(settings, {role: f"User:{role}" for role in ROLES})
+    assert len(lines) == len(acl_set(settings))
+    assert "--allow-principal User:policy-admin --operation Write --topic p.policies" in "\n".join(lines)
+    users = strimzi_users(settings, {role: f"gs-{role}" for role in ROLES}, "kc")
+    assert [u["metadata"]["name"] for u in users] == [f"gs-{role}" for role in ROLES]
+    assert sum(len(u["spec"]["authorization"]["acls"]) for u in users) == len(acl_set(settings))
+    printed = CliRunner().invoke(main, ["acls", "--format", "strimzi", "--user", "worker=w1"],
+                                 env={"GUARDSTREAM_TOPIC_PREFIX": "p."})
+    assert printed.exit_code == 0 and list(yaml.safe_load_all(printed.output))[0]["metadata"]["name"] == "w1"
+    assert CliRunner().invoke(main, ["acls", "--user", "wizard=x"]).exit_code == 2
