@@ -9,6 +9,7 @@ runs is exactly what was pinned. Each node is one JVM in combined mode (broker a
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import shutil
@@ -141,10 +142,18 @@ def verify(libs: Path, version: str) -> list[str]:
 
 
 def fetch(version: str = NEWEST, report=print) -> Path:
-    """The release's jars, fetched by Maven on first use and checked against their pinned sha256."""
+    """The release's jars, fetched by Maven on first use and checked against their pinned sha256
+    (one process at a time: the test processes may all ask at once)."""
     libs = cache_dir(version) / "libs"
-    if libs.is_dir() and not verify(libs, version):
-        return libs
+    cache_dir(version).mkdir(parents=True, exist_ok=True)
+    with open(cache_dir(version).with_name(f".kafka-{version}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if libs.is_dir() and not verify(libs, version):
+            return libs
+        return _fetch_with_maven(version, libs, report)
+
+
+def _fetch_with_maven(version: str, libs: Path, report) -> Path:
     if not shutil.which("mvn"):
         raise KafkaError("Apache Kafka comes from Maven Central through Maven: install Maven 3 (Debian: maven) and Java 17+")
     report(f"fetching Apache Kafka {version} from Maven Central into {libs} (once)")
