@@ -65,9 +65,12 @@ def strimzi_users(settings: Settings, users: dict[str, str], cluster: str) -> li
     """Strimzi `KafkaUser` resources (SCRAM-SHA-512), one per role; `users` maps role → user name."""
     resources = []
     for role in ROLES:
-        acls = [{"resource": {"type": acl.resource, **({"name": acl.name, "patternType": acl.pattern}
-                                                      if acl.resource != "cluster" else {})},
-                 "operations": [acl.operation]} for acl in acl_set(settings) if acl.role == role]
+        grouped: dict[tuple, list[str]] = {}  # one entry per resource, with all its operations
+        for acl in acl_set(settings):
+            if acl.role == role:
+                grouped.setdefault((acl.resource, acl.name, acl.pattern), []).append(acl.operation)
+        acls = [{"resource": {"type": kind, **({"name": name, "patternType": pattern} if kind != "cluster" else {})},
+                 "operations": operations} for (kind, name, pattern), operations in grouped.items()]
         resources.append({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
                           "metadata": {"name": users[role], "labels": {"strimzi.io/cluster": cluster}},
                           "spec": {"authentication": {"type": "scram-sha-512"},

@@ -88,3 +88,26 @@ def test_a_stop_that_hangs_on_the_broker_ends_after_the_grace_and_takes_the_brok
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.integration  # three JVMs
+def test_broker_kafka_prints_its_nodes_then_ready_and_sigterm_stops_every_node(tmp_path):
+    """`guardstream broker --kafka --nodes 3`: a line per node (`node <id> port <port> pid <pid>`),
+    then `broker ready <bootstrap>`; SIGTERM ends every node's JVM."""
+    proc = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "broker", "--kafka", "--nodes", "3"],
+                            env={**os.environ, "GUARDSTREAM_KAFKA_BOOTSTRAP": "", "GUARDSTREAM_TOPIC_PREFIX": "cli."},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(4)]
+        nodes = [line.split() for line in lines[:3]]
+        assert [(n[0], n[1], n[2], n[4]) for n in nodes] == [("node", str(i), "port", "pid") for i in (1, 2, 3)], lines
+        assert lines[3] == "broker ready " + ",".join(f"127.0.0.1:{n[3]}" for n in nodes)
+        jvms = [psutil.Process(int(n[5])) for n in nodes]
+        assert all(j.is_running() and "kafka.Kafka" in j.cmdline() for j in jvms)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        psutil.wait_procs(jvms, timeout=15)
+        assert not any(j.is_running() and j.status() != psutil.STATUS_ZOMBIE for j in jvms)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -29,8 +29,19 @@ def test_the_set_prints_as_kafka_acls_lines_and_strimzi_users():
     assert "--allow-principal User:policy-admin --operation Write --topic p.policies" in "\n".join(lines)
     users = strimzi_users(settings, {role: f"gs-{role}" for role in ROLES}, "kc")
     assert [u["metadata"]["name"] for u in users] == [f"gs-{role}" for role in ROLES]
-    assert sum(len(u["spec"]["authorization"]["acls"]) for u in users) == len(acl_set(settings))
+    assert sum(len(entry["operations"]) for u in users for entry in u["spec"]["authorization"]["acls"]) == len(acl_set(settings))
+    admin = next(u for u in users if u["metadata"]["name"] == "gs-policy-admin")["spec"]["authorization"]["acls"]
+    assert admin == [{"resource": {"type": "topic", "name": "p.policies", "patternType": "literal"},
+                      "operations": ["Read", "Write", "Describe", "DescribeConfigs"]}]
     printed = CliRunner().invoke(main, ["acls", "--format", "strimzi", "--user", "worker=w1"],
                                  env={"GUARDSTREAM_TOPIC_PREFIX": "p."})
     assert printed.exit_code == 0 and list(yaml.safe_load_all(printed.output))[0]["metadata"]["name"] == "w1"
     assert CliRunner().invoke(main, ["acls", "--user", "wizard=x"]).exit_code == 2
+
+
+def test_deploying_md_gives_the_set_that_guardstream_acls_prints():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deploying.md").read_text()
+    documented = [line for line in text.splitlines() if line.startswith("kafka-acls.sh ")]
+    assert documented == kafka_acls_lines(Settings(), {role: f"User:guardstream-{role}" for role in ROLES})
