@@ -275,8 +275,9 @@ class KafkaCluster:
             for node in self.nodes:
                 node.directory.mkdir(parents=True, exist_ok=True)
                 (node.directory / "server.properties").write_text(self._properties(node))
-                result = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c",
-                                                   str(node.directory / "server.properties"), *scram),
+                # `--cluster-id=`: an id may begin with "-", which the tool would take for an option
+                result = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                                                   "-c", str(node.directory / "server.properties"), *scram),
                                         capture_output=True, text=True, timeout=120)
                 if result.returncode != 0:
                     raise KafkaError(f"formatting node {node.node_id}'s storage failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")

@@ -1,6 +1,9 @@
 """Apache Kafka's jars are exactly the pinned ones, and the brokers' settings are what the tests rely on."""
 
 import hashlib
+import uuid
+
+import pytest
 
 from guardstream.dev import kafka
 from guardstream.dev.kafka import KafkaCluster, verify
@@ -37,3 +40,12 @@ def test_three_nodes_replicate_in_three_and_need_two_in_sync(tmp_path):
     secured = KafkaCluster(directory=tmp_path / "s", users={kafka.SUPER_USER: "pw", "worker": "w"})
     properties = secured._properties(secured.nodes[0])
     assert "listeners=SASL_SSL://127.0.0.1:" in properties and "allow.everyone.if.no.acl.found=false" in properties
+
+
+@pytest.mark.integration  # a JVM
+def test_a_cluster_id_that_begins_with_a_dash_still_formats(tmp_path, monkeypatch):
+    """base64 ids begin with "-" one time in 64: the storage tool must not read one as an option."""
+    dash = uuid.UUID(bytes=bytes([0xFB]) + bytes(15))  # urlsafe base64: "-wAAAA..."
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: dash)
+    with KafkaCluster(directory=tmp_path / "kafka") as cluster:
+        assert cluster.nodes[0].running()
