@@ -9,14 +9,15 @@
                 await s.push(delta)                                 # text deltas or Qwen3 token ids
             outcome = await s.finish()                              # the whole reply's verdict
 
-One Guard per process: one producer, and one reader that serves every request in flight. The
-reader joins no consumer group and is at its partitions' end before the first request is sent.
-With a reply partition (`reply_partition`, a partition of the `replies` topic that no other gateway
-claims), every request names it and the workers send its verdicts there too: the reader reads that
-one partition, so a gateway's reading stays the same however many gateways there are. Without one
-it reads every partition of the verdict topic and picks out its own. Either way it decodes only
-the verdicts someone waits for (their `guardstream-for` header says whose they are). Settings
-(topic prefix, security, tenant policies for the fail mode) are the worker's.
+One Guard per process: one producer, and one reader that serves every request in flight. Each
+Guard has a partition of the `replies` topic to itself, claimed in the group `<prefix>gateways`
+(`reply_claim.py`) unless `reply_partition` fixes one: every request names it, the workers send
+its verdicts there, and the reader reads that one partition from its end (positioned before the
+first request is sent), so a gateway's reading stays the same however many gateways there are.
+It decodes only the verdicts someone waits for (their `guardstream-for` header says whose they
+are), and takes only those that echo the random nonce of the request they answer: a verdict
+written by anyone else, or for a request that reused the ids, is skipped. Settings (topic
+prefix, security, tenant policies for the fail mode) are the worker's.
 
 Nothing a caller awaits raises, and every silence ends in the tenant's fail mode within the
 caller's timeout: a Kafka error, a verdict that does not come, a reader that died (it is
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -39,7 +41,9 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from guardstream.schemas import FOR_HEADER, Action, ConversationEvent, Message, Moderate, Role, TokenChunkEvent, VerdictEvent
+from guardstream.reply_claim import ReplyClaim
+from guardstream.schemas import (FOR_HEADER, Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
+                                 VerdictEvent)
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import authorized, describe
 from guardstream.topology.policy_feed import PolicyFeed
@@ -48,7 +52,7 @@ from guardstream.topology.topics import topics_for
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 5  # aiokafka's default 500 ms long poll would be most of a stop's latency
-CHECK_EVERY_S = 2.0  # how often the reader asks the broker for the verdict topic's partitions (and so, if it answers)
+CHECK_EVERY_S = 2.0  # how often the reader asks the broker for the replies topic's metadata (and so, if it answers)
 RESTART_AFTER_S = 1.0  # a reader that died starts again after this
 
 
@@ -59,11 +63,17 @@ class ReaderDown(Exception):
 @dataclass(frozen=True)
 class Outcome:
     """A verdict and what to do, or, when none came in time, the action the tenant's fail mode gives
-    and why (`timeout`, `reader_down`, or the error)."""
+    and why (`timeout`, `reader_down`, or the error). Observe mode: the action is allow, and
+    `would_action` what enforcement would have done (the verdict's, or the fail mode's)."""
 
     action: Action
     verdict: VerdictEvent | None = None
     reason: str | None = None
+    would_action: Action | None = None
+
+    @classmethod
+    def of(cls, verdict: VerdictEvent) -> Outcome:
+        return cls(verdict.action, verdict, would_action=verdict.would_action)
 
     @property
     def timed_out(self) -> bool:
@@ -97,15 +107,18 @@ class Guard:
                  tenant_share: float = 0.25, chunk_timeout_s: float = 2.0, reply_partition: int | None = None):
         self.settings = settings or Settings.load()
         self.timeout_s, self.chunk_timeout_s = timeout_s, chunk_timeout_s
-        self.reply_partition = self.settings.reply_partition if reply_partition is None else reply_partition
-        if self.reply_partition is not None and not 0 <= self.reply_partition < self.settings.reply_partitions:
-            raise ValueError(f"reply partition {self.reply_partition} is not one of the replies topic's "
+        fixed = self.settings.reply_partition if reply_partition is None else reply_partition
+        if fixed is not None and not 0 <= fixed < self.settings.reply_partitions:
+            raise ValueError(f"reply partition {fixed} is not one of the replies topic's "
                              f"{self.settings.reply_partitions} (GUARDSTREAM_REPLY_PARTITIONS)")
-        self.read = Counter()  # records and bytes the reader fetched, and how many it decoded
+        self.reply_partition = fixed  # where this gateway's verdicts come: fixed, or claimed at start
+        self._wanted = fixed  # the partition to read: the claim may move it (the reader follows, then requests)
+        self._claim: ReplyClaim | None = None
+        self.read = Counter()  # records and bytes the reader fetched, how many it decoded, and the foreign it skipped
         self._bootstrap = bootstrap
         self._topics = topics_for(self.settings)
         self._slots = Slots(max_inflight, tenant_share)
-        self._waiting: dict[tuple[str, str, str], asyncio.Future] = {}  # (tenant, conversation, event id) → verdict
+        self._waiting: dict[tuple[str, str, str], dict[str, asyncio.Future]] = {}  # (tenant, conversation, event id) → nonce → verdict
         self._streams: dict[tuple[str, str, str], GuardedStream] = {}  # (tenant, conversation, stream id)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -130,6 +143,9 @@ class Guard:
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                           **self.settings.kafka_client_options())
         await self._producer.start()
+        if self._wanted is None:
+            self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
+            self._wanted = await self._claim.start()
         await self._open_reader()
         # the tasks last: a start that failed above leaves none running (follow resumes where catch_up ended)
         self._reader = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
@@ -141,6 +157,8 @@ class Guard:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._claim is not None:
+            await self._claim.stop()
         for part in (self._consumer, self._producer):  # a broker that is gone must not make stopping fail or hang
             if part is not None:
                 [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), 5), return_exceptions=True)
@@ -148,19 +166,25 @@ class Guard:
                     log.warning("stopping the Kafka %s: %s", type(part).__name__, describe(failed))
 
     def readiness(self) -> tuple[bool, str]:
-        """Whether verdicts can arrive: the reader runs and the broker answered it lately."""
+        """Whether verdicts can arrive (the reader runs and the broker answered it lately), and the
+        fail modes are the current policies' (the policies reader is at the topic's end)."""
         if not self._reading.is_set():
             return False, "the verdict reader is down (restarting)"
         silent = time.monotonic() - self._broker_answered_at
         if silent > 3 * CHECK_EVERY_S + 5:
             return False, f"the broker has not answered for {silent:.0f}s"
+        policies_ok, policies_state = self._policies.readiness()
+        if not policies_ok:
+            return False, policies_state
         return True, "reading verdicts"
 
     async def moderate(self, event: ConversationEvent, timeout: float | None = None) -> Outcome:
         """Moderate one prompt or finished reply: its verdict, or the tenant's fail mode after `timeout`
         (or at once when no verdict can come); never raises."""
-        key = (event.tenant, event.conversation_id, event.event_id)
-        waiting = self._waiting.setdefault(key, asyncio.get_running_loop().create_future())
+        key, nonce = (event.tenant, event.conversation_id, event.event_id), secrets.token_hex(16)
+        waiting = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, {})[nonce] = waiting
+        event = event.model_copy(update={"nonce": nonce})
         try:
             if not self._reading.is_set():
                 return self.fail_mode(event.tenant, "reader_down")
@@ -174,9 +198,11 @@ class Guard:
             log.warning("moderating %s failed (%s): the fail mode answers", event.event_id, describe(exc))
             return self.fail_mode(event.tenant, f"error: {describe(exc)}")
         finally:
-            if self._waiting.get(key) is waiting:
-                del self._waiting[key]
-        return Outcome(verdict.action, verdict)
+            mine = self._waiting.get(key, {})
+            mine.pop(nonce, None)
+            if not mine:
+                self._waiting.pop(key, None)
+        return Outcome.of(verdict)
 
     async def _send_and_wait(self, event: ConversationEvent, waiting: asyncio.Future) -> VerdictEvent:
         await self._send(self._topics.conversations.name, event)
@@ -193,13 +219,15 @@ class Guard:
         return self.settings.policy.for_tenant(tenant).fail_mode == "closed"
 
     def fail_mode(self, tenant: str, reason: str = "timeout") -> Outcome:
-        action = Action.block if self.is_fail_closed(tenant) else Action.allow
-        metrics.FAIL_MODES.labels(self.settings.policy.metric_tenant(tenant), action.value, reason.split(":")[0]).inc()
-        return Outcome(action, reason=reason)
+        """A silence is decided as the worker decides an `Error` verdict: the fail mode, observed
+        (allowed, `would_action` recorded) when the tenant is in observe mode."""
+        decision = self.settings.policy.for_tenant(tenant).decide(RiskLevel.error, [])
+        metrics.FAIL_MODES.labels(self.settings.policy.metric_tenant(tenant), decision.action.value,
+                                  reason.split(":")[0]).inc()
+        return Outcome(decision.action, reason=reason, would_action=decision.would_action)
 
     async def _send(self, topic: str, event: ConversationEvent | TokenChunkEvent) -> None:
-        if self.reply_partition is not None:
-            event = event.model_copy(update={"reply_to": self.reply_partition})
+        event = event.model_copy(update={"reply_to": self.reply_partition})
         with authorized("Write", f"topic {topic}"):  # a refusal is named, and the caller's fail mode answers
             await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
 
@@ -207,39 +235,38 @@ class Guard:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
                                           fetch_max_wait_ms=FETCH_WAIT_MS, **self.settings.kafka_client_options())
         await self._consumer.start()
-        topic = self._source.name
         for _ in range(100):
-            if found := await self._partitions():
+            if self._wanted in await self._partitions():
                 break
             await asyncio.sleep(0.1)
         else:
             await self._consumer.stop()
-            raise RuntimeError(f"the topic {topic} does not exist (or lacks reply partition {self.reply_partition}): "
-                               f"start a guardstream worker (it creates the topics) or check GUARDSTREAM_TOPIC_PREFIX "
-                               f"and GUARDSTREAM_REPLY_PARTITIONS")
-        self._consumer.assign(found)
-        await self._consumer.seek_to_end(*found)
-        for tp in found:  # the positions are settled before any request is sent, so no verdict is missed
-            await self._consumer.position(tp)
+            raise RuntimeError(f"the topic {self._topics.replies.name} does not exist (or lacks reply partition "
+                               f"{self._wanted}): start a guardstream worker (it creates the topics) or check "
+                               f"GUARDSTREAM_TOPIC_PREFIX and GUARDSTREAM_REPLY_PARTITIONS")
+        await self._read_from_end(self._wanted)
         self._reading.set()
 
-    @property
-    def _source(self):
-        """Where this gateway's verdicts come from: its reply partition's topic, or the verdict topic."""
-        return self._topics.verdicts if self.reply_partition is None else self._topics.replies
+    async def _read_from_end(self, partition: int) -> None:
+        """Read `partition` from its end, and only then name it on requests (so no verdict is missed)."""
+        tp = TopicPartition(self._topics.replies.name, partition)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)
+        self.reply_partition = partition
 
-    async def _partitions(self) -> list[TopicPartition]:
-        """The partitions to read, as the broker says now (raises when it does not answer): its reply
-        partition, or every partition of the verdict topic."""
-        topic = self._source.name
+    def _move(self, partition: int) -> None:
+        """The claim gave another partition: the reader moves to it, and requests follow (those in
+        flight on the old one get their fail mode when their timeout passes)."""
+        self._wanted = partition
+
+    async def _partitions(self) -> list[int]:
+        """The replies topic's partitions, as the broker says now (raises when it does not answer)."""
         # the metadata of every topic, fresh from the broker: the consumer's own holds only topics it
         # was told of (none yet; Tansu's answer held every topic anyway, Kafka's does not)
         cluster = await asyncio.wait_for(self._consumer._client.fetch_all_metadata(), CHECK_EVERY_S * 2)
         self._broker_answered_at = time.monotonic()
-        found = sorted(cluster.partitions_for_topic(topic) or ())
-        if self.reply_partition is not None:
-            found = [p for p in found if p == self.reply_partition]
-        return [TopicPartition(topic, p) for p in found]
+        return sorted(cluster.partitions_for_topic(self._topics.replies.name) or ())
 
     async def _supervise(self) -> None:
         """Run the reader; when it fails, every waiter gets its fail mode at once, and it starts again
@@ -269,7 +296,7 @@ class Guard:
         log.info("the verdict reader is back")
 
     def _fail_waiters(self) -> None:
-        for waiting in self._waiting.values():
+        for waiting in itertools.chain.from_iterable(w.values() for w in self._waiting.values()):
             if not waiting.done():
                 waiting.set_exception(ReaderDown())
         for guarded in list(self._streams.values()):
@@ -278,29 +305,21 @@ class Guard:
     async def _read(self) -> None:
         checked = time.monotonic()
         while True:
+            if self._wanted != self.reply_partition:
+                await self._read_from_end(self._wanted)
             batches = await self._consumer.getmany(timeout_ms=100)
             for record in itertools.chain.from_iterable(batches.values()):
                 self._take(record)
             if time.monotonic() - checked > CHECK_EVERY_S:
                 checked = time.monotonic()
-                await self._follow_new_partitions()
+                await self._check_broker()
 
-    async def _follow_new_partitions(self) -> None:
-        """Partitions added to the verdict topic are read too, from their beginning. A broker that does
-        not answer is noted (readiness) but stops nothing: the reader keeps its positions."""
+    async def _check_broker(self) -> None:
+        """Whether the broker answers (readiness); one that does not stops nothing: the reader keeps its position."""
         try:
-            found = await self._partitions()
+            await self._partitions()
         except Exception as exc:  # noqa: BLE001 - aiokafka reconnects by itself; readiness reports the silence
             log.warning("the broker did not answer the verdict reader (%s)", describe(exc))
-            return
-        added = set(found) - self._consumer.assignment()
-        if added:
-            positions = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
-            self._consumer.assign(found)
-            for tp, offset in positions.items():
-                self._consumer.seek(tp, offset)
-            await self._consumer.seek_to_beginning(*added)
-            log.info("reading %d new partitions of the verdict topic", len(added))
 
     def _take(self, record) -> None:
         """One fetched record: decoded and delivered if someone waits for it (or it does not say whom
@@ -323,13 +342,18 @@ class Guard:
         return len(key) == 3 and tuple(key) in (self._streams if kind == "s" else self._waiting)
 
     def _deliver(self, verdict: VerdictEvent) -> None:
+        """A verdict goes to the request whose nonce it echoes; one that echoes none is not ours."""
         if verdict.stream is not None:
             guarded = self._streams.get((verdict.tenant, verdict.conversation_id, verdict.stream.stream_id))
-            if guarded is not None:
-                guarded._receive(verdict)
-            return
-        waiting = self._waiting.get((verdict.tenant, verdict.conversation_id, verdict.source_event_id))
-        if waiting is not None and not waiting.done():
+            waiting = guarded if guarded is not None and guarded.nonce == verdict.nonce else None
+        else:
+            waiting = self._waiting.get((verdict.tenant, verdict.conversation_id, verdict.source_event_id), {}).get(
+                verdict.nonce or "")
+        if waiting is None:
+            self.read["foreign"] += 1
+        elif verdict.stream is not None:
+            waiting._receive(verdict)
+        elif not waiting.done():
             waiting.set_result(verdict)
 
 
@@ -348,8 +372,10 @@ class GuardedStream:
     timeout_s: float
     chunk_timeout_s: float = 2.0
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))  # on every chunk; its verdicts echo it
     stop_token: int | None = None
     stop_reason: str | None = None
+    would_stop_reason: str | None = None  # observe mode: the silence for which a fail-closed stream would have stopped
     stopped_at: float | None = None  # time.monotonic() when the stop arrived
     prompt_verdict: VerdictEvent | None = None
     chunk_verdicts: list[VerdictEvent] = field(default_factory=list)
@@ -389,7 +415,7 @@ class GuardedStream:
         self._seq += 1
         try:
             chunk = TokenChunkEvent(event_id=f"{self.stream_id}-{seq}", conversation_id=self.conversation_id,
-                                    stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final,
+                                    stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final, nonce=self.nonce,
                                     prompt=self.prompt if seq == 0 else None, **payload)
             async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
                 await self.guard._slots.run(self.tenant, lambda: self.guard._send(self.guard._topics.chunks.name, chunk))
@@ -420,7 +446,7 @@ class GuardedStream:
             return self.guard.fail_mode(self.tenant, "timeout")
         except ReaderDown:
             return self.guard.fail_mode(self.tenant, "reader_down")
-        return Outcome(verdict.action, verdict)
+        return Outcome.of(verdict)
 
     def _check_deadline(self, seq: int) -> None:
         self._deadlines = [h for h in self._deadlines if not h.cancelled() and h.when() > asyncio.get_running_loop().time()]
@@ -429,15 +455,18 @@ class GuardedStream:
 
     def _give_up(self, reason: str) -> None:
         """No verdict can be had in time: a fail-closed tenant's stream is stopped, a fail-open one goes
-        on; either is counted once."""
+        on (observe mode: goes on, `would_stop_reason` says why it would have stopped); each is
+        counted once."""
         if reason == "reader_down" and not self._final.done():
             self._final.set_exception(ReaderDown())
             self._final.exception()  # retrieved: finish() may never be called
         if self.stopped.is_set() or self._gave_up:
             return
         self._gave_up = True
-        self.guard.fail_mode(self.tenant, reason)
-        if self.guard.is_fail_closed(self.tenant):
+        outcome = self.guard.fail_mode(self.tenant, reason)
+        if outcome.would_action is Action.block:
+            self.would_stop_reason = reason
+        if outcome.action is Action.block:
             log.warning("stream %s of %s stopped: %s", self.stream_id, self.tenant, reason)
             self.stop_reason, self.stopped_at = reason, time.monotonic()
             self.stopped.set()

@@ -19,6 +19,7 @@ from guardstream.schemas.events import (
     VerdictEvent,
     WindowCount,
     answer_key,
+    content_digest,
     derive_id,
     verdict_id,
 )
@@ -26,5 +27,5 @@ from guardstream.schemas.events import (
 __all__ = [
     "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "CanaryJudgement", "CanaryRecord", "ConversationEvent",
     "DeadLetter", "Message", "Moderate", "PolicyRecord", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
-    "answer_key", "derive_id", "verdict_id",
+    "answer_key", "content_digest", "derive_id", "verdict_id",
 ]

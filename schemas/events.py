@@ -12,6 +12,7 @@ and the same on every replay. Ids and tenants are printable text without control
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
@@ -44,6 +45,9 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 ReplyTo = Annotated[int | None, Field(default=None, ge=0, lt=MAX_REPLY_PARTITIONS, description=(
     "the partition of the `replies` topic that the asking gateway reads: its verdicts go there too"))]
+Nonce = Annotated[str | None, Field(default=None, pattern=r"^[0-9a-f]{16,64}$", description=(
+    "chosen at random by the asking gateway and echoed on every verdict that answers: a gateway takes "
+    "only verdicts that carry its own (hex, 16 to 64 digits)"))]
 
 
 def utc_now() -> datetime:
@@ -84,6 +88,7 @@ class ConversationEvent(Wire):
     created_at: datetime = Field(default_factory=utc_now)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     reply_to: ReplyTo = None
+    nonce: Nonce = None
 
     @model_validator(mode="after")
     def _last_message_matches(self) -> ConversationEvent:
@@ -117,7 +122,8 @@ class TokenChunkEvent(Wire):
     text_delta: Text | None = None
     final: bool = False
     created_at: datetime = Field(default_factory=utc_now)
-    reply_to: ReplyTo = None  # the stream's verdicts follow its latest chunk's
+    reply_to: ReplyTo = None  # the stream's verdicts follow its latest chunk that carries the stream's nonce
+    nonce: Nonce = None  # the first chunk taken binds the stream's; a chunk with another is refused
 
     @model_validator(mode="after")
     def _one_payload(self) -> TokenChunkEvent:
@@ -201,6 +207,7 @@ class VerdictEvent(Decided):
     stream: StreamPosition | None = None
     produced_at: datetime = Field(default_factory=utc_now)
     reply_to: ReplyTo = None  # copied from the request: where else (besides `verdicts`) this verdict is sent
+    nonce: Nonce = None  # copied from the request (a stream's: its first chunk's)
 
     def answers(self) -> bytes:
         """Whom this verdict answers, as its `guardstream-for` header says: the stream, or the
@@ -315,6 +322,15 @@ def derive_id(kind: str, *parts: str) -> str:
     return str(uuid.uuid5(_VERDICT_NAMESPACE, json.dumps([kind, *parts])))  # JSON: no two part lists read alike
 
 
-def verdict_id(tenant: str, conversation_id: str, source_event_id: str, model_id: str, moderate: Moderate) -> str:
-    """Unique across tenants and conversations: producers only keep event ids unique within one."""
-    return derive_id("verdict", tenant, conversation_id, source_event_id, model_id, moderate.value)
+def content_digest(*parts: Any) -> str:
+    """What was judged, as 32 hex digits (BLAKE2b of the parts' JSON): the same content, the same digest."""
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def verdict_id(tenant: str, conversation_id: str, source_event_id: str, model_id: str, moderate: Moderate,
+               content: str, policy_version: str | None) -> str:
+    """Unique across tenants and conversations (producers only keep event ids unique within one), and
+    bound to what was judged and under which policy: a replay keeps its id, but an event id reused
+    for other content (`content`, a `content_digest`) is another verdict with an id of its own."""
+    return derive_id("verdict", tenant, conversation_id, source_event_id, model_id, moderate.value, content,
+                     policy_version or "")

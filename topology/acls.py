@@ -43,7 +43,8 @@ def acl_set(settings: Settings) -> list[Acl]:
         Acl("worker", "cluster", "kafka-cluster", "literal", "Describe"),  # which broker it is (Tansu or Kafka)
     ]
     gateway = [*topics("gateway", "Write", t.conversations, t.chunks), *topics("gateway", "Read", t.replies, t.policies),
-               *topics("gateway", "Describe", t.conversations, t.chunks, t.replies, t.policies)]
+               *topics("gateway", "Describe", t.conversations, t.chunks, t.replies, t.policies),
+               Acl("gateway", "group", settings.gateway_group, "literal", "Read")]  # claims its reply partition
     sink = [*topics("sink", "Read", t.verdicts), *topics("sink", "Describe", t.verdicts),
             Acl("sink", "group", f"{settings.topic_prefix}sink", "prefixed", "Read")]
     admin = [acl for op in ("Read", "Write", "Describe", "DescribeConfigs") for acl in topics("policy-admin", op, t.policies)]

@@ -3,9 +3,10 @@ own, as the number of gateways G grows. G `guardstream.client.Guard`s in this pr
 the same number of conversations to one worker (the no-op engine: the model is not what is
 measured) through the embedded broker, in two modes measured in the same run:
 
-- all verdicts (the baseline): each gateway reads every partition of the verdict topic, so it
-  fetches every gateway's verdicts and skips the others' (by their header, without decoding them);
-- reply partitions: each gateway claims a partition of the replies topic and reads only that.
+- fixed partitions (the baseline): gateway i is given partition i of the replies topic
+  (`reply_partition`), so none shares one;
+- claimed partitions (the default): each gateway claims its own in the gateways' consumer group,
+  which should cost the same per request (the claim fetches nothing).
 
 Records and bytes are what each gateway's reader fetched; CPU is this process's CPU time over the
 run (sending, reading, skipping and decoding, for all G gateways) per request sent.
@@ -26,7 +27,7 @@ from guardstream.dev.broker import EmbeddedBroker
 from guardstream.dev.worker_process import WorkerProcess
 from guardstream.topology.settings import Settings
 
-MODES = ("all verdicts", "reply partitions")
+MODES = ("fixed partitions", "claimed partitions")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class GatewaysRun:
         return total / self.requests
 
 
-async def _run(settings: Settings, bootstrap: str, gateways: int, requests: int, routed: bool, run: str) -> GatewaysRun:
-    guards = [Guard(bootstrap, settings, timeout_s=120, reply_partition=i if routed else None) for i in range(gateways)]
+async def _run(settings: Settings, bootstrap: str, gateways: int, requests: int, claimed: bool, run: str) -> GatewaysRun:
+    guards = [Guard(bootstrap, settings, timeout_s=120, reply_partition=None if claimed else i) for i in range(gateways)]
     for guard in guards:
         await guard.start()
     try:
@@ -64,7 +65,7 @@ async def _run(settings: Settings, bootstrap: str, gateways: int, requests: int,
         for guard in guards:
             await guard.stop()
     totals = {k: sum(g.read[k] for g in guards) / gateways for k in ("records", "bytes", "decoded")}
-    return GatewaysRun(MODES[routed], gateways, requests, totals["records"], totals["bytes"], totals["decoded"], cpu / gateways,
+    return GatewaysRun(MODES[claimed], gateways, requests, totals["records"], totals["bytes"], totals["decoded"], cpu / gateways,
                        seconds)
 
 
@@ -80,9 +81,9 @@ def run_gateways_bench(counts: list[int], requests: int, home: Path, report: Cal
             settings = worker.settings
             results = []
             for gateways in counts:
-                for routed in (False, True):
-                    results.append(asyncio.run(_run(settings, broker.bootstrap, gateways, requests, routed,
-                                                    f"{run}-{gateways}-{int(routed)}")))
+                for claimed in (False, True):
+                    results.append(asyncio.run(_run(settings, broker.bootstrap, gateways, requests, claimed,
+                                                    f"{run}-{gateways}-{int(claimed)}")))
                     report(results[-1])
         finally:
             worker.stop()

@@ -116,7 +116,7 @@ def soak_verdict(n: int) -> VerdictEvent:
     """The n-th soak verdict: its own id, one of a few tenants, risks and categories."""
     risk, categories = [(RiskLevel.safe, []), (RiskLevel.unsafe, ["Violent"]), (RiskLevel.controversial, ["PII"])][n % 3]
     tenant, conversation = f"soak-{n % 4}", f"soak-verdicts-{n % 1000}"
-    return VerdictEvent(verdict_id=verdict_id(tenant, conversation, f"soak-v{n}", "soak", Moderate.prompt),
+    return VerdictEvent(verdict_id=verdict_id(tenant, conversation, f"soak-v{n}", "soak", Moderate.prompt, str(n), None),
                         source_event_id=f"soak-v{n}", conversation_id=conversation, tenant=tenant,
                         moderate=Moderate.prompt, model_id="soak", model_variant="gen", risk_level=risk,
                         categories=categories, action=Action.allow, policy="soak", latency_ms=1.0)

@@ -22,19 +22,26 @@ def verdict(source: str, tenant: str = "acme", conversation: str = "c", action: 
 
 
 def guard() -> Guard:
-    policy = Policy(tenants={"open": TenantPolicy(fail_mode="open")})
+    policy = Policy(tenants={"open": TenantPolicy(fail_mode="open"), "watch": TenantPolicy(mode="observe"),
+                             "watch-open": TenantPolicy(mode="observe", fail_mode="open")})
     return Guard("unused:9092", Settings.load({}, policy=policy))
+
+
+NONCE, FORGED = "ab" * 16, "cd" * 16
 
 
 def test_verdicts_reach_their_own_request_only():
     async def run():
         g = guard()
         mine = asyncio.get_running_loop().create_future()
-        g._waiting[("acme", "c", "e1")] = mine
-        g._deliver(verdict("e1", tenant="other"))  # same ids, another tenant: not ours
-        g._deliver(verdict("e2"))
-        assert not mine.done()
-        g._deliver(verdict("e1", action=Action.block))
+        g._waiting[("acme", "c", "e1")] = {NONCE: mine}
+        g._deliver(verdict("e1", tenant="other", nonce=NONCE))  # same ids, another tenant: not ours
+        g._deliver(verdict("e2", nonce=NONCE))
+        # the right ids, but no nonce or another one: forged, or another request that reused the ids
+        g._deliver(verdict("e1", action=Action.allow))
+        g._deliver(verdict("e1", action=Action.allow, nonce=FORGED))
+        assert not mine.done() and g.read["foreign"] == 4
+        g._deliver(verdict("e1", action=Action.block, nonce=NONCE))
         return mine.result()
 
     assert asyncio.run(run()).action is Action.block
@@ -45,16 +52,18 @@ def test_a_stream_hears_its_prompt_chunks_stop_and_final():
         g = guard()
         async with g.stream("c", "hi", tenant="acme", stream_id="s") as s:
             at = lambda seq, **kw: StreamPosition(stream_id="s", seq=seq, token_offset=0, token_count=4, **kw)  # noqa: E731
-            g._deliver(verdict("s-0", moderate=Moderate.prompt, stream=at(0)))
-            g._deliver(verdict("s-0", stream=at(0)))
-            g._deliver(verdict("s-1", stream=at(1, stop_token=5), action=Action.stop))
-            g._deliver(verdict("s-2", stream=at(2), action=Action.block))
+            g._deliver(verdict("s-1", stream=at(1, stop_token=0), action=Action.stop))  # no nonce: forged, ignored
+            assert not s.stopped.is_set() and not s.chunk_verdicts
+            g._deliver(verdict("s-0", moderate=Moderate.prompt, stream=at(0), nonce=s.nonce))
+            g._deliver(verdict("s-0", stream=at(0), nonce=s.nonce))
+            g._deliver(verdict("s-1", stream=at(1, stop_token=5), action=Action.stop, nonce=s.nonce))
+            g._deliver(verdict("s-2", stream=at(2), action=Action.block, nonce=s.nonce))
             g._deliver(verdict("x-0", stream=StreamPosition(stream_id="x", seq=0, token_offset=0, token_count=1),
-                               action=Action.stop))  # another stream's stop
+                               action=Action.stop, nonce=s.nonce))  # another stream's stop
             assert s.stopped.is_set() and s.stop_token == 5 and s.prompt_verdict.moderate is Moderate.prompt
             assert [v.stream.seq for v in s.chunk_verdicts] == [0, 1, 2]
             g._deliver(verdict("s-3", stream=StreamPosition(stream_id="s", seq=None, token_offset=0, token_count=12,
-                                                            stop_token=5, final=True), action=Action.stop))
+                                                            stop_token=5, final=True), action=Action.stop, nonce=s.nonce))
             return await asyncio.wait_for(asyncio.shield(s._final), 1)
 
     assert asyncio.run(run()).stream.final
@@ -70,6 +79,29 @@ def test_the_fail_mode_is_the_tenants():
     g = guard()
     assert g.fail_mode("acme").action is Action.block and g.fail_mode("open").action is Action.allow
     assert g.fail_mode("acme").timed_out and g.fail_mode("acme", "reader_down").reason == "reader_down"
+    # observe mode: a silence is decided as the worker decides an Error verdict, observed like any decision
+    watched = g.fail_mode("watch")
+    assert (watched.action, watched.would_action) == (Action.allow, Action.block)
+    shown = as_result(watched)
+    assert shown["qwen3guard"]["timed_out"] and shown["qwen3guard"]["observed"] and not shown["flagged"]
+    assert shown["qwen3guard"]["would_action"] == "block"
+    assert (g.fail_mode("watch-open").action, g.fail_mode("watch-open").would_action) == (Action.allow, Action.allow)
+
+
+def test_a_silent_chunk_of_an_observed_stream_records_the_stop_it_would_have_been():
+    async def run():
+        g = guard()
+        g._reading.set()
+        async with g.stream("c", "hi", tenant="watch", stream_id="w", chunk_timeout=0.1) as watched, \
+                g.stream("c", "hi", tenant="acme", stream_id="a", chunk_timeout=0.1) as enforced:
+            for s in (watched, enforced):
+                s._seq = 1
+                s._check_deadline(0)  # chunk 0 had no verdict in time
+            return watched, enforced
+
+    watched, enforced = asyncio.run(run())
+    assert not watched.stopped.is_set() and watched.would_stop_reason == "timeout"
+    assert enforced.stopped.is_set() and enforced.stop_reason == "timeout"
 
 
 def test_openai_shape_of_a_verdict():
@@ -99,7 +131,7 @@ class Record:
 
 
 def test_the_reader_decodes_only_what_someone_waits_for(monkeypatch):
-    """A gateway reading every verdict parses only its own: the `guardstream-for` header says whom
+    """A gateway sharing its reply partition parses only its own: the `guardstream-for` header says whom
     each one answers. A record without it (a worker older than the header) is parsed as before."""
     parsed = []
     real = VerdictEvent.model_validate_json
@@ -108,14 +140,14 @@ def test_the_reader_decodes_only_what_someone_waits_for(monkeypatch):
     async def run():
         g = guard()
         mine = asyncio.get_running_loop().create_future()
-        g._waiting[("acme", "c", "e1")] = mine
+        g._waiting[("acme", "c", "e1")] = {NONCE: mine}
         stream = StreamPosition(stream_id="s1", seq=0, token_offset=0, token_count=1)
         for foreign in (verdict("e1", tenant="other"), verdict("e2"), verdict("e1", stream=stream)):
             g._take(Record(foreign))
         assert parsed == [] and not mine.done()
         g._take(Record(verdict("e3"), headers=False))  # no header: parsed, and not ours
         assert len(parsed) == 1 and not mine.done()
-        g._take(Record(verdict("e1", action=Action.block)))
+        g._take(Record(verdict("e1", action=Action.block, nonce=NONCE)))
         return mine.result(), g.read
 
     found, read = asyncio.run(run())

@@ -6,7 +6,6 @@ broker and worker is `test_fail_closed.py`."""
 import asyncio
 import time
 
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, ProducerClosed, TopicAuthorizationFailedError
 
 from guardstream.client import Guard, Slots, conversation
@@ -39,8 +38,6 @@ class Consumer:
 
     def __init__(self):
         self.fail, self.stopped = False, False
-        self._assigned: set[TopicPartition] = set()
-        self.seeks: dict[TopicPartition, int | str] = {}
 
     async def getmany(self, timeout_ms=0):
         if self.fail:
@@ -51,28 +48,13 @@ class Consumer:
     async def stop(self):
         self.stopped = True
 
-    def assignment(self):
-        return set(self._assigned)
-
-    def assign(self, partitions):
-        self._assigned = set(partitions)
-
-    async def position(self, tp):
-        return {0: 40, 1: 7}[tp.partition]
-
-    def seek(self, tp, offset):
-        self.seeks[tp] = offset
-
-    async def seek_to_beginning(self, *tps):
-        self.seeks.update({tp: "beginning" for tp in tps})
-
 
 def a_guard(producer: Producer | None = None, **kw) -> Guard:
     policy = Policy(tenants={"open": TenantPolicy(fail_mode="open")})
     g = Guard("unused:9092", Settings.load({}, policy=policy), **kw)
     g._producer, g._consumer = producer or Producer(), Consumer()
     g._reading.set()
-    g._broker_answered_at = time.monotonic()
+    g._broker_answered_at = g._policies.current_at = time.monotonic()
     return g
 
 
@@ -139,7 +121,7 @@ def test_a_chunk_without_a_verdict_in_time_stops_a_fail_closed_stream():
                 g.stream("c", "hi", tenant="open", stream_id="silent", chunk_timeout=0.3) as open_:
             for s in (judged, silent, open_):
                 await s.push("a")
-            g._deliver(verdict("s-0", stream=at(0)))  # only the first stream's chunk is judged
+            g._deliver(verdict("s-0", stream=at(0), nonce=judged.nonce))  # only the first stream's chunk is judged
             began = time.monotonic()
             await asyncio.wait_for(silent.stopped.wait(), 2)
             stopped_in = time.monotonic() - began
@@ -183,21 +165,3 @@ def test_one_tenant_cannot_take_every_slot():
 
     served, held, users = asyncio.run(run())
     assert served == "served" and held == 2 and users == {}  # idle tenants are forgotten
-
-
-def test_partitions_added_to_the_verdict_topic_are_read_from_their_beginning():
-    async def run():
-        g = a_guard()
-        topic = g._topics.verdicts.name
-        p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
-        g._consumer.assign([p0])
-
-        async def partitions():
-            return [p0, p1]
-
-        g._partitions = partitions
-        await g._follow_new_partitions()
-        return g._consumer, p0, p1
-
-    consumer, p0, p1 = asyncio.run(run())
-    assert consumer.assignment() == {p0, p1} and consumer.seeks == {p0: 40, p1: "beginning"}

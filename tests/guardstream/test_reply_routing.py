@@ -1,7 +1,8 @@
 """Replies routed to the gateway that asked, on the real broker and worker: two gateways with
-their own reply partitions each read only their own verdicts, a gateway without one still reads
-every verdict but decodes only its own, the sinks' verdict topic keeps them all, and a gateway
-stopped mid-request answers within its timeout while a new one on the same partition carries on."""
+fixed reply partitions and one that claims its own each read only their own verdicts, the sinks'
+verdict topic keeps them all, a chunk from another gateway cannot move a stream's replies, and a
+gateway stopped mid-request answers within its timeout while a new one on the same partition
+carries on."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from guardstream.client import Guard, conversation
-from guardstream.kafka_io import records
+from guardstream.kafka_io import produce_lines, records
 from guardstream.schemas import Action, VerdictEvent
 
 from tests.guardstream.test_client_pipeline import client_settings
@@ -46,29 +47,29 @@ def test_each_gateway_reads_its_own_replies_and_the_sinks_read_every_verdict(wor
     async def run():
         async with Guard(worker.bootstrap, settings, timeout_s=TIMEOUT_S, reply_partition=3) as a, \
                 Guard(worker.bootstrap, settings, timeout_s=TIMEOUT_S, reply_partition=4) as b, \
-                Guard(worker.bootstrap, settings, timeout_s=TIMEOUT_S) as everything:
-            outcomes = await asyncio.gather(ask(a, "a", 12), ask(b, "b", 12), ask(everything, "all", 6),
+                Guard(worker.bootstrap, settings, timeout_s=TIMEOUT_S) as claimed:
+            outcomes = await asyncio.gather(ask(a, "a", 12), ask(b, "b", 12), ask(claimed, "all", 6),
                                             guarded_stream(a, "a"), guarded_stream(b, "b"))
-            return outcomes, a.read, b.read, everything.read, await replies_by_partition(settings, worker.bootstrap)
+            return outcomes, a.read, b.read, claimed.read, claimed.reply_partition, \
+                await replies_by_partition(settings, worker.bootstrap)
 
-    (from_a, from_b, from_all, stream_a, stream_b), read_a, read_b, read_all_, replies = asyncio.run(run())
+    (from_a, from_b, from_all, stream_a, stream_b), read_a, read_b, read_c, home, replies = asyncio.run(run())
     for name, outcomes in (("a", from_a), ("b", from_b), ("all", from_all)):
         assert not [o for o in outcomes if o.verdict is None], f"gateway {name} timed out"
         assert [o.verdict.conversation_id for o in outcomes] == [f"rr-{name}-{i}" for i in range(len(outcomes))]
     assert stream_a.verdict.stream.final and stream_b.verdict.stream.final
 
     # each reply partition holds one gateway's verdicts only, and that gateway read nothing else
-    mine = {3: "rr-a-", 4: "rr-b-"}
+    assert home not in (None, 3, 4)
+    mine = {3: "rr-a-", 4: "rr-b-", home: "rr-all-"}
     for partition, prefix in mine.items():
         held = [v for v in replies.get(partition, []) if v["conversation_id"].startswith("rr-")]
         assert held and all(v["conversation_id"].startswith(prefix) and v["reply_to"] == partition for v in held)
     assert not [v for p, vs in replies.items() if p not in mine for v in vs if v["conversation_id"].startswith("rr-")]
-    for read in (read_a, read_b):
-        assert read["records"] <= len(replies[3]) + len(replies[4])  # its own partition only
+    for read, partition in ((read_a, 3), (read_b, 4), (read_c, home)):
+        assert read["records"] <= len(replies[partition])  # its own partition only
         assert 0 < read["decoded"] <= read["records"]
-    # the gateway without a partition read every verdict, and decoded its own six only
-    assert read_all_["records"] >= len(from_a) + len(from_b) + len(from_all)
-    assert read_all_["decoded"] == len(from_all)
+    assert read_c["decoded"] == len(from_all)
 
     # the sinks' verdict topic has every verdict, routed or not
     verdicts = read_all(settings, worker.bootstrap, "verdicts", lambda v: v["conversation_id"].startswith("rr-"))
@@ -107,3 +108,25 @@ def test_a_gateway_stopped_mid_request_answers_in_time_and_its_successor_reads_t
     outcome, waited, after = asyncio.run(run())
     assert waited < 3 + 1 and (outcome.verdict is not None or outcome.action is Action.block)  # gw-strict fails closed
     assert after.verdict is not None and after.verdict.conversation_id == "rr-after"
+
+
+def test_a_chunk_from_another_gateway_cannot_move_a_streams_replies(worker):
+    settings = client_settings()
+
+    async def run():
+        async with Guard(worker.bootstrap, settings, timeout_s=TIMEOUT_S, reply_partition=5) as owner:
+            async with owner.stream("rr-hijacked", "hi", tenant="gw-strict", stream_id="rr-hijacked-s") as s:
+                await s.push("hello there, ")
+                base = {"event_id": "rr-hijack-1", "conversation_id": "rr-hijacked", "stream_id": "rr-hijacked-s",
+                        "tenant": "gw-strict", "seq": 1, "text_delta": "x", "reply_to": 6}
+                await produce_lines(settings, worker.bootstrap, "chunks", [json.dumps(base), json.dumps({**base, "nonce": "0" * 32})])
+                await asyncio.sleep(1)
+                await s.push("how are ")
+                return await s.finish("you?", timeout=TIMEOUT_S), await replies_by_partition(settings, worker.bootstrap)
+
+    final, replies = asyncio.run(run())
+    assert final.verdict is not None and final.verdict.stream.final and final.verdict.stream.token_count > 0
+    ours = [v for p, vs in replies.items() for v in vs if v["conversation_id"] == "rr-hijacked"]
+    assert ours and all(v["reply_to"] == 5 for v in ours)  # nothing was sent to the hijacker's partition
+    letters = read_all(settings, worker.bootstrap, "dlq", lambda d: "rr-hijack-1" in d["raw_value"])
+    assert len(letters) == 2 and all("does not carry the nonce of the stream's first chunk" in d["error"] for d in letters)

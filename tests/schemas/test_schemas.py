@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from guardstream.schemas import ConversationEvent, Moderate, TokenChunkEvent, VerdictEvent, verdict_id
+from guardstream.schemas import ConversationEvent, Moderate, TokenChunkEvent, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.export import WIRE_MODELS, export_json_schemas
 
 
@@ -43,22 +43,29 @@ def test_chunk_needs_exactly_one_payload():
             TokenChunkEvent.model_validate({**base, **payload})
 
 
-def test_verdict_ids_are_deterministic_and_distinguish_tenant_conversation_event_model_and_role():
-    base = ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt)
+def test_verdict_ids_are_deterministic_and_distinguish_tenant_conversation_event_model_role_content_and_policy():
+    hi, bad = content_digest("prompt", [{"role": "user", "content": "hi"}]), content_digest("prompt", [{"role": "user", "content": "bad"}])
+    base = ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, "acme@1")
     a = verdict_id(*base)
     assert a == verdict_id(*base)
-    variants = [("globex", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
-                ("acme", "c-2", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
-                ("acme", "c-1", "e-2", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt),
-                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-4B", Moderate.prompt),
-                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.response)]
+    assert hi == content_digest("prompt", [{"content": "hi", "role": "user"}])  # the same content, however it is ordered
+    variants = [("globex", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, "acme@1"),
+                ("acme", "c-2", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, "acme@1"),
+                ("acme", "c-1", "e-2", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, "acme@1"),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-4B", Moderate.prompt, hi, "acme@1"),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.response, hi, "acme@1"),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, bad, "acme@1"),  # a reused event id
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, "acme@2"),
+                ("acme", "c-1", "e-1", "Qwen/Qwen3Guard-Gen-0.6B", Moderate.prompt, hi, None)]
     assert len({a, *(verdict_id(*v) for v in variants)}) == 1 + len(variants)
 
 
 def test_parts_of_a_derived_id_cannot_be_shifted_into_each_other():
     # "a|b" + "c" against "a" + "b|c": whatever the characters, and ids are printable besides
-    assert verdict_id("t", "a\x1fb", "c", "m", Moderate.prompt) != verdict_id("t", "a", "b\x1fc", "m", Moderate.prompt)
-    assert verdict_id("t", 'a", "b', "c", "m", Moderate.prompt) != verdict_id("t", "a", 'b", "c', "m", Moderate.prompt)
+    assert verdict_id("t", "a\x1fb", "c", "m", Moderate.prompt, "d", None) != \
+        verdict_id("t", "a", "b\x1fc", "m", Moderate.prompt, "d", None)
+    assert verdict_id("t", 'a", "b', "c", "m", Moderate.prompt, "d", None) != \
+        verdict_id("t", "a", 'b", "c', "m", Moderate.prompt, "d", None)
     with pytest.raises(ValidationError, match="U\\+001F"):
         ConversationEvent.model_validate({"event_id": "b\x1fc", "conversation_id": "a", "tenant": "t",
                                           "messages": [{"role": "user", "content": "hi"}]})

@@ -39,7 +39,7 @@ RISKS = [(RiskLevel.safe, []), (RiskLevel.unsafe, ["Violent"]), (RiskLevel.unsaf
 def verdict(i: int) -> VerdictEvent:
     risk, categories = RISKS[i % len(RISKS)]
     tenant, conversation = f"lr-{i % 3}", f"lr-conv-{i % 40}"
-    return VerdictEvent(verdict_id=verdict_id(tenant, conversation, f"lr-{i}", "m", Moderate.prompt),
+    return VerdictEvent(verdict_id=verdict_id(tenant, conversation, f"lr-{i}", "m", Moderate.prompt, str(i), None),
                         source_event_id=f"lr-{i}", conversation_id=conversation, tenant=tenant, moderate=Moderate.prompt,
                         model_id="m", model_variant="gen", risk_level=risk, categories=categories, action=Action.allow,
                         policy="p", latency_ms=1.0)

@@ -208,3 +208,26 @@ def test_every_topic_and_group_of_the_app_is_under_its_prefix(worker, moderated)
     assert [t for t in ours if not t.startswith(settings.topic_prefix)] == []
     assert settings.group_id in groups and settings.group_id.startswith(settings.topic_prefix)
     assert [g for g in groups if settings.app_id in g and not g.startswith(settings.topic_prefix)] == []
+
+
+def test_an_event_id_reused_for_other_content_gets_its_own_verdict_action_and_audit_row(worker, pg_url, moderated):
+    corpus = [e for e in load_corpus() if e.kind == "prompt" and e.split != "heldout"]
+    harmless, unsafe = next(e for e in corpus if e.label == "Safe"), next(e for e in corpus if e.label == "Unsafe")
+    events = [{"event_id": "reused-1", "conversation_id": "reused-conv", "tenant": "acme", "moderate": "prompt",
+               "messages": example.messages} for example in (harmless, unsafe)]
+    produce(worker.settings, worker.bootstrap, events)
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "conversations"))
+    asyncio.run(wait_drained(worker.settings, worker.bootstrap, "verdicts"))
+
+    def reused(value: dict) -> bool:
+        return value.get("source_event_id") == "reused-1"
+
+    verdicts = read_all(worker.settings, worker.bootstrap, "verdicts", reused)
+    assert len({v["verdict_id"] for v in verdicts}) == 2, "the unsafe judgement hid behind the harmless one's id"
+    assert sorted(v["risk_level"] for v in verdicts) == ["Safe", "Unsafe"]
+    actions = read_all(worker.settings, worker.bootstrap, "actions", reused)
+    assert {a["verdict_id"] for a in actions} == {v["verdict_id"] for v in verdicts}
+    assert sorted(a["action"] for a in actions) == ["allow", "block"]
+    with psycopg.connect(pg_url) as db:
+        rows = db.execute("SELECT verdict_id, risk_level FROM guard_verdicts WHERE source_event_id = 'reused-1'").fetchall()
+    assert sorted(rows) == sorted((v["verdict_id"], v["risk_level"]) for v in verdicts)

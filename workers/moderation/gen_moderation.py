@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, verdict_id
+from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.workers.engines.gen_engine import GenRequest, GenResult
 from guardstream.workers.moderation.rules import GenRules
@@ -50,8 +50,10 @@ class GenModerator:
         categories = judgement.categories if judgement else []
         decision = policy.observing(policy.too_long_action) if result and result.too_long else \
             policy.decide(risk, categories, result.probabilities if result else None)
+        judged = content_digest(event.moderate.value, [m.model_dump(mode="json") for m in event.messages])
         return VerdictEvent(
-            verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate),
+            verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate,
+                                  judged, version),
             source_event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
             moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
             categories=categories, refusal=judgement.refusal if judgement else None,
@@ -60,4 +62,5 @@ class GenModerator:
             policy=policy.describe(event.tenant), policy_version=version,
             error=failure or self._error(result), latency_ms=latency_ms,
             excerpt=event.messages[-1].content if self.rules.store_text else None, reply_to=event.reply_to,
+            nonce=event.nonce,
         )

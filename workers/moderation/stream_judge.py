@@ -16,7 +16,8 @@ Pure: no model, no store; it reads and updates only the stream's `StreamState`.
 
 from __future__ import annotations
 
-from guardstream.schemas import Action, Moderate, RiskLevel, StreamPosition, VerdictEvent, derive_id, verdict_id
+from guardstream.schemas import (Action, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, content_digest,
+                                 derive_id, verdict_id)
 from guardstream.workers.engines.stream_engine import StreamAnswer, TokenVerdict
 from guardstream.workers.moderation.policy import most_severe
 from guardstream.workers.moderation.rules import StreamRules
@@ -36,7 +37,7 @@ class StreamJudge:
         common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
                       model_variant="stream", policy=policy.describe(state.tenant),
                       policy_version=self.rules.policy.version(state.tenant), latency_ms=latency_ms,
-                      reply_to=state.reply_to)
+                      reply_to=state.reply_to, nonce=state.nonce)
         if answer.query is not None and not state.opened:
             out.append(self._prompt_verdict(r, answer.query, common))
         state.opened = state.opened or failure is None
@@ -66,6 +67,8 @@ class StreamJudge:
                 if worst is None or _SEVERITY[token.label] > _SEVERITY[worst.label]:
                     worst = token
             state.token_count += len(ids)
+            judged_content = _digest(chunk)
+            state.digest = content_digest(state.digest, judged_content)
             risk = RiskLevel.error if failure else RiskLevel(worst.label) if worst else RiskLevel.safe
             state.worst = max(state.worst, risk.value, key=_SEVERITY.__getitem__)
             if failure:
@@ -84,7 +87,8 @@ class StreamJudge:
             state.observed = state.observed or observed
             categories = [worst.category] if worst and risk is not RiskLevel.safe and worst.category != "None" else []
             out.append(VerdictEvent(
-                verdict_id=verdict_id(state.tenant, r.ref.conversation, chunk.event_id, self.model_id, Moderate.response),
+                verdict_id=verdict_id(state.tenant, r.ref.conversation, chunk.event_id, self.model_id, Moderate.response,
+                                      judged_content, common["policy_version"]),
                 source_event_id=chunk.event_id,
                 moderate=Moderate.response, risk_level=risk, categories=categories,
                 probabilities=worst.probabilities if worst else None, action=action, error=failure,
@@ -105,7 +109,7 @@ class StreamJudge:
         categories = [query.category] if risk is not RiskLevel.safe and query.category != "None" else []
         decision = policy.decide(risk, categories, query.probabilities)
         return VerdictEvent(verdict_id=verdict_id(r.state.tenant, r.ref.conversation, r.chunks[0].event_id, self.model_id,
-                                                  Moderate.prompt),
+                                                  Moderate.prompt, _digest(r.chunks[0]), common["policy_version"]),
                             source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
                             categories=categories, probabilities=query.probabilities, action=decision.action,
                             observed=decision.observed, would_action=decision.would_action,
@@ -132,7 +136,8 @@ class StreamJudge:
             else:
                 would, state.observed = most_severe(would, decision.would_action), True
         final = VerdictEvent(
-            verdict_id=derive_id("stream-final", state.tenant, r.ref.conversation, r.ref.stream, self.model_id),
+            verdict_id=derive_id("stream-final", state.tenant, r.ref.conversation, r.ref.stream, self.model_id, state.digest,
+                                 common["policy_version"] or ""),
             source_event_id=event_id, moderate=Moderate.response,
             risk_level=RiskLevel(state.worst), categories=[state.category] if state.category not in (None, "None") else [],
             action=action, error=error, observed=state.observed, would_action=would if state.observed else None,
@@ -141,6 +146,11 @@ class StreamJudge:
                                   would_stop_token=state.would_stop, final=True), **common)
         state.pending_text = ""  # finished: only seq bookkeeping is still needed
         return final
+
+
+def _digest(chunk: TokenChunkEvent) -> str:
+    """What a chunk gave to judge: its prompt (chunk 0) and its piece of the reply."""
+    return content_digest(chunk.prompt, chunk.token_ids, chunk.text_delta, chunk.final)
 
 
 def _would_stop(state) -> int | None:

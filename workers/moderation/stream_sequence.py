@@ -105,10 +105,15 @@ class StreamSequencer:
         if ref not in taken.states:
             taken.stored[ref] = store.get(ref.key())
             taken.states[ref] = StreamState.model_validate(taken.stored[ref]) if taken.stored[ref] else \
-                StreamState(tenant=chunk.tenant, partition=record.partition)
+                StreamState(tenant=chunk.tenant, partition=record.partition, nonce=chunk.nonce, reply_to=chunk.reply_to)
         state = taken.states[ref]
+        if chunk.nonce != state.nonce:
+            taken.letters.append(dead_letter(record, "stream_error", f"chunk {chunk.seq} of stream {chunk.stream_id} "
+                                                                     f"does not carry the nonce of the stream's first "
+                                                                     f"chunk: not judged, and the stream is unchanged"))
+            return None
         state.updated_at = now
-        if chunk.reply_to is not None:
+        if chunk.nonce is not None and chunk.reply_to is not None:  # only the owner, who knows the nonce, moves it
             state.reply_to = chunk.reply_to
         if state.done or chunk.seq < state.next_seq or chunk.seq in state.held:
             if state.done and chunk.seq >= state.next_seq:

@@ -63,7 +63,9 @@ class StreamState(BaseModel):
     would_review: bool = False
     done: bool = False
     updated_at: float = 0.0  # wall time of its last chunk: finished and idle streams are forgotten after a while
-    reply_to: int | None = None  # the replies partition of the gateway that sent its latest chunk
+    reply_to: int | None = None  # the replies partition of its owner: bound by its first chunk, moved only with its nonce
+    nonce: str | None = None  # its first chunk's: a chunk with another is refused, and every verdict echoes it
+    digest: str = ""  # of every chunk judged so far, in order: the final verdict's id covers the whole reply
 
 
     def passed_over(self, seq: int) -> bool:

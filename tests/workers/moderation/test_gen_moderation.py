@@ -2,7 +2,7 @@
 
 import json
 
-from guardstream.schemas import Action, Moderate, RiskLevel, verdict_id
+from guardstream.schemas import Action, Moderate, RiskLevel, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord
 from guardstream.workers.moderation.policy import Policy
 from guardstream.topology.settings import Settings
@@ -49,7 +49,8 @@ async def test_verdicts_carry_judgement_policy_action_and_deterministic_id():
     assert [(v.source_event_id, v.risk_level, v.action) for v in verdicts] == [
         ("e1", RiskLevel.safe, Action.allow), ("e2", RiskLevel.controversial, Action.block),
         ("e3", RiskLevel.controversial, Action.allow)]
-    assert verdicts[0].verdict_id == verdict_id("strict", "c1", "e1", "tiny", Moderate.prompt)
+    judged = content_digest("prompt", [{"role": "user", "content": "hi"}])
+    assert verdicts[0].verdict_id == verdict_id("strict", "c1", "e1", "tiny", Moderate.prompt, judged, "default@0")
     assert verdicts[2].policy == "tenant=loose mode=loose fail=open"
     assert all(v.excerpt is None and v.model_variant == "gen" for v in verdicts)
 

@@ -86,3 +86,29 @@ def test_chunks_too_far_ahead_and_ids_outside_the_vocabulary_are_dead(sequencer,
     taken = Table().take(sequencer, [chunk(0), chunk(9), chunk(1, [len(cached_tokenizer(tiny.stream)) + 1])])
     assert [d.error_code for d in taken.letters] == ["stream_error", "stream_error"]
     assert "4 or more ahead" in taken.letters[0].error and "outside the checkpoint's vocabulary" in taken.letters[1].error
+
+
+OWNER, THIEF = "a1" * 16, "b2" * 16
+
+
+def test_a_chunk_without_the_streams_nonce_is_refused_and_reroutes_nothing(sequencer):
+    table = Table()
+    owned = {"nonce": OWNER, "reply_to": 3}
+    taken = table.take(sequencer, [{**chunk(0), **owned}])
+    assert taken.ready[0].state.reply_to == 3 and taken.ready[0].state.nonce == OWNER
+    # another gateway (no nonce, or a guessed one) names the next chunk and its own partition
+    hijack = table.take(sequencer, [{**chunk(1), "reply_to": 9}, {**chunk(1), "nonce": THIEF, "reply_to": 9}])
+    assert hijack.ready == [] and [d.error_code for d in hijack.letters] == ["stream_error", "stream_error"]
+    assert "does not carry the nonce of the stream's first chunk" in hijack.letters[0].error
+    # the owner's chunk 1 is still next in line and judged, routed where the owner said
+    taken = table.take(sequencer, [{**chunk(1), **owned}])
+    assert [c.seq for c in taken.ready[0].chunks] == [1] and taken.ready[0].state.reply_to == 3
+    moved = table.take(sequencer, [{**chunk(2), "nonce": OWNER, "reply_to": 5}])  # the owner may move its own route
+    assert moved.ready[0].state.reply_to == 5
+
+
+def test_without_a_nonce_the_first_chunk_fixes_the_route(sequencer):
+    table = Table()
+    table.take(sequencer, [{**chunk(0), "reply_to": 3}])
+    taken = table.take(sequencer, [{**chunk(1), "reply_to": 9}])
+    assert [c.seq for c in taken.ready[0].chunks] == [1] and taken.ready[0].state.reply_to == 3
