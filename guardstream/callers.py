@@ -36,7 +36,9 @@ class Limits:
     """What one caller may cost. A key's own `rate` and `concurrency` replace the defaults."""
 
     max_body_bytes: int = 1 << 20
-    read_timeout_s: float = 10.0  # the longest wait for the next piece of a body
+    body_timeout_s: float = 10.0  # for the whole body, however it is sent
+    header_timeout_s: float = 10.0  # for a connection's request line and headers
+    unproven_connections: int = 64  # connections whose request is not yet in, apart from the connection limit
     rate: str = "50/second"
     concurrency: int = 32
 

@@ -279,13 +279,17 @@ def tail(role: str, kafka_bootstrap: str | None, limit: int | None, as_json: boo
 @click.option("--concurrency", type=int, default=Limits.concurrency, show_default=True,
               help="requests in flight per key, unless its entry says otherwise")
 @click.option("--max-connections", type=int, default=1024, show_default=True,
-              help="connections and requests at once, all callers together (then 503)")
+              help="connections and requests at once of callers whose request is in (then 503)")
+@click.option("--unproven-connections", type=int, default=Limits.unproven_connections, show_default=True,
+              help="connections whose request is not yet in, apart from --max-connections (past it the oldest is "
+                   "closed); each has 10 s to send its request line and headers")
 @click.option("--policy", "policy_source", help="the workers' policy (for the fail modes) [env GUARDSTREAM_POLICY]")
 @click.option("--reply-partition", type=int, help="the partition of the replies topic this process alone reads its "
-                                                  "verdicts from; default: every verdict [env GUARDSTREAM_REPLY_PARTITION]")
+                                                  "verdicts from; default: one of its own, claimed in the gateways' group "
+                                                  "[env GUARDSTREAM_REPLY_PARTITION]")
 def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: str | None, insecure_no_auth: bool,
           tenant: str, timeout_s: float, max_body_bytes: int, rate: str, concurrency: int, max_connections: int,
-          policy_source: str | None, reply_partition: int | None) -> None:
+          unproven_connections: int, policy_source: str | None, reply_partition: int | None) -> None:
     """An OpenAI-compatible POST /v1/moderations, answered by the workers over Kafka."""
     import ipaddress
 
@@ -293,7 +297,7 @@ def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: st
 
     from guardstream.callers import ApiKeys
     from guardstream.client import Guard
-    from guardstream.serve import create_api
+    from guardstream.serve import create_api, proving_protocol
 
     if api_keys_source:
         try:
@@ -312,14 +316,16 @@ def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: st
             raise click.UsageError(f"--insecure-no-auth serves only on a loopback --host (127.0.0.1, ::1), not {host}")
         keys = None
     settings = _settings(policy=_policy(policy_source), kafka_bootstrap=kafka_bootstrap, reply_partition=reply_partition)
-    limits = Limits(max_body_bytes=max_body_bytes, rate=rate, concurrency=concurrency)
+    limits = Limits(max_body_bytes=max_body_bytes, rate=rate, concurrency=concurrency,
+                    unproven_connections=unproven_connections)
     try:
         guard = Guard(_bootstrap_or_fail(settings), settings, timeout_s)
     except ValueError as exc:
         raise click.UsageError(f"--reply-partition: {exc}") from None
     api = create_api(guard, keys, timeout_s, limits, tenant)
     uvicorn.run(api, host=host, port=port, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
-                h11_max_incomplete_event_size=64 * 1024)
+                h11_max_incomplete_event_size=64 * 1024,
+                http=proving_protocol(limits.unproven_connections, limits.header_timeout_s))
 
 
 @main.group()
@@ -619,11 +625,11 @@ def bench_ray_link(gen_model: str | None, calls: int, events: int, batch_size: i
 @click.option("--gateways", default="1,4,16", show_default=True, help="gateway counts to measure")
 @click.option("--requests", type=int, default=256, show_default=True, help="conversations each gateway sends")
 def bench_gateways(gateways: str, requests: int) -> None:
-    """What each gateway reads and spends per request of its own: every verdict vs its reply partition."""
+    """What each gateway reads and spends per request of its own: fixed vs claimed reply partitions."""
     from guardstream.bench.gateways import gateways_table, run_gateways_bench
 
     console.print(f"[bold]bench gateways[/] {gateways} gateways, {requests} conversations each, one worker with the "
-                  "no-op engine: reading every verdict, then a reply partition each")
+                  "no-op engine: a fixed reply partition each, then one claimed each")
 
     def report(r) -> None:
         console.print(f"  measured {r.mode:<16} x{r.gateways:<3}: {r.per_request(r.records):6.2f} records and "

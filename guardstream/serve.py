@@ -8,10 +8,14 @@ politically sensitive, copyright, jailbreak; the risk level and the tenant polic
 `flagged` means the action is block (or stop); a verdict that does not come in time, or cannot
 come, is the tenant's fail mode, `timed_out: true`.
 
-Callers are proven before anything else costs: an API key (`callers.py`) names the tenants its
-caller may use; the body is read up to `max_body_bytes` with a timeout on each read (413, 408);
-each key has a rate (429 with `Retry-After`) and a number of requests at once (429). Every error
-has OpenAI's shape. `/healthz` is liveness, `/readyz` whether verdicts can arrive.
+Callers are proven before anything else costs: a connection's request must arrive whole within
+`header_timeout_s`, and connections still waiting for theirs have a budget of their own, apart
+from the connections of callers whose requests are in (`proving_protocol`); the API key
+(`callers.py`, which names the tenants its caller may use) is checked before a byte of the body is
+read (401, and the connection is closed); then the body is read up to `max_body_bytes`, all of it
+within `body_timeout_s` (413, 408); each key has a rate (429 with `Retry-After`) and a number of
+requests at once (429). Every error has OpenAI's shape. `/healthz` is liveness, `/readyz` whether
+verdicts can arrive; they need no key.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse as parse_rate
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -95,8 +98,8 @@ def as_result(outcome: Outcome) -> dict:
             "verdict_id": verdict.verdict_id if verdict else None,
             "timed_out": outcome.timed_out,
             "policy_version": verdict.policy_version if verdict else None,
-            "observed": verdict.observed if verdict else False,  # observe mode: allowed, and what would have been done
-            "would_action": verdict.would_action.value if verdict and verdict.would_action else None,
+            "observed": outcome.would_action is not None,  # observe mode: allowed, and what would have been done
+            "would_action": outcome.would_action.value if outcome.would_action else None,
         },
     }
 
@@ -109,34 +112,54 @@ def as_openai_error(status: int, message: str, headers: dict | None = None) -> J
                         headers=headers)
 
 
-class BodyLimit:
-    """Reads a request's body before the app does, up to `limits.max_body_bytes` (413 past it, at
-    once when Content-Length says so) and with `limits.read_timeout_s` for each piece (408), so a
-    large or slow body costs at most the limit and the timeout."""
+OPEN_PATHS = ("/healthz", "/readyz")  # probes: no key, no body
 
-    def __init__(self, app, limits: Limits):
-        self.app, self.limits = app, limits
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    value = dict(headers).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Edge:
+    """Proves the caller, then reads the body, before the app sees the request: the key from the
+    headers alone (401 at once, the connection closed: an unknown caller's body is never read), then
+    the body up to `limits.max_body_bytes` (413, at once when Content-Length says so), all of it
+    within `limits.body_timeout_s` (408). The key found is `scope["state"]["api_key"]`."""
+
+    def __init__(self, app, limits: Limits, keys: ApiKeys | None):
+        self.app, self.limits, self.keys = app, limits, keys
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.keys is not None and scope["path"] not in OPEN_PATHS:
+            token = bearer_token(scope["headers"])
+            found = self.keys.find(token) if token else None
+            if found is None:
+                message = "an API key is needed: send `Authorization: Bearer <key>`" if token is None else \
+                    "the API key is not known"
+                return await self._refuse(scope, receive, send, 401, message, {"WWW-Authenticate": "Bearer"})
+            scope.setdefault("state", {})["api_key"] = found
         limit = self.limits.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"")
         # compared as digits first: int() of a header of thousands of digits would raise (a 500)
         if declared.isdigit() and (len(declared.lstrip(b"0")) > len(str(limit)) or int(declared) > limit):
             return await self._refuse(scope, receive, send, 413, f"the declared body is over the limit of {limit} bytes")
         body, more = bytearray(), True
-        while more:
-            try:
-                message = await asyncio.wait_for(receive(), self.limits.read_timeout_s)
-            except TimeoutError:
-                return await self._refuse(scope, receive, send, 408, f"no body data for {self.limits.read_timeout_s:g}s")
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return await self._refuse(scope, receive, send, 413, f"the body is over the limit of {limit} bytes")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > limit:
+                        return await self._refuse(scope, receive, send, 413, f"the body is over the limit of {limit} bytes")
+        except TimeoutError:
+            return await self._refuse(scope, receive, send, 408,
+                                      f"the body did not arrive whole within {self.limits.body_timeout_s:g}s")
         replayed = False
 
         async def replay():
@@ -149,8 +172,44 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(scope, receive, send, status: int, message: str) -> None:
-        await as_openai_error(status, message, {"Connection": "close"})(scope, receive, send)
+    async def _refuse(scope, receive, send, status: int, message: str, headers: dict | None = None) -> None:
+        await as_openai_error(status, message, {"Connection": "close", **(headers or {})})(scope, receive, send)
+
+
+def proving_protocol(budget: int, header_timeout_s: float) -> type:
+    """uvicorn's HTTP/1.1 protocol, with connections that have not yet sent a whole request counted
+    apart: at most `budget` of them at once (a new one closes the oldest) and none for longer than
+    `header_timeout_s`. Until its request is in, a connection is not one of uvicorn's (whose
+    `limit_concurrency` then answers 503), so slow or silent strangers cannot take the connections
+    that callers with keys need: their requests arrive whole at once and are counted there."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    waiting: dict[H11Protocol, asyncio.TimerHandle] = {}  # oldest first
+
+    class ProvingH11(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.connections.discard(self)
+            if len(waiting) >= budget:
+                next(iter(waiting))._cut()
+            waiting[self] = self.loop.call_later(header_timeout_s, self._cut)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self in waiting and self.scope is not None:  # its request is in: the app proves its key next
+                waiting.pop(self).cancel()
+                self.connections.add(self)
+
+        def connection_lost(self, exc) -> None:
+            if self in waiting:
+                waiting.pop(self).cancel()
+            super().connection_lost(exc)
+
+        def _cut(self) -> None:
+            waiting.pop(self).cancel()
+            self.transport.close()
+
+    return ProvingH11
 
 
 class Admission:
@@ -194,8 +253,7 @@ def create_api(guard: Guard, keys: ApiKeys | None, timeout_s: float, limits: Lim
             await guard.stop()
 
     api = FastAPI(title="guardstream moderation", lifespan=lifespan)
-    api.add_middleware(BodyLimit, limits=limits)
-    bearer = HTTPBearer(auto_error=False)
+    api.add_middleware(Edge, limits=limits, keys=keys)
     admission = Admission(limits)
 
     @api.exception_handler(StarletteHTTPException)
@@ -207,14 +265,9 @@ def create_api(guard: Guard, keys: ApiKeys | None, timeout_s: float, limits: Lim
         error = exc.errors()[0]
         return as_openai_error(400, f"not a moderation request: {'.'.join(map(str, error['loc']))}: {error['msg']}")
 
-    def caller_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey | None:
-        if keys is None:
-            return None
-        found = keys.find(credentials.credentials) if credentials else None
-        if found is None:
-            raise HTTPException(401, "an API key is needed: send `Authorization: Bearer <key>`" if credentials is None
-                                else "the API key is not known", {"WWW-Authenticate": "Bearer"})
-        return found
+    def caller_key(request: Request) -> ApiKey | None:
+        """The key `Edge` proved (None without keys)."""
+        return request.scope.get("state", {}).get("api_key")
 
     async def admitted_key(key: ApiKey | None = Depends(caller_key)):
         if key is None:

@@ -3,14 +3,17 @@ bounded while they are read, per-key rate and concurrency, and every error in Op
 real server, with the `openai` client and the pipeline behind it, is `test_serve.py`."""
 
 import asyncio
+import socket
+import time
 
 import httpx
+import uvicorn
 import pytest
 
 from guardstream.callers import ApiKey, ApiKeys, Limits, new_key
 from guardstream.client import Outcome
 from guardstream.schemas import Action
-from guardstream.serve import create_api
+from guardstream.serve import create_api, proving_protocol
 
 EU_KEY, EU = new_key("gateway-eu", ["acme", "acme-eu"])
 US_KEY, US = new_key("gateway-us", ["globex"])
@@ -100,14 +103,18 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read():
     assert absurd.status_code == 413  # a length of 5,000 digits, which int() refuses to parse
 
 
-def test_a_body_that_stalls_is_cut_off():
-    async def stalls():
-        yield b'{"input": '
-        await asyncio.sleep(2)
-        yield b'"hi"}'
+def test_a_body_that_trickles_is_cut_off_at_the_whole_bodys_deadline():
+    async def trickles():  # a piece every 0.1 s: each in time, the whole never
+        yield b'{"input": "'
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            yield b"x"
+        yield b'"}'
 
-    [stalled] = asyncio.run(call(FakeGuard(), moderation(body=stalls()), limits=Limits(read_timeout_s=0.2)))
-    assert stalled.status_code == 408 and "no body data" in error_of(stalled)["message"]
+    began = time.monotonic()
+    [stalled] = asyncio.run(call(FakeGuard(), moderation(body=trickles()), limits=Limits(body_timeout_s=0.5)))
+    assert stalled.status_code == 408 and "did not arrive whole within 0.5s" in error_of(stalled)["message"]
+    assert time.monotonic() - began < 2.5
 
 
 def test_a_key_past_its_rate_or_concurrency_gets_429_with_retry_after():
@@ -136,8 +143,9 @@ def test_a_key_past_its_rate_or_concurrency_gets_429_with_retry_after():
 
 def test_garbage_unknown_paths_and_bad_input_answer_in_openais_shape():
     garbage, no_input, unknown, wrong_method, image = asyncio.run(call(
-        FakeGuard(), moderation(body=b"{not json"), moderation(body=b"{}"), ("GET", "/v1/nothing", {}, None),
-        ("GET", "/v1/moderations", {}, None),
+        FakeGuard(), moderation(body=b"{not json"), moderation(body=b"{}"),
+        ("GET", "/v1/nothing", {"Authorization": f"Bearer {EU_KEY}"}, None),
+        ("GET", "/v1/moderations", {"Authorization": f"Bearer {EU_KEY}"}, None),
         moderation(body=b'{"input": [{"type": "image_url", "image_url": {"url": "x"}}]}')))
     assert garbage.status_code == no_input.status_code == image.status_code == 400
     assert "not a moderation request" in error_of(garbage)["message"] and "input" in error_of(no_input)["message"]
@@ -152,3 +160,48 @@ def test_readyz_says_whether_verdicts_can_arrive_and_healthz_stays_liveness():
     ready, live = asyncio.run(call(guard, ("GET", "/readyz", {}, None), ("GET", "/healthz", {}, None)))
     assert ready.status_code == 503 and ready.json() == {"ok": False, "detail": "the verdict reader is down (restarting)"}
     assert live.status_code == 200
+
+
+def test_strangers_cannot_hold_the_connections_that_keyed_callers_need():
+    """On a real uvicorn with 8 connections: 24 connections that never finish their headers, and 6
+    without a key that declare a 500 kB body and send none. The latter are answered 401 at once (no
+    body is waited for); the former are closed by the header deadline or by newer strangers; and a
+    keyed gateway's requests all succeed meanwhile."""
+    guard = FakeGuard()
+
+    async def run():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        limits = Limits(header_timeout_s=1.5)
+        server = uvicorn.Server(uvicorn.Config(create_api(guard, KEYS, 5, limits), host="127.0.0.1", port=port,
+                                               limit_concurrency=8, lifespan="off", log_level="warning",
+                                               http=proving_protocol(4, limits.header_timeout_s)))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        try:
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(24)]
+            for _, writer in silent:
+                writer.write(b"POST /v1/moderations HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            began = time.monotonic()
+            unkeyed = []
+            for _ in range(6):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /v1/moderations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 500000\r\n\r\n")
+                unkeyed.append((await asyncio.wait_for(reader.read(4096), 5), time.monotonic() - began))
+                writer.close()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                keyed = [await client.post("/v1/moderations", json={"input": "hi"},
+                                           headers={"Authorization": f"Bearer {EU_KEY}"}) for _ in range(10)]
+            closed = [await asyncio.wait_for(reader.read(), 5) for reader, _ in silent]  # b"": closed by the server
+            return unkeyed, keyed, closed, time.monotonic() - began
+        finally:
+            server.should_exit = True
+            await serving
+
+    unkeyed, keyed, closed, took = asyncio.run(run())
+    assert all(answer.startswith(b"HTTP/1.1 401") and after < 1.0 for answer, after in unkeyed), unkeyed
+    assert [r.status_code for r in keyed] == [200] * 10
+    assert closed == [b""] * 24 and took < 5
