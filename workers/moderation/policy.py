@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from guardstream.schemas import Action, RiskLevel
+from guardstream.workers.engines.labels import QUERY_CATEGORIES
 
 _SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
 
@@ -51,8 +52,20 @@ class TenantPolicy(BaseModel):
     fail_mode: Literal["closed", "open"] = "closed"
     unsafe_action: Action = Action.block
     category_actions: dict[str, Action | Literal["observe"]] = Field(default_factory=dict)
-    review_thresholds: dict[str, float] = Field(default_factory=dict)
+    # a label's probability from which an allowed verdict goes to review; above 0 (0 would send
+    # everything) and at most 1; "Safe" has none (a safe verdict is what is allowed)
+    review_thresholds: dict[Literal["Unsafe", "Controversial"], Annotated[float, Field(gt=0, le=1)]] = \
+        Field(default_factory=dict)
     too_long_action: Action = Action.block
+
+    @field_validator("category_actions")
+    @classmethod
+    def _categories_are_the_models(cls, actions: dict) -> dict:
+        """A category the model never names would be silently ignored: a typo is refused instead."""
+        if unknown := sorted(set(actions) - set(QUERY_CATEGORIES)):
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a Qwen3Guard category; the categories are "
+                             f"{', '.join(QUERY_CATEGORIES)}")
+        return actions
 
     @property
     def strict(self) -> bool:

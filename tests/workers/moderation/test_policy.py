@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from guardstream.schemas import Action, RiskLevel
 from guardstream.workers.moderation.policy import Policy, TenantPolicy
@@ -94,3 +95,18 @@ def test_the_topics_entries_lie_over_the_document_per_tenant_and_a_tombstone_lif
     assert policy.metric_tenant("acme") == "acme" and policy.metric_tenant("initech") == "other"
     policy.set_tenant("acme", 4, None)
     assert policy.version("acme") == "default@1" and policy.set_versions() == {"default": 1}
+
+
+@pytest.mark.parametrize("document, error", [
+    ({"review_thresholds": {"Unsafe": -1}}, "greater than 0"),  # -1 would send every allowed verdict to review
+    ({"review_thresholds": {"Unsafe": 0}}, "greater than 0"),
+    ({"review_thresholds": {"Controversial": 1.5}}, "less than or equal to 1"),
+    ({"review_thresholds": {"Safe": 0.5}}, "'Unsafe' or 'Controversial'"),
+    ({"category_actions": {"Violence": "block"}}, "'Violence' is not a Qwen3Guard category"),  # a typo of Violent
+    ({"category_actions": {"PII": "review"}, "strictness": "high"}, "Extra inputs are not permitted"),
+])
+def test_a_policy_document_is_validated_in_full(document, error):
+    with pytest.raises(ValidationError, match=error):
+        TenantPolicy.model_validate(document)
+    assert TenantPolicy.model_validate({"review_thresholds": {"Unsafe": 1, "Controversial": 0.3},
+                                        "category_actions": {"Jailbreak": "observe", "PII": "review"}})
