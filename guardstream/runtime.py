@@ -245,7 +245,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     read = asyncio.run(policies.catch_up())
     log.info("policies topic: %d records read; in force from it: %s", read,
              ", ".join(f"{k}@{v}" for k, v in sorted(settings.policy.set_versions().items())) or "none")
-    serve_metrics(settings.metrics_port, settings.metrics_host)  # probes answer (not ready) while the pool loads
+    serve_metrics(settings.metrics_port, settings.metrics_host, settings.health_port)  # probes answer (not ready) while the pool loads
     moderator = stream_moderator = canary_models = None
     agents = ", ".join(sorted(settings.agents))
     if not settings.agents & {"gen", "stream"} and not settings.runs_canary:  # verdict sinks need no model, no Ray
@@ -294,7 +294,7 @@ def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> 
         log.warning("the model pool of app %s runs %s; replacing it with %s (restart the app's workers, which hold "
                     "handles to the old actors)", settings.app_id, found.describe(), wanted.describe())
         remove_pool(settings.app_id)
-    serve_metrics(settings.metrics_port, settings.metrics_host)  # up before the models load: a slow first
+    serve_metrics(settings.metrics_port, settings.metrics_host, settings.health_port)  # up before the models load: a slow first
     with HEALTH.busy(f"loading the models of app {settings.app_id}: {wanted.describe()}"):  # download is alive
         spec = ensure_pool(wanted, settings.app_id)
     handles = pool_handles(spec, settings.app_id)

@@ -1,5 +1,8 @@
 """Health probes and the metrics endpoint of a worker or pool process, on `--metrics-port` when set
 (bound to `metrics_host`: loopback unless told otherwise; the chart binds the pod's addresses).
+With `health_port` set, the probes answer there instead, on a server of their own: scrapers (and
+whoever else reaches the metrics port) cannot take the connections kubelet's probes need, and the
+chart's NetworkPolicy can admit the two from different sources.
 
 `/metrics` (Prometheus), `/healthz` (liveness: the event loop turns and no agent has crashed
 without recovering) and `/readyz` (readiness: partitions assigned and the model pool answering).
@@ -63,29 +66,39 @@ class Health:
 HEALTH = Health()
 
 
-async def _endpoints(scope, receive, send) -> None:
-    """The whole server, as a plain ASGI app: three GET paths, nothing read from the request."""
-    if scope["type"] != "http":
-        return
-    path = scope["path"].strip("/")
-    if path == "metrics":
-        status, body, kind = 200, generate_latest(), CONTENT_TYPE_LATEST
-    elif path in ("healthz", "readyz"):
-        status, state = HEALTH.probe(path)
-        body, kind = json.dumps(state).encode(), "application/json"
-    else:
-        status, body, kind = 404, b"try /metrics, /healthz or /readyz\n", "text/plain"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+def _endpoints(paths: tuple[str, ...]):
+    """A server's whole app, as plain ASGI: these GET paths, nothing read from the request."""
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"].strip("/")
+        if path == "metrics" and path in paths:
+            status, body, kind = 200, generate_latest(), CONTENT_TYPE_LATEST
+        elif path in ("healthz", "readyz") and path in paths:
+            status, state = HEALTH.probe(path)
+            body, kind = json.dumps(state).encode(), "application/json"
+        else:
+            status, body, kind = 404, f"try /{', /'.join(paths)}\n".encode(), "text/plain"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """uvicorn, in a thread with its own event loop (so a stuck worker loop shows as stale health),
-    with short keep-alive and header limits: probes and scrapes are small and quick."""
+def _serve(paths: tuple[str, ...], port: int, host: str, connections: int) -> None:
+    config = uvicorn.Config(_endpoints(paths), host=host, port=port, log_level="warning", log_config=None,
+                            access_log=False, lifespan="off", loop="asyncio", timeout_keep_alive=5,
+                            limit_concurrency=connections, h11_max_incomplete_event_size=16 * 1024)
+    threading.Thread(target=uvicorn.Server(config).run, name=f"http-{paths[0]}", daemon=True).start()
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1", health_port: int = 0) -> None:
+    """uvicorn, in threads with their own event loops (so a stuck worker loop shows as stale health),
+    with short keep-alive and header limits: probes and scrapes are small and quick. The probes are
+    on `health_port` when it is set (16 connections of their own), else beside the metrics (64)."""
+    if health_port:
+        _serve(("healthz", "readyz"), health_port, host, 16)
     if port:
-        config = uvicorn.Config(_endpoints, host=host, port=port, log_level="warning", log_config=None,
-                                access_log=False, lifespan="off", loop="asyncio", timeout_keep_alive=5, limit_concurrency=64,
-                                h11_max_incomplete_event_size=16 * 1024)
-        server = uvicorn.Server(config)
-        threading.Thread(target=server.run, name="metrics-http", daemon=True).start()
+        _serve(("metrics",) if health_port else ("metrics", "healthz", "readyz"), port, host, 64)

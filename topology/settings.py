@@ -74,10 +74,9 @@ class Settings(BaseModel):
     topic_prefix: str = "guard."
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication: int = Field(default=1, ge=1)
-    # The replies topic: a gateway that claims one of its partitions reads its own verdicts there
-    # instead of the whole verdict topic (guardstream.client, `serve --reply-partition`).
+    # The replies topic: each gateway reads its own verdicts on a partition of its own (guardstream.client).
     reply_partitions: int = Field(default=32, ge=1, le=4096)
-    reply_partition: int | None = Field(default=None, ge=0)  # a gateway's claim; None: it reads every verdict
+    reply_partition: int | None = Field(default=None, ge=0)  # a fixed one; None: claimed in the group `<prefix>gateways`
     app_id: str = "guardstream"
     # A new consumer group's first join waits on the rebalance timeout (Tansu: half of it).
     kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
@@ -164,8 +163,12 @@ class Settings(BaseModel):
     analytics_retention_s: int = Field(default=3600, ge=1)
     metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
     metrics_host: str = "127.0.0.1"  # the address it binds; 0.0.0.0 for probes from outside (the chart sets it)
+    health_port: int = Field(default=0, ge=0)  # /healthz and /readyz on a server of their own; 0: on the metrics port
     faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
     policy: Policy = Field(default_factory=Policy)
+    # How stale the policies in force may be: a worker or `serve` whose policies reader has not
+    # been at the topic's end for longer is not ready (it keeps enforcing what it has).
+    policy_max_stale_s: float = Field(default=30, gt=0)
     canary: CanarySettings | None = None  # JSON in GUARDSTREAM_CANARY; run by workers whose agents include canary
     home: Path = Field(default_factory=default_home)
 
@@ -215,6 +218,11 @@ class Settings(BaseModel):
         own topics after it (`<id>-<table>-changelog`, `<id>-__assignor-__leader`), so one prefix
         ACL covers every topic and group the app uses."""
         return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def gateway_group(self) -> str:
+        """The gateways' group on the replies topic: it gives each gateway a partition of its own."""
+        return f"{self.topic_prefix}gateways"
 
     @property
     def audit_group(self) -> str:

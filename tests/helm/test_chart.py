@@ -254,11 +254,14 @@ def test_every_pod_is_probed_limited_and_unprivileged(rendered):
         spec = deployment["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
         for container in spec["containers"]:
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+            assert {p["name"] for p in container["ports"]} >= {"metrics", "health"}
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]) and container["resources"]["requests"]
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        (home,) = [v for v in spec["volumes"] if v["name"] == "home"]
+        assert home["emptyDir"]["sizeLimit"].endswith("Mi")  # a full disk evicts the pod, never the node's others
         for sidecar in spec.get("initContainers", []):  # the moderation workers' Ray node
             assert {"cpu", "memory"} <= set(sidecar["resources"]["limits"]) and sidecar["resources"]["requests"]
             assert sidecar["securityContext"] == spec["containers"][0]["securityContext"]
@@ -366,3 +369,20 @@ def test_a_canary_in_the_values_runs_in_the_moderation_workers_only():
     moderation, sinks = (Settings.load(environment(docs, c)) for c in ("moderation", "sinks"))
     assert moderation.runs_canary and moderation.canary.model_dump(exclude_defaults=True) == canary
     assert moderation.agents == {"gen", "stream", "canary"} and not sinks.runs_canary
+
+
+def test_metrics_are_reachable_only_from_monitoring_and_probes_have_a_port_of_their_own():
+    """/metrics names tenants: only the values' scrapers reach it. The probes answer on another
+    port, with connections of their own (`topology/health.py`), that kubelet reaches."""
+    docs = render()
+    policy = one(docs, "NetworkPolicy", "guard-guardstream-workers")["spec"]
+    metrics, health = policy["ingress"]
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
+    assert health == {"ports": [{"port": "health", "protocol": "TCP"}]}
+    assert environment(docs, "moderation")["GUARDSTREAM_HEALTH_PORT"] == "9465"
+    nodes = [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+    scrapers = [{"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {"matchLabels": {"app": "prom"}}}]
+    narrowed = one(render(merged({"networkPolicy": {"metricsFrom": scrapers, "probesFrom": nodes}})), "NetworkPolicy",
+                   "guard-guardstream-workers")["spec"]["ingress"]
+    assert [rule["from"] for rule in narrowed] == [scrapers, nodes]

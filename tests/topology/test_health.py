@@ -60,6 +60,37 @@ def test_the_server_binds_where_told_and_a_slow_client_holds_nobody_up():
             socket.create_connection((address, port), timeout=1)
 
 
+def connect(port: int) -> socket.socket:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=2)
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_probes_on_their_own_port_answer_while_scrapers_hold_every_metrics_connection():
+    port, health_port = free_port(), free_port()
+    HEALTH.update(True, "agents: gen", True, "4 partitions assigned")
+    serve_metrics(port, "127.0.0.1", health_port)
+    connect(health_port).close()
+    held = [connect(port) for _ in range(70)]  # past the metrics server's 64
+    for s in held:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert refused.value.code == 503  # the metrics server is full
+    for probe in ("healthz", "readyz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/{probe}", timeout=5) as response:
+            assert json.loads(response.read())["ok"]
+    with pytest.raises(urllib.error.HTTPError) as missing:  # the metrics, which name tenants, are not on the probes' port
+        urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5)
+    assert missing.value.code == 404
+    for s in held:
+        s.close()
+
+
 def test_a_long_blocking_step_is_alive_and_not_ready_and_never_stale(monkeypatch):
     health = Health()
     monkeypatch.setattr("guardstream.topology.health.STALE_AFTER_S", 0.3)

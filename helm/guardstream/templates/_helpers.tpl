@@ -78,7 +78,7 @@ Kafka CA, and the operator's extra volumes. */}}
 {{- end -}}
 {{- define "guardstream.volumes" -}}
 - {name: tmp, emptyDir: {}}
-- {name: home, emptyDir: {}}
+- {name: home, emptyDir: {sizeLimit: {{ .Values.workers.homeSizeLimitMi }}Mi}}
 {{- if .Values.kafka.caSecret }}
 - name: kafka-ca
   secret: {secretName: {{ .Values.kafka.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
@@ -96,17 +96,17 @@ Kafka CA, and the operator's extra volumes. */}}
 
 {{- define "guardstream.probes" -}}
 livenessProbe:
-  httpGet: {path: /healthz, port: metrics}
+  httpGet: {path: /healthz, port: health}
   initialDelaySeconds: 30
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 6
 readinessProbe:
-  httpGet: {path: /readyz, port: metrics}
+  httpGet: {path: /readyz, port: health}
   periodSeconds: 10
   timeoutSeconds: 5
 startupProbe:                      # model loading and the first rebalance may take minutes
-  httpGet: {path: /healthz, port: metrics}
+  httpGet: {path: /healthz, port: health}
   periodSeconds: 10
   failureThreshold: 90
 {{- end -}}

@@ -92,6 +92,7 @@ spec:
             {{- include "guardstream.commonEnv" $root | nindent 12 }}
           ports:
             - {name: metrics, containerPort: {{ $root.Values.workers.metricsPort }}}
+            - {name: health, containerPort: {{ $root.Values.workers.healthPort }}}
           {{- include "guardstream.probes" $root | nindent 10 }}
           resources: {{- toYaml .w.resources | nindent 12 }}
           securityContext: {{- toYaml $root.Values.securityContext | nindent 12 }}
