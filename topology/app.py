@@ -24,7 +24,7 @@ from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
-from guardstream.topology.state import ReplayCountedTable
+from guardstream.topology.state import STORE_URLS, ReplayCountedTable, state_bytes
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
@@ -68,8 +68,10 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     `policies`, caught up: followed while the app runs, its refused records dead-lettered.
     `canary_models`: the canary pool's, when this worker runs a canary."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    settings.state_dir.chmod(0o700)  # the tables hold prompts and replies in flight: this worker's alone
     app = faust.App(
-        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings), store=f"{settings.table_store}://",
+        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings),
+        store=STORE_URLS[settings.table_store],
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication, web_enabled=False,
         consumer_auto_offset_reset="earliest", producer_acks=-1, topic_allow_declare=True,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s, broker_session_timeout=settings.kafka_session_timeout_s,
@@ -116,11 +118,14 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         for tp in (tp for tp in assigned if tp.topic in sources):
             committed = app.consumer._committed_offset.get(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, (app.consumer.highwater(tp) or 0) - committed))
-        refusing = [handler.refusing for handler in w.outcomes.values() if handler.refusing]
+        refusing = [problem for handler in w.outcomes.values() for problem in (handler.refusing, handler.stuck) if problem]
+        metrics.STATE_BYTES.set(state_bytes(settings.state_dir))
         live_problem = "; ".join(filter(None, [f"crashed: {', '.join(crashed)}" if crashed else "",
                                                f"not running: {', '.join(missing)}" if missing else "", *refusing]))
+        policies_ok, policies_state = policies.readiness() if policies is not None else (True, "")
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
-                                                "model pool not answering" if not answering else ""]))
+                                                "model pool not answering" if not answering else "",
+                                                "" if policies_ok else policies_state]))
         HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",
                       not live_problem and not ready_problem,
                       ready_problem or live_problem or f"{len(assigned)} partitions assigned")

@@ -38,6 +38,10 @@ CONSUMER_LAG = Gauge("guardstream_consumer_lag", "Records after the last committ
                      ["topic", "partition"])
 TABLE_ENTRIES = Gauge("guardstream_table_entries", "Keys held in a Faust table by this worker", ["table"])
 CHANGELOG_BYTES = Counter("guardstream_changelog_bytes_total", "Bytes of table values written to changelogs", ["table"])
+STORE_REBUILT = Counter("guardstream_store_rebuilt_total", "Local table stores that could not be opened (corrupt, "
+                        "unreadable), moved aside and rebuilt from their changelog", ["table"])
+STATE_BYTES = Gauge("guardstream_state_bytes", "Bytes on disk under the worker's state directory (its tables' local "
+                    "stores); the chart's alert compares it with the volume's size limit")
 CHANGELOG_REPLAYED = Counter("guardstream_changelog_replayed_total", "Changelog records applied by table recovery "
                              "(a store on disk replays only what it had not yet applied)", ["table"])
 ACTOR_RSS = Gauge("guardstream_actor_rss_bytes", "Resident memory of each model actor, as it last reported",

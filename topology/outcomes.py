@@ -5,8 +5,9 @@ An agent hands a batch of raw records and its step (records -> delivered outcome
 raises (except when the worker is cancelled, which acks nothing):
 
 - a transient failure (a retriable Kafka error, a connection error such as Ray's or the audit
-  database's, a timeout, the broker's ACLs refusing this worker) is retried with capped
-  exponential backoff while the agent holds its offsets;
+  database's, a timeout, the broker's ACLs refusing this worker, the local store failing) is
+  retried with capped exponential backoff while the agent holds its offsets; one of the local
+  store's (a full disk) also fails the worker's liveness while it lasts (`stuck`);
 - any other failure narrows the batch down record by record, so batch-mates of a poison record
   get their outcomes; a record that still fails alone becomes a dead letter with the reason.
 
@@ -49,6 +50,11 @@ class Undeliverable(Rejected):
 REFUSED_BY_ACLS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
+class StoreError(OSError):
+    """The local store failed a read or a write (a full disk, an I/O error): the worker's, not the
+    record's, so no record is dead-lettered for it."""
+
+
 class NotAuthorized(RuntimeError):
     """An operation the broker's ACLs refuse to this principal, named with its resource."""
 
@@ -67,7 +73,7 @@ def authorized(operation: str, resource: str) -> Iterator[None]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, REFUSED_BY_ACLS + (NotAuthorized,)):
+    if isinstance(exc, REFUSED_BY_ACLS + (NotAuthorized, StoreError)):
         return True
     if isinstance(exc, KafkaError):
         return exc.retriable or isinstance(exc, (KafkaTimeoutError, ProducerClosed))
@@ -86,6 +92,7 @@ class Outcomes:
         self.agent, self.send_letters = agent, send_letters
         self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
         self.refusing: str | None = None  # why the dead-letter topic refuses this agent's letters, while it does
+        self.stuck: str | None = None  # why the local store fails this agent's steps, while it does
 
     async def settle(self, records: list[RawRecord], step: Step) -> None:
         """Run `step` until each record has its outcome: from it, or a dead letter of its own."""
@@ -127,10 +134,13 @@ class Outcomes:
         while True:
             try:
                 await attempt()
+                self.stuck = None
                 return None
             except Exception as exc:  # noqa: BLE001 - classified here, never lost
                 if not is_transient(exc):
                     return exc
+                if isinstance(exc, StoreError):
+                    self.stuck = f"{self.agent}: the local store fails ({describe(exc)})"
                 metrics.RETRIES.labels(self.agent).inc()
                 log.warning("%s: %s; retrying in %.1fs (offsets held)", self.agent, describe(exc), backoff)
                 await asyncio.sleep(backoff)

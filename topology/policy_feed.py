@@ -6,7 +6,13 @@ Each reader reads the topic to the end offset it found at start before it starts
 process starts with the latest versions) and then follows it, so a change is in force everywhere
 within a fetch. A record that is not a valid `PolicyRecord` holding a valid tenant policy under
 its own key, or whose version is not newer than the one in force, is refused: logged, counted and
-handed to `reject` (a worker dead-letters it), and its tenant keeps the policy it had.
+handed to `reject` (a worker dead-letters it), and its tenant keeps the policy it had; a dead
+letter that cannot be sent within `REJECT_WAIT_S` is logged and left (the record stays on the
+topic, in `guardstream policy history`), so no refused record holds back the changes after it.
+
+`stale_for()` says how long the reader has not known itself at the topic's end: a worker's and
+`serve`'s readiness fails past `Settings.policy_max_stale_s`, the bound on how stale a policy in
+force may be without anyone being told.
 
 Why a key per version: the log cleaner keeps the last record of each key, not the last valid
 one. Under one key per tenant, a refused or older record written after the one in force would,
@@ -44,6 +50,7 @@ POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (`policy set` refu
 POLICY_KEY_BYTES = 160  # tenant (64) / version (10 digits) / nonce (64)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60
+REJECT_WAIT_S = 10
 
 
 Reject = Callable[[DeadLetter], Awaitable[None]]
@@ -70,6 +77,18 @@ class PolicyFeed:
         self.position = 0  # the next offset to read
         self.in_force: dict[str, tuple[str, bytes]] = {}  # tenant → the key and value of its record in force
         self.stale: set[str] = set()  # keys of records read, neither in force nor tombstoned: `policy set` clears them
+        self.current_at: float | None = None  # time.monotonic() when the reader last was at the topic's end
+
+    def stale_for(self) -> float:
+        """Seconds since the reader last knew it was at the topic's end (forever, before it was)."""
+        return float("inf") if self.current_at is None else time.monotonic() - self.current_at
+
+    def readiness(self) -> tuple[bool, str]:
+        behind, bound = self.stale_for(), self.settings.policy_max_stale_s
+        if behind > bound:
+            return False, (f"the policies topic has not been read to its end for {behind:.0f}s (more than "
+                           f"GUARDSTREAM_POLICY_MAX_STALE_S={bound:g}): the policies in force may be stale")
+        return True, "policies current"
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -99,6 +118,7 @@ class PolicyFeed:
                     raise PoliciesUnavailable(f"the policies topic {self.partition.topic} could not be read to its end "
                                               f"(offset {end}, at {self.position}) within {timeout_s:.0f}s: is the "
                                               f"broker reachable, and may this process read that topic?")
+            self.current_at = time.monotonic()
             return read
         finally:
             await consumer.stop()
@@ -117,8 +137,11 @@ class PolicyFeed:
                     for message in batch.get(self.partition, []):
                         letter = self.apply(message)
                         if letter is not None and reject is not None:
-                            await reject(letter)  # one that could not be sent: the record is read again
+                            await self._reject(reject, letter)
                         self.position = message.offset + 1
+                    highwater = consumer.highwater(self.partition)
+                    if highwater is not None and self.position >= highwater:
+                        self.current_at = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a policy reader that stops would freeze every tenant's policy
@@ -126,6 +149,17 @@ class PolicyFeed:
                 await asyncio.sleep(RETRY_AFTER_S)
             finally:
                 await asyncio.shield(consumer.stop())
+
+    @staticmethod
+    async def _reject(reject: Reject, letter: DeadLetter) -> None:
+        """Dead-letter a refused record, waiting at most REJECT_WAIT_S: a DLQ that refuses it must
+        not hold back every later change (the record itself stays on the policies topic)."""
+        try:
+            await asyncio.wait_for(reject(letter), REJECT_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - logged and left: the next records are read on
+            log.error("the dead letter of the refused policies record at offset %d could not be sent (%s); it stays "
+                      "on the policies topic (`guardstream policy history`) and later changes are read on",
+                      letter.offset, describe(exc))
 
     def apply(self, message) -> DeadLetter | None:
         """Put one record of the topic in force; a refused one comes back as its dead letter."""

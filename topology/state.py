@@ -28,18 +28,63 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import shutil
+import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import faust
 import rocksdict
-from faust.stores import rocksdb
+from faust.stores import STORES, rocksdb
 from faust.types import TP, EventT
 
 from guardstream.topology import metrics
+from guardstream.topology.outcomes import StoreError, describe
 
 log = logging.getLogger(__name__)
+
+
+def open_or_move_aside(path: Path, open_db: Callable[[], Any], table: str) -> Any:
+    """A partition's database, opened; one that cannot be opened (corrupt, unreadable) is moved
+    aside and a new one opened in its place, which recovery fills from the changelog. A database
+    locked by another process is left alone (its error is raised)."""
+    try:
+        return open_db()
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises a bare Exception for every failure
+        if "lock" in str(exc).lower() or not path.exists():
+            raise
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        log.error("the local store %s cannot be opened (%s): moved aside to %s and rebuilt from its changelog "
+                  "(delete the copy once it is no longer needed)", path, describe(exc), aside)
+        path.rename(aside)
+        metrics.STORE_REBUILT.labels(table).inc()
+        return open_db()
+
+
+class RebuildingStore(rocksdb.Store):
+    """Faust's RocksDB store, whose partitions that cannot be opened are rebuilt (`open_or_move_aside`)."""
+
+    def _open_for_partition(self, partition: int):
+        return open_or_move_aside(self.partition_path(partition), lambda: super(RebuildingStore, self)._open_for_partition(
+            partition), self.table.name)
+
+
+STORES.aliases["guardstream-rocksdb"] = f"{__name__}:RebuildingStore"
+STORE_URLS = {"rocksdb": "guardstream-rocksdb://", "memory": "memory://"}  # the app's `store`, by `table_store`
+
+
+def state_bytes(directory: Path) -> int:
+    """What the state directory holds on disk (RocksDB keeps few, large files: a quick walk)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass  # a file RocksDB removed meanwhile
+    return total
 
 
 _SEAL_KEY = json.dumps("guardstream:seal").encode()  # never stored: recovery applies it as a delete
@@ -121,7 +166,11 @@ class DiskEntries:
         raw = json.dumps(key).encode()
         dbs = self.store._dbs
         for db in [dbs[partition]] if partition in dbs else list(dbs.values()):
-            if (value := db.get(raw)) is not None:
+            try:
+                value = db.get(raw)
+            except Exception as exc:  # noqa: BLE001 - rocksdict raises a bare Exception for I/O errors
+                raise StoreError(f"reading the local store of {self.store.table.name}: {exc}") from exc
+            if value is not None:
                 return json.loads(value)
         return None
 
@@ -138,7 +187,11 @@ class DiskEntries:
                 self.sizes[partition] += (entry is not None) - existed
         for partition, batch in batches.items():
             batch.put(self.store.offset_key, str(offsets[partition]).encode())
-            self.store._db_for_partition(partition).write(batch)
+            try:
+                self.store._db_for_partition(partition).write(batch)
+            except Exception as exc:  # noqa: BLE001 - a full disk or an I/O error: retried, never the record's fault
+                self.sizes.clear()  # counted again once it works
+                raise StoreError(f"writing the local store of {self.store.table.name}[{partition}]: {exc}") from exc
 
     def _active(self) -> Iterator[tuple[int, Any]]:
         topic = self.store.table.changelog_topic.get_topic_name()

@@ -6,7 +6,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology.outcomes import Outcomes, Undeliverable, is_transient
+from guardstream.topology.outcomes import Outcomes, StoreError, Undeliverable, is_transient
 from guardstream.workers.faults import InjectedFault
 from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable
 
@@ -62,6 +62,24 @@ async def test_transient_failures_are_retried_with_the_whole_batch_until_they_pa
 
     await outcomes(sink).settle(records(4), step)
     assert (sink.delivered, sink.letters) == ([0, 1, 2, 3], [])
+
+
+async def test_a_failing_local_store_holds_the_batch_and_says_so_until_it_works_again():
+    """A full disk is the worker's problem, not the records': no dead letter, offsets held, and
+    `stuck` (which fails liveness) set while it lasts."""
+    sink, seen = Sink(), []
+    handler = outcomes(sink)
+
+    async def step(batch):
+        if len(seen) < 3:
+            seen.append(handler.stuck)
+            raise StoreError("writing the local store of streams[0]: IO error: No space left on device")
+        seen.append(handler.stuck)
+        sink.delivered += [r.offset for r in batch]
+
+    await handler.settle(records(3), step)
+    assert (sink.delivered, sink.letters) == ([0, 1, 2], [])
+    assert seen[0] is None and "No space left on device" in seen[1] and handler.stuck is None
 
 
 async def test_a_poison_record_is_dead_lettered_alone_and_its_batch_mates_get_their_outcomes():

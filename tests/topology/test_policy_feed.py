@@ -3,6 +3,7 @@ Kafka's log cleaner (simulated: the last record of each key, tombstones dropped)
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from guardstream.schemas.events import MAX_POLICY_VERSION
 from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed
 from guardstream.topology.settings import Settings
-from guardstream.topology import metrics
+from guardstream.topology import metrics, policy_feed
 
 
 def record(offset: int, key: str, value: dict | bytes | None) -> ConsumerRecord:
@@ -45,7 +46,13 @@ class FakeConsumer:
         return {self.partition: self.end}
 
     async def getmany(self, partition, timeout_ms):
-        return {partition: self.batches.pop(0)} if self.batches else {}
+        if self.batches:
+            return {partition: self.batches.pop(0)}
+        await asyncio.sleep(0.05)  # an idle poll
+        return {}
+
+    def highwater(self, partition):
+        return self.end
 
 
 def feed_of(batches, end: int) -> PolicyFeed:
@@ -165,3 +172,41 @@ async def test_catching_up_ends_at_the_end_found_at_start_however_much_keeps_com
 async def test_a_topic_that_cannot_be_read_to_its_end_stops_the_start():
     with pytest.raises(PoliciesUnavailable, match="could not be read to its end"):
         await feed_of([], end=5).catch_up(timeout_s=0.5)
+
+
+async def test_a_refused_record_whose_dead_letter_cannot_be_sent_holds_back_no_later_change(monkeypatch):
+    monkeypatch.setattr(policy_feed, "REJECT_WAIT_S", 0.2)
+    feed = feed_of([[record(0, "acme/1/a", entry("acme", 1, mode="lenient"))],  # refused
+                    [record(1, "acme/2/b", entry("acme", 2, mode="loose"))]], end=2)
+
+    async def dead_letter_topic_down(letter):
+        await asyncio.Event().wait()  # never delivered
+
+    following = asyncio.create_task(feed.follow(dead_letter_topic_down))
+    for _ in range(100):
+        if feed.position == 2:
+            break
+        await asyncio.sleep(0.05)
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    assert feed.position == 2 and feed.policy.version("acme") == "acme@2"
+
+
+async def test_readiness_fails_once_the_reader_has_been_behind_the_topics_end_past_the_bound():
+    feed = feed_of([], end=0)
+    feed.settings = Settings(policy_max_stale_s=0.3)
+    assert not feed.readiness()[0]  # never caught up
+    await feed.catch_up()
+    assert feed.readiness() == (True, "policies current")
+    following = asyncio.create_task(feed.follow())
+    await asyncio.sleep(0.5)
+    assert feed.readiness()[0]  # idle, and at the end: current
+    feed._consumer = lambda: FakeConsumer([], end=5)  # the topic moved on, and this reader cannot read it
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    following = asyncio.create_task(feed.follow())
+    await asyncio.sleep(0.6)
+    ok, detail = feed.readiness()
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    assert not ok and "GUARDSTREAM_POLICY_MAX_STALE_S=0.3" in detail

@@ -14,7 +14,9 @@ import faust
 import pytest
 from faust.types import TP
 
-from guardstream.topology.state import PartitionedTable, ReplayCountedTable, discard_stale
+from guardstream.topology import metrics
+from guardstream.topology.outcomes import StoreError
+from guardstream.topology.state import STORE_URLS, PartitionedTable, ReplayCountedTable, discard_stale, state_bytes
 
 OWNED = {0, 1, 2}  # of 4 partitions: what partition 3 holds is not this worker's
 
@@ -31,7 +33,7 @@ class AckingProducer:
 
 
 def open_table(store: str, datadir, producer: AckingProducer) -> PartitionedTable:
-    app = faust.App("state-test", store=f"{store}://", datadir=str(datadir), Table=ReplayCountedTable)
+    app = faust.App("state-test", store=STORE_URLS[store], datadir=str(datadir), Table=ReplayCountedTable)
     app.producer = producer
     table = PartitionedTable(app.Table("t", key_type=str, partitions=4))
     app.assignor.assigned_actives = lambda: {TP(table.topic, p) for p in OWNED}
@@ -87,3 +89,41 @@ def test_a_disk_store_ahead_of_its_changelog_is_discarded(tmp_path):
     store = table.table.data
     assert store.persisted_offset(tp0) is None and table.get("k0") is None and table.get("k3") is None
     assert store.persisted_offset(tp1) == 3 and table.get("k4") == {"n": 4, "text": "é"}
+
+
+def test_a_corrupt_partition_store_is_moved_aside_and_started_anew_and_the_others_are_kept(tmp_path):
+    producer = AckingProducer()
+    first = open_table("rocksdb", tmp_path, producer)
+    asyncio.run(write_some(first))
+    path = first.table.data.partition_path(0)
+    close(first)
+    (path / "CURRENT").write_text("MANIFEST-999999\n")  # points at a manifest that is not there
+    rebuilt = metrics.STORE_REBUILT.labels("t")._value.get()
+
+    again = open_table("rocksdb", tmp_path, producer)
+    for partition in OWNED:  # as recovery opens them
+        again.table.data._db_for_partition(partition)
+    assert again.get("k4", partition=1) == {"n": 4, "text": "é"}  # partition 1 is kept
+    assert again.get("k0", partition=0) is None and again.get("k3", partition=0) is None  # recovery refills it
+    assert again.table.data.persisted_offset(TP(again.topic, 0)) is None
+    assert [p.name for p in tmp_path.rglob("*.unreadable-*")] and metrics.STORE_REBUILT.labels("t")._value.get() == rebuilt + 1
+    assert state_bytes(tmp_path) > 0
+
+
+def test_a_store_that_fails_a_write_raises_a_store_error_and_changes_nothing(tmp_path):
+    table = open_table("rocksdb", tmp_path, AckingProducer())
+    asyncio.run(write_some(table))
+
+    class FullDisk:
+        def write(self, batch):
+            raise Exception("IO error: No space left on device")  # what rocksdict raises
+
+        def get(self, key):
+            return None
+
+        def close(self):
+            pass
+
+    table.table.data._dbs[0] = FullDisk()
+    with pytest.raises(StoreError, match="No space left on device"):
+        asyncio.run(table.write({"k9": (0, {"n": 9})}))
