@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 import faust
 import ray
@@ -148,6 +148,14 @@ def moderators(settings: Settings, spec: PoolSpec) -> tuple[GenModerator | None,
     return moderator, stream_moderator
 
 
+def load_canary_beside(settings: Settings) -> Future:
+    """The canary's models, loading in a thread of their own: the worker starts and enforces
+    meanwhile, and the canary joins when they are there (None: they could not be opened)."""
+    loading: Future = Future()
+    threading.Thread(target=lambda: loading.set_result(open_canary(settings)), name="canary-pool", daemon=True).start()
+    return loading
+
+
 def open_canary(settings: Settings) -> CanaryModels | None:
     """The canary's pool (Ray app `<app id>-canary`) and its moderators; None, loudly, when it cannot
     be opened: a canary that fails (a model that does not load) never keeps the worker from enforcing."""
@@ -246,7 +254,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     log.info("policies topic: %d records read; in force from it: %s", read,
              ", ".join(f"{k}@{v}" for k, v in sorted(settings.policy.set_versions().items())) or "none")
     serve_metrics(settings.metrics_port, settings.metrics_host, settings.health_port)  # probes answer (not ready) while the pool loads
-    moderator = stream_moderator = canary_models = None
+    moderator = stream_moderator = canary_loading = None
     agents = ", ".join(sorted(settings.agents))
     if not settings.agents & {"gen", "stream"} and not settings.runs_canary:  # verdict sinks need no model, no Ray
         log.info("agents: %s; loading no model", agents)
@@ -255,10 +263,8 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with HEALTH.busy(f"opening the model pool of app {settings.app_id}"):  # alive, not ready, meanwhile
             start_ray(settings)
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="canary-pool") as beside:
-                canary = beside.submit(open_canary, settings) if settings.runs_canary else None  # loads meanwhile
-                spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
-                canary_models = canary.result() if canary is not None else None
+            canary_loading = load_canary_beside(settings) if settings.runs_canary else None  # never waited for
+            spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
         if spec is not None:
             moderator, stream_moderator = moderators(settings, spec)
         if settings.ray_address and spec is not None:
@@ -266,7 +272,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
         else:
             record_processes(settings.home, settings.app_id)
             abandon = [lambda: reap_leftovers(settings.home, settings.app_id), *abandon]
-    app = create_app(settings, bootstrap, moderator, stream_moderator, policies, canary_models)
+    app = create_app(settings, bootstrap, moderator, stream_moderator, policies, canary_loading)
     worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
                           override_logging=False)
     try:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Future
 
 import faust
 
 from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, stream
-from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
@@ -63,10 +63,11 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
 
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,
                stream_moderator: StreamModerator | None, policies: PolicyFeed | None = None,
-               canary_models: CanaryModels | None = None) -> faust.App:
+               canary_loading: Future | None = None) -> faust.App:
     """The agents named in `settings.agents`; the moderators of agents left out may be None.
     `policies`, caught up: followed while the app runs, its refused records dead-lettered.
-    `canary_models`: the canary pool's, when this worker runs a canary."""
+    `canary_loading`: the canary pool's models as they load (None when they cannot), when this
+    worker runs a canary: the app starts without waiting for them."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     settings.state_dir.chmod(0o700)  # the tables hold prompts and replies in flight: this worker's alone
     app = faust.App(
@@ -99,8 +100,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         audit.register(w)
     if "analytics" in settings.agents:
         analytics.register(w)
-    if canary_models is not None:
-        canary.register(w, canary_models)
+    canary_state = canary.register(w, canary_loading) if canary_loading is not None else None
 
     pools = [m.pool for m in (moderator, stream_moderator) if m is not None]
 
@@ -126,9 +126,9 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
                                                 "model pool not answering" if not answering else "",
                                                 "" if policies_ok else policies_state]))
+        ready_detail = f"{len(assigned)} partitions assigned" + (f"; {canary_state.status}" if canary_state else "")
         HEALTH.update(not live_problem, live_problem or f"agents: {', '.join(sorted(app.agents))}",
-                      not live_problem and not ready_problem,
-                      ready_problem or live_problem or f"{len(assigned)} partitions assigned")
+                      not live_problem and not ready_problem, ready_problem or live_problem or ready_detail)
 
     app.timer(interval=5.0)(guarded("report_health", report_health))
     if policies is not None:

@@ -45,6 +45,10 @@ class OwnGroupReader(mode.Service):
     def forget(self) -> None:
         """What the reader holds in memory, dropped with its consumer."""
 
+    async def ready(self) -> bool:
+        """Whether it may join its group now (the canary waits for its models); asked again each second."""
+        return True
+
     async def on_stop(self) -> None:
         await self._disconnect()
 
@@ -62,6 +66,9 @@ class OwnGroupReader(mode.Service):
         while not self.should_stop:
             try:
                 if self.consumer is None:
+                    if not await self.ready():
+                        await asyncio.sleep(1)
+                        continue
                     self.consumer = self.new_consumer()
                     await self.consumer.start()
                 await self.step()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from guardstream.workers.moderation.policy import Policy
 from guardstream.workers.moderation.rules import GenRules, StreamRules
@@ -34,10 +34,15 @@ class CanarySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     gen_model: str | None = None  # hub id or path; None: no Gen canary
     stream_model: str | None = None  # None: no Stream canary
-    sample: float = Field(default=0.05, gt=0, le=1)  # the share of conversations (by a hash of their id)
+    sample: float = Field(default=0.05, gt=0, le=1)  # the share of conversations (by a keyed hash of their id)
+    # keys the sample's hash, so that whoever picks conversation ids cannot pick what the canary sees;
+    # give every worker the same one (None: a random one per process, so workers sample differently)
+    sample_secret: SecretStr | None = None
     # how long one side of a pair waits for the other (a canary behind, a stream that never ends)
     join_timeout_s: float = Field(default=120, gt=0)
     max_pending: int = Field(default=10_000, ge=1)  # pairs waiting at once; past it the oldest are dropped
+    max_pending_mb: float = Field(default=64, gt=0)  # and their size (verdicts, excerpts); past it too
+    max_streams: int = Field(default=256, ge=1)  # reply streams judged at once; a new one past it is not judged
     actor_cpus: float = Field(default=1, ge=0)
     actor_gpus: float = Field(default=0, ge=0)
 

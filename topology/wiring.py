@@ -45,6 +45,11 @@ def guarded(name: str, body: Callable[[], Awaitable[None]]) -> Callable[[], Awai
     return run
 
 
+# A changelog's deleted entries (a finished stream's prompt and token ids) leave it within hours,
+# not the week of Kafka's default segment: segments roll hourly and the cleaner runs early.
+CHANGELOG_CONFIGS = {"segment.ms": str(3_600_000), "delete.retention.ms": str(3_600_000),
+                     "min.cleanable.dirty.ratio": "0.1"}
+
 class Wiring:
     def __init__(self, app: faust.App, settings: Settings, bootstrap: str):
         self.app, self.settings, self.bootstrap = app, settings, bootstrap
@@ -80,7 +85,7 @@ class Wiring:
         """A changelogged table of this app, co-partitioned with the topics (its size is a metric)."""
         options = dict(DISK_OPTIONS) if self.settings.table_store == "rocksdb" else None  # Faust's store consumes it
         self.tables[name] = PartitionedTable(self.app.Table(name, key_type=str, partitions=self.settings.topic_partitions,
-                                                            options=options))
+                                                            options=options, extra_topic_configs=CHANGELOG_CONFIGS))
         return self.tables[name]
 
     async def deliver(self, sends: list[Send]) -> None:

@@ -386,3 +386,15 @@ def test_metrics_are_reachable_only_from_monitoring_and_probes_have_a_port_of_th
     narrowed = one(render(merged({"networkPolicy": {"metricsFrom": scrapers, "probesFrom": nodes}})), "NetworkPolicy",
                    "guard-guardstream-workers")["spec"]["ingress"]
     assert [rule["from"] for rule in narrowed] == [scrapers, nodes]
+
+
+def test_the_state_volume_is_bounded_and_an_alert_fires_before_it_fills():
+    docs = render(merged({"prometheusRule": {"enabled": True}, "workers": {"homeSizeLimitMi": 1024}}))
+    spec = one(docs, "Deployment", "guard-guardstream-moderation")["spec"]["template"]["spec"]
+    (home,) = [v for v in spec["volumes"] if v["name"] == "home"]
+    assert home["emptyDir"] == {"sizeLimit": "1024Mi"}
+    (rule,) = one(docs, "PrometheusRule", "guard-guardstream")["spec"]["groups"][0]["rules"]
+    assert rule["alert"] == "GuardstreamStateDiskNearlyFull"
+    assert rule["expr"] == f"guardstream_state_bytes > {int(0.8 * 1024 * 1048576)}"
+    assert rule["for"] == "10m" and rule["labels"] == {"severity": "warning"} and set(rule["annotations"]) == {
+        "summary", "description"}  # the PrometheusRule fields the operator reads (no CRD here to check them against)

@@ -1,7 +1,8 @@
 """A canary model beside the main one, on a real worker: two different tiny checkpoints (the main
 fixtures, and ones trained for a few steps only), half of the conversations sampled.
 
-What it must hold: the sample is the conversations the hash names; every action is what the main
+What it must hold: the sample is the conversations the keyed hash names, sent as soon as the worker
+is ready (before the canary's models load: it starts from the worker's start); every action is what the main
 model and the policy give, as without a canary (the canary's verdicts never reach the verdict
 topic); each pair says what the two models say when asked directly; the report's agreement is
 what those direct answers give."""
@@ -32,7 +33,7 @@ from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-SHARE, EVENTS, STREAMS = 0.5, 60, 10
+SHARE, EVENTS, STREAMS, SECRET = 0.5, 60, 10, "canary-test-secret"
 
 
 def direct_judgements(model: str, requests: list[GenRequest]) -> list:
@@ -45,11 +46,12 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-canary",
                           topic_prefix="cn.", metrics_port=port, agents="gen,stream,enforcement,canary",
                           table_store="memory",
-                          canary=json.dumps({"gen_model": str(variant.gen), "stream_model": str(variant.stream),
+                          canary=json.dumps({"gen_model": str(variant.gen), "stream_model": str(variant.stream), "sample_secret": SECRET,
                                              "sample": SHARE}))
     try:
         settings = worker.settings
-        eventually(lambda: "canary: reading" in worker.log(), 60, "the canary's consumer group to be assigned")
+        # sent at once, before the canary's models have loaded and its group has joined: it starts
+        # from the worker's start, so it still samples every one of them
         examples = load_corpus()[:EVENTS]
         events = [{"event_id": f"cn-e{i}", "conversation_id": f"cn-conv-{i}", "tenant": "acme", "moderate": ex.kind,
                    "messages": ex.messages} for i, ex in enumerate(examples)]
@@ -58,8 +60,8 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
         produce(settings, broker.bootstrap, events)
         produce(settings, broker.bootstrap, interleaved_chunks(streams), role="chunks")
 
-        chosen_events = [e for e in events if sampled(e["conversation_id"].encode(), SHARE)]
-        chosen_streams = [s for s in streams if sampled(f"conv-{s['id']}".encode(), SHARE)]
+        chosen_events = [e for e in events if sampled(e["conversation_id"].encode(), SHARE, SECRET.encode())]
+        chosen_streams = [s for s in streams if sampled(f"conv-{s['id']}".encode(), SHARE, SECRET.encode())]
         assert chosen_events and chosen_streams and len(chosen_events) < len(events)
         found = eventually(lambda: (r := [CanaryRecord.model_validate(v) for v in read_all(settings, broker.bootstrap,
                                                                                           "canary", idle_timeout_s=1)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
@@ -13,16 +14,20 @@ from aiokafka.structs import ConsumerRecord
 
 from guardstream import runtime
 from guardstream.schemas import RiskLevel
+from guardstream.topology import metrics
+from guardstream.topology.agents import canary
 from guardstream.topology.agents.canary import CanaryModels, CanaryReader
 from guardstream.topology.settings import Settings
 from guardstream.workers.moderation.canary import sampled
 from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.moderation.stream_state import StreamRef
 from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.engines.gen_engine import GenResult
 from guardstream.workers.engines.gen_output import GenJudgement
 
-SETTINGS = Settings.load({}, canary={"gen_model": "canary-model", "sample": 0.5, "join_timeout_s": 30})
-IN, OUT = (next(f"c{i}" for i in range(100) if sampled(f"c{i}".encode(), 0.5) == chosen) for chosen in (True, False))
+SETTINGS = Settings.load({}, canary={"gen_model": "canary-model", "sample": 0.5, "join_timeout_s": 30,
+                                    "sample_secret": "s3cret"})
+IN, OUT = (next(f"c{i}" for i in range(100) if sampled(f"c{i}".encode(), 0.5, b"s3cret") == chosen) for chosen in (True, False))
 
 
 class CountingPool:
@@ -92,3 +97,74 @@ def test_a_canary_that_cannot_open_its_pool_leaves_the_worker_enforcing(monkeypa
     with caplog.at_level(logging.ERROR, logger="guardstream"):
         assert runtime.open_canary(SETTINGS) is None
     assert "runs WITHOUT the canary" in caplog.text and "/no/such/model" in caplog.text
+
+
+class PoisonedPool(CountingPool):
+    """A canary pool that fails on one text: an error other than an unavailable pool."""
+
+    async def classify(self, requests):
+        if any(r.messages[-1]["content"] == "poison" for r in requests):
+            raise RecursionError("the canary model cannot take this input")
+        return await super().classify(requests)
+
+
+def reader_of(models: CanaryModels, settings: Settings = SETTINGS) -> CanaryReader:
+    w = SimpleNamespace(settings=settings, conversations=topic("g.conversations"), chunks=topic("g.chunks"),
+                        verdicts=topic("g.verdicts"))
+    return CanaryReader(w, models)
+
+
+def test_a_poison_record_in_the_sample_is_given_up_alone_and_its_batch_mates_are_paired():
+    pool = PoisonedPool()
+    reader = reader_of(CanaryModels(GenModerator(GenRules(), pool, "canary-model"), None))
+    conversations, verdicts = TopicPartition("g.conversations", 0), TopicPartition("g.verdicts", 0)
+    poison = dict(event(IN, 1), messages=[{"role": "user", "content": "poison"}])
+    unpaired = metrics.CANARY_UNPAIRED.labels("gen", "canary")._value.get()
+    pairs = asyncio.run(reader.handle({conversations: [record("g.conversations", 0, IN, event(IN, 0)),
+                                                        record("g.conversations", 1, IN, poison),
+                                                        record("g.conversations", 2, IN, event(IN, 2))]}))
+    assert pairs == [] and pool.asked == 2  # the two good ones, judged alone after the batch failed
+    assert metrics.CANARY_UNPAIRED.labels("gen", "canary")._value.get() == unpaired + 1
+    pairs = asyncio.run(reader.handle({verdicts: [record("g.verdicts", i, IN, main_verdict(IN, i)) for i in (0, 2)]}))
+    assert sorted(p.source_event_id for p in pairs) == ["e0", "e2"]
+    assert reader.to_commit() == {conversations: 3, verdicts: 3}  # nothing holds the poison's offset
+
+
+class SessionsOnly:
+    """A canary Stream moderator that keeps a session entry per stream and judges nothing yet."""
+
+    async def moderate(self, records, staged):
+        for r in records:
+            chunk = json.loads(r.value)
+            ref = StreamRef(chunk["tenant"], chunk["conversation_id"], chunk["stream_id"])
+            staged.put(r.partition, ref.key(), {"tenant": chunk["tenant"], "updated_at": 0.0, "prompt": "p" * 4000})
+        return [], []
+
+
+def test_a_flood_of_sampled_streams_keeps_at_most_max_streams_sessions():
+    settings = Settings.load({}, canary={"stream_model": "canary-model", "sample": 1.0, "sample_secret": "s",
+                                         "max_streams": 8})
+    reader = reader_of(CanaryModels(None, SessionsOnly()), settings)
+    chunks = TopicPartition("g.chunks", 0)
+    for batch in range(10):  # 200 streams that never end, 20 at a time
+        asyncio.run(reader.handle({chunks: [record("g.chunks", batch * 20 + i, f"c{batch}-{i}", {
+            "event_id": "e", "conversation_id": f"c{batch}-{i}", "stream_id": "s", "tenant": "acme", "seq": 0,
+            "prompt": "hi", "text_delta": "x"}) for i in range(20)]}))
+    assert len(reader.streams) == 8 and len(reader.pairing.waiting) == 8
+    assert sorted(reader.pairing._held[("g.chunks", 0)]) == list(range(8))  # only the streams it judges hold records
+
+
+def test_a_canary_pool_that_never_loads_leaves_the_canary_waiting_and_says_so():
+    services = []
+    w = SimpleNamespace(settings=SETTINGS, conversations=topic("g.conversations"), chunks=topic("g.chunks"),
+                        verdicts=topic("g.verdicts"), app=SimpleNamespace(service=lambda cls: services.append(cls) or cls))
+    loading = Future()
+    state = canary.register(w, loading)
+    service = services[0]()
+    assert not asyncio.run(service.ready()) and state.status == "canary: loading its models"
+    loading.set_result(None)  # it could not be opened
+    assert not asyncio.run(service.ready()) and state.status == "canary: off (its pool did not open)"
+    loaded = Future()
+    loaded.set_result(CanaryModels(GenModerator(GenRules(), CountingPool(), "canary-model"), None))
+    state = canary.register(w, loaded)
+    assert asyncio.run(services[1]().ready()) and state.status == "canary: joining its group"

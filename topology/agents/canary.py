@@ -11,15 +11,23 @@ it never becomes an action. A record is committed once its pair is published or 
 a restart or a rebalance replays what was not paired yet (a pair may then be published twice,
 with the same `canary_id`).
 
-It starts reading where the topics end (`latest`) the first time its group runs: a canary judges
-live traffic from when it is turned on, not the topics' history.
+Contained: the worker starts and enforces without waiting for the canary's actors, and the
+canary joins its group once they load (`CanaryState.status` says where it is, in the worker's
+readiness detail, which never depends on it). A record the canary's models fail on is narrowed
+down and given up on alone (counted unpaired), never read again for ever. Pairs waiting are
+bounded in count and bytes, and the canary judges at most `max_streams` reply streams at once.
+The first time its group runs, each partition starts at the worker's start (by timestamp), so
+it samples everything the main agents judged since, however long its models took to load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -28,6 +36,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from guardstream.schemas import CanaryRecord, ConversationEvent, TokenChunkEvent, VerdictEvent, answer_key
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology import metrics
+from guardstream.topology.outcomes import describe
 from guardstream.topology.own_group import OwnGroupReader, group_consumer
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.canary import Pairing, category_outcomes, compared, sampled, stop_outcome
@@ -63,6 +72,22 @@ def count(record: CanaryRecord) -> None:
             metrics.CANARY_STOP_OFFSET.observe(delta)
 
 
+@dataclass
+class CanaryState:
+    """Where the canary is, for the worker's readiness detail (which never fails for it)."""
+
+    status: str = "canary: loading its models"
+
+
+def sample_secret(settings) -> bytes:
+    secret = settings.canary.sample_secret
+    if secret is not None:
+        return secret.get_secret_value().encode()
+    log.warning("canary: no sample_secret set; this worker samples with a random key of its own (give every "
+                "worker the same sample_secret so that they sample the same conversations)")
+    return secrets.token_bytes(32)
+
+
 class CanaryReader:
     """The canary's state between batches: pairs waiting, the canary's own stream sessions (in
     memory: a restart replays their chunks, which were held uncommitted), and each partition's
@@ -71,8 +96,10 @@ class CanaryReader:
     def __init__(self, w: Wiring, models: CanaryModels):
         self.w, self.models, self.settings = w, models, w.settings
         canary = w.settings.canary
-        self.share = canary.sample
-        self.pairing = Pairing(canary.join_timeout_s, canary.max_pending)
+        self.share, self.secret = canary.sample, sample_secret(w.settings)
+        self.pairing = Pairing(canary.join_timeout_s, canary.max_pending, max_bytes=int(canary.max_pending_mb * (1 << 20)))
+        self.max_streams = canary.max_streams
+        self.crowded_at = 0.0  # when a stream was last left out for max_streams (logged once a minute)
         self.streams: dict[str, tuple[int, object]] = {}  # the canary's stream entries: key → (partition, value)
         self.positions: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -93,7 +120,7 @@ class CanaryReader:
         for tp, messages in batches.items():
             self.positions[tp] = messages[-1].offset + 1
             chosen.setdefault(tp.topic, []).extend(RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
-                                                   for m in messages if sampled(m.key, self.share))
+                                                   for m in messages if sampled(m.key, self.share, self.secret))
         pairs = self._main(chosen.get(self.w.verdicts.get_topic_name(), []))
         if conversations := chosen.get(self.w.conversations.get_topic_name()):
             pairs += await self._gen(conversations)
@@ -111,28 +138,70 @@ class CanaryReader:
         return pairs
 
     async def _gen(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
+        held = {}
         for record in records:
             event = decode(record, ConversationEvent, self.settings.max_event_bytes)
             if isinstance(event, ConversationEvent):  # one that is not has a dead letter from the main path
-                self.pairing.hold(answer_key("e", event.tenant, event.conversation_id, event.event_id),
-                                  (record.topic, record.partition), record.offset)
-        verdicts, _ = await self.models.gen.moderate(records)
-        return [self.pairing.offer("canary", v) for v in verdicts]
+                held[(record.partition, record.offset)] = answer_key("e", event.tenant, event.conversation_id, event.event_id)
+                self.pairing.hold(held[(record.partition, record.offset)], (record.topic, record.partition), record.offset)
+
+        async def judge(batch: list[RawRecord]) -> list[VerdictEvent]:
+            return (await self.models.gen.moderate(batch))[0]
+
+        return [self.pairing.offer("canary", v) for v in await self._isolated(records, judge, held, "gen")]
 
     async def _stream(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
+        held, taken = {}, []
+        live = {ref for key in self.streams if (ref := StreamRef.of_state_key(key)) is not None}
         for record in records:
             chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
-            if isinstance(chunk, TokenChunkEvent):
-                self.pairing.hold(answer_key("s", chunk.tenant, chunk.conversation_id, chunk.stream_id),
-                                  (record.topic, record.partition), record.offset)
-        staged = Staged(lambda key: self.streams.get(key, (0, None))[1])
-        verdicts, _ = await self.models.stream.moderate(records, staged)
-        for key, (partition, value) in staged.writes.items():
-            if value is None:
-                self.streams.pop(key, None)
-            else:
-                self.streams[key] = (partition, value)
-        return [self.pairing.offer("canary", v) for v in verdicts if compared(v)]
+            if not isinstance(chunk, TokenChunkEvent):
+                continue
+            ref = StreamRef(chunk.tenant, chunk.conversation_id, chunk.stream_id)
+            if ref not in live and len(live) >= self.max_streams:  # its main verdict is given up on, unpaired
+                self._crowded()
+                continue
+            live.add(ref)
+            taken.append(record)
+            held[(record.partition, record.offset)] = answer_key("s", chunk.tenant, chunk.conversation_id, chunk.stream_id)
+            self.pairing.hold(held[(record.partition, record.offset)], (record.topic, record.partition), record.offset)
+
+        async def judge(batch: list[RawRecord]) -> list[VerdictEvent]:
+            staged = Staged(lambda key: self.streams.get(key, (0, None))[1])
+            verdicts, _ = await self.models.stream.moderate(batch, staged)
+            for key, (partition, value) in staged.writes.items():
+                if value is None:
+                    self.streams.pop(key, None)
+                else:
+                    self.streams[key] = (partition, value)
+            return verdicts
+
+        return [self.pairing.offer("canary", v) for v in await self._isolated(taken, judge, held, "stream")
+                if compared(v)]
+
+    async def _isolated(self, records: list[RawRecord], judge: Callable[[list[RawRecord]], Awaitable[list[VerdictEvent]]],
+                        held: dict[tuple[int, int], bytes], variant: str) -> list[VerdictEvent]:
+        """The canary's verdicts on `records`. A batch its models fail on (an error other than an
+        unavailable pool, which gives `Error` verdicts) is narrowed down record by record, in order;
+        a record that fails alone is given up on, counted unpaired, and never read again."""
+        try:
+            return await judge(records) if records else []
+        except Exception as exc:  # noqa: BLE001 - the canary's failure is never the enforcement path's
+            if len(records) > 1:
+                log.warning("canary: a batch of %d failed (%s); narrowing it down", len(records), describe(exc))
+                return [v for record in records for v in await self._isolated([record], judge, held, variant)]
+            record = records[0]
+            log.error("canary: %s[%d]@%d failed alone (%s); given up on, unpaired", record.topic, record.partition,
+                      record.offset, describe(exc))
+            if (record.partition, record.offset) in held and self.pairing.drop(held[(record.partition, record.offset)]) is not None:
+                metrics.CANARY_UNPAIRED.labels(variant, "canary").inc()
+            return []
+
+    def _crowded(self) -> None:
+        if time.monotonic() - self.crowded_at > 60:
+            self.crowded_at = time.monotonic()
+            log.warning("canary: %d reply streams are being judged (max_streams); new sampled streams are left "
+                        "out until some end", self.max_streams)
 
     def give_up(self) -> None:
         """Pairs alone past the timeout are dropped and counted; every few seconds, the canary's
@@ -156,54 +225,91 @@ class CanaryReader:
         return {tp: at for tp, at in wanted.items() if self.committed.get(tp) != at}
 
 
-def register(w: Wiring, models: CanaryModels) -> None:
-    reader = CanaryReader(w, models)
+def register(w: Wiring, loading: Future) -> CanaryState:
+    """The canary's reader, as a service of the app: it joins its group once `loading` (the canary
+    pool's models, None when they could not be opened) is done."""
+    state = CanaryState()
+    started_ms = int(time.time() * 1000)  # where a new group's partitions start: the worker's start
 
     class Rebalance(ConsumerRebalanceListener):
         """A partition taken away: what is paired so far is committed and the rest forgotten; every
-        partition held after the rebalance is read again from its committed offset."""
+        partition held after the rebalance is read again from its committed offset, or, the first
+        time, from the worker's start."""
 
         def __init__(self, service: Canary):
             self.service = service
 
         async def on_partitions_revoked(self, revoked) -> None:
-            async with reader.lock:
+            async with self.service.reader.lock:
                 await self.service.commit()
-                reader.forget()
+                self.service.reader.forget()
 
         async def on_partitions_assigned(self, assigned) -> None:
+            reader, consumer = self.service.reader, self.service.consumer
             async with reader.lock:
                 if assigned:
-                    await self.service.consumer.seek_to_committed(*assigned)
+                    await consumer.seek_to_committed(*assigned)
+                    fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
+                    if fresh:
+                        await self.from_start(consumer, fresh)
                 reader.assigned = set(assigned)
+
+        @staticmethod
+        async def from_start(consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
+            try:
+                found = await consumer.offsets_for_times({tp: started_ms for tp in fresh})
+            except Exception as exc:  # noqa: BLE001 - a broker without timestamps: what arrives from now on
+                log.warning("canary: could not find the offsets at the worker's start (%s); reading from the topics' "
+                            "ends", describe(exc))
+                return
+            for tp, at in found.items():
+                if at is None:
+                    await consumer.seek_to_end(tp)
+                else:
+                    consumer.seek(tp, at.offset)
 
     @w.app.service
     class Canary(OwnGroupReader):
         label = "canary"
+        reader: CanaryReader | None = None
+
+        async def ready(self) -> bool:
+            if self.reader is None and loading.done():
+                models = loading.result()
+                if models is None:
+                    state.status = "canary: off (its pool did not open)"
+                    return False
+                self.reader = CanaryReader(w, models)
+                state.status = "canary: joining its group"
+            return self.reader is not None
 
         def new_consumer(self) -> AIOKafkaConsumer:
             consumer = group_consumer(w.settings, w.bootstrap, w.settings.canary_group, auto_offset_reset="latest",
                                       # the same partitions of every topic to one member: an event and its verdict meet
                                       partition_assignment_strategy=(RangePartitionAssignor,))
-            consumer.subscribe(reader.topics, listener=Rebalance(self))
+            consumer.subscribe(self.reader.topics, listener=Rebalance(self))
             return consumer
 
         def forget(self) -> None:
-            reader.forget()
-            reader.committed.clear()
+            if self.reader is not None:
+                self.reader.forget()
+                self.reader.committed.clear()
+                state.status = "canary: joining its group"
 
         async def commit(self) -> None:
-            points = reader.to_commit()
+            points = self.reader.to_commit()
             if points and self.consumer is not None:
                 await self.consumer.commit(points)
-                reader.committed.update(points)
+                self.reader.committed.update(points)
 
         async def step(self) -> None:
             """A batch → canary verdicts → the pairs published → the commits."""
+            reader = self.reader
             if reader.assigned is not None:  # newly assigned: where it reads from is settled before it says so
                 assigned, reader.assigned = reader.assigned, None
                 for tp in assigned:
                     await self.consumer.position(tp)
+                state.status = f"canary: reading {len(assigned)} partitions"
                 log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
                          reader.share * 100)
             batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
@@ -215,3 +321,5 @@ def register(w: Wiring, models: CanaryModels) -> None:
                         count(pair)
                 reader.give_up()
                 await self.commit()
+
+    return state

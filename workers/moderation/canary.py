@@ -2,13 +2,16 @@
 sampled, how the two verdicts on one event or reply stream find each other, and what a pair says
 (the worker's metrics and `guardstream canary report` read it the same way).
 
-- The sample is a hash of the conversation id (the records' key): the same conversations on every
-  run and every worker, and all of a conversation's events and streams together.
+- The sample is a keyed hash of the conversation id (the records' key, BLAKE2b keyed with the
+  canary's `sample_secret`): the same conversations on every run and every worker that share the
+  secret, all of a conversation's events and streams together, and no way for whoever picks the
+  ids to pick what the canary sees.
 - A Gen verdict is paired with the canary's on the same conversation event; a stream's final
   verdict with the canary's on the same stream (its worst risk, and where it stopped or would have).
 - `Pairing` holds each side until the other comes, and the source records of both uncommitted
   until then; a side alone for `timeout_s` (a canary far behind, a stream that never ends) is
-  given up on and counted, so nothing waits for ever and memory stays bounded.
+  given up on and counted, as are the oldest past `max_waiting` pairs or `max_bytes`, so nothing
+  waits for ever and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ Side = Literal["main", "canary"]
 RISKS = [r.value for r in RiskLevel]
 
 
-def sampled(key: bytes | None, share: float) -> bool:
+def sampled(key: bytes | None, share: float, secret: bytes) -> bool:
     """Whether the conversation with this id (a record's key) is in the canary's sample."""
     if key is None:
         return False
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") < share * 2**64
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8, key=secret[:64]).digest(), "big") < share * 2**64
+
+
+def waiting_bytes(verdict: VerdictEvent) -> int:
+    """About what a waiting verdict costs in memory: its fields, and its text when it carries some."""
+    return 2048 + 4 * len(verdict.excerpt or "") + len(verdict.error or "")
 
 
 def compared(verdict: VerdictEvent) -> bool:
@@ -60,6 +68,7 @@ class Waiting:
     main: VerdictEvent | None = None
     canary: VerdictEvent | None = None
     holds: list[tuple[Hashable, int]] = field(default_factory=list)  # (partition, offset) of its source records
+    size: int = 256  # about its bytes in memory (`waiting_bytes` of its verdicts)
 
     @property
     def missing(self) -> str:
@@ -71,13 +80,18 @@ class Pairing:
     """Verdicts waiting for their other side, by what they answer (`VerdictEvent.answers()`), and the
     offsets each keeps from being committed."""
 
-    def __init__(self, timeout_s: float, max_waiting: int, clock: Callable[[], float] = time.monotonic):
-        self.timeout_s, self.max_waiting, self.clock = timeout_s, max_waiting, clock
+    def __init__(self, timeout_s: float, max_waiting: int, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = 64 << 20):
+        self.timeout_s, self.max_waiting, self.max_bytes, self.clock = timeout_s, max_waiting, max_bytes, clock
         self.waiting: dict[bytes, Waiting] = {}
+        self.bytes = 0  # of the entries waiting
         self._held: dict[Hashable, Counter[int]] = {}
 
     def _entry(self, key: bytes) -> Waiting:
-        entry = self.waiting.pop(key, None) or Waiting(self.clock())
+        entry = self.waiting.pop(key, None)
+        if entry is None:
+            entry = Waiting(self.clock())
+            self.bytes += entry.size
         entry.touched = self.clock()
         self.waiting[key] = entry  # last touched last: the oldest are the first given up
         return entry
@@ -92,22 +106,33 @@ class Pairing:
         key = verdict.answers()
         entry = self._entry(key)
         setattr(entry, side, verdict)
+        grown = waiting_bytes(verdict)
+        entry.size += grown
+        self.bytes += grown
         if entry.main is None or entry.canary is None:
             return None
         self._release(self.waiting.pop(key))
         return pair_record(entry.main, entry.canary)
 
+    def drop(self, key: bytes) -> Waiting | None:
+        """Give up on one pair now (its record could not be judged); None when nothing waited."""
+        entry = self.waiting.pop(key, None)
+        if entry is not None:
+            self._release(entry)
+        return entry
+
     def give_up(self) -> list[tuple[bytes, Waiting]]:
-        """The entries alone for longer than the timeout, and the oldest past `max_waiting`."""
+        """The entries alone for longer than the timeout, and the oldest past `max_waiting` or `max_bytes`."""
         horizon, gone = self.clock() - self.timeout_s, []
         for key, entry in list(self.waiting.items()):
-            if entry.touched >= horizon and len(self.waiting) <= self.max_waiting:
+            if entry.touched >= horizon and len(self.waiting) <= self.max_waiting and self.bytes <= self.max_bytes:
                 break
             gone.append((key, self.waiting.pop(key)))
             self._release(entry)
         return gone
 
     def _release(self, entry: Waiting) -> None:
+        self.bytes -= entry.size
         for partition, offset in entry.holds:
             held = self._held[partition]
             held[offset] -= 1
@@ -121,6 +146,7 @@ class Pairing:
     def clear(self) -> None:
         self.waiting.clear()
         self._held.clear()
+        self.bytes = 0
 
 
 def stop_outcome(record: CanaryRecord) -> tuple[str, int | None]:

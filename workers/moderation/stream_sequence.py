@@ -154,8 +154,8 @@ class StreamSequencer:
             state.next_seq += 1
             entry = ready.setdefault(ref, Ready(ref, state))
             if chunk.prompt is not None:
-                store.put(state.partition, ref.prompt_key(), chunk.prompt)
                 entry.prompt_ids = self.prompt_ids(chunk.prompt)
+                store.put(state.partition, ref.prompt_key(), entry.prompt_ids)  # token ids, not the text
                 state.prompt_tokens = len(entry.prompt_ids)
             ids = self._chunk_ids(state, chunk)
             judged = state.token_count + sum(map(len, entry.ids))
@@ -193,7 +193,8 @@ class StreamSequencer:
 
     def reopening_prompt(self, store: Staged, ready: Ready) -> list[int]:
         """The templated prompt that (re)opens a stream's session: this batch's, or the stored one's."""
-        return ready.prompt_ids or self.prompt_ids(store.get(ready.ref.prompt_key()) or "")
+        stored = store.get(ready.ref.prompt_key())
+        return ready.prompt_ids or (self.prompt_ids(stored) if isinstance(stored, str) else stored or [])  # text: an older worker's
 
     def judged_ids(self, store: Staged, ready: Ready) -> list[int]:
         """The reply ids judged before this batch, which rebuild a session its actor lost."""

@@ -5,7 +5,8 @@ changelog grows with a stream's length, not with its square) and no value can ou
 message (each is bounded by `max_event_bytes`):
 - `["state", tenant, conversation, stream]`: its `StreamState` (counters, held seqs), small and
   bounded, rewritten by each batch that touches the stream;
-- `["prompt", tenant, conversation, stream]`: the user's prompt, written once, to reopen it;
+- `["prompt", tenant, conversation, stream]`: the templated prompt's token ids (not its text),
+  written once, to reopen it;
 - `["ids", tenant, conversation, stream, seq]`: the token ids chunk `seq` added, which rebuild
   the session when its actor lost it;
 - `["held", tenant, conversation, stream, seq]`: a chunk held back behind a gap, until released.

@@ -20,13 +20,16 @@ def final(stop: int | None = None, would: int | None = None) -> StreamPosition:
                           would_stop_token=would, final=True)
 
 
-def test_the_sample_is_a_deterministic_share_of_conversation_ids():
+def test_the_sample_is_a_deterministic_share_of_conversation_ids_that_only_the_secret_names():
     ids = [f"conversation-{i}".encode() for i in range(20_000)]
-    chosen = [i for i in ids if sampled(i, 0.05)]
+    chosen = [i for i in ids if sampled(i, 0.05, b"secret")]
     assert 0.04 < len(chosen) / len(ids) < 0.06
-    assert chosen == [i for i in ids if sampled(i, 0.05)]  # the same ones every time
-    assert set(chosen) <= {i for i in ids if sampled(i, 0.2)}  # a larger share keeps the smaller one's
-    assert all(sampled(i, 1.0) for i in ids) and not sampled(None, 1.0)
+    assert chosen == [i for i in ids if sampled(i, 0.05, b"secret")]  # the same ones every time
+    assert set(chosen) <= {i for i in ids if sampled(i, 0.2, b"secret")}  # a larger share keeps the smaller one's
+    assert all(sampled(i, 1.0, b"secret") for i in ids) and not sampled(None, 1.0, b"secret")
+    # another secret, another sample: ids picked to be (or not be) sampled under one key are a coin toss under another
+    other = [i for i in ids if sampled(i, 0.05, b"another")]
+    assert len(set(chosen) & set(other)) < 0.2 * len(chosen)
 
 
 def test_a_pair_forms_whichever_side_comes_first_and_releases_its_records():
@@ -66,6 +69,19 @@ def test_past_max_waiting_the_oldest_are_given_up_first():
         pairing.offer("canary", verdict("canary", f"e{i}"))
     assert [g.canary.source_event_id for _, g in pairing.give_up()] == ["e0", "e1"]
     assert len(pairing.waiting) == 2
+
+
+def test_past_max_bytes_the_oldest_are_given_up_and_the_bytes_come_back():
+    pairing = Pairing(timeout_s=1000, max_waiting=10_000, clock=lambda: 0.0, max_bytes=100_000)
+    for i in range(40):  # each verdict carries 8,000 characters of excerpt: about 34 kB waiting
+        pairing.offer("canary", verdict("canary", f"e{i}").model_copy(update={"excerpt": "x" * 8000}))
+    gone = pairing.give_up()
+    assert gone and gone[0][1].canary.source_event_id == "e0" and pairing.bytes <= 100_000
+    assert len(pairing.waiting) == 40 - len(gone) <= 3
+    pairing.give_up()
+    for key in list(pairing.waiting):
+        pairing.drop(key)
+    assert pairing.bytes == 0 and pairing.waiting == {}
 
 
 def test_observe_mode_and_streams_compare_what_enforcement_would_do():
