@@ -12,8 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from guardstream.schemas import CanaryRecord, PolicyRecord
-from guardstream.topology.policy_feed import (POLICY_RECORD_BYTES, PoliciesUnavailable, PolicyFeed,
-                                               check_policies_topic, policy_key)
+from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic, policy_key
 from guardstream.topology.outcomes import authorized
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import ensure_topics, topics_for
@@ -74,7 +73,8 @@ class PolicyConflict(RuntimeError):
 async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: dict, set_by: str) -> int:
     """Put a tenant's policy (or `default`'s) on the policies topic as its next version; returns
     the version. Tenant, author and document are checked before anything is read or sent (a
-    `ValueError` says what is wrong), and so is the size readers accept.
+    `ValueError` says what is wrong); a valid document, whose every field is bounded, is far below
+    the size readers accept (`POLICY_RECORD_BYTES`).
 
     A compare-and-set: the record is read back with everything before it, as every reader reads
     it. Another change that took the same version first means this one is refused by every reader:
@@ -82,8 +82,6 @@ async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: 
     supersedes and the records readers refused are tombstoned, so the log cleaner removes them."""
     TenantPolicy.model_validate(document)
     record = PolicyRecord(tenant=tenant, version=1, set_by=set_by, policy=document)
-    if len(record.model_dump_json()) > POLICY_RECORD_BYTES - 64:  # room for a longer version number
-        raise ValueError(f"the document is over the {POLICY_RECORD_BYTES} bytes a policies record may take")
     await ensure_topics(settings, bootstrap, ("policies",))  # before any worker has: the topic starts with this record
     await check_policies_topic(settings, bootstrap)
     feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)

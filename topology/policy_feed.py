@@ -46,7 +46,7 @@ from guardstream.topology.topics import topics_for
 from guardstream.workers.moderation.policy import TenantPolicy
 
 log = logging.getLogger(__name__)
-POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (`policy set` refuses to send one)
+POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (no valid document comes near it)
 POLICY_KEY_BYTES = 160  # tenant (64) / version (10 digits) / nonce (64)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60

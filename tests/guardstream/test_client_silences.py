@@ -165,3 +165,11 @@ def test_one_tenant_cannot_take_every_slot():
 
     served, held, users = asyncio.run(run())
     assert served == "served" and held == 2 and users == {}  # idle tenants are forgotten
+
+
+def test_readiness_fails_while_the_policies_reader_is_behind_past_its_bound():
+    g = a_guard()
+    assert g.readiness() == (True, "reading verdicts")
+    g._policies.current_at = time.monotonic() - g.settings.policy_max_stale_s - 1  # the fail modes may be stale
+    ok, detail = g.readiness()
+    assert not ok and "policies topic has not been read to its end" in detail

@@ -106,6 +106,7 @@ class CanaryReader:
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.swept_at = 0.0
         self.assigned: set[TopicPartition] | None = None  # a new assignment, not yet announced
+        self.starts: dict[TopicPartition, int] = {}  # where its partitions start that aiokafka would not seek
         names = {"gen": [w.conversations], "stream": [w.chunks]}
         self.topics = [t.get_topic_name() for v in sorted(models.variants) for t in names[v]] + [w.verdicts.get_topic_name()]
 
@@ -247,26 +248,26 @@ def register(w: Wiring, loading: Future) -> CanaryState:
         async def on_partitions_assigned(self, assigned) -> None:
             reader, consumer = self.service.reader, self.service.consumer
             async with reader.lock:
-                if assigned:
-                    await consumer.seek_to_committed(*assigned)
-                    fresh = [tp for tp in assigned if await consumer.committed(tp) is None]
-                    if fresh:
-                        await self.from_start(consumer, fresh)
+                committed = await consumer.seek_to_committed(*assigned) if assigned else {}
+                # aiokafka seeks only to a committed offset above 0, and resets the others to the end
+                # (in the background, so a seek made now could be undone): where to start is settled
+                # here, and sought in `step` once the consumer's own positions are done
+                reader.starts = {tp: 0 for tp, at in committed.items() if at == 0}
+                fresh = [tp for tp, at in committed.items() if at is None]
+                if fresh:
+                    reader.starts.update(await self.from_start(consumer, fresh))
                 reader.assigned = set(assigned)
 
         @staticmethod
-        async def from_start(consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> None:
+        async def from_start(consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> dict[TopicPartition, int]:
+            """The first offset of each partition written at or after the worker's start (none: its end)."""
             try:
                 found = await consumer.offsets_for_times({tp: started_ms for tp in fresh})
             except Exception as exc:  # noqa: BLE001 - a broker without timestamps: what arrives from now on
                 log.warning("canary: could not find the offsets at the worker's start (%s); reading from the topics' "
                             "ends", describe(exc))
-                return
-            for tp, at in found.items():
-                if at is None:
-                    await consumer.seek_to_end(tp)
-                else:
-                    consumer.seek(tp, at.offset)
+                return {}
+            return {tp: at.offset for tp, at in found.items() if at is not None}
 
     @w.app.service
     class Canary(OwnGroupReader):
@@ -309,6 +310,8 @@ def register(w: Wiring, loading: Future) -> CanaryState:
                 assigned, reader.assigned = reader.assigned, None
                 for tp in assigned:
                     await self.consumer.position(tp)
+                for tp, offset in reader.starts.items():
+                    self.consumer.seek(tp, offset)
                 state.status = f"canary: reading {len(assigned)} partitions"
                 log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
                          reader.share * 100)
