@@ -137,16 +137,20 @@ class Guard:
         await self.stop()
 
     async def start(self) -> None:
-        """Read the policies topic, connect, and return once the reader is at the verdict topic's end
-        (so no verdict is missed)."""
+        """Read the policies topic, connect, claim a reply partition, and return once the reader is
+        at its end (so no verdict is missed). A start that fails leaves nothing running."""
         await self._policies.catch_up()
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                           **self.settings.kafka_client_options())
         await self._producer.start()
-        if self._wanted is None:
-            self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
-            self._wanted = await self._claim.start()
-        await self._open_reader()
+        try:
+            if self._wanted is None:
+                self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
+                self._wanted = await self._claim.start()
+            await self._open_reader()
+        except BaseException:
+            await self.stop()
+            raise
         # the tasks last: a start that failed above leaves none running (follow resumes where catch_up ended)
         self._reader = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
         self._following = asyncio.create_task(self._policies.follow(), name="guardstream-client-policies")

@@ -118,7 +118,7 @@ OPEN_PATHS = ("/healthz", "/readyz")  # probes: no key, no body
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     value = dict(headers).get(b"authorization", b"").decode("latin-1")
     scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 class Edge:

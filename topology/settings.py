@@ -35,9 +35,6 @@ class CanarySettings(BaseModel):
     gen_model: str | None = None  # hub id or path; None: no Gen canary
     stream_model: str | None = None  # None: no Stream canary
     sample: float = Field(default=0.05, gt=0, le=1)  # the share of conversations (by a keyed hash of their id)
-    # keys the sample's hash, so that whoever picks conversation ids cannot pick what the canary sees;
-    # give every worker the same one (None: a random one per process, so workers sample differently)
-    sample_secret: SecretStr | None = None
     # how long one side of a pair waits for the other (a canary behind, a stream that never ends)
     join_timeout_s: float = Field(default=120, gt=0)
     max_pending: int = Field(default=10_000, ge=1)  # pairs waiting at once; past it the oldest are dropped
@@ -175,6 +172,9 @@ class Settings(BaseModel):
     # been at the topic's end for longer is not ready (it keeps enforcing what it has).
     policy_max_stale_s: float = Field(default=30, gt=0)
     canary: CanarySettings | None = None  # JSON in GUARDSTREAM_CANARY; run by workers whose agents include canary
+    # keys the canary's sample hash, so that whoever picks conversation ids cannot pick what the canary
+    # sees; give every worker the same (None: a random one per process, so workers sample differently)
+    canary_sample_secret: SecretStr | None = None
     home: Path = Field(default_factory=default_home)
 
     @field_validator("faults")

@@ -369,6 +369,9 @@ def test_a_canary_in_the_values_runs_in_the_moderation_workers_only():
     moderation, sinks = (Settings.load(environment(docs, c)) for c in ("moderation", "sinks"))
     assert moderation.runs_canary and moderation.canary.model_dump(exclude_defaults=True) == canary
     assert moderation.agents == {"gen", "stream", "canary"} and not sinks.runs_canary
+    keyed = render(merged({"canary": canary, "canarySampleSecret": "canary-key"}, PRODUCTION))
+    assert environment(keyed, "moderation")["GUARDSTREAM_CANARY_SAMPLE_SECRET"] == "secret:canary-key/sample-secret"
+    assert "GUARDSTREAM_CANARY_SAMPLE_SECRET" not in environment(keyed, "sinks")
 
 
 def test_metrics_are_reachable_only_from_monitoring_and_probes_have_a_port_of_their_own():

@@ -38,3 +38,11 @@ def test_the_workers_producer_is_idempotent_on_kafka_and_plain_on_tansu():
     assert kafka.producer._settings_extra() == {"acks": "all", "enable_idempotence": True}
     assert tansu.producer._settings_extra() == {}
     assert (kafka.transport.seal_changelogs, tansu.transport.seal_changelogs) == (False, True)
+
+
+def test_the_state_directory_is_the_workers_alone(tmp_path):
+    """The tables hold prompts' token ids and held chunks: no other user of the machine reads them."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    create_app(Settings.load({}, agents="enforcement", data_dir=str(state)), "127.0.0.1:1", None, None)
+    assert state.stat().st_mode & 0o777 == 0o700

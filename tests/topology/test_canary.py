@@ -46,7 +46,8 @@ def test_a_canary_judges_its_sample_off_the_enforcement_path(broker, tiny, tmp_p
     worker = start_worker(broker.bootstrap, str(tiny.gen), tmp_path / "worker.log", app_id="gs-canary",
                           topic_prefix="cn.", metrics_port=port, agents="gen,stream,enforcement,canary",
                           table_store="memory",
-                          canary=json.dumps({"gen_model": str(variant.gen), "stream_model": str(variant.stream), "sample_secret": SECRET,
+                          canary_sample_secret=SECRET,
+                          canary=json.dumps({"gen_model": str(variant.gen), "stream_model": str(variant.stream),
                                              "sample": SHARE}))
     try:
         settings = worker.settings

@@ -25,8 +25,8 @@ from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.engines.gen_engine import GenResult
 from guardstream.workers.engines.gen_output import GenJudgement
 
-SETTINGS = Settings.load({}, canary={"gen_model": "canary-model", "sample": 0.5, "join_timeout_s": 30,
-                                    "sample_secret": "s3cret"})
+SETTINGS = Settings.load({}, canary={"gen_model": "canary-model", "sample": 0.5, "join_timeout_s": 30},
+                         canary_sample_secret="s3cret")
 IN, OUT = (next(f"c{i}" for i in range(100) if sampled(f"c{i}".encode(), 0.5, b"s3cret") == chosen) for chosen in (True, False))
 
 
@@ -142,8 +142,8 @@ class SessionsOnly:
 
 
 def test_a_flood_of_sampled_streams_keeps_at_most_max_streams_sessions():
-    settings = Settings.load({}, canary={"stream_model": "canary-model", "sample": 1.0, "sample_secret": "s",
-                                         "max_streams": 8})
+    settings = Settings.load({}, canary={"stream_model": "canary-model", "sample": 1.0, "max_streams": 8},
+                             canary_sample_secret="s")
     reader = reader_of(CanaryModels(None, SessionsOnly()), settings)
     chunks = TopicPartition("g.chunks", 0)
     for batch in range(10):  # 200 streams that never end, 20 at a time

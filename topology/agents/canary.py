@@ -80,11 +80,11 @@ class CanaryState:
 
 
 def sample_secret(settings) -> bytes:
-    secret = settings.canary.sample_secret
+    secret = settings.canary_sample_secret
     if secret is not None:
         return secret.get_secret_value().encode()
-    log.warning("canary: no sample_secret set; this worker samples with a random key of its own (give every "
-                "worker the same sample_secret so that they sample the same conversations)")
+    log.warning("canary: no GUARDSTREAM_CANARY_SAMPLE_SECRET; this worker samples with a random key of its own "
+                "(give every worker the same one so that they sample the same conversations)")
     return secrets.token_bytes(32)
 
 

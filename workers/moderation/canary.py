@@ -3,7 +3,7 @@ sampled, how the two verdicts on one event or reply stream find each other, and 
 (the worker's metrics and `guardstream canary report` read it the same way).
 
 - The sample is a keyed hash of the conversation id (the records' key, BLAKE2b keyed with the
-  canary's `sample_secret`): the same conversations on every run and every worker that share the
+  `GUARDSTREAM_CANARY_SAMPLE_SECRET`): the same conversations on every run and every worker that share the
   secret, all of a conversation's events and streams together, and no way for whoever picks the
   ids to pick what the canary sees.
 - A Gen verdict is paired with the canary's on the same conversation event; a stream's final

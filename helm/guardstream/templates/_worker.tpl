@@ -64,6 +64,10 @@ spec:
           env:
             - {name: GUARDSTREAM_APP_ID, value: {{ .w.appId | quote }}}
             - {name: GUARDSTREAM_AGENTS, value: {{ ternary (printf "%s,canary" .w.agents) .w.agents (and .pool (not (empty $root.Values.canary))) | quote }}}
+            {{- if and .pool $root.Values.canary $root.Values.canarySampleSecret }}
+            - name: GUARDSTREAM_CANARY_SAMPLE_SECRET
+              valueFrom: {secretKeyRef: {name: {{ $root.Values.canarySampleSecret }}, key: sample-secret}}
+            {{- end }}
             {{- if .pool }}
             - {name: GUARDSTREAM_POOL, value: join}
             - {name: GUARDSTREAM_RAY_ADDRESS, value: {{ include "guardstream.rayGcsAddress" $root | quote }}}
