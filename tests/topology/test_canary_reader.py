@@ -9,6 +9,7 @@ import logging
 from concurrent.futures import Future
 from types import SimpleNamespace
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -168,3 +169,15 @@ def test_a_canary_pool_that_never_loads_leaves_the_canary_waiting_and_says_so():
     loaded.set_result(CanaryModels(GenModerator(GenRules(), CountingPool(), "canary-model"), None))
     state = canary.register(w, loaded)
     assert asyncio.run(services[1]().ready()) and state.status == "canary: joining its group"
+
+
+def test_a_transient_failure_of_the_canary_pool_gives_nothing_up():
+    class Dropped(CountingPool):
+        async def classify(self, requests):
+            raise ConnectionError("the canary's actor is restarting")
+
+    reader = reader_of(CanaryModels(GenModerator(GenRules(), Dropped(), "canary-model"), None))
+    conversations = TopicPartition("g.conversations", 0)
+    with pytest.raises(ConnectionError):  # the reader reconnects and reads it again from the committed offset
+        asyncio.run(reader.handle({conversations: [record("g.conversations", 0, IN, event(IN, 0))]}))
+    assert reader.to_commit() == {conversations: 0}

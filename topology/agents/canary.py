@@ -36,7 +36,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from guardstream.schemas import CanaryRecord, ConversationEvent, TokenChunkEvent, VerdictEvent, answer_key
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology import metrics
-from guardstream.topology.outcomes import describe
+from guardstream.topology.outcomes import describe, is_transient
 from guardstream.topology.own_group import OwnGroupReader, group_consumer
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.canary import Pairing, category_outcomes, compared, sampled, stop_outcome
@@ -182,12 +182,15 @@ class CanaryReader:
 
     async def _isolated(self, records: list[RawRecord], judge: Callable[[list[RawRecord]], Awaitable[list[VerdictEvent]]],
                         held: dict[tuple[int, int], bytes], variant: str) -> list[VerdictEvent]:
-        """The canary's verdicts on `records`. A batch its models fail on (an error other than an
-        unavailable pool, which gives `Error` verdicts) is narrowed down record by record, in order;
-        a record that fails alone is given up on, counted unpaired, and never read again."""
+        """The canary's verdicts on `records`. A batch its models fail on for good (not an unavailable
+        pool, which gives `Error` verdicts, nor a transient error, which reads the batch again) is
+        narrowed down record by record, in order; a record that fails alone is given up on, counted
+        unpaired, and never read again."""
         try:
             return await judge(records) if records else []
         except Exception as exc:  # noqa: BLE001 - the canary's failure is never the enforcement path's
+            if is_transient(exc):
+                raise
             if len(records) > 1:
                 log.warning("canary: a batch of %d failed (%s); narrowing it down", len(records), describe(exc))
                 return [v for record in records for v in await self._isolated([record], judge, held, variant)]
