@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 5  # aiokafka's default 500 ms long poll would be most of a stop's latency
 CHECK_EVERY_S = 2.0  # how often the reader asks the broker for the replies topic's metadata (and so, if it answers)
 RESTART_AFTER_S = 1.0  # a reader that died starts again after this
+STOP_WAIT_S = 5  # what stopping waits for each part
 
 
 class ReaderDown(Exception):
@@ -157,15 +158,17 @@ class Guard:
 
     async def stop(self) -> None:
         self._reading.clear()
-        for task in (self._reader, self._following):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        tasks = [task for task in (self._reader, self._following) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks and (hung := (await asyncio.wait(tasks, timeout=STOP_WAIT_S))[1]):  # never wait on a gone broker for ever
+            log.warning("stopping the client: %s did not end within %ds; left behind", ", ".join(t.get_name() for t in hung),
+                        STOP_WAIT_S)
         if self._claim is not None:
             await self._claim.stop()
         for part in (self._consumer, self._producer):  # a broker that is gone must not make stopping fail or hang
             if part is not None:
-                [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), 5), return_exceptions=True)
+                [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), STOP_WAIT_S), return_exceptions=True)
                 if failed is not None:
                     log.warning("stopping the Kafka %s: %s", type(part).__name__, describe(failed))
 

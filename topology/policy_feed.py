@@ -51,6 +51,7 @@ POLICY_KEY_BYTES = 160  # tenant (64) / version (10 digits) / nonce (64)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60
 REJECT_WAIT_S = 10
+STOP_WAIT_S = 5
 
 
 Reject = Callable[[DeadLetter], Awaitable[None]]
@@ -148,7 +149,8 @@ class PolicyFeed:
                 log.warning("reading the policies topic failed (%s); trying again in %ds", describe(exc), RETRY_AFTER_S)
                 await asyncio.sleep(RETRY_AFTER_S)
             finally:
-                await asyncio.shield(consumer.stop())
+                # bounded: a consumer whose broker is gone must not hold its reader's cancellation for ever
+                await asyncio.shield(asyncio.gather(asyncio.wait_for(consumer.stop(), STOP_WAIT_S), return_exceptions=True))
 
     @staticmethod
     async def _reject(reject: Reject, letter: DeadLetter) -> None:
