@@ -101,6 +101,7 @@ class CanaryReader:
         self.max_streams = canary.max_streams
         self.crowded_at = 0.0  # when a stream was last left out for max_streams (logged once a minute)
         self.streams: dict[str, tuple[int, object]] = {}  # the canary's stream entries: key → (partition, value)
+        self.live: set[StreamRef] = set()  # the streams with a state entry among them (kept as they are written)
         self.positions: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
@@ -114,6 +115,7 @@ class CanaryReader:
         """Everything in memory: what it held is read again from the committed offsets."""
         self.pairing.clear()
         self.streams.clear()
+        self.live.clear()
         self.positions.clear()
 
     async def handle(self, batches: dict[TopicPartition, list]) -> list[CanaryRecord]:
@@ -153,7 +155,7 @@ class CanaryReader:
 
     async def _stream(self, records: list[RawRecord]) -> list[CanaryRecord | None]:
         held, taken = {}, []
-        live = {ref for key in self.streams if (ref := StreamRef.of_state_key(key)) is not None}
+        live = set(self.live)
         for record in records:
             chunk = decode(record, TokenChunkEvent, self.settings.max_event_bytes)
             if not isinstance(chunk, TokenChunkEvent):
@@ -175,6 +177,8 @@ class CanaryReader:
                     self.streams.pop(key, None)
                 else:
                     self.streams[key] = (partition, value)
+                if (ref := StreamRef.of_state_key(key)) is not None:
+                    (self.live.discard if value is None else self.live.add)(ref)
             return verdicts
 
         return [self.pairing.offer("canary", v) for v in await self._isolated(taken, judge, held, "stream")
@@ -217,9 +221,10 @@ class CanaryReader:
             return
         self.swept_at = time.monotonic()
         horizon = time.time() - self.settings.canary.join_timeout_s
-        idle = [(ref, StreamState.model_validate(value)) for key, (_, value) in self.streams.items()
-                if value["updated_at"] < horizon and (ref := StreamRef.of_state_key(key)) is not None]
+        idle = [(ref, StreamState.model_validate(value)) for ref in self.live
+                if (value := self.streams[ref.key()][1])["updated_at"] < horizon]
         for ref, state in idle:
+            self.live.discard(ref)
             for key in ref.entries(state):
                 self.streams.pop(key, None)
 
