@@ -21,12 +21,14 @@ verdicts can arrive; they need no key.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -306,3 +308,31 @@ def create_api(guard: Guard, keys: ApiKeys | None, timeout_s: float, limits: Lim
         return {"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": [as_result(o) for o in outcomes]}
 
     return api
+
+
+def caller_keys(api_keys_source: str | None, insecure_no_auth: bool, host: str) -> ApiKeys | None:
+    """The keys callers must present. None (no authentication) only when asked for, on a loopback
+    host, where no other machine can reach it; ValueError says what is missing."""
+    if api_keys_source:
+        try:
+            return ApiKeys.from_source(api_keys_source)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--api-keys: {exc}") from None
+    if not insecure_no_auth:
+        raise ValueError("no API keys: make one with `guardstream keys new --tenant T` and pass the file with "
+                         "--api-keys (or GUARDSTREAM_API_KEYS); --insecure-no-auth serves without, on loopback only")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--insecure-no-auth serves only on a loopback --host (127.0.0.1, ::1), not {host}")
+    return None
+
+
+def serve_api(api: FastAPI, host: str, port: int, limits: Limits, max_connections: int) -> None:
+    """Run the endpoint until stopped: callers proven first (`proving_protocol`), small header
+    events, short keep-alive."""
+    uvicorn.run(api, host=host, port=port, log_level="info", limit_concurrency=max_connections, timeout_keep_alive=5,
+                h11_max_incomplete_event_size=64 * 1024,
+                http=proving_protocol(limits.unproven_connections, limits.header_timeout_s))

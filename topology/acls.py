@@ -26,6 +26,17 @@ class Acl:
     operation: Operation
 
 
+def role_users(given: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Each role's user name: `guardstream-<role>` unless `ROLE=NAME` says otherwise."""
+    named = {role: f"guardstream-{role}" for role in ROLES}
+    for entry in given:
+        role, _, name = entry.partition("=")
+        if role not in ROLES or not name:
+            raise ValueError(f"--user takes ROLE=NAME with ROLE one of {', '.join(ROLES)}, not {entry!r}")
+        named[role] = name
+    return named
+
+
 def acl_set(settings: Settings) -> list[Acl]:
     t, group = topics_for(settings), settings.group_id
 

@@ -209,6 +209,13 @@ class Settings(BaseModel):
             update["kafka_fetch_max_wait_ms"] = TANSU_FETCH_WAIT_MS
         return self.model_copy(update=update)
 
+    def for_nodes(self, nodes: int) -> Settings:
+        """These settings for a cluster of `nodes` brokers: topics replicated up to 3 times, unless a
+        replication was set."""
+        if "topic_replication" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"topic_replication": min(3, nodes)})
+
     def gen_rules(self) -> GenRules:
         return GenRules(policy=self.policy, max_event_bytes=self.max_event_bytes, store_text=self.audit_store_text)
 
@@ -216,6 +223,12 @@ class Settings(BaseModel):
         return StreamRules(policy=self.policy, max_event_bytes=self.max_event_bytes, debounce=self.stream_debounce,
                            gap_timeout_s=self.stream_gap_timeout_s, max_held_chunks=self.stream_max_held_chunks,
                            max_tokens=self.stream_max_tokens)
+
+    @property
+    def creates_models(self) -> bool:
+        """Whether this worker loads models: it judges (gen or stream) and creates its own pool;
+        a worker that joins a pool takes the pool's, and one of sinks needs none."""
+        return bool(self.agents & {"gen", "stream"}) and self.pool == "create"
 
     @property
     def group_id(self) -> str:

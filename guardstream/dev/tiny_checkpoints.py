@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import random
 import shutil
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qw
 from guardstream.dev import qwen_tokenizer, stream_reference
 from guardstream.dev.qwen_tokenizer import PADDED_VOCAB, qwen3_tokenizer
 from guardstream.dev.stream_reference import StreamGuardReference
-from guardstream.topology.settings import default_home
+from guardstream.topology.settings import Settings, default_home
 from guardstream.workers.engines import framing, labels
 from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.labels import RISK_LABELS
@@ -267,3 +268,19 @@ def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 40
         shutil.rmtree(root, ignore_errors=True)
         staging.rename(root)
     return result
+
+
+def with_fixture_models(settings: Settings) -> Settings:
+    """The settings with Gen and Stream models: the ones given, or, loudly, these fixtures."""
+    if settings.gen_model and settings.stream_model:
+        return settings
+    log = logging.getLogger("guardstream")
+    log.warning("no --gen-model/--stream-model given: using the tiny TEST-FIXTURE checkpoints, which are not safety models")
+
+    def report(what: str, done: int, total: int) -> None:
+        if done % 50 == 0 or done == total:
+            log.info("building tiny fixture checkpoints (once, then cached): step %d/%d, %s", done, total, what)
+
+    tiny = build_tiny_checkpoints(report)
+    return settings.model_copy(update={"gen_model": settings.gen_model or str(tiny.gen),
+                                       "stream_model": settings.stream_model or str(tiny.stream)})

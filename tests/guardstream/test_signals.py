@@ -15,7 +15,7 @@ from tests.helpers.waiting import eventually
 
 CLEANUP = """
 import sys, time
-from guardstream.cli import exit_on_signals
+from guardstream.cli.common import exit_on_signals
 exit_on_signals()
 try:
     print("ready", flush=True)
