@@ -17,7 +17,8 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
   queued are dropped, their partitions' positions past them (`refetch_cleared`). This is what
   the chaos test saw as a taking-over worker's first records never reaching its agents: the
   head of a partition lost with later records acked, or every record of it fetched and none
-  delivered, until the rules below fetched it again 2 or 30 seconds later.
+  delivered, until the rules below fetched it again 2 or 30 seconds later. Those records are
+  fetched again from the first one dropped; what the agents had already taken is not.
 
 Here the last-read offset is never remembered, so nothing is dropped and no gap is filled: a
 prefetched record may be delivered twice, which verdict ids and stream `seq`s make harmless.
@@ -126,13 +127,12 @@ class StrictConsumer(aiokafka_driver.Consumer):
 
     def refetch(self, dropped: Mapping[TP, int]) -> None:
         """Partitions whose records from these offsets on were dropped before their agents: each is
-        fetched again from its committed head (or the first dropped record, if earlier)."""
+        fetched again from its first dropped record. Every record before it was taken from the queue
+        by its agent (a partition's records are queued and taken in order), so none is handled twice."""
         for tp, offset in dropped.items():
-            head = self._committed_offset.get(tp)
-            start = offset if head is None else min(head, offset)
-            log.info("%s[%d]: queued records from offset %d dropped by Faust's flow control; fetching again from %d",
-                     tp.topic, tp.partition, offset, start)
-            task = asyncio.ensure_future(self._refetch(tp, start))
+            log.info("%s[%d]: queued records from offset %d dropped by Faust's flow control; fetching them again",
+                     tp.topic, tp.partition, offset)
+            task = asyncio.ensure_future(self._refetch(tp, offset))
             self._refetching.add(task)
             task.add_done_callback(self._refetching.discard)
 
@@ -248,8 +248,8 @@ def committable(acked: list[int], acked_index: set[int], committed: int | None) 
 
 def refetch_cleared(app) -> None:
     """Before the app's flow control clears its queues (each time it resumes), the partitions of
-    the records still queued are sent back to their committed heads (`StrictConsumer.refetch`):
-    records Faust would drop are fetched again; what the agents already have comes twice."""
+    the records still queued are sent back to the first of them (`StrictConsumer.refetch`):
+    records Faust would drop are fetched again, and only those."""
     flow, clear = app.flow_control, app.flow_control.clear
 
     def clear_and_refetch() -> None:

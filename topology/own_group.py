@@ -38,8 +38,8 @@ class OwnGroupReader(mode.Service):
     def new_consumer(self) -> AIOKafkaConsumer:
         raise NotImplementedError
 
-    async def step(self) -> None:
-        """One batch read and settled (committed or left to be read again)."""
+    async def step(self, consumer: AIOKafkaConsumer) -> None:
+        """One batch read from `consumer` and settled (committed or left to be read again)."""
         raise NotImplementedError
 
     def forget(self) -> None:
@@ -71,10 +71,12 @@ class OwnGroupReader(mode.Service):
                         continue
                     self.consumer = self.new_consumer()
                     await self.consumer.start()
-                await self.step()
+                await self.step(self.consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - what was not committed is read again
+                if self.should_stop:  # its consumer was stopped under it: nothing is wrong
+                    return
                 log.warning("%s: %s; reading again from the committed offsets in %.0fs", self.label, describe(exc),
                             RECONNECT_AFTER_S)
                 await self._disconnect()

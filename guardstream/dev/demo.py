@@ -84,10 +84,15 @@ class Board:
             seen, final = self.relayed.get(stream_id, ""), self.finals.get(stream_id)
             where = (f"cut at token {self.cut_at[stream_id]}" if stream_id in self.cut_at
                      else "streaming" if final is None else "never stopped")
-            table.add_row(chunks[0].tenant, "stream", f"{stream_id}: {seen[-60:]}",
+            table.add_row(chunks[0].tenant, "stream", f"{stream_id}: {_tail(seen, 60)}",
                           final.verdict.risk_level.value if final and final.verdict else "-", where,
                           _styled(final.action.value) if final else "…")
         return table
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of `text` in `width` characters, marked as such when it is cut."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 def _styled(action: str) -> str:

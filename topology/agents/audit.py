@@ -35,13 +35,13 @@ def register(w: Wiring) -> None:
             return group_consumer(settings, w.bootstrap, settings.audit_group, w.verdicts.get_topic_name(),
                                   auto_offset_reset="earliest")
 
-        async def step(self) -> None:
+        async def step(self, consumer: AIOKafkaConsumer) -> None:
             """Batches of verdicts → rows, then the commit."""
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
+            batches = await consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
             for tp, batch in batches.items():
                 await outcomes.settle([RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in batch],
                                       store_verdicts)
-                await self.consumer.commit({tp: batch[-1].offset + 1})
+                await consumer.commit({tp: batch[-1].offset + 1})
 
         async def on_stop(self) -> None:
             await super().on_stop()

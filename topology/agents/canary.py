@@ -311,19 +311,19 @@ def register(w: Wiring, loading: Future) -> CanaryState:
                 await self.consumer.commit(points)
                 self.reader.committed.update(points)
 
-        async def step(self) -> None:
+        async def step(self, consumer: AIOKafkaConsumer) -> None:
             """A batch → canary verdicts → the pairs published → the commits."""
             reader = self.reader
             if reader.assigned is not None:  # newly assigned: where it reads from is settled before it says so
                 assigned, reader.assigned = reader.assigned, None
                 for tp in assigned:
-                    await self.consumer.position(tp)
+                    await consumer.position(tp)
                 for tp, offset in reader.starts.items():
-                    self.consumer.seek(tp, offset)
+                    consumer.seek(tp, offset)
                 state.status = f"canary: reading {len(assigned)} partitions"
                 log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
                          reader.share * 100)
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH)
+            batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
             async with reader.lock:
                 pairs = await reader.handle(batches)
                 if pairs:
