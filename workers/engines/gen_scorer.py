@@ -1,4 +1,4 @@
-"""Qwen3Guard-Gen label scoring on the plain-PyTorch Qwen3 (`workers/qwen3.py`), no framework.
+"""Qwen3Guard-Gen label scoring on the plain-PyTorch Qwen3 (`workers/engines/qwen3.py`), no framework.
 
 Each request is its token ids after a shared prefix (the policy text of the chat template). The
 prefix's KV is computed once and copied into each request's KV slot, so a request prefills only

@@ -2,7 +2,7 @@
 
 `step()` takes the pending chunks of many sessions (an `Open` with the templated prompt, or a
 `Feed` with reply tokens), runs them as one padded batch through the cached backbone
-(`workers/qwen3.py`), and reads the query heads at the user turn's `<|im_end|>` or the
+(`workers/engines/qwen3.py`), and reads the query heads at the user turn's `<|im_end|>` or the
 response heads at every new reply token. Causal attention and position-wise heads make this
 give the same verdicts as re-processing the whole sequence, at the cost of the new tokens only.
 """
