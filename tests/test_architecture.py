@@ -1,4 +1,6 @@
-"""The layout's dependency rules, checked on every import in the source (function-level ones too).
+"""The layout's dependency rules, checked on every import in the source (function-level ones too),
+and on what each import brings in after it: the transitive closure of the package's own imports,
+and, by importing each layer in a fresh interpreter, the third-party packages those load in turn.
 
 The layers form one ladder, and a module imports only its own layer and those below it:
 
@@ -15,6 +17,10 @@ The layers form one ladder, and a module imports only its own layer and those be
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +118,79 @@ def violations(found: dict[str, str], known: set[str] | None = None) -> list[str
     return sorted(wrong)
 
 
+def banned_for(module: str) -> tuple[str, ...]:
+    return tuple(b for scope, bans in FORBIDDEN_THIRD_PARTY.items() if within(module, scope) for b in bans)
+
+
+def transitive_violations(found: dict[str, str], known: set[str] | None = None) -> list[str]:
+    """Third-party packages a layer bans that one of its modules reaches through the package's own
+    imports (a module may import only allowed ones, and still load a banned one through another)."""
+    known = set(found) if known is None else known
+    direct = {module: imports(source, known) for module, source in found.items()}
+    wrong = []
+    for module in found:
+        bans = banned_for(module)
+        if not bans:
+            continue
+        seen, path, todo = {module}, {module: [module]}, [module]
+        while todo:
+            here = todo.pop()
+            for target in sorted(direct.get(here, ())):
+                if within(target, "guardstream"):
+                    if target in found and target not in seen:
+                        seen.add(target)
+                        path[target] = path[here] + [target]
+                        todo.append(target)
+                elif here != module and (banned := next((b for b in bans if within(target, b)), None)):
+                    wrong.append(f"{module} -> {target}: {layer_of(module)[0]} does not use {banned} "
+                                 f"(through {' -> '.join(path[here][1:])})")
+    return sorted(set(wrong))
+
+
+def loaded_by(modules: list[str], watched: tuple[str, ...], path: str | None = None) -> list[str]:
+    """The watched top-level packages a fresh interpreter holds after importing `modules`."""
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"print(json.dumps(sorted({{n.split('.')[0] for n in sys.modules}} & set({list(watched)!r}))))")
+    env_path = [path] if path else []
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={"PYTHONPATH": ":".join([*env_path, *sys.path])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_no_module_imports_against_the_layers():
     found = modules()
     assert len(found) > 40 and "guardstream.workers.engines.qwen3" in found
     assert violations(found) == []
 
 
+def test_no_layer_reaches_what_it_bans_through_other_modules():
+    assert transitive_violations(modules()) == []
+
+
+def test_no_layer_loads_what_it_bans_when_imported():
+    """Each layer imported on its own, in a fresh interpreter: third-party packages count too."""
+    found = modules()
+    layers = {scope: sorted(m for m in found if within(m, scope)) for scope in FORBIDDEN_THIRD_PARTY}
+    with ThreadPoolExecutor(len(layers)) as pool:
+        loaded = dict(zip(layers, pool.map(lambda scope: loaded_by(layers[scope], FORBIDDEN_THIRD_PARTY[scope]),
+                                            layers)))
+    assert {scope: held for scope, held in loaded.items() if held} == {}
+
+
+def test_the_transitive_checks_catch_a_planted_violation(tmp_path):
+    planted = {"guardstream.workers.moderation.m": "from guardstream.workers.engines.messages import X",
+               "guardstream.workers.engines.messages": "def f():\n    from guardstream.workers.engines.model import M",
+               "guardstream.workers.engines.model": "import torch"}
+    assert violations(planted) == []  # every import on its own is allowed
+    assert [v.split(" (")[0] for v in transitive_violations(planted)] == [
+        "guardstream.workers.moderation.m -> torch: guardstream.workers.moderation does not use torch"]
+    # a third-party package that loads a banned one is seen when the layer is imported
+    (tmp_path / "innocent.py").write_text("import heavy\n")
+    (tmp_path / "heavy.py").write_text("")
+    (tmp_path / "planted_layer.py").write_text("import innocent\n")
+    assert loaded_by(["planted_layer"], ("heavy",), str(tmp_path)) == ["heavy"]
 def test_the_check_catches_each_kind_of_wrong_import():
     bad = {"guardstream.workers.engines.x": "from guardstream.topology.settings import Settings",
            "guardstream.workers.moderation.m": "from guardstream.topology.settings import Settings\nimport faust",

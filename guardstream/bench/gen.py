@@ -20,7 +20,8 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from guardstream.bench.timing import Measurement, device_sync, results_table, time_batches
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 from guardstream.workers.engines.gen_scorer import GenScorer
 from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 

@@ -44,7 +44,8 @@ def measure_engine_alone(model: str, events: list[dict], batch: int, threads: in
     import torch
 
     from guardstream.schemas import Moderate
-    from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+    from guardstream.workers.engines.gen_engine import GenEngine
+    from guardstream.workers.engines.messages import GenRequest
 
     torch.set_num_threads(threads)
     engine = GenEngine(model, max_batch_size=batch)

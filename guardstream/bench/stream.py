@@ -21,7 +21,8 @@ from transformers import Qwen3Config
 from guardstream.bench.timing import Measurement, device_sync, results_table
 from guardstream.workers.engines.labels import RISK_LABELS
 from guardstream.bench.shapes import QWEN3GUARD_SHAPES
-from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine
+from guardstream.workers.engines.messages import StreamCall
+from guardstream.workers.engines.stream_engine import StreamEngine
 from guardstream.dev.stream_reference import StreamGuardReference
 
 IM_END = 151_645  # Qwen3's <|im_end|>, which ends the prompt
@@ -50,11 +51,11 @@ def _reply(vocab: int, length: int, seed: int) -> list[int]:
 def measure_engine(engine: StreamEngine, prompt: list[int], streams: int, chunk: int, reply_tokens: int,
                    vocab: int, sync: Callable[[], None]) -> Measurement:
     replies = [_reply(vocab, reply_tokens, seed=i) for i in range(streams)]
-    engine.step([Open(f"s{i}", prompt) for i in range(streams)])
+    engine.step([StreamCall(f"s{i}", [], prompt_ids=prompt) for i in range(streams)])
     latencies, began = [], time.perf_counter()
     for start in range(0, reply_tokens, chunk):
         t0 = time.perf_counter()
-        engine.step([Feed(f"s{i}", replies[i][start : start + chunk]) for i in range(streams)])
+        engine.step([StreamCall(f"s{i}", replies[i][start : start + chunk]) for i in range(streams)])
         sync()
         latencies += [(time.perf_counter() - t0) * 1000] * streams
     seconds = time.perf_counter() - began

@@ -20,7 +20,8 @@ from guardstream.dev.broker import free_port
 from guardstream.dev.stream_reference import StreamGuardReference
 from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints, load_corpus
 from guardstream.schemas import CanaryRecord, Moderate
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 from guardstream.workers.moderation.canary import CanaryReport, sampled
 from guardstream.workers.moderation.policy import TenantPolicy
 

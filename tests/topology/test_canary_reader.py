@@ -23,7 +23,7 @@ from guardstream.workers.moderation.canary import sampled
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_state import StreamRef
 from guardstream.workers.moderation.rules import GenRules
-from guardstream.workers.engines.gen_engine import GenResult
+from guardstream.workers.engines.messages import GenResult
 from guardstream.workers.engines.gen_output import GenJudgement
 
 SETTINGS = Settings.load({}, canary={"gen_model": "canary-model", "sample": 0.5, "join_timeout_s": 30},

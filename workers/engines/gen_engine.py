@@ -13,16 +13,16 @@ block parsed, in one of two modes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guardstream.schemas import Moderate, RiskLevel
 from guardstream.workers.engines.framing import render_ids
-from guardstream.workers.engines.gen_output import GenJudgement, MalformedOutput, parse_gen_output
+from guardstream.workers.engines.gen_output import GenJudgement
 from guardstream.workers.engines.gen_scorer import GenScorer
 from guardstream.workers.engines.labels import RISK_LABELS as LABELS
+from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.engines.qwen3 import load_checkpoint
 
 FORCED_PREFIX = "Safety:"
@@ -35,30 +35,6 @@ def label_token(tokenizer, label: str) -> int:
     if with_label[: len(forced)] != forced:
         raise RuntimeError(f"the tokenizer merges {FORCED_PREFIX!r} with the label {label!r}; cannot score labels")
     return with_label[len(forced)]
-
-
-@dataclass(frozen=True)
-class GenRequest:
-    messages: list[dict]  # [{"role": "user"|"assistant", "content": str}, ...]
-    moderate: Moderate
-
-
-@dataclass(frozen=True)
-class GenResult:
-    judgement: GenJudgement | None
-    raw_output: str
-    error: str | None
-    latency_ms: float
-    probabilities: dict[str, float] | None = None  # over the three labels, in score mode
-    too_long: bool = False  # the conversation does not fit the model's context; `error` says by how much
-
-    @classmethod
-    def parsed(cls, text: str, kind: Moderate, latency_ms: float, probabilities: dict[str, float] | None) -> GenResult:
-        """The result of the model's answer `text`: its judgement, or an error when it is out of format."""
-        try:
-            return cls(parse_gen_output(text, kind), text, None, latency_ms, probabilities)
-        except MalformedOutput as exc:
-            return cls(None, text, f"malformed model output: {exc}", latency_ms, probabilities)
 
 
 def input_ids(tokenizer, request: GenRequest) -> list[int]:

@@ -12,9 +12,8 @@ import math
 import os
 import time
 
-from guardstream.workers.engines.gen_engine import (
-    FORCED_PREFIX, LABELS, GenRequest, GenResult, input_ids, label_token, too_long,
-)
+from guardstream.workers.engines.gen_engine import FORCED_PREFIX, LABELS, input_ids, label_token, too_long
+from guardstream.workers.engines.messages import GenRequest, GenResult
 
 
 class VllmGenEngine:

@@ -1,23 +1,30 @@
 """Qwen3Guard-Stream sessions: many concurrent streams, each chunk judged in one shared forward.
 
-`step()` takes the pending chunks of many sessions (an `Open` with the templated prompt, or a
-`Feed` with reply tokens), runs them as one padded batch through the cached backbone
-(`workers/engines/qwen3.py`), and reads the query heads at the user turn's `<|im_end|>` or the
-response heads at every new reply token. Causal attention and position-wise heads make this
-give the same verdicts as re-processing the whole sequence, at the cost of the new tokens only.
+`run()` takes one `StreamCall` per session and answers each: a call that opens its session sends
+the templated prompt and its first reply tokens through the same forward; the rest feed reply
+tokens to sessions this engine holds. Every row of the padded batch runs through the cached
+backbone (`workers/engines/qwen3.py`); the query heads are read at the user turn's
+`<|im_end|>`, the response heads at every new reply token. Causal attention and position-wise
+heads make this give the same verdicts as re-processing the whole sequence, at the cost of the
+new tokens only. The engine keeps each session's length, so it alone decides whether a call is
+in step, and rolls a failed batch back before running it again one session at a time.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm, special_token_id
 from guardstream.workers.engines.labels import StreamLabels
+from guardstream.workers.engines.messages import StreamAnswer, StreamCall, TokenVerdict
+from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm, special_token_id
+
+log = logging.getLogger(__name__)
 
 
 class SessionLimit(RuntimeError):
@@ -28,36 +35,8 @@ class UnknownSession(KeyError):
     pass
 
 
-@dataclass(frozen=True)
-class Open:
-    session: str
-    prompt_ids: list[int]  # the templated user turn and assistant header
-
-
-@dataclass(frozen=True)
-class Feed:
-    session: str
-    token_ids: list[int]
-
-
-@dataclass(frozen=True)
-class TokenVerdict:
-    label: str
-    probabilities: dict[str, float]
-    category: str
-    category_probability: float
-
-
-@dataclass(frozen=True)
-class StreamAnswer:
-    """What a session's step answers; the one answer type from the engine through the actor to the
-    worker. The actor sets `missing` and `error`, which the engine never does."""
-
-    session: str
-    query: TokenVerdict | None = None  # for an Open
-    tokens: list[TokenVerdict] = field(default_factory=list)  # for a Feed, one per new token
-    missing: bool = False  # the actor holds no such session (restarted, evicted) or is out of step: rebuild it
-    error: str | None = None  # the engine failed on this session alone; it was closed, to be rebuilt
+class DeviceLost(RuntimeError):
+    """A CUDA error: sticky on the device, so only a new process clears it."""
 
 
 @dataclass
@@ -111,10 +90,10 @@ class StreamEngine:
 
     # -- sessions -------------------------------------------------------------------------
     def open(self, session: str, prompt_ids: list[int]) -> TokenVerdict:
-        return self.step([Open(session, prompt_ids)])[0].query
+        return self.step([StreamCall(session, [], prompt_ids=prompt_ids)])[0].query
 
     def feed(self, session: str, token_ids: list[int]) -> list[TokenVerdict]:
-        return self.step([Feed(session, token_ids)])[0].tokens
+        return self.step([StreamCall(session, token_ids)])[0].tokens
 
     def close(self, session: str) -> None:
         state = self.sessions.pop(session, None)
@@ -133,70 +112,124 @@ class StreamEngine:
         return {"used_bytes": self.pool.used_bytes(), "reserved_bytes": self.pool.reserved_bytes(),
                 "budget_bytes": self.pool.max_blocks * self.pool.block_bytes(), "sessions": len(self.sessions)}
 
-    def _begin(self, chunk: Open | Feed, now: float) -> _Session:
-        if isinstance(chunk, Feed):
-            state = self.sessions.get(chunk.session)
+    def in_step(self, call: StreamCall) -> bool:
+        """Whether the session holds as many reply tokens as the caller's state says it judged."""
+        state = self.sessions.get(call.session)
+        return state is not None and state.length - state.prompt_length == call.judged
+
+    # -- calls, with failures isolated ------------------------------------------------------
+    def run(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        """One batched step for every call. A session that is gone, or that holds another number of
+        reply tokens than the caller's state says (a retried step it already fed, a step whose
+        tokens it never got), is answered missing: the caller rebuilds it from its history instead
+        of feeding it out of step. A batch that fails is rolled back and run again one session at
+        a time, so only a failing session gets an error; that session is closed."""
+        missing = {c.session for c in calls if c.prompt_ids is None and not self.in_step(c)}
+        live = [c for c in calls if c.session not in missing]
+        answered = {a.session: a for a in self._isolated(live)}
+        for call in live:
+            if call.close:
+                self.close(call.session)
+        self.evict_idle()
+        return [answered.get(c.session) or StreamAnswer(c.session, missing=True) for c in calls]
+
+    def _isolated(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        before = {c.session: self.sessions[c.session].length for c in calls if c.session in self.sessions}
+        try:
+            return self.step(calls)
+        except Exception as exc:  # noqa: BLE001 - narrowed down below
+            self._roll_back(calls, before)
+            if "CUDA error" in str(exc):
+                raise DeviceLost(str(exc)) from exc
+            if len(calls) == 1:
+                self.close(calls[0].session)
+                return [StreamAnswer(calls[0].session, error=f"engine failed on this stream: {type(exc).__name__}: "
+                                                             f"{str(exc)[:300]}")]
+            log.warning("stream step failed on a batch of %d sessions (%s); running them one at a time", len(calls), exc)
+            return [answer for call in calls for answer in self._isolated([call])]
+
+    def _roll_back(self, calls: list[StreamCall], before: dict[str, int]) -> None:
+        """Fed sessions return to their lengths before the failed step (KV past a length is never
+        read); sessions the step opened or re-opened (a new slot) are closed: the retry opens them."""
+        for call in calls:
+            if call.prompt_ids is None and call.session in before and call.session in self.sessions:
+                self.sessions[call.session].length = before[call.session]
+            else:
+                self.close(call.session)
+
+    # -- the batched forward ------------------------------------------------------------------
+    def _begin(self, call: StreamCall, now: float) -> _Session:
+        if call.prompt_ids is None:
+            state = self.sessions.get(call.session)
             if state is None:
-                raise UnknownSession(f"session {chunk.session!r} is not open (closed, evicted, or never opened)")
+                raise UnknownSession(f"session {call.session!r} is not open (closed, evicted, or never opened)")
             return state
-        if chunk.session in self.sessions:
-            self.close(chunk.session)  # re-opening rebuilds the session from scratch
-        if self.im_end_id not in chunk.prompt_ids:
-            raise ValueError(f"prompt of {chunk.session!r} has no <|im_end|> closing the user turn")
+        if call.session in self.sessions:
+            self.close(call.session)  # re-opening rebuilds the session from scratch
+        if self.im_end_id not in call.prompt_ids:
+            raise ValueError(f"prompt of {call.session!r} has no <|im_end|> closing the user turn")
         if len(self.sessions) >= self.max_sessions and not self.evict_idle(now):
             raise SessionLimit(f"{self.max_sessions} sessions open; close some or raise max_sessions")
-        if len(chunk.prompt_ids) > self.max_positions:
-            raise ValueError(f"prompt of {chunk.session!r} is {len(chunk.prompt_ids)} tokens; the model has {self.max_positions} positions")
-        state = _Session(self.pool.alloc(), 0, now, len(chunk.prompt_ids))
-        self.sessions[chunk.session] = state
+        if len(call.prompt_ids) > self.max_positions:
+            raise ValueError(f"prompt of {call.session!r} is {len(call.prompt_ids)} tokens; the model has {self.max_positions} positions")
+        state = _Session(self.pool.alloc(), 0, now, len(call.prompt_ids))
+        self.sessions[call.session] = state
         return state
 
-    def _make_room(self, chunks: list[Open | Feed], states: list[_Session], ids: list[list[int]], now: float) -> None:
+    def _make_room(self, calls: list[StreamCall], states: list[_Session], ids: list[list[int]]) -> None:
         """Reserve KV blocks for this step. When the budget is spent, the least recently used
         sessions outside the step are evicted first (their next chunk rebuilds them); a step that
-        still does not fit raises `KVFull`, and the actor retries its sessions one at a time."""
+        still does not fit raises `KVFull`, and `run` retries its sessions one at a time."""
         needed = sum(self.pool.missing_blocks(st.seq, st.length + len(i)) for st, i in zip(states, ids))
         if needed > self.pool.spare_blocks():  # only then: ordering every session is not for each step
-            stepping = {c.session for c in chunks}
+            stepping = {c.session for c in calls}
             idle = sorted((st.last_used, name) for name, st in self.sessions.items() if name not in stepping)
             while needed > self.pool.spare_blocks() and idle:
                 self.close(idle.pop(0)[1])
                 self.evicted += 1
-        for state, chunk_ids in zip(states, ids):
-            self.pool.reserve(state.seq, state.length + len(chunk_ids))
+        for state, row in zip(states, ids):
+            self.pool.reserve(state.seq, state.length + len(row))
 
-    # -- the batched step -------------------------------------------------------------------
-    def step(self, chunks: list[Open | Feed]) -> list[StreamAnswer]:
-        if not chunks:
+    def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        """One forward for every call: an opening call's row is its prompt, then the reply tokens."""
+        if not calls:
             return []
-        if len({c.session for c in chunks}) != len(chunks):
-            raise ValueError("one chunk per session per step; queue the rest for the next step")
+        if len({c.session for c in calls}) != len(calls):
+            raise ValueError("one call per session per step; queue the rest for the next step")
         now = time.monotonic()
-        states = [self._begin(c, now) for c in chunks]
-        ids = [c.prompt_ids if isinstance(c, Open) else c.token_ids for c in chunks]
-        for chunk, state, chunk_ids in zip(chunks, states, ids):
-            if state.length + len(chunk_ids) > self.max_positions:
-                raise ValueError(f"session {chunk.session!r} would pass the model's {self.max_positions} positions")
-        self._make_room(chunks, states, ids, now)
-        width = max(len(i) for i in ids)
-        tokens = torch.tensor([i + [0] * (width - len(i)) for i in ids], device=self.device)
-        starts = torch.tensor([s.length for s in states], device=self.device)
-        lengths = torch.tensor([len(i) for i in ids], device=self.device)
-        hidden = self.backbone.forward(tokens, starts, lengths, [s.seq for s in states], self.pool)
-        for state, chunk_ids in zip(states, ids):
-            state.length += len(chunk_ids)
+        states = [self._begin(c, now) for c in calls]
+        rows = [(c.prompt_ids or []) + c.history_ids + c.new_ids for c in calls]
+        for call, state, row in zip(calls, states, rows):
+            if state.length + len(row) > self.max_positions:
+                raise ValueError(f"session {call.session!r} would pass the model's {self.max_positions} positions")
+        stepping = [i for i, row in enumerate(rows) if row]
+        hidden = self._forward([states[i] for i in stepping], [rows[i] for i in stepping], [calls[i] for i in stepping])
+        for state, row in zip(states, rows):
+            state.length += len(row)
             state.last_used = now
-        # each head pair runs once over all the rows that need it
-        opens = [(row, len(i) - 1 - i[::-1].index(self.im_end_id)) for row, (c, i) in enumerate(zip(chunks, ids))
-                 if isinstance(c, Open)]
-        feeds = [(row, len(i)) for row, (c, i) in enumerate(zip(chunks, ids)) if isinstance(c, Feed)]
-        queries = self.query_heads(hidden[[r for r, _ in opens], [p for _, p in opens]]) if opens else []
-        replies = self.response_heads(torch.cat([hidden[r, :n] for r, n in feeds])) if feeds else []
-        results: list[StreamAnswer] = [StreamAnswer(c.session) for c in chunks]
-        for (row, _), verdict in zip(opens, queries):
-            results[row] = StreamAnswer(chunks[row].session, query=verdict)
-        offset = 0
-        for row, n in feeds:
-            results[row] = StreamAnswer(chunks[row].session, tokens=replies[offset : offset + n])
-            offset += n
-        return results
+        # each head pair runs once over all the rows that need it: the prompt's end, the reply tokens
+        at = {i: n for n, i in enumerate(stepping)}
+        opens = [(at[i], len(c.prompt_ids) - 1 - c.prompt_ids[::-1].index(self.im_end_id))
+                 for i, c in enumerate(calls) if c.prompt_ids is not None]
+        replies = [(at[i], len(c.prompt_ids or []), len(rows[i])) for i, c in enumerate(calls)
+                   if len(rows[i]) > len(c.prompt_ids or [])]
+        queries = iter(self.query_heads(hidden[[r for r, _ in opens], [p for _, p in opens]]) if opens else [])
+        tokens = self.response_heads(torch.cat([hidden[r, a:b] for r, a, b in replies])) if replies else []
+        answers, offset = [], 0
+        for call, row in zip(calls, rows):
+            query = next(queries) if call.prompt_ids is not None else None
+            fed = len(row) - len(call.prompt_ids or [])
+            judged, offset = tokens[offset: offset + fed], offset + fed
+            answers.append(StreamAnswer(call.session, query=query, tokens=judged[len(call.history_ids):]))
+        return answers
+
+    def _forward(self, states: list[_Session], rows: list[list[int]], calls: list[StreamCall]) -> Tensor:
+        """The rows, padded to one width, through the backbone from each session's length on."""
+        if not rows:
+            return torch.empty(0)
+        self._make_room(calls, states, rows)
+        width = max(len(r) for r in rows)
+        tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=self.device)
+        starts = torch.tensor([s.length for s in states], device=self.device)
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        return self.backbone.forward(tokens, starts, lengths, [s.seq for s in states], self.pool)

@@ -7,9 +7,9 @@ import time
 
 from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
-from guardstream.workers.engines.gen_engine import GenRequest, GenResult
+from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.moderation.rules import GenRules
-from guardstream.workers.pools.gen_pool import GenUnavailable
+from guardstream.workers.pools.unavailable import GenUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from guardstream.schemas import (Action, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, content_digest,
                                  derive_id, verdict_id)
-from guardstream.workers.engines.stream_engine import StreamAnswer, TokenVerdict
+from guardstream.workers.engines.messages import StreamAnswer, TokenVerdict
 from guardstream.workers.moderation.policy import most_severe
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_sequence import Ready

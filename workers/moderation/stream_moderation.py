@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 
 from guardstream.schemas import DeadLetter, VerdictEvent
 from guardstream.schemas.intake import RawRecord
-from guardstream.workers.engines.stream_engine import StreamAnswer
+from guardstream.workers.engines.messages import StreamAnswer, StreamCall
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_judge import StreamJudge
 from guardstream.workers.moderation.stream_sequence import Ready, StreamSequencer
 from guardstream.workers.moderation.stream_state import Staged, StreamRef
-from guardstream.workers.pools.stream_pool import StreamCall, StreamUnavailable
+from guardstream.workers.pools.unavailable import StreamUnavailable
 
 log = logging.getLogger(__name__)
 

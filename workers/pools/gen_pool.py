@@ -23,14 +23,12 @@ import ray
 
 from guardstream.workers import faults
 from guardstream.workers.pools import actors
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest, GenResult, NoopGenEngine
+from guardstream.workers.engines.gen_engine import GenEngine, NoopGenEngine
+from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.pools.batching import MicroBatcher
+from guardstream.workers.pools.unavailable import GenUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class GenUnavailable(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)

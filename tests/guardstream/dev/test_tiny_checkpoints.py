@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 
 from guardstream.dev.tiny_checkpoints import build_tiny_checkpoints, load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 from guardstream.dev.stream_reference import StreamGuardReference
 
 from tests.helpers.models import cached_tokenizer

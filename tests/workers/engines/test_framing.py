@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.framing import encode_text, render_ids, reply_prefix_ids
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
 
 from tests.helpers.models import cached_tokenizer

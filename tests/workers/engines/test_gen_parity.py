@@ -5,7 +5,8 @@ import pytest
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 
 
 @pytest.fixture(scope="module")

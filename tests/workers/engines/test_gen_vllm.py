@@ -10,7 +10,8 @@ import ray
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
-from guardstream.workers.engines.gen_engine import GenEngine, GenRequest
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
 from guardstream.workers.pools.gen_pool import GenPool, GenSpec
 from guardstream.workers.pools.model_pool import PoolSpec, ensure_pool, pool_handles
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from guardstream.dev.tiny_checkpoints import load_corpus
-from guardstream.workers.engines.stream_engine import Feed, Open, StreamEngine, TokenVerdict
+from guardstream.workers.engines.messages import StreamCall, TokenVerdict
+from guardstream.workers.engines.stream_engine import StreamEngine
 from guardstream.dev.stream_reference import StreamGuardReference
 
 from tests.helpers.models import cached_tokenizer
@@ -77,7 +78,7 @@ def test_a_session_batched_with_31_others_gets_its_solo_verdicts(setup):
     tok, _, make = setup
     pairs = conversations(tok, 32, seed=5)
     engine = make()
-    opened = engine.step([Open(f"s{i}", p) for i, (p, _) in enumerate(pairs)])
+    opened = engine.step([StreamCall(f"s{i}", [], prompt_ids=p) for i, (p, _) in enumerate(pairs)])
     tokens: dict[int, list[TokenVerdict]] = {i: [] for i in range(32)}
     rng = random.Random(3)
     cursor = [0] * 32
@@ -88,7 +89,7 @@ def test_a_session_batched_with_31_others_gets_its_solo_verdicts(setup):
                 n = rng.randint(1, 16)  # every session with its own chunk size, every step
                 batch.append((i, reply[cursor[i] : cursor[i] + n]))
                 cursor[i] += n
-        for (i, ids), result in zip(batch, engine.step([Feed(f"s{i}", ids) for i, ids in batch])):
+        for (i, ids), result in zip(batch, engine.step([StreamCall(f"s{i}", ids) for i, ids in batch])):
             tokens[i].extend(result.tokens)
     for i, (prompt, reply) in enumerate(pairs):
         check(setup, prompt, reply, opened[i].query, tokens[i])
@@ -168,3 +169,42 @@ def test_kv_memory_follows_the_tokens_held_and_the_budget_evicts_the_least_recen
     engine.open("a", prompt)
     with pytest.raises(KVFull):  # a session alone past the budget fails (the actor answers it an error)
         engine.feed("a", long)
+
+
+def test_a_first_chunk_opens_its_session_and_is_judged_in_one_forward(setup):
+    """An opening call sends its prompt and its reply tokens through the same forward, with the
+    verdicts of an open and then a feed."""
+    tok, _, make = setup
+    (prompt, reply), = conversations(tok, 1, seed=7)
+    separate = make()
+    want_query, want_tokens = separate.open("s", prompt), separate.feed("s", reply[:12])
+    engine, forwards = make(), []
+    forward = engine.backbone.forward
+    engine.backbone.forward = lambda *args: forwards.append(args) or forward(*args)
+    answer, = engine.run([StreamCall("s", reply[:12], prompt_ids=prompt)])
+    assert len(forwards) == 1
+    assert (answer.query.label, answer.query.category) == (want_query.label, want_query.category)
+    for got, want in zip(answer.tokens, want_tokens, strict=True):
+        assert (got.label, got.category) == (want.label, want.category)
+        assert all(abs(got.probabilities[k] - want.probabilities[k]) <= TOL for k in want.probabilities)
+    assert engine.in_step(StreamCall("s", [], judged=12))
+
+
+def test_a_device_error_rolls_the_batch_back_and_says_the_device_is_lost(setup):
+    """A CUDA error is sticky on the device: the engine does not narrow it down to one session, it
+    restores the sessions it fed and raises DeviceLost (the actor exits and Ray restarts it)."""
+    from guardstream.workers.engines.stream_engine import DeviceLost
+
+    tok, _, make = setup
+    (prompt, reply), = conversations(tok, 1, seed=8)
+    engine = make()
+    engine.run([StreamCall("s", reply[:4], prompt_ids=prompt)])
+    length = engine.sessions["s"].length
+
+    def broken(*_):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    engine.backbone.forward = broken
+    with pytest.raises(DeviceLost):
+        engine.run([StreamCall("s", reply[4:8], judged=4)])
+    assert engine.sessions["s"].length == length

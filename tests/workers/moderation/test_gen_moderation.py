@@ -6,10 +6,10 @@ from guardstream.schemas import Action, Moderate, RiskLevel, content_digest, ver
 from guardstream.schemas.intake import RawRecord
 from guardstream.workers.moderation.policy import Policy
 from guardstream.topology.settings import Settings
-from guardstream.workers.engines.gen_engine import GenResult
+from guardstream.workers.engines.messages import GenResult
 from guardstream.workers.engines.gen_output import parse_gen_output
 from guardstream.workers.moderation.gen_moderation import GenModerator
-from guardstream.workers.pools.gen_pool import GenUnavailable
+from guardstream.workers.pools.unavailable import GenUnavailable
 
 POLICY = Policy.model_validate({"tenants": {"loose": {"mode": "loose", "fail_mode": "open"}}})
 

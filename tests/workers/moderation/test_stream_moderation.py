@@ -8,11 +8,11 @@ import pytest
 
 from guardstream.schemas import Action
 from guardstream.schemas.intake import RawRecord
+from guardstream.workers.engines.messages import StreamCall
 from guardstream.workers.engines.stream_engine import StreamEngine
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import StreamRef
-from guardstream.workers.pools.stream_pool import run_calls
 
 from tests.helpers.models import cached_tokenizer
 from tests.helpers.memory_table import MemoryTable
@@ -26,7 +26,7 @@ class InProcessPool:
         self.engine, self.max_positions = engine, engine.max_positions
 
     async def step(self, calls):
-        return run_calls(self.engine, calls)
+        return self.engine.run(calls)
 
 
 @pytest.fixture()
@@ -174,21 +174,19 @@ async def test_token_ids_outside_the_vocabulary_are_dead_letters_and_never_reach
 
 def test_a_session_the_engine_fails_on_gets_an_error_alone_and_its_batch_mates_their_solo_answers(moderator):
     """At the engine: a poisoned call (an id the embedding cannot index) batched with healthy ones."""
-    from guardstream.workers.pools.stream_pool import StreamCall
-
     engine, prompt = moderator.pool.engine, moderator.prompt_ids(PROMPT)
     ids = moderator.tokenizer(REPLY, add_special_tokens=False)["input_ids"]
     healthy = [StreamCall(f"h{i}", ids[i: i + 6], prompt_ids=prompt) for i in range(3)]
-    alone = [run_calls(engine, [call])[0] for call in healthy]
+    alone = [engine.run([call])[0] for call in healthy]
     for call in healthy:
         engine.close(call.session)
     poison = StreamCall("poison", [3, 10**7], prompt_ids=prompt)
-    together = run_calls(engine, healthy[:2] + [poison] + healthy[2:])
+    together = engine.run(healthy[:2] + [poison] + healthy[2:])
     assert [(a.session, a.query, a.tokens, a.error) for a in together if a.session != "poison"] == \
            [(a.session, a.query, a.tokens, a.error) for a in alone]
     assert together[2].error and "IndexError" in together[2].error and "poison" not in engine.sessions
     # the healthy sessions go on from where they were: the failed batch was rolled back
-    follow = run_calls(engine, [StreamCall("h0", ids[6:9], judged=6)])[0]
+    follow = engine.run([StreamCall("h0", ids[6:9], judged=6)])[0]
     assert not follow.missing
     engine.open("fresh", prompt)
     for got, want in zip(follow.tokens, engine.feed("fresh", ids[0:9])[6:], strict=True):
@@ -214,7 +212,7 @@ async def test_an_engine_failure_fails_only_its_own_stream(moderator):
 
             self.engine.step = step
             try:
-                return run_calls(self.engine, calls)
+                return self.engine.run(calls)
             finally:
                 self.engine.step = original
 

@@ -15,7 +15,6 @@ from guardstream.schemas.intake import RawRecord
 from guardstream.workers.engines.stream_engine import StreamEngine
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_moderation import StreamModerator
-from guardstream.workers.pools.stream_pool import run_calls
 
 from tests.helpers.models import cached_tokenizer
 from tests.helpers.memory_table import MemoryTable
@@ -35,7 +34,7 @@ class Pool:
     max_positions = ENGINE.max_positions
 
     async def step(self, calls):
-        return run_calls(ENGINE, calls)
+        return ENGINE.run(calls)
 
 
 def judge(batches: list[list[dict]]) -> list:

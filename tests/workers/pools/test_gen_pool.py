@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from guardstream.schemas import Moderate
-from guardstream.workers.engines.gen_engine import GenRequest
-from guardstream.workers.pools.gen_pool import GenPool, GenUnavailable
+from guardstream.workers.engines.messages import GenRequest
+from guardstream.workers.pools.gen_pool import GenPool
+from guardstream.workers.pools.unavailable import GenUnavailable
 
 
 class SlowActor:
@@ -57,7 +58,7 @@ async def test_a_pool_that_does_not_answer_in_time_is_unavailable():
 
 
 def test_a_poison_input_fails_alone_and_its_batch_mates_are_judged():
-    from guardstream.workers.engines.gen_engine import GenResult
+    from guardstream.workers.engines.messages import GenResult
     from guardstream.workers.pools.gen_pool import isolate_failures
 
     calls = []

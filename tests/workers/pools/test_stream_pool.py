@@ -1,25 +1,18 @@
-"""run_calls' failure handling with a fake engine: a CUDA error ends the actor process."""
+"""The actor's one decision about failures: a lost device ends its process, so that Ray restarts it."""
 
 import pytest
 
+from guardstream.workers.engines.messages import StreamCall
+from guardstream.workers.engines.stream_engine import DeviceLost
 from guardstream.workers.pools import stream_pool
-from guardstream.workers.pools.stream_pool import StreamCall, run_calls
 
 
-class BrokenEngine:
-    sessions: dict = {}
-
-    def step(self, chunks):
-        raise RuntimeError("CUDA error: device-side assert triggered")
-
-    def close(self, session):
-        pass
-
-    def evict_idle(self):
-        pass
+class LostDevice:
+    def run(self, calls):
+        raise DeviceLost("CUDA error: device-side assert triggered")
 
 
-def test_a_cuda_error_makes_the_actor_exit_so_that_ray_restarts_it(monkeypatch):
+def test_a_lost_device_makes_the_actor_exit_so_that_ray_restarts_it(monkeypatch):
     exits = []
 
     def fake_exit(code):
@@ -28,5 +21,5 @@ def test_a_cuda_error_makes_the_actor_exit_so_that_ray_restarts_it(monkeypatch):
 
     monkeypatch.setattr(stream_pool.os, "_exit", fake_exit)
     with pytest.raises(SystemExit):
-        run_calls(BrokenEngine(), [StreamCall("s", [1], prompt_ids=[1, 2])])
+        stream_pool.run_or_exit(LostDevice(), [StreamCall("s", [1], prompt_ids=[1, 2])])
     assert exits == [70]
