@@ -69,21 +69,27 @@ class StreamSequencer:
         the replay from the committed offset may still bring the missing chunk."""
         now = time.time() if now is None else now
         taken = Taken([], [], {}, {})
+        ready: dict[StreamRef, Ready] = {}
         parsed: dict[str, TokenChunkEvent] = {}  # held key → the chunk decoded from this batch's record
         for record in records:
-            if (admitted := self._admit(record, store, taken, now)) is not None:
-                chunk, ref = admitted
-                state = taken.states[ref]
-                parsed[ref.held_key(chunk.seq)] = chunk
-                store.put(state.partition, ref.held_key(chunk.seq), HeldChunk(
-                    event=chunk.model_dump(mode="json"), topic=record.topic, partition=record.partition,
-                    offset=record.offset).model_dump(mode="json"))
-                state.held = sorted([*state.held, chunk.seq])
-                state.gap_since = state.gap_since or now
+            if (admitted := self._admit(record, store, taken, now)) is None:
+                continue
+            chunk, ref = admitted
+            state = taken.states[ref]
+            if chunk.seq == state.next_seq and not state.held:  # in order, nothing waiting: judged as it is
+                letter = self._next_in_line(ref, state, chunk, store, ready,
+                                            lambda code, why, record=record: dead_letter(record, code, why))
+                taken.letters += [letter] if letter else []
+                continue
+            parsed[ref.held_key(chunk.seq)] = chunk
+            store.put(state.partition, ref.held_key(chunk.seq), HeldChunk(
+                event=chunk.model_dump(mode="json"), topic=record.topic, partition=record.partition,
+                offset=record.offset).model_dump(mode="json"))
+            state.held = sorted([*state.held, chunk.seq])
+            state.gap_since = state.gap_since or now
         for ref in release:
             if ref not in taken.states and (value := store.get(ref.key())) is not None:
                 taken.stored[ref], taken.states[ref] = value, StreamState.model_validate(value)
-        ready: dict[StreamRef, Ready] = {}
         for ref, state in taken.states.items():
             if state.held:
                 taken.letters += self._release(ref, state, store, ready, now, parsed, waits_from)
@@ -151,28 +157,9 @@ class StreamSequencer:
             store.delete(ref.held_key(seq))
             state.held.remove(seq)
             chunk = parsed.get(ref.held_key(seq)) or TokenChunkEvent.model_validate(held.event)
-            state.next_seq += 1
-            entry = ready.setdefault(ref, Ready(ref, state))
-            if chunk.prompt is not None:
-                entry.prompt_ids = self.prompt_ids(chunk.prompt)
-                store.put(state.partition, ref.prompt_key(), entry.prompt_ids)  # token ids, not the text
-                state.prompt_tokens = len(entry.prompt_ids)
-            ids = self._chunk_ids(state, chunk)
-            judged = state.token_count + sum(map(len, entry.ids))
-            room = self.max_positions - state.prompt_tokens
-            if judged + len(ids) > min(self.rules.max_tokens, room):
-                limit = (f"stream_max_tokens ({self.rules.max_tokens})" if self.rules.max_tokens <= room
-                         else f"the model's {self.max_positions} positions less the prompt's {state.prompt_tokens}")
-                reason = f"stream too long: chunk {chunk.seq} passes {limit}; judged up to reply token {judged}"
-                entry.too_long = (chunk.event_id, reason)
-                letters.append(held.letter(ref.conversation, "stream_error", f"stream {ref.stream}: {reason}"))
-                state.done = True
-                break
-            entry.chunks.append(chunk)
-            entry.ids.append(ids)
-            if chunk.final:
-                state.done = True
-                break
+            letter = self._next_in_line(ref, state, chunk, store, ready,
+                                        lambda code, why, held=held: held.letter(ref.conversation, code, why))
+            letters += [letter] if letter else []
         if state.done:  # chunks numbered past the final one can never be judged
             letters += self._held_letters(ref, store, state.held, "stream_error",
                                           lambda seq: f"chunk {seq} of stream {ref.stream} is numbered after its final chunk")
@@ -182,6 +169,31 @@ class StreamSequencer:
         elif state.gap_since is None or state.next_seq != waiting_for:  # now waiting for another chunk
             state.gap_since = now
         return letters
+
+    def _next_in_line(self, ref: StreamRef, state: StreamState, chunk: TokenChunkEvent, store: Staged,
+                      ready: dict[StreamRef, Ready], letter) -> DeadLetter | None:
+        """The stream's next chunk, added to what this batch judges of it; a chunk past the stream's
+        limit ends it instead, with its dead letter (made by `letter(code, error)`)."""
+        state.next_seq += 1
+        entry = ready.setdefault(ref, Ready(ref, state))
+        if chunk.prompt is not None:
+            entry.prompt_ids = self.prompt_ids(chunk.prompt)
+            store.put(state.partition, ref.prompt_key(), entry.prompt_ids)  # token ids, not the text
+            state.prompt_tokens = len(entry.prompt_ids)
+        ids = self._chunk_ids(state, chunk)
+        judged = state.token_count + sum(map(len, entry.ids))
+        room = self.max_positions - state.prompt_tokens
+        if judged + len(ids) > min(self.rules.max_tokens, room):
+            limit = (f"stream_max_tokens ({self.rules.max_tokens})" if self.rules.max_tokens <= room
+                     else f"the model's {self.max_positions} positions less the prompt's {state.prompt_tokens}")
+            reason = f"stream too long: chunk {chunk.seq} passes {limit}; judged up to reply token {judged}"
+            entry.too_long = (chunk.event_id, reason)
+            state.done = True
+            return letter("stream_error", f"stream {ref.stream}: {reason}")
+        entry.chunks.append(chunk)
+        entry.ids.append(ids)
+        state.done = chunk.final
+        return None
 
     def _chunk_ids(self, state: StreamState, chunk: TokenChunkEvent) -> list[int]:
         if chunk.token_ids is not None:

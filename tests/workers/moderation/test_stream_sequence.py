@@ -44,6 +44,23 @@ class Table(MemoryTable):
         return taken
 
 
+def test_chunks_in_order_with_nothing_held_go_straight_to_judging(sequencer):
+    """The hot path: no held entry is written or read for a chunk that is next in line."""
+    table, writes = Table(), []
+
+    class Spied(Staged):
+        def put(self, partition, key, value):
+            writes.append(key)
+            super().put(partition, key, value)
+
+    staged = Spied(table.get)
+    taken = sequencer.take(records(chunk(0), chunk(1), chunk(2, final=True)), staged, now=100.0)
+    assert [[c.seq for c in r.chunks] for r in taken.ready] == [[0, 1, 2]] and taken.letters == []
+    assert not [k for k in writes if k.startswith('["held"')] and taken.ready[0].state.done
+    behind = sequencer.take(records(chunk(0), chunk(2), chunk(1)), Spied(Table().get), now=100.0)
+    assert [[c.seq for c in r.chunks] for r in behind.ready] == [[0, 1, 2]]  # 1 came after 2: both waited in turn
+
+
 def test_chunks_wait_behind_a_gap_until_it_fills_or_times_out(sequencer):
     table = Table()
     taken = table.take(sequencer, [chunk(0), chunk(2)])
