@@ -9,7 +9,8 @@ it finds unless a fetch wait is given.
 - pipeline: N streams through `guardstream.client`, each pushing k token ids every k/R seconds, as
   a gateway relays a reply while it is generated. Every fourth stream turns unsafe at a known token.
 
-Chunk latency is produce to verdict. A stopped stream's stop lag is the time from producing the
+Chunk latency is produce to verdict; the worker's CPU per chunk is its process's CPU time over a
+run (its actor's is apart) divided by the chunks sent. A stopped stream's stop lag is the time from producing the
 chunk that holds its stop token to the stop's arrival, and the reply tokens the gateway sent past
 that chunk meanwhile (a user would have seen them). The worker kept up when the latency of the
 run's last third is not well above that of its first third (a backlog grows it).
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -63,6 +65,11 @@ class StreamsRun:
     stop_lag_ms: list[float]
     stop_lag_tokens: list[int]
     unsafe_streams: int
+    worker_cpu_s: float  # the worker process's CPU time over the run (its actor runs in another process)
+
+    @property
+    def worker_cpu_us_per_chunk(self) -> float:
+        return self.worker_cpu_s * 1e6 / max(1, len(self.latencies_ms))
 
     @property
     def kept_up(self) -> bool:
@@ -161,8 +168,9 @@ async def _guard_one(stream: GuardedStream, reply: Reply, chunk: int, tokens_per
             lag_tokens.append(pushed - min(len(reply.ids), (stop_chunk + 1) * chunk))
 
 
-async def measure_streams(guard: Guard, replies: list[Reply], chunk: int, tokens_per_s: float) -> StreamsRun:
-    run = uuid.uuid4().hex[:6]
+async def measure_streams(guard: Guard, replies: list[Reply], chunk: int, tokens_per_s: float,
+                          worker_cpu: Callable[[], float] = lambda: 0.0) -> StreamsRun:
+    run, cpu_before = uuid.uuid4().hex[:6], worker_cpu()
     sent: list[tuple[float, GuardedStream, int]] = []
     lag_ms: list[float] = []
     lag_tokens: list[int] = []
@@ -171,12 +179,13 @@ async def measure_streams(guard: Guard, replies: list[Reply], chunk: int, tokens
         _guard_one(guard.stream(f"{run}-c{i}", reply.prompt, tenant=TENANT, stream_id=f"{run}-s{i}"), reply, chunk,
                    tokens_per_s, period * (i % 16) / 16, sent, lag_ms, lag_tokens)  # streams do not start in step
         for i, reply in enumerate(replies)))
+    cpu_s = worker_cpu() - cpu_before
     sent.sort(key=lambda item: item[0])
     missing = sum(seq not in stream.verdict_at for _, stream, seq in sent)
     if missing:
         raise RuntimeError(f"{missing} of {len(sent)} chunks got no verdict")
     return StreamsRun(len(replies), chunk, [(stream.verdict_at[seq] - at) * 1000 for at, stream, seq in sent],
-                      lag_ms, lag_tokens, sum(r.unsafe_at is not None for r in replies))
+                      lag_ms, lag_tokens, sum(r.unsafe_at is not None for r in replies), cpu_s)
 
 
 def measure_engine_alone(checkpoint: str, prompt: list[int], streams: int, chunk: int, reply_tokens: int,
@@ -218,7 +227,8 @@ def run_stream_pipeline_bench(checkpoint: str, streams: list[int], chunk: int, t
                 floor = asyncio.run(measure_broker_floor(worker.settings, broker.bootstrap))
                 report(f"{name}: broker floor p50 {percentile(floor, 0.5):.1f} ms")
                 runs = asyncio.run(_measure_all(worker.settings, broker.bootstrap, tokenizer, streams, chunk,
-                                                tokens_per_s, reply_tokens, lambda line: report(f"{name}: {line}")))
+                                                tokens_per_s, reply_tokens, lambda line: report(f"{name}: {line}"),
+                                                process_cpu(worker.process.pid)))
             finally:
                 worker.stop()
         measured[name] = BrokerRuns(floor, runs)
@@ -232,21 +242,30 @@ def bench_broker(name: str, home: Path):
     return KafkaCluster(directory=home / "bench-kafka")
 
 
+def process_cpu(pid: int) -> Callable[[], float]:
+    """The user and system CPU seconds a process has used so far, read when called."""
+    process = psutil.Process(pid)
+    return lambda: sum(process.cpu_times()[:2])
+
+
 async def _measure_all(settings: Settings, bootstrap: str, tokenizer, streams: list[int], chunk: int,
-                       tokens_per_s: float, reply_tokens: int, report: Callable[[str], None]) -> list[StreamsRun]:
+                       tokens_per_s: float, reply_tokens: int, report: Callable[[str], None],
+                       worker_cpu: Callable[[], float]) -> list[StreamsRun]:
     async with Guard(bootstrap, settings, timeout_s=60, chunk_timeout_s=60) as guard:  # latency is measured, not cut
         await measure_streams(guard, bench_replies(tokenizer, 2, chunk * 4), chunk, tokens_per_s)  # warm-up
         runs = []
         for n in streams:
-            runs.append(await measure_streams(guard, bench_replies(tokenizer, n, reply_tokens), chunk, tokens_per_s))
+            runs.append(await measure_streams(guard, bench_replies(tokenizer, n, reply_tokens), chunk, tokens_per_s,
+                                              worker_cpu))
             report(f"pipeline, {n} streams: chunk p50 {percentile(runs[-1].latencies_ms, 0.5):.1f} ms, "
-                   f"p99 {percentile(runs[-1].latencies_ms, 0.99):.1f} ms")
+                   f"p99 {percentile(runs[-1].latencies_ms, 0.99):.1f} ms, worker CPU "
+                   f"{runs[-1].worker_cpu_us_per_chunk:,.0f} µs/chunk")
     return runs
 
 
 def stream_pipeline_table(engine: list[Measurement], measured: dict[str, BrokerRuns], title: str):
     """The engine alone, then per broker its floor and each pipeline run with its stops and stop lag."""
-    blank = ("",) * 4
+    blank = ("",) * 5
     rows = [("engine alone: one batched step", str(m.batch), f"{len(m.latencies_ms) // m.batch:,}",
              f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", *blank) for m in engine]
     for name, (floor, runs) in measured.items():
@@ -257,7 +276,7 @@ def stream_pipeline_table(engine: list[Measurement], measured: dict[str, BrokerR
                   f"{percentile(r.latencies_ms, 0.99):.1f}", f"{len(r.stop_lag_ms)}/{r.unsafe_streams}",
                   f"{percentile(r.stop_lag_ms, 0.5):.0f} / {percentile(r.stop_lag_ms, 0.99):.0f}",
                   f"{percentile(r.stop_lag_tokens, 0.5):.0f} / {percentile(r.stop_lag_tokens, 0.99):.0f}",
-                  "yes" if r.kept_up else "no") for r in runs]
+                  f"{r.worker_cpu_us_per_chunk:,.0f}", "yes" if r.kept_up else "no") for r in runs]
     return results_table(title, ("path", "streams", "chunks", "p50 ms", "p99 ms", "stops", "stop lag p50/p99 ms",
-                                 "stop lag p50/p99 tokens", "kept up"), rows)
+                                 "stop lag p50/p99 tokens", "worker CPU µs/chunk", "kept up"), rows)
 

@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from guardstream.bench.stream_pipeline import UNSAFE_EVERY, bench_replies, measure_broker_floor, measure_streams
+from guardstream.bench.stream_pipeline import (UNSAFE_EVERY, bench_replies, measure_broker_floor, measure_streams,
+                                               process_cpu)
 from guardstream.client import Guard
 from guardstream.dev.stream_reference import StreamGuardReference
 
@@ -36,14 +37,15 @@ def test_streams_are_measured_chunk_by_chunk_with_their_stop_lag(worker, tiny):
 
     async def run():
         async with Guard(worker.bootstrap, client_settings(), timeout_s=120) as guard:
-            return await measure_streams(guard, replies, chunk=4, tokens_per_s=60)
+            return await measure_streams(guard, replies, chunk=4, tokens_per_s=60,
+                                         worker_cpu=process_cpu(worker.process.pid))
 
     run = asyncio.run(run())
     stopped = [e for e in expected if e is not None]
     # every chunk up to the one holding the stop token (all of them, in a stream never stopped) was pushed and judged
     at_least = sum(e // 4 + 1 if e is not None else -(-len(r.ids) // 4) for r, e in zip(replies, expected))
     assert run.streams == 5 and run.unsafe_streams == 2 and len(run.latencies_ms) >= at_least
-    assert all(latency > 0 for latency in run.latencies_ms)
+    assert all(latency > 0 for latency in run.latencies_ms) and run.worker_cpu_s > 0
     assert len(run.stop_lag_ms) == len(run.stop_lag_tokens) == len(stopped)
     assert all(lag > 0 for lag in run.stop_lag_ms) and all(tokens >= 0 for tokens in run.stop_lag_tokens)
 

@@ -38,12 +38,14 @@ def test_pipeline_rows_are_shares_of_the_engine_alone():
 
 
 def test_stream_pipeline_and_soak_tables_show_every_run_and_both_ends():
-    runs = [StreamsRun(streams=4, chunk=4, latencies_ms=[10.0, 20.0], stop_lag_ms=[5.0], stop_lag_tokens=[0], unsafe_streams=1)]
+    runs = [StreamsRun(streams=4, chunk=4, latencies_ms=[10.0, 20.0], stop_lag_ms=[5.0], stop_lag_tokens=[0], unsafe_streams=1,
+                      worker_cpu_s=0.004)]
     measured = {"tansu": BrokerRuns([1.0, 2.0], runs), "kafka": BrokerRuns([3.0], runs)}
     got = rows(stream_pipeline_table([Measurement("engine", 4, 8, 1.0, [1.0] * 8)], measured, "t"))
     assert [r[0].split(":")[0] for r in got] == ["engine alone", "tansu floor", "tansu pipeline", "kafka floor",
                                                  "kafka pipeline"]
     assert got[2][5] == "1/1" and got[0][2] == "2" and got[1][2] == "2" and got[3][2] == "1"
+    assert got[2][8] == "2,000"  # worker CPU µs per chunk: 4 ms over 2 chunks
     first, last = (Sample(at_s=t, streams_started=n, streams_finished=n, worker_rss_mb=100, actor_rss_mb=200, kv_used_mb=1,
                           table_entries=n, changelog_mb=0.5, lag=0) for t, n in ((0, 1), (60, 500)))
     last = Sample(**{**last.__dict__, "verdicts_sent": 9000, "analytics_entries": 12345})
