@@ -19,6 +19,9 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -84,3 +87,29 @@ def new_key(name: str, tenants: list[str]) -> tuple[str, ApiKey]:
     """A fresh random key (shown once) and the entry that stores its hash."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     return key, ApiKey(name=name, sha256=hashlib.sha256(key.encode()).hexdigest(), tenants=tenants)
+
+
+class InFlight:
+    """How many calls each key (an API key, a tenant) has in flight. A key with none is forgotten
+    (and `on_idle` told), so the map holds only keys busy now, however many keys callers pick."""
+
+    def __init__(self, on_idle: Callable[[Hashable], None] = lambda _key: None):
+        self._count: Counter[Hashable] = Counter()
+        self._on_idle = on_idle
+
+    def count(self, key: Hashable) -> int:
+        return self._count.get(key, 0)
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    @contextmanager
+    def held(self, key: Hashable) -> Iterator[None]:
+        self._count[key] += 1
+        try:
+            yield
+        finally:
+            self._count[key] -= 1
+            if not self._count[key]:
+                del self._count[key]
+                self._on_idle(key)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
+from guardstream.callers import InFlight
 from guardstream.reply_claim import ReplyClaim
 from guardstream.schemas import (FOR_HEADER, Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
                                  VerdictEvent)
@@ -88,19 +89,15 @@ class Slots:
         self.total = asyncio.Semaphore(total)
         self.per_tenant = max(1, int(total * tenant_share))
         self._tenants: dict[str, asyncio.Semaphore] = {}
-        self._users: Counter[str] = Counter()  # callers holding or waiting for each tenant's slots
+        # callers holding or waiting for each tenant's slots; an idle tenant's semaphore is forgotten
+        self._users = InFlight(on_idle=self._tenants.pop)
 
     async def run(self, tenant: str, work: Callable[[], Awaitable]):
         """`work()` once a slot is held: a caller that gives up while waiting never starts it."""
-        mine = self._tenants.setdefault(tenant, asyncio.Semaphore(self.per_tenant))
-        self._users[tenant] += 1
-        try:
+        with self._users.held(tenant):
+            mine = self._tenants.setdefault(tenant, asyncio.Semaphore(self.per_tenant))
             async with mine, self.total:
                 return await work()
-        finally:
-            self._users[tenant] -= 1
-            if not self._users[tenant]:  # an idle tenant is forgotten: the map holds only tenants in flight
-                del self._users[tenant], self._tenants[tenant]
 
 
 class Guard:

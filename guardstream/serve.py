@@ -25,7 +25,6 @@ import ipaddress
 import math
 import time
 import uuid
-from collections import Counter
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -38,7 +37,7 @@ from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from guardstream.callers import ApiKey, ApiKeys, Limits
+from guardstream.callers import ApiKey, ApiKeys, InFlight, Limits
 from guardstream.client import Guard, Outcome, conversation
 from guardstream.schemas import Action, RiskLevel
 
@@ -220,7 +219,7 @@ class Admission:
     def __init__(self, limits: Limits):
         self.limits = limits
         self._windows = MovingWindowRateLimiter(MemoryStorage())
-        self._busy: Counter[str] = Counter()
+        self._busy = InFlight()
 
     @asynccontextmanager
     async def admitted(self, key: ApiKey):
@@ -230,15 +229,10 @@ class Admission:
             wait = max(1, math.ceil(reset - time.time()))
             raise HTTPException(429, f"key {key.name} is over its rate of {rate}", {"Retry-After": str(wait)})
         most = key.concurrency or self.limits.concurrency
-        if self._busy[key.name] >= most:
+        if self._busy.count(key.name) >= most:
             raise HTTPException(429, f"key {key.name} already has {most} requests in flight", {"Retry-After": "1"})
-        self._busy[key.name] += 1
-        try:
+        with self._busy.held(key.name):
             yield
-        finally:
-            self._busy[key.name] -= 1
-            if not self._busy[key.name]:
-                del self._busy[key.name]
 
 
 def create_api(guard: Guard, keys: ApiKeys | None, timeout_s: float, limits: Limits = Limits(),

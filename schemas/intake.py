@@ -26,6 +26,11 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
 
+    @classmethod
+    def of(cls, message) -> RawRecord:
+        """The record a Kafka message holds: an aiokafka ConsumerRecord or a Faust Message alike."""
+        return cls(message.topic, message.partition, message.offset, message.key, message.value)
+
 
 def dead_letter(record: RawRecord, code: str, error: str) -> DeadLetter:
     """Bounded whatever the record: excerpts of its key and value with their sizes, so a dead letter

@@ -165,7 +165,7 @@ class PolicyFeed:
 
     def apply(self, message) -> DeadLetter | None:
         """Put one record of the topic in force; a refused one comes back as its dead letter."""
-        record = RawRecord(message.topic, message.partition, message.offset, message.key, message.value)
+        record = RawRecord.of(message)
         key = (message.key or b"").decode("utf-8", "replace")
         tenant = key.split("/", 1)[0]
         if message.value is None:

@@ -126,11 +126,6 @@ class Wiring:
         """The loop every agent runs: a batch, an outcome for each record, then (only then) the acks."""
         handler = self.outcomes[name] = Outcomes(name, self.send_letters)
         async for events in stream.noack_take(size, wait_s):
-            await handler.settle([_record(e) for e in events], step)
+            await handler.settle([RawRecord.of(e.message) for e in events], step)
             for event in events:
                 await stream.ack(event)
-
-
-def _record(event) -> RawRecord:
-    m = event.message
-    return RawRecord(m.topic, m.partition, m.offset, m.key, m.value)

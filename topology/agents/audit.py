@@ -39,7 +39,7 @@ def register(w: Wiring) -> None:
             """Batches of verdicts → rows, then the commit."""
             batches = await consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
             for tp, batch in batches.items():
-                await outcomes.settle([RawRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in batch],
+                await outcomes.settle([RawRecord.of(r) for r in batch],
                                       store_verdicts)
                 await consumer.commit({tp: batch[-1].offset + 1})
 

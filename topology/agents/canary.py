@@ -122,7 +122,7 @@ class CanaryReader:
         chosen: dict[str, list[RawRecord]] = {}
         for tp, messages in batches.items():
             self.positions[tp] = messages[-1].offset + 1
-            chosen.setdefault(tp.topic, []).extend(RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+            chosen.setdefault(tp.topic, []).extend(RawRecord.of(m)
                                                    for m in messages if sampled(m.key, self.share, self.secret))
         pairs = self._main(chosen.get(self.w.verdicts.get_topic_name(), []))
         if conversations := chosen.get(self.w.conversations.get_topic_name()):
