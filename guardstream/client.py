@@ -46,6 +46,7 @@ from guardstream.reply_claim import ReplyClaim
 from guardstream.schemas import (FOR_HEADER, Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
                                  VerdictEvent)
 from guardstream.topology import metrics
+from guardstream.topology.faust_internals import cluster_metadata
 from guardstream.topology.outcomes import authorized, describe
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
@@ -268,7 +269,7 @@ class Guard:
         """The replies topic's partitions, as the broker says now (raises when it does not answer)."""
         # the metadata of every topic, fresh from the broker: the consumer's own holds only topics it
         # was told of (none yet; Tansu's answer held every topic anyway, Kafka's does not)
-        cluster = await asyncio.wait_for(self._consumer._client.fetch_all_metadata(), CHECK_EVERY_S * 2)
+        cluster = await asyncio.wait_for(cluster_metadata(self._consumer), CHECK_EVERY_S * 2)
         self._broker_answered_at = time.monotonic()
         return sorted(cluster.partitions_for_topic(self._topics.replies.name) or ())
 

@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 
 from guardstream.topology.agents.canary import CanaryModels
 from guardstream.topology.app import create_app
+from guardstream.topology.faust_internals import HookedWorker
 from guardstream.topology.policy_feed import PolicyFeed, check_policies_topic
 from guardstream.topology.settings import Settings, SettingsError
 from guardstream.topology.topics import cluster_id, ensure_topics
@@ -191,7 +192,7 @@ def watch_pool(settings: Settings, spec: PoolSpec) -> None:
     threading.Thread(target=watch, name="pool-watch", daemon=True).start()
 
 
-class GracedWorker(faust.Worker):
+class GracedWorker(HookedWorker):
     """Faust's worker, with a bound on its stop: one still stopping `grace_s` after a SIGTERM, a
     SIGINT or a failed start (a stop waiting on a broker that does not answer, or on a group join)
     runs `abandon` (what ends its children) and exits with code 1, as a crash would; what it had
@@ -202,13 +203,8 @@ class GracedWorker(faust.Worker):
         self._grace_s, self._abandon = grace_s, abandon
         self._stop_ended, self._grace = threading.Event(), None
 
-    def _on_sigint(self) -> None:
+    def on_stop_signal(self) -> None:
         self._start_grace()
-        super()._on_sigint()
-
-    def _on_sigterm(self) -> None:
-        self._start_grace()
-        super()._on_sigterm()
 
     def on_worker_shutdown(self) -> None:
         self._start_grace()  # a stop without Faust's signal handlers: ours raised SystemExit first, or the start failed

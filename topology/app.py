@@ -22,6 +22,7 @@ import faust
 
 from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, stream
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
+from guardstream.topology.faust_internals import agent_actors
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import STORE_URLS, ReplayCountedTable, state_bytes
@@ -109,14 +110,14 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         Also the gauges that need the loop: consumer lag and table sizes."""
         for name, table in w.tables.items():
             metrics.TABLE_ENTRIES.labels(name).set(len(table))
-        crashed = [name for name, agent in app.agents.items() if any(actor.crashed for actor in agent._actors)]
-        missing = [name for name, agent in app.agents.items() if not agent._actors]
+        crashed = [name for name, agent in app.agents.items() if any(actor.crashed for actor in agent_actors(agent))]
+        missing = [name for name, agent in app.agents.items() if not agent_actors(agent)]
         assigned = app.consumer.assignment() if app.consumer else set()
         answering = all([await pool_answers(p) for p in pools])
         metrics.CONSUMER_LAG.clear()  # partitions moved to another worker are no longer this one's to report
         sources = {agent.channel.get_topic_name() for agent in app.agents.values()}  # not changelogs, not Faust's own
         for tp in (tp for tp in assigned if tp.topic in sources):
-            committed = app.consumer._committed_offset.get(tp) or 0
+            committed = app.consumer.committed(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, (app.consumer.highwater(tp) or 0) - committed))
         refusing = [problem for handler in w.outcomes.values() for problem in (handler.refusing, handler.stuck) if problem]
         metrics.STATE_BYTES.set(state_bytes(settings.state_dir))

@@ -11,7 +11,7 @@ faust-streaming 0.15.3 can commit past records no agent has handled (upstream is
   the committed offset is 0;
 - it checks a fetch's records against the active partitions as they are after the fetch, and
   drops those of a partition paused while the fetch was in flight (recovery pauses what it
-  restores) without a seek: that partition's position is past them (`_wait_next_records`);
+  restores) without a seek: that partition's position is past them (`fetched`);
 - its flow control clears every channel queue whenever it resumes, and recovery resumes it once
   more after the stream partitions are back in the fetch: records fetched in between and still
   queued are dropped, their partitions' positions past them (`refetch_cleared`). This is what
@@ -43,6 +43,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode import Service
 
+from guardstream.topology.faust_internals import HookedConsumer, HookedProducer, before_clear, queued_messages
 from guardstream.topology.state import discard_stale, seal
 
 log = logging.getLogger(__name__)
@@ -50,44 +51,19 @@ REFETCH_AFTER_S = 2.0  # a head still missing at the next commit check (acks com
 STUCK_AFTER_S = 30.0  # a head neither acked nor passed while records lie beyond it: its partition stopped flowing
 
 
-class _Unremembered(dict):
-    """Faust's last-read offsets, never kept: no record is dropped as read, no gap is filled."""
-
-    def __getitem__(self, tp: TP) -> None:
-        return None
-
-    def __setitem__(self, tp: TP, offset: int | None) -> None:
-        pass
-
-    def update(self, *args, **kwargs) -> None:
-        pass
-
-
-class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: StrictTransport):
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms  # Faust hard-codes 1,500 ms; read at start()
-        return consumer
-
-
-class StrictConsumer(aiokafka_driver.Consumer):
+class StrictConsumer(HookedConsumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._read_offset = _Unremembered()
         self._stalled: dict[TP, tuple[int, float]] = {}  # tp → (its unacked head, since when)
         self._stuck: dict[TP, tuple[int, float]] = {}  # tp → (its head with records beyond, since when)
         self._refetching: set[asyncio.Task] = set()
         self._unknown_heads: set[TP] = set()  # partitions whose earliest offset could not be read yet
 
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
     async def perform_seek(self) -> None:
         """Faust leaves the head unknown (None) where nothing or offset 0 was committed, and then
         commits whatever run is acked first; here such a partition's head is its earliest offset."""
         await super().perform_seek()
-        self._unknown_heads = {tp for tp in self.assignment()
-                               if self._committed_offset[tp] is None and not self._is_changelog_tp(tp)}
+        self._unknown_heads = {tp for tp in self.assignment() if self.committed(tp) is None and not self.is_changelog(tp)}
         await self._learn_heads()
 
     async def _learn_heads(self) -> None:
@@ -105,25 +81,24 @@ class StrictConsumer(aiokafka_driver.Consumer):
                         "are known", len(unknown), exc)
             return
         for tp, offset in earliest.items():
-            if offset is not None and self._committed_offset[tp] is None:
-                self._committed_offset[tp] = offset
+            if offset is not None and self.committed(tp) is None:
+                self.set_committed(tp, offset)
                 self._unknown_heads.discard(tp)
 
-    async def _wait_next_records(self, timeout: float):
+    async def fetched(self, records: dict, active: set[TP] | None) -> dict:
         """Faust checks a fetch's records against the active partitions as they are *after* the fetch
         (the same set object, which `pause_partitions` changes while the fetch is in flight, as
         recovery does) and drops those of a partition paused meanwhile without a seek, its position
         already past them. Here such records are taken out and their partition sent back to the
         first of them, to be fetched again once it is resumed."""
-        records, active = await super()._wait_next_records(timeout)
         if records and active is not None:
-            for tp in [tp for tp in records if tp not in active and tp not in self._buffered_partitions]:
+            for tp in [tp for tp in records if tp not in active and tp not in self.buffered()]:
                 dropped = records.pop(tp)
                 if dropped:
                     log.info("%s[%d]: paused while offsets %d-%d were being fetched; fetching them again once it "
                              "resumes", tp.topic, tp.partition, dropped[0].offset, dropped[-1].offset)
                     await self._refetch(tp, dropped[0].offset)
-        return records, active
+        return records
 
     def refetch(self, dropped: Mapping[TP, int]) -> None:
         """Partitions whose records from these offsets on were dropped before their agents: each is
@@ -139,19 +114,19 @@ class StrictConsumer(aiokafka_driver.Consumer):
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """Recovery reads each changelog up to these: on Tansu they are sealed first (`state.seal`),
         so that the watermark lies past every record written before."""
-        changelogs = [tp for tp in partitions if self._is_changelog_tp(tp)]
+        changelogs = [tp for tp in partitions if self.is_changelog(tp)]
         if changelogs and self.transport.seal_changelogs:
             await seal(self.app.producer, changelogs)
         highwaters = await super().highwaters(*partitions)
         discard_stale(self.app.tables.values(), highwaters)
         return highwaters
 
-    def _new_offset(self, tp: TP) -> int | None:
-        committed = self._committed_offset[tp]
+    def commit_offset(self, tp: TP) -> int | None:
+        committed = self.committed(tp)
         if committed is None and tp in self._unknown_heads:
             return None
-        offset = committable(self._acked[tp], self._acked_index[tp], committed)
-        if offset is None and committed is not None and self._acked[tp]:
+        offset = committable(self.acked(tp), self.acked_index(tp), committed)
+        if offset is None and committed is not None and self.acked(tp):
             self._watch_lost_head(tp, committed)
         else:
             self._stalled.pop(tp, None)
@@ -186,8 +161,8 @@ class StrictConsumer(aiokafka_driver.Consumer):
         beyond a committed head that has not moved for STUCK_AFTER_S, the partition is fetched
         again from it, and taken back into the fetch if Faust had left it out. A slow batch that
         lasts that long is then delivered twice, which is harmless."""
-        heads = {tp: head for tp in self.assignment() if not self._is_changelog_tp(tp)
-                 and (head := self._committed_offset.get(tp)) is not None and head not in self._acked_index[tp]}
+        heads = {tp: head for tp in self.assignment() if not self.is_changelog(tp)
+                 and (head := self.committed(tp)) is not None and head not in self.acked_index(tp)}
         ends = await self.highwaters(*heads) if heads else {}
         positions = {tp: await self._fetch_position(tp) for tp in heads}
         for tp in heads:  # records fetched past the head lie beyond it, even where the high watermark
@@ -205,16 +180,16 @@ class StrictConsumer(aiokafka_driver.Consumer):
                 log.warning("%s[%d]: offset %d not acked for %.0fs with records up to %d beyond it (fetch position "
                             "%d: %s; fetching: %s); fetching again from it", tp.topic, tp.partition, head, now - since,
                             ends[tp], positions[tp], "unknown" if not positions[tp] else "fetched, never delivered"
-                            if positions[tp] > head else "never fetched", tp in self._get_active_partitions())
-                if tp not in self._paused_partitions:
-                    self._buffered_partitions.discard(tp)
-                    self._get_active_partitions().add(tp)
+                            if positions[tp] > head else "never fetched", tp in self.fetching())
+                if tp not in self.paused():
+                    self.buffered().discard(tp)
+                    self.fetching().add(tp)
                 await self._refetch(tp, head)
 
     async def _fetch_position(self, tp: TP) -> int:
         """Where the next fetch of `tp` starts (0 when the client cannot say, as during a rebalance)."""
         try:  # bounded: a position being reset waits for the broker
-            return await asyncio.wait_for(self._thread.position(tp), REFETCH_AFTER_S) or 0
+            return await asyncio.wait_for(self.position(tp), REFETCH_AFTER_S) or 0
         except Exception:  # noqa: BLE001 - the high watermark still counts
             return 0
 
@@ -250,29 +225,23 @@ def refetch_cleared(app) -> None:
     """Before the app's flow control clears its queues (each time it resumes), the partitions of
     the records still queued are sent back to the first of them (`StrictConsumer.refetch`):
     records Faust would drop are fetched again, and only those."""
-    flow, clear = app.flow_control, app.flow_control.clear
-
-    def clear_and_refetch() -> None:
+    def refetch_queued() -> None:
         lowest: dict[TP, int] = {}
-        for queue in list(flow._queues):
-            for item in list(queue._queue):
-                message = getattr(item, "message", None)
-                if message is not None:  # its tp is aiokafka's TopicPartition, not Faust's TP: equal, not an instance
-                    tp = TP(message.tp.topic, message.tp.partition)
-                    lowest[tp] = min(lowest.get(tp, message.offset), message.offset)
-        clear()
+        for message in queued_messages(app.flow_control):
+            # its tp is aiokafka's TopicPartition, not Faust's TP: equal, not an instance
+            tp = TP(message.tp.topic, message.tp.partition)
+            lowest[tp] = min(lowest.get(tp, message.offset), message.offset)
         if lowest:
             app.consumer.refetch(lowest)
 
-    flow.clear = clear_and_refetch
+    before_clear(app.flow_control, refetch_queued)
 
 
-class IdempotentProducer(aiokafka_driver.Producer):
+class IdempotentProducer(HookedProducer):
     """acks=all from the idempotent producer (Faust's is idempotent only inside transactions): a
     send retried across a leader change writes no second copy. Tansu has no idempotent producer."""
 
-    def _settings_extra(self):
-        extra = super()._settings_extra()
+    def client_settings(self, extra: dict) -> dict:
         return {**extra, "acks": "all", "enable_idempotence": True} if self.transport.idempotent else extra
 
 

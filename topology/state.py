@@ -41,6 +41,7 @@ from faust.stores import STORES, rocksdb
 from faust.types import TP, EventT
 
 from guardstream.topology import metrics
+from guardstream.topology.faust_internals import HookedStore, database, databases
 from guardstream.topology.outcomes import StoreError, describe
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,11 @@ def open_or_move_aside(path: Path, open_db: Callable[[], Any], table: str) -> An
         return open_db()
 
 
-class RebuildingStore(rocksdb.Store):
+class RebuildingStore(HookedStore):
     """Faust's RocksDB store, whose partitions that cannot be opened are rebuilt (`open_or_move_aside`)."""
 
-    def _open_for_partition(self, partition: int):
-        return open_or_move_aside(self.partition_path(partition), lambda: super(RebuildingStore, self)._open_for_partition(
-            partition), self.table.name)
+    def open_partition(self, partition: int, open_db: Callable[[], Any]) -> Any:
+        return open_or_move_aside(self.partition_path(partition), open_db, self.table.name)
 
 
 STORES.aliases["guardstream-rocksdb"] = f"{__name__}:RebuildingStore"
@@ -164,7 +164,7 @@ class DiskEntries:
     def get(self, key: str, partition: int | None = None) -> dict | None:
         """The key's entry: from its partition's database when the caller knows it, else from any."""
         raw = json.dumps(key).encode()
-        dbs = self.store._dbs
+        dbs = databases(self.store)
         for db in [dbs[partition]] if partition in dbs else list(dbs.values()):
             try:
                 value = db.get(raw)
@@ -188,7 +188,7 @@ class DiskEntries:
         for partition, batch in batches.items():
             batch.put(self.store.offset_key, str(offsets[partition]).encode())
             try:
-                self.store._db_for_partition(partition).write(batch)
+                database(self.store, partition).write(batch)
             except Exception as exc:  # noqa: BLE001 - a full disk or an I/O error: retried, never the record's fault
                 self.sizes.clear()  # counted again once it works
                 raise StoreError(f"writing the local store of {self.store.table.name}[{partition}]: {exc}") from exc
@@ -196,7 +196,7 @@ class DiskEntries:
     def _active(self) -> Iterator[tuple[int, Any]]:
         topic = self.store.table.changelog_topic.get_topic_name()
         actives = self.store.app.assignor.assigned_actives()
-        return ((p, db) for p, db in list(self.store._dbs.items()) if TP(topic, p) in actives)
+        return ((p, db) for p, db in list(databases(self.store).items()) if TP(topic, p) in actives)
 
     def items(self) -> Iterator[tuple[str, dict]]:
         for _, db in self._active():
@@ -215,8 +215,9 @@ class DiskEntries:
     def keep_partitions(self, partitions: set[int]) -> None:
         """Faust closes the databases of revoked partitions; recovery may have changed the others."""
         self.sizes.clear()
-        for partition in set(self.store._dbs) - partitions:
-            self.store._dbs.pop(partition)
+        opened = databases(self.store)
+        for partition in set(opened) - partitions:
+            opened.pop(partition)
 
 
 def discard_stale(tables: Iterable[faust.Table], highwaters: Mapping[TP, int]) -> None:
@@ -233,7 +234,7 @@ def discard_stale(tables: Iterable[faust.Table], highwaters: Mapping[TP, int]) -
             if offset is not None and highwater is not None and offset >= highwater:
                 log.warning("the local store of %s[%d] is at offset %d but its changelog ends at %d; "
                             "discarding it and restoring from the changelog", tp.topic, tp.partition, offset, highwater)
-                store._dbs.pop(tp.partition).close()
+                databases(store).pop(tp.partition).close()
                 gc.collect()
                 shutil.rmtree(store.partition_path(tp.partition), ignore_errors=True)
 
