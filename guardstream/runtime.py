@@ -37,7 +37,7 @@ from guardstream.workers.pools.model_pool import (PoolMissing, PoolSpec, ensure_
 from guardstream.workers.pools.stream_pool import StreamPool, StreamSpec
 from guardstream.workers.pools import actors
 from guardstream.topology.health import HEALTH, serve_metrics
-from guardstream.topology.metrics import ACTOR_RSS, STREAM_REBUILDS
+from guardstream.topology.metrics import STREAM_REBUILDS, record_actors
 
 log = logging.getLogger("guardstream")
 WAIT_LOG_EVERY_S = 30
@@ -312,8 +312,7 @@ def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> 
             log.warning("model pool of app %s not answering: %s", settings.app_id, exc)
             HEALTH.update(True, "watching the pool", False, str(exc))
         else:
-            for kind, infos in answers.items():
-                for index, info in enumerate(infos):
-                    ACTOR_RSS.labels(kind, str(index)).set(info["rss"])
+            for kind, reports in answers.items():
+                record_actors(kind, reports)
             HEALTH.update(True, "watching the pool", True, spec.describe())
         time.sleep(WATCH_EVERY_S)

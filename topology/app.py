@@ -28,6 +28,7 @@ from guardstream.topology.settings import Settings
 from guardstream.topology.state import STORE_URLS, ReplayCountedTable, state_bytes
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.pools import actors
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.topology import metrics
 from guardstream.topology.health import HEALTH
@@ -48,17 +49,10 @@ def _credentials(settings: Settings):
 async def pool_answers(pool, timeout_s: float = 10) -> bool:
     """Every actor answers (and reports its memory) within the timeout."""
     try:
-        answers = await asyncio.wait_for(asyncio.gather(*(actor.ready.remote() for actor in pool.actors)), timeout_s)
+        reports = await actors.gather((actor.ready.remote() for actor in pool.actors), timeout_s, RuntimeError)
     except Exception:  # noqa: BLE001 - any failure to answer means not ready
         return False
-    for index, answer in enumerate(answers):
-        labels = (pool.kind, str(index))
-        metrics.ACTOR_RSS.labels(*labels).set(answer["rss"])
-        for kind in ("used", "reserved", "budget"):
-            if f"kv_{kind}_bytes" in answer:
-                metrics.ACTOR_KV.labels(*labels, kind).set(answer[f"kv_{kind}_bytes"])
-        if "kv_evictions" in answer:
-            metrics.KV_EVICTIONS.labels(*labels).set(answer["kv_evictions"])
+    metrics.record_actors(pool.kind, reports)
     return True
 
 

@@ -70,3 +70,16 @@ CANARY_STOP_OFFSET = Histogram("guardstream_canary_stop_offset_tokens", "Canary 
 CANARY_UNPAIRED = Counter("guardstream_canary_unpaired_total", "Sampled events or streams given up on without a pair, "
                           "by the side that never came (main, canary, both)", ["variant", "missing"])
 CANARY_WAITING = Gauge("guardstream_canary_waiting", "Canary verdicts waiting for their other side")
+
+
+def record_actors(kind: str, reports: list[dict]) -> None:
+    """What each actor of a pool said when asked whether it is ready: its memory, and a Stream
+    actor's KV cache."""
+    for index, report in enumerate(reports):
+        labels = (kind, str(index))
+        ACTOR_RSS.labels(*labels).set(report["rss"])
+        for held in ("used", "reserved", "budget"):
+            if f"kv_{held}_bytes" in report:
+                ACTOR_KV.labels(*labels, held).set(report[f"kv_{held}_bytes"])
+        if "kv_evictions" in report:
+            KV_EVICTIONS.labels(*labels).set(report["kv_evictions"])

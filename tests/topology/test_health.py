@@ -100,3 +100,16 @@ def test_a_long_blocking_step_is_alive_and_not_ready_and_never_stale(monkeypatch
         assert health.probe("readyz") == (503, {"ok": False, "detail": "loading the models"})
     time.sleep(0.6)
     assert health.probe("healthz")[0] == 503  # once it is over, nothing reports for it any more
+
+
+def test_each_actor_s_report_sets_its_memory_and_kv_gauges():
+    from prometheus_client import REGISTRY
+
+    from guardstream.topology.metrics import record_actors
+
+    record_actors("stream", [{"rss": 5, "kv_used_bytes": 3, "kv_budget_bytes": 8, "kv_evictions": 2}, {"rss": 7}])
+    value = REGISTRY.get_sample_value
+    assert value("guardstream_actor_rss_bytes", {"kind": "stream", "actor": "1"}) == 7
+    assert value("guardstream_actor_kv_bytes", {"pool": "stream", "actor": "0", "kind": "used"}) == 3
+    assert value("guardstream_actor_kv_bytes", {"pool": "stream", "actor": "0", "kind": "budget"}) == 8
+    assert value("guardstream_actor_kv_evictions", {"pool": "stream", "actor": "0"}) == 2
