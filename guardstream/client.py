@@ -9,15 +9,12 @@
                 await s.push(delta)                                 # text deltas or Qwen3 token ids
             outcome = await s.finish()                              # the whole reply's verdict
 
-One Guard per process: one producer, and one reader that serves every request in flight. Each
-Guard has a partition of the `replies` topic to itself, claimed in the group `<prefix>gateways`
-(`reply_claim.py`) unless `reply_partition` fixes one: every request names it, the workers send
-its verdicts there, and the reader reads that one partition from its end (positioned before the
-first request is sent), so a gateway's reading stays the same however many gateways there are.
-It decodes only the verdicts someone waits for (their `guardstream-for` header says whose they
-are), and takes only those that echo the random nonce of the request they answer: a verdict
-written by anyone else, or for a request that reused the ids, is skipped. Settings (topic
-prefix, security, tenant policies for the fail mode) are the worker's.
+One Guard per process: one producer, and one verdict reader (`verdict_reader.py`) that serves
+every request in flight. Each Guard has a partition of the `replies` topic to itself, claimed in
+the group `<prefix>gateways` unless `reply_partition` fixes one: every request names it and
+carries a random nonce, the workers send its verdicts there, and only a verdict that echoes the
+nonce answers it, so a gateway's reading stays the same however many gateways there are. Settings
+(topic prefix, security, tenant policies for the fail mode) are the worker's.
 
 Nothing a caller awaits raises, and every silence ends in the tenant's fail mode within the
 caller's timeout: a Kafka error, a verdict that does not come, a reader that died (it is
@@ -29,38 +26,26 @@ most `tenant_share` of the in-flight slots, so it cannot push the others into th
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import ValidationError
+from aiokafka import AIOKafkaProducer
 
 from guardstream.callers import InFlight
-from guardstream.reply_claim import ReplyClaim
-from guardstream.schemas import (FOR_HEADER, Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
+from guardstream.schemas import (Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
                                  VerdictEvent)
 from guardstream.topology import metrics
-from guardstream.topology.faust_internals import cluster_metadata
 from guardstream.topology.outcomes import authorized, describe
 from guardstream.topology.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
+from guardstream.verdict_reader import STOP_WAIT_S, Key, ReaderDown, VerdictReader
 
 log = logging.getLogger(__name__)
-FETCH_WAIT_MS = 5  # aiokafka's default 500 ms long poll would be most of a stop's latency
-CHECK_EVERY_S = 2.0  # how often the reader asks the broker for the replies topic's metadata (and so, if it answers)
-RESTART_AFTER_S = 1.0  # a reader that died starts again after this
-STOP_WAIT_S = 5  # what stopping waits for each part
-
-
-class ReaderDown(Exception):
-    """The verdict reader stopped: no verdict can arrive until it is back."""
 
 
 @dataclass(frozen=True)
@@ -106,27 +91,23 @@ class Guard:
                  tenant_share: float = 0.25, chunk_timeout_s: float = 2.0, reply_partition: int | None = None):
         self.settings = settings or Settings.load()
         self.timeout_s, self.chunk_timeout_s = timeout_s, chunk_timeout_s
-        fixed = self.settings.reply_partition if reply_partition is None else reply_partition
-        if fixed is not None and not 0 <= fixed < self.settings.reply_partitions:
-            raise ValueError(f"reply partition {fixed} is not one of the replies topic's "
-                             f"{self.settings.reply_partitions} (GUARDSTREAM_REPLY_PARTITIONS)")
-        self.reply_partition = fixed  # where this gateway's verdicts come: fixed, or claimed at start
-        self._wanted = fixed  # the partition to read: the claim may move it (the reader follows, then requests)
-        self._claim: ReplyClaim | None = None
-        self.read = Counter()  # records and bytes the reader fetched, how many it decoded, and the foreign it skipped
+        self.verdicts = VerdictReader(bootstrap, self.settings, reply_partition)
         self._bootstrap = bootstrap
         self._topics = topics_for(self.settings)
         self._slots = Slots(max_inflight, tenant_share)
-        self._waiting: dict[tuple[str, str, str], dict[str, asyncio.Future]] = {}  # (tenant, conversation, event id) → nonce → verdict
-        self._streams: dict[tuple[str, str, str], GuardedStream] = {}  # (tenant, conversation, stream id)
         self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._reader: asyncio.Task | None = None
         self._policies = PolicyFeed(self.settings, bootstrap)  # the tenants' fail modes follow the policies topic
         self._following: asyncio.Task | None = None
-        self._reading = asyncio.Event()  # set while the reader is running with its partitions assigned
-        self._reopen = False  # the reader failed: its consumer is replaced before it reads again
-        self._broker_answered_at = 0.0
+
+    @property
+    def reply_partition(self) -> int | None:
+        """The replies topic's partition this gateway reads its verdicts from (once started)."""
+        return self.verdicts.partition
+
+    @property
+    def read(self):
+        """What the verdict reader fetched: records, bytes, decoded, and foreign verdicts skipped."""
+        return self.verdicts.read
 
     async def __aenter__(self) -> Guard:
         await self.start()
@@ -143,70 +124,53 @@ class Guard:
                                           **self.settings.kafka_client_options())
         await self._producer.start()
         try:
-            if self._wanted is None:
-                self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
-                self._wanted = await self._claim.start()
-            await self._open_reader()
+            await self.verdicts.start()
         except BaseException:
             await self.stop()
             raise
-        # the tasks last: a start that failed above leaves none running (follow resumes where catch_up ended)
-        self._reader = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
+        # the last task: a start that failed above leaves none running (follow resumes where catch_up ended)
         self._following = asyncio.create_task(self._policies.follow(), name="guardstream-client-policies")
 
     async def stop(self) -> None:
-        self._reading.clear()
-        tasks = [task for task in (self._reader, self._following) if task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks and (hung := (await asyncio.wait(tasks, timeout=STOP_WAIT_S))[1]):  # never wait on a gone broker for ever
-            log.warning("stopping the client: %s did not end within %ds; left behind", ", ".join(t.get_name() for t in hung),
-                        STOP_WAIT_S)
-        if self._claim is not None:
-            await self._claim.stop()
-        for part in (self._consumer, self._producer):  # a broker that is gone must not make stopping fail or hang
-            if part is not None:
-                [failed] = await asyncio.gather(asyncio.wait_for(part.stop(), STOP_WAIT_S), return_exceptions=True)
-                if failed is not None:
-                    log.warning("stopping the Kafka %s: %s", type(part).__name__, describe(failed))
+        if self._following is not None:
+            self._following.cancel()
+            if (await asyncio.wait([self._following], timeout=STOP_WAIT_S))[1]:  # never wait on a gone broker for ever
+                log.warning("stopping the client: its policies reader did not end within %ds; left behind", STOP_WAIT_S)
+        await self.verdicts.stop()
+        if self._producer is not None:  # a broker that is gone must not make stopping fail or hang
+            [failed] = await asyncio.gather(asyncio.wait_for(self._producer.stop(), STOP_WAIT_S), return_exceptions=True)
+            if failed is not None:
+                log.warning("stopping the Kafka producer: %s", describe(failed))
 
     def readiness(self) -> tuple[bool, str]:
         """Whether verdicts can arrive (the reader runs and the broker answered it lately), and the
         fail modes are the current policies' (the policies reader is at the topic's end)."""
-        if not self._reading.is_set():
-            return False, "the verdict reader is down (restarting)"
-        silent = time.monotonic() - self._broker_answered_at
-        if silent > 3 * CHECK_EVERY_S + 5:
-            return False, f"the broker has not answered for {silent:.0f}s"
+        reading, state = self.verdicts.readiness()
+        if not reading:
+            return False, state
         policies_ok, policies_state = self._policies.readiness()
         if not policies_ok:
             return False, policies_state
-        return True, "reading verdicts"
+        return True, state
 
     async def moderate(self, event: ConversationEvent, timeout: float | None = None) -> Outcome:
         """Moderate one prompt or finished reply: its verdict, or the tenant's fail mode after `timeout`
         (or at once when no verdict can come); never raises."""
         key, nonce = (event.tenant, event.conversation_id, event.event_id), secrets.token_hex(16)
-        waiting = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, {})[nonce] = waiting
         event = event.model_copy(update={"nonce": nonce})
-        try:
-            if not self._reading.is_set():
+        with self.verdicts.expect(key, nonce) as waiting:
+            try:
+                if not self.verdicts.reading:
+                    return self.fail_mode(event.tenant, "reader_down")
+                async with asyncio.timeout(self.timeout_s if timeout is None else timeout):
+                    verdict = await self._slots.run(event.tenant, lambda: self._send_and_wait(event, waiting))
+            except TimeoutError:
+                return self.fail_mode(event.tenant, "timeout")
+            except ReaderDown:
                 return self.fail_mode(event.tenant, "reader_down")
-            async with asyncio.timeout(self.timeout_s if timeout is None else timeout):
-                verdict = await self._slots.run(event.tenant, lambda: self._send_and_wait(event, waiting))
-        except TimeoutError:
-            return self.fail_mode(event.tenant, "timeout")
-        except ReaderDown:
-            return self.fail_mode(event.tenant, "reader_down")
-        except Exception as exc:  # noqa: BLE001 - the caller gets the fail mode, never an exception
-            log.warning("moderating %s failed (%s): the fail mode answers", event.event_id, describe(exc))
-            return self.fail_mode(event.tenant, f"error: {describe(exc)}")
-        finally:
-            mine = self._waiting.get(key, {})
-            mine.pop(nonce, None)
-            if not mine:
-                self._waiting.pop(key, None)
+            except Exception as exc:  # noqa: BLE001 - the caller gets the fail mode, never an exception
+                log.warning("moderating %s failed (%s): the fail mode answers", event.event_id, describe(exc))
+                return self.fail_mode(event.tenant, f"error: {describe(exc)}")
         return Outcome.of(verdict)
 
     async def _send_and_wait(self, event: ConversationEvent, waiting: asyncio.Future) -> VerdictEvent:
@@ -219,6 +183,10 @@ class Guard:
         return GuardedStream(self, conversation_id, stream_id or uuid.uuid4().hex, tenant, prompt,
                              self.timeout_s if timeout is None else timeout,
                              self.chunk_timeout_s if chunk_timeout is None else chunk_timeout)
+
+    async def send_chunk(self, chunk: TokenChunkEvent) -> None:
+        """One chunk of a guarded reply, sent once its tenant has an in-flight slot."""
+        await self._slots.run(chunk.tenant, lambda: self._send(self._topics.chunks.name, chunk))
 
     def is_fail_closed(self, tenant: str) -> bool:
         return self.settings.policy.for_tenant(tenant).fail_mode == "closed"
@@ -235,131 +203,6 @@ class Guard:
         event = event.model_copy(update={"reply_to": self.reply_partition})
         with authorized("Write", f"topic {topic}"):  # a refusal is named, and the caller's fail mode answers
             await (await self._producer.send(topic, event.model_dump_json().encode(), key=event.conversation_id.encode()))
-
-    async def _open_reader(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=FETCH_WAIT_MS, **self.settings.kafka_client_options())
-        await self._consumer.start()
-        for _ in range(100):
-            if self._wanted in await self._partitions():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            await self._consumer.stop()
-            raise RuntimeError(f"the topic {self._topics.replies.name} does not exist (or lacks reply partition "
-                               f"{self._wanted}): start a guardstream worker (it creates the topics) or check "
-                               f"GUARDSTREAM_TOPIC_PREFIX and GUARDSTREAM_REPLY_PARTITIONS")
-        await self._read_from_end(self._wanted)
-        self._reading.set()
-
-    async def _read_from_end(self, partition: int) -> None:
-        """Read `partition` from its end, and only then name it on requests (so no verdict is missed)."""
-        tp = TopicPartition(self._topics.replies.name, partition)
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
-        await self._consumer.position(tp)
-        self.reply_partition = partition
-
-    def _move(self, partition: int) -> None:
-        """The claim gave another partition: the reader moves to it, and requests follow (those in
-        flight on the old one get their fail mode when their timeout passes)."""
-        self._wanted = partition
-
-    async def _partitions(self) -> list[int]:
-        """The replies topic's partitions, as the broker says now (raises when it does not answer)."""
-        # the metadata of every topic, fresh from the broker: the consumer's own holds only topics it
-        # was told of (none yet; Tansu's answer held every topic anyway, Kafka's does not)
-        cluster = await asyncio.wait_for(cluster_metadata(self._consumer), CHECK_EVERY_S * 2)
-        self._broker_answered_at = time.monotonic()
-        return sorted(cluster.partitions_for_topic(self._topics.replies.name) or ())
-
-    async def _supervise(self) -> None:
-        """Run the reader; when it fails, every waiter gets its fail mode at once, and it starts again
-        with a new consumer (until that works, requests get the fail mode without waiting)."""
-        while True:
-            try:
-                if self._reopen:
-                    await self._reopen_reader()
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reader is restarted, never lost
-                self._reading.clear()
-                self._reopen = True
-                log.error("the verdict reader failed (%s); waiting requests get their fail mode, and it restarts",
-                          describe(exc))
-                self._fail_waiters()
-                await asyncio.sleep(RESTART_AFTER_S)
-
-    async def _reopen_reader(self) -> None:
-        try:
-            await asyncio.wait_for(self._consumer.stop(), 5)
-        except Exception as exc:  # noqa: BLE001 - a broken consumer may not stop cleanly; a new one replaces it
-            log.warning("stopping the failed verdict reader: %s", describe(exc))
-        await self._open_reader()
-        self._reopen = False
-        log.info("the verdict reader is back")
-
-    def _fail_waiters(self) -> None:
-        for waiting in itertools.chain.from_iterable(w.values() for w in self._waiting.values()):
-            if not waiting.done():
-                waiting.set_exception(ReaderDown())
-        for guarded in list(self._streams.values()):
-            guarded._give_up("reader_down")
-
-    async def _read(self) -> None:
-        checked = time.monotonic()
-        while True:
-            if self._wanted != self.reply_partition:
-                await self._read_from_end(self._wanted)
-            batches = await self._consumer.getmany(timeout_ms=100)
-            for record in itertools.chain.from_iterable(batches.values()):
-                self._take(record)
-            if time.monotonic() - checked > CHECK_EVERY_S:
-                checked = time.monotonic()
-                await self._check_broker()
-
-    async def _check_broker(self) -> None:
-        """Whether the broker answers (readiness); one that does not stops nothing: the reader keeps its position."""
-        try:
-            await self._partitions()
-        except Exception as exc:  # noqa: BLE001 - aiokafka reconnects by itself; readiness reports the silence
-            log.warning("the broker did not answer the verdict reader (%s)", describe(exc))
-
-    def _take(self, record) -> None:
-        """One fetched record: decoded and delivered if someone waits for it (or it does not say whom
-        it answers), skipped otherwise."""
-        self.read["records"] += 1
-        self.read["bytes"] += len(record.value or b"")
-        whom = next((value for name, value in record.headers or () if name == FOR_HEADER), None)
-        if whom is not None and not self._awaited(whom):
-            return
-        self.read["decoded"] += 1
-        try:
-            verdict = VerdictEvent.model_validate_json(record.value)
-        except ValidationError:
-            log.warning("skipped a record on %s that is no verdict (offset %d)", record.topic, record.offset)
-            return
-        self._deliver(verdict)
-
-    def _awaited(self, whom: bytes) -> bool:
-        kind, *key = whom.decode("utf-8", "replace").split("\x1f")
-        return len(key) == 3 and tuple(key) in (self._streams if kind == "s" else self._waiting)
-
-    def _deliver(self, verdict: VerdictEvent) -> None:
-        """A verdict goes to the request whose nonce it echoes; one that echoes none is not ours."""
-        if verdict.stream is not None:
-            guarded = self._streams.get((verdict.tenant, verdict.conversation_id, verdict.stream.stream_id))
-            waiting = guarded if guarded is not None and guarded.nonce == verdict.nonce else None
-        else:
-            waiting = self._waiting.get((verdict.tenant, verdict.conversation_id, verdict.source_event_id), {}).get(
-                verdict.nonce or "")
-        if waiting is None:
-            self.read["foreign"] += 1
-        elif verdict.stream is not None:
-            waiting._receive(verdict)
-        elif not waiting.done():
-            waiting.set_result(verdict)
 
 
 @dataclass
@@ -393,16 +236,17 @@ class GuardedStream:
     _final: asyncio.Future | None = None
     _deadlines: list[asyncio.TimerHandle] = field(default_factory=list)
 
+    @property
+    def key(self) -> Key:
+        return self.tenant, self.conversation_id, self.stream_id
+
     async def __aenter__(self) -> GuardedStream:
-        key = (self.tenant, self.conversation_id, self.stream_id)
-        if key in self.guard._streams:
-            raise ValueError(f"stream {self.stream_id} of conversation {self.conversation_id} is already being guarded")
         self._final = asyncio.get_running_loop().create_future()
-        self.guard._streams[key] = self
+        self.guard.verdicts.follow(self)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.guard._streams.pop((self.tenant, self.conversation_id, self.stream_id), None)
+        self.guard.verdicts.unfollow(self)
         for handle in self._deadlines:
             handle.cancel()
 
@@ -410,8 +254,8 @@ class GuardedStream:
         """Send the next piece of the reply: a text delta, or Qwen3 token ids. Never raises: whether it
         was sent within `timeout` (default: the chunk timeout). Once one piece could not be sent, the
         stream is the fail mode's, and later pieces are not sent (they could not be judged whole)."""
-        if not self.guard._reading.is_set():
-            self._give_up("reader_down")
+        if not self.guard.verdicts.reading:
+            self.give_up("reader_down")
         if self._unsent:
             return False
         self._as_ids = not isinstance(piece, str)
@@ -423,15 +267,15 @@ class GuardedStream:
                                     stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final, nonce=self.nonce,
                                     prompt=self.prompt if seq == 0 else None, **payload)
             async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
-                await self.guard._slots.run(self.tenant, lambda: self.guard._send(self.guard._topics.chunks.name, chunk))
+                await self.guard.send_chunk(chunk)
         except TimeoutError:
             self._unsent = True
-            self._give_up("timeout")
+            self.give_up("timeout")
             return False
         except Exception as exc:  # noqa: BLE001 - the fail mode decides, the caller never sees it
             log.warning("stream %s: chunk %d not sent (%s)", self.stream_id, seq, describe(exc))
             self._unsent = True
-            self._give_up(f"error: {describe(exc)}")
+            self.give_up(f"error: {describe(exc)}")
             return False
         if not final:
             loop = asyncio.get_running_loop()
@@ -456,9 +300,9 @@ class GuardedStream:
     def _check_deadline(self, seq: int) -> None:
         self._deadlines = [h for h in self._deadlines if not h.cancelled() and h.when() > asyncio.get_running_loop().time()]
         if self._judged_to < seq:
-            self._give_up("timeout")
+            self.give_up("timeout")
 
-    def _give_up(self, reason: str) -> None:
+    def give_up(self, reason: str) -> None:
         """No verdict can be had in time: a fail-closed tenant's stream is stopped, a fail-open one goes
         on (observe mode: goes on, `would_stop_reason` says why it would have stopped); each is
         counted once."""
@@ -476,7 +320,8 @@ class GuardedStream:
             self.stop_reason, self.stopped_at = reason, time.monotonic()
             self.stopped.set()
 
-    def _receive(self, verdict: VerdictEvent) -> None:
+    def receive(self, verdict: VerdictEvent) -> None:
+        """A verdict of this stream (the reader checked its nonce)."""
         if verdict.moderate is Moderate.prompt:
             self.prompt_verdict = verdict
         elif verdict.stream.final:

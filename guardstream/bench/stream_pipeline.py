@@ -32,7 +32,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from guardstream.bench.stream import IM_END, measure_engine
 from guardstream.bench.timing import Measurement, percentile, results_table
-from guardstream.client import FETCH_WAIT_MS, Guard, GuardedStream
+from guardstream.client import Guard, GuardedStream
+from guardstream.verdict_reader import FETCH_WAIT_MS
 from guardstream.dev.broker import EmbeddedBroker
 from guardstream.dev.kafka import KafkaCluster
 from guardstream.dev.tiny_checkpoints import load_corpus

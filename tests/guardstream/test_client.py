@@ -33,15 +33,15 @@ NONCE, FORGED = "ab" * 16, "cd" * 16
 def test_verdicts_reach_their_own_request_only():
     async def run():
         g = guard()
-        mine = asyncio.get_running_loop().create_future()
-        g._waiting[("acme", "c", "e1")] = {NONCE: mine}
-        g._deliver(verdict("e1", tenant="other", nonce=NONCE))  # same ids, another tenant: not ours
-        g._deliver(verdict("e2", nonce=NONCE))
-        # the right ids, but no nonce or another one: forged, or another request that reused the ids
-        g._deliver(verdict("e1", action=Action.allow))
-        g._deliver(verdict("e1", action=Action.allow, nonce=FORGED))
-        assert not mine.done() and g.read["foreign"] == 4
-        g._deliver(verdict("e1", action=Action.block, nonce=NONCE))
+        with g.verdicts.expect(("acme", "c", "e1"), NONCE) as mine:
+            g.verdicts.deliver(verdict("e1", tenant="other", nonce=NONCE))  # same ids, another tenant: not ours
+            g.verdicts.deliver(verdict("e2", nonce=NONCE))
+            # the right ids, but no nonce or another one: forged, or another request that reused the ids
+            g.verdicts.deliver(verdict("e1", action=Action.allow))
+            g.verdicts.deliver(verdict("e1", action=Action.allow, nonce=FORGED))
+            assert not mine.done() and g.read["foreign"] == 4
+            g.verdicts.deliver(verdict("e1", action=Action.block, nonce=NONCE))
+        assert g.verdicts._waiting == {}  # the request's waiter leaves with it
         return mine.result()
 
     assert asyncio.run(run()).action is Action.block
@@ -52,17 +52,17 @@ def test_a_stream_hears_its_prompt_chunks_stop_and_final():
         g = guard()
         async with g.stream("c", "hi", tenant="acme", stream_id="s") as s:
             at = lambda seq, **kw: StreamPosition(stream_id="s", seq=seq, token_offset=0, token_count=4, **kw)  # noqa: E731
-            g._deliver(verdict("s-1", stream=at(1, stop_token=0), action=Action.stop))  # no nonce: forged, ignored
+            g.verdicts.deliver(verdict("s-1", stream=at(1, stop_token=0), action=Action.stop))  # no nonce: forged, ignored
             assert not s.stopped.is_set() and not s.chunk_verdicts
-            g._deliver(verdict("s-0", moderate=Moderate.prompt, stream=at(0), nonce=s.nonce))
-            g._deliver(verdict("s-0", stream=at(0), nonce=s.nonce))
-            g._deliver(verdict("s-1", stream=at(1, stop_token=5), action=Action.stop, nonce=s.nonce))
-            g._deliver(verdict("s-2", stream=at(2), action=Action.block, nonce=s.nonce))
-            g._deliver(verdict("x-0", stream=StreamPosition(stream_id="x", seq=0, token_offset=0, token_count=1),
+            g.verdicts.deliver(verdict("s-0", moderate=Moderate.prompt, stream=at(0), nonce=s.nonce))
+            g.verdicts.deliver(verdict("s-0", stream=at(0), nonce=s.nonce))
+            g.verdicts.deliver(verdict("s-1", stream=at(1, stop_token=5), action=Action.stop, nonce=s.nonce))
+            g.verdicts.deliver(verdict("s-2", stream=at(2), action=Action.block, nonce=s.nonce))
+            g.verdicts.deliver(verdict("x-0", stream=StreamPosition(stream_id="x", seq=0, token_offset=0, token_count=1),
                                action=Action.stop, nonce=s.nonce))  # another stream's stop
             assert s.stopped.is_set() and s.stop_token == 5 and s.prompt_verdict.moderate is Moderate.prompt
             assert [v.stream.seq for v in s.chunk_verdicts] == [0, 1, 2]
-            g._deliver(verdict("s-3", stream=StreamPosition(stream_id="s", seq=None, token_offset=0, token_count=12,
+            g.verdicts.deliver(verdict("s-3", stream=StreamPosition(stream_id="s", seq=None, token_offset=0, token_count=12,
                                                             stop_token=5, final=True), action=Action.stop, nonce=s.nonce))
             return await asyncio.wait_for(asyncio.shield(s._final), 1)
 
@@ -91,7 +91,7 @@ def test_the_fail_mode_is_the_tenants():
 def test_a_silent_chunk_of_an_observed_stream_records_the_stop_it_would_have_been():
     async def run():
         g = guard()
-        g._reading.set()
+        g.verdicts._reading.set()
         async with g.stream("c", "hi", tenant="watch", stream_id="w", chunk_timeout=0.1) as watched, \
                 g.stream("c", "hi", tenant="acme", stream_id="a", chunk_timeout=0.1) as enforced:
             for s in (watched, enforced):
@@ -139,15 +139,14 @@ def test_the_reader_decodes_only_what_someone_waits_for(monkeypatch):
 
     async def run():
         g = guard()
-        mine = asyncio.get_running_loop().create_future()
-        g._waiting[("acme", "c", "e1")] = {NONCE: mine}
-        stream = StreamPosition(stream_id="s1", seq=0, token_offset=0, token_count=1)
-        for foreign in (verdict("e1", tenant="other"), verdict("e2"), verdict("e1", stream=stream)):
-            g._take(Record(foreign))
-        assert parsed == [] and not mine.done()
-        g._take(Record(verdict("e3"), headers=False))  # no header: parsed, and not ours
-        assert len(parsed) == 1 and not mine.done()
-        g._take(Record(verdict("e1", action=Action.block, nonce=NONCE)))
+        with g.verdicts.expect(("acme", "c", "e1"), NONCE) as mine:
+            stream = StreamPosition(stream_id="s1", seq=0, token_offset=0, token_count=1)
+            for foreign in (verdict("e1", tenant="other"), verdict("e2"), verdict("e1", stream=stream)):
+                g.verdicts._take(Record(foreign))
+            assert parsed == [] and not mine.done()
+            g.verdicts._take(Record(verdict("e3"), headers=False))  # no header: parsed, and not ours
+            assert len(parsed) == 1 and not mine.done()
+            g.verdicts._take(Record(verdict("e1", action=Action.block, nonce=NONCE)))
         return mine.result(), g.read
 
     found, read = asyncio.run(run())

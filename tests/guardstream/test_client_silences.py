@@ -52,9 +52,9 @@ class Consumer:
 def a_guard(producer: Producer | None = None, **kw) -> Guard:
     policy = Policy(tenants={"open": TenantPolicy(fail_mode="open")})
     g = Guard("unused:9092", Settings.load({}, policy=policy), **kw)
-    g._producer, g._consumer = producer or Producer(), Consumer()
-    g._reading.set()
-    g._broker_answered_at = g._policies.current_at = time.monotonic()
+    g._producer, g.verdicts._consumer = producer or Producer(), Consumer()
+    g.verdicts._reading.set()
+    g.verdicts._broker_answered_at = g._policies.current_at = time.monotonic()
     return g
 
 
@@ -78,12 +78,12 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
         reopened = asyncio.Event()
 
         async def open_reader():  # the restart: a new consumer at the topic's end
-            g._consumer = Consumer()
-            g._reading.set()
+            g.verdicts._consumer = Consumer()
+            g.verdicts._reading.set()
             reopened.set()
 
-        g._open_reader = open_reader
-        g._reader = asyncio.create_task(g._supervise())
+        g.verdicts._open = open_reader
+        reader = asyncio.create_task(g.verdicts._supervise())
         waiting = [asyncio.create_task(g.moderate(conversation(f"c{i}", t, "hi"), timeout=30))
                    for i, t in enumerate(["acme", "open"])]
         async with g.stream("s", "hi", tenant="acme", chunk_timeout=30) as closed, \
@@ -92,7 +92,7 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
             await open_.push("a")
             await asyncio.sleep(0.1)
             began = time.monotonic()
-            g._consumer.fail = True
+            g.verdicts._consumer.fail = True
             outcomes = await asyncio.gather(*waiting)
             answered_in = time.monotonic() - began
             down = g.readiness()
@@ -100,7 +100,7 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
             await asyncio.wait_for(reopened.wait(), 10)
             back = g.readiness()
             final = await closed.finish(timeout=30)
-        g._reader.cancel()
+        reader.cancel()
         return outcomes, answered_in, down, late, back, closed, open_, final
 
     outcomes, answered_in, down, late, back, closed, open_, final = asyncio.run(run())
@@ -121,7 +121,7 @@ def test_a_chunk_without_a_verdict_in_time_stops_a_fail_closed_stream():
                 g.stream("c", "hi", tenant="open", stream_id="silent", chunk_timeout=0.3) as open_:
             for s in (judged, silent, open_):
                 await s.push("a")
-            g._deliver(verdict("s-0", stream=at(0), nonce=judged.nonce))  # only the first stream's chunk is judged
+            g.verdicts.deliver(verdict("s-0", stream=at(0), nonce=judged.nonce))  # only the first stream's chunk is judged
             began = time.monotonic()
             await asyncio.wait_for(silent.stopped.wait(), 2)
             stopped_in = time.monotonic() - began
