@@ -6,8 +6,9 @@ The partition is fixed (`reply_partition`) or claimed in the group `<prefix>gate
 missed. It decodes only the verdicts someone waits for (their `guardstream-for` header says whose
 they are), and hands on only those that echo the nonce of the request they answer: a verdict
 written by anyone else, or for a request that reused the ids, is counted as foreign and skipped.
-A reader that fails is started again with a new consumer; meanwhile every waiter is told at once
-(`ReaderDown`), so its caller gets the fail mode instead of waiting out its timeout.
+A reader that fails is started again with a new consumer (`topology/reconnecting.py`); meanwhile
+every waiter is told at once (`ReaderDown`), so its caller gets the fail mode instead of waiting
+out its timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from guardstream.reply_claim import ReplyClaim
 from guardstream.schemas import FOR_HEADER, VerdictEvent
 from guardstream.topology.faust_internals import cluster_metadata
 from guardstream.topology.outcomes import describe
+from guardstream.topology.reconnecting import ReconnectingReader, started, stop_consumer
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
 
@@ -55,7 +57,10 @@ class Listener(Protocol):
     def give_up(self, reason: str) -> None: ...
 
 
-class VerdictReader:
+class VerdictReader(ReconnectingReader):
+    label = "the verdict reader"
+    retry_after_s = RESTART_AFTER_S
+
     def __init__(self, bootstrap: str, settings: Settings, reply_partition: int | None = None):
         self.settings, self._bootstrap = settings, bootstrap
         fixed = settings.reply_partition if reply_partition is None else reply_partition
@@ -69,11 +74,10 @@ class VerdictReader:
         self._topics = topics_for(settings)
         self._waiting: dict[Key, dict[str, asyncio.Future]] = {}  # key → nonce → its verdict
         self._streams: dict[Key, Listener] = {}
-        self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._reading = asyncio.Event()  # set while the reader is running with its partition assigned
-        self._reopen = False  # the reader failed: its consumer is replaced before it reads again
         self._broker_answered_at = 0.0
+        self._lost_at: float | None = None  # when the reader last failed, until it is back
 
     @property
     def reading(self) -> bool:
@@ -84,8 +88,8 @@ class VerdictReader:
         if self._wanted is None:
             self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
             self._wanted = await self._claim.start()
-        await self._open()
-        self._task = asyncio.create_task(self._supervise(), name="guardstream-client-reader")
+        self.consumer = await self.open()
+        self._task = asyncio.create_task(self.keep_reading(), name="guardstream-client-reader")
 
     async def stop(self) -> None:
         """Bounded: a broker that is gone makes nothing hang or fail."""
@@ -96,10 +100,8 @@ class VerdictReader:
                 log.warning("stopping the client: its verdict reader did not end within %ds; left behind", STOP_WAIT_S)
         if self._claim is not None:
             await self._claim.stop()
-        if self._consumer is not None:
-            [failed] = await asyncio.gather(asyncio.wait_for(self._consumer.stop(), STOP_WAIT_S), return_exceptions=True)
-            if failed is not None:
-                log.warning("stopping the Kafka consumer: %s", describe(failed))
+        consumer, self.consumer = self.consumer, None
+        await stop_consumer(consumer, self.label)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether verdicts can arrive: the reader runs and the broker answered it lately."""
@@ -150,28 +152,36 @@ class VerdictReader:
         self.read["foreign"] += 1
 
     # -- the reader ---------------------------------------------------------------------------
-    async def _open(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                          fetch_max_wait_ms=FETCH_WAIT_MS, **self.settings.kafka_client_options())
-        await self._consumer.start()
-        for _ in range(100):
-            if self._wanted in await self._partitions():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            await self._consumer.stop()
-            raise RuntimeError(f"the topic {self._topics.replies.name} does not exist (or lacks reply partition "
-                               f"{self._wanted}): start a guardstream worker (it creates the topics) or check "
-                               f"GUARDSTREAM_TOPIC_PREFIX and GUARDSTREAM_REPLY_PARTITIONS")
-        await self._read_from_end(self._wanted)
+    async def open(self) -> AIOKafkaConsumer:
+        """A consumer at the end of the wanted partition (which must exist)."""
+        consumer = await started(AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
+                                                  enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS,
+                                                  **self.settings.kafka_client_options()), self.label)
+        try:
+            for _ in range(100):
+                if self._wanted in await self._partitions(consumer):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"the topic {self._topics.replies.name} does not exist (or lacks reply partition "
+                                   f"{self._wanted}): start a guardstream worker (it creates the topics) or check "
+                                   f"GUARDSTREAM_TOPIC_PREFIX and GUARDSTREAM_REPLY_PARTITIONS")
+            await self._read_from_end(consumer, self._wanted)
+        except BaseException:
+            await stop_consumer(consumer, self.label)
+            raise
+        if self._lost_at is not None:
+            log.info("the verdict reader is back after %.0fs", time.monotonic() - self._lost_at)
+            self._lost_at = None
         self._reading.set()
+        return consumer
 
-    async def _read_from_end(self, partition: int) -> None:
+    async def _read_from_end(self, consumer: AIOKafkaConsumer, partition: int) -> None:
         """Read `partition` from its end, and only then name it on requests (so no verdict is missed)."""
         tp = TopicPartition(self._topics.replies.name, partition)
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
-        await self._consumer.position(tp)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
         self.partition = partition
 
     def _move(self, partition: int) -> None:
@@ -179,40 +189,20 @@ class VerdictReader:
         flight on the old one get their fail mode when their timeout passes)."""
         self._wanted = partition
 
-    async def _partitions(self) -> list[int]:
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
         """The replies topic's partitions, as the broker says now (raises when it does not answer)."""
         # the metadata of every topic, fresh from the broker: the consumer's own holds only topics it
         # was told of (none yet; Tansu's answer held every topic anyway, Kafka's does not)
-        cluster = await asyncio.wait_for(cluster_metadata(self._consumer), CHECK_EVERY_S * 2)
+        cluster = await asyncio.wait_for(cluster_metadata(consumer), CHECK_EVERY_S * 2)
         self._broker_answered_at = time.monotonic()
         return sorted(cluster.partitions_for_topic(self._topics.replies.name) or ())
 
-    async def _supervise(self) -> None:
-        """Run the reader; when it fails, every waiter gets its fail mode at once, and it starts again
-        with a new consumer (until that works, requests get the fail mode without waiting)."""
-        while True:
-            try:
-                if self._reopen:
-                    await self._reopen_reader()
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the reader is restarted, never lost
-                self._reading.clear()
-                self._reopen = True
-                log.error("the verdict reader failed (%s); waiting requests get their fail mode, and it restarts",
-                          describe(exc))
-                self._fail_waiters()
-                await asyncio.sleep(RESTART_AFTER_S)
-
-    async def _reopen_reader(self) -> None:
-        try:
-            await asyncio.wait_for(self._consumer.stop(), 5)
-        except Exception as exc:  # noqa: BLE001 - a broken consumer may not stop cleanly; a new one replaces it
-            log.warning("stopping the failed verdict reader: %s", describe(exc))
-        await self._open()
-        self._reopen = False
-        log.info("the verdict reader is back")
+    def lost(self, exc: Exception) -> None:
+        """Every waiter gets its fail mode at once; until the reader is back, requests get it without waiting."""
+        self._reading.clear()
+        self._lost_at = time.monotonic()
+        log.error("the verdict reader failed (%s); waiting requests get their fail mode, and it restarts", describe(exc))
+        self._fail_waiters()
 
     def _fail_waiters(self) -> None:
         for waiting in itertools.chain.from_iterable(w.values() for w in self._waiting.values()):
@@ -221,22 +211,22 @@ class VerdictReader:
         for stream in list(self._streams.values()):
             stream.give_up("reader_down")
 
-    async def _read(self) -> None:
+    async def read_with(self, consumer: AIOKafkaConsumer) -> None:
         checked = time.monotonic()
         while True:
             if self._wanted != self.partition:
-                await self._read_from_end(self._wanted)
-            batches = await self._consumer.getmany(timeout_ms=100)
+                await self._read_from_end(consumer, self._wanted)
+            batches = await consumer.getmany(timeout_ms=100)
             for record in itertools.chain.from_iterable(batches.values()):
                 self._take(record)
             if time.monotonic() - checked > CHECK_EVERY_S:
                 checked = time.monotonic()
-                await self._check_broker()
+                await self._check_broker(consumer)
 
-    async def _check_broker(self) -> None:
+    async def _check_broker(self, consumer: AIOKafkaConsumer) -> None:
         """Whether the broker answers (readiness); one that does not stops nothing: the reader keeps its position."""
         try:
-            await self._partitions()
+            await self._partitions(consumer)
         except Exception as exc:  # noqa: BLE001 - aiokafka reconnects by itself; readiness reports the silence
             log.warning("the broker did not answer the verdict reader (%s)", describe(exc))
 

@@ -3,20 +3,20 @@
 Agents share the worker's one consumer, so an agent that waits (a database outage retried while
 its offsets are held, a slow canary pool) fills its buffer and then holds back every other agent.
 A reader in its own group falls behind alone. It is a service of the app that makes its consumer,
-runs `step` until stopped, and after any failure replaces the consumer, forgetting what it held in
-memory: what it had not committed is read again. It never raises, since an exception in a service
-would stop the whole app.
+runs `step` until stopped, and after any failure replaces the consumer (`reconnecting.py`),
+forgetting what it held in memory: what it had not committed is read again. It never raises, since
+an exception in a service would stop the whole app.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import mode
 from aiokafka import AIOKafkaConsumer
 
 from guardstream.topology.outcomes import describe
+from guardstream.topology.reconnecting import ReconnectingReader, started, stop_consumer
 from guardstream.topology.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,9 @@ def group_consumer(settings: Settings, bootstrap: str, group: str, *topics: str,
                             heartbeat_interval_ms=1000, **settings.kafka_client_options(), **options)
 
 
-class OwnGroupReader(mode.Service):
+class OwnGroupReader(mode.Service, ReconnectingReader):
     label = "reader"  # in its log lines
-    consumer: AIOKafkaConsumer | None = None
+    retry_after_s = RECONNECT_AFTER_S
 
     def new_consumer(self) -> AIOKafkaConsumer:
         raise NotImplementedError
@@ -49,35 +49,26 @@ class OwnGroupReader(mode.Service):
         """Whether it may join its group now (the canary waits for its models); asked again each second."""
         return True
 
-    async def on_stop(self) -> None:
-        await self._disconnect()
+    async def open(self) -> AIOKafkaConsumer | None:
+        return await started(self.new_consumer(), self.label) if await self.ready() else None
 
-    async def _disconnect(self) -> None:
+    async def read_with(self, consumer: AIOKafkaConsumer) -> None:
+        while not self.should_stop:
+            await self.step(consumer)
+
+    def lost(self, exc: Exception) -> None:
+        log.warning("%s: %s; reading again from the committed offsets in %.0fs", self.label, describe(exc),
+                    self.retry_after_s)
+        self.forget()
+
+    def stopping(self) -> bool:
+        return self.should_stop
+
+    async def on_stop(self) -> None:
         consumer, self.consumer = self.consumer, None
         self.forget()
-        if consumer is not None:
-            try:
-                await consumer.stop()
-            except Exception as exc:  # noqa: BLE001 - a broken consumer is replaced either way
-                log.warning("%s: stopping its consumer: %s", self.label, describe(exc))
+        await stop_consumer(consumer, self.label)
 
     @mode.Service.task
     async def _consume(self) -> None:
-        while not self.should_stop:
-            try:
-                if self.consumer is None:
-                    if not await self.ready():
-                        await asyncio.sleep(1)
-                        continue
-                    self.consumer = self.new_consumer()
-                    await self.consumer.start()
-                await self.step(self.consumer)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - what was not committed is read again
-                if self.should_stop:  # its consumer was stopped under it: nothing is wrong
-                    return
-                log.warning("%s: %s; reading again from the committed offsets in %.0fs", self.label, describe(exc),
-                            RECONNECT_AFTER_S)
-                await self._disconnect()
-                await asyncio.sleep(RECONNECT_AFTER_S)
+        await self.keep_reading()

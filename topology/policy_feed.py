@@ -41,6 +41,7 @@ from guardstream.schemas import DeadLetter, PolicyRecord
 from guardstream.schemas.intake import RawRecord, dead_letter, decode, describe_errors
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import NotAuthorized, authorized, describe
+from guardstream.topology.reconnecting import ReconnectingReader, started, stop_consumer
 from guardstream.topology.settings import Settings
 from guardstream.topology.topics import topics_for
 from guardstream.workers.moderation.policy import TenantPolicy
@@ -51,7 +52,6 @@ POLICY_KEY_BYTES = 160  # tenant (64) / version (10 digits) / nonce (64)
 RETRY_AFTER_S = 5
 CATCH_UP_S = 60
 REJECT_WAIT_S = 10
-STOP_WAIT_S = 5
 
 
 Reject = Callable[[DeadLetter], Awaitable[None]]
@@ -71,7 +71,10 @@ def key_matches(key: str, record: PolicyRecord) -> bool:
     return len(parts) == 3 and parts[0] == record.tenant and parts[1] == str(record.version) and 0 < len(parts[2]) <= 64
 
 
-class PolicyFeed:
+class PolicyFeed(ReconnectingReader):
+    label = "policies reader"
+    retry_after_s = RETRY_AFTER_S
+
     def __init__(self, settings: Settings, bootstrap: str):
         self.settings, self.bootstrap, self.policy = settings, bootstrap, settings.policy
         self.partition = TopicPartition(topics_for(settings).policies.name, 0)
@@ -79,6 +82,7 @@ class PolicyFeed:
         self.in_force: dict[str, tuple[str, bytes]] = {}  # tenant → the key and value of its record in force
         self.stale: set[str] = set()  # keys of records read, neither in force nor tombstoned: `policy set` clears them
         self.current_at: float | None = None  # time.monotonic() when the reader last was at the topic's end
+        self.reject: Reject | None = None  # where `follow` sends the dead letters of records it refuses
 
     def stale_for(self) -> float:
         """Seconds since the reader last knew it was at the topic's end (forever, before it was)."""
@@ -101,8 +105,7 @@ class PolicyFeed:
         logged and counted here: they were dead-lettered when they arrived. A process that cannot
         read it in `timeout_s` does not start: it would decide with policies that may be stale."""
         deadline = time.monotonic() + timeout_s
-        consumer = self._consumer()
-        await consumer.start()
+        consumer = await started(self._consumer(), self.label)
         try:
             consumer.assign([self.partition])
             consumer.seek(self.partition, self.position)
@@ -122,35 +125,32 @@ class PolicyFeed:
             self.current_at = time.monotonic()
             return read
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer, self.label)
 
     async def follow(self, reject: Reject | None = None) -> None:
         """Follow the topic from where `catch_up` ended, until cancelled; a broker error is logged and
-        the reading resumed from the same offset."""
+        the reading resumed from the same offset (a policy reader that stopped would freeze every
+        tenant's policy)."""
+        self.reject = reject
+        await self.keep_reading()
+
+    async def open(self) -> AIOKafkaConsumer:
+        consumer = await started(self._consumer(), self.label)
+        consumer.assign([self.partition])
+        consumer.seek(self.partition, self.position)
+        return consumer
+
+    async def read_with(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            consumer = self._consumer()
-            try:
-                await consumer.start()
-                consumer.assign([self.partition])
-                consumer.seek(self.partition, self.position)
-                while True:
-                    batch = await consumer.getmany(self.partition, timeout_ms=1000)
-                    for message in batch.get(self.partition, []):
-                        letter = self.apply(message)
-                        if letter is not None and reject is not None:
-                            await self._reject(reject, letter)
-                        self.position = message.offset + 1
-                    highwater = consumer.highwater(self.partition)
-                    if highwater is not None and self.position >= highwater:
-                        self.current_at = time.monotonic()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a policy reader that stops would freeze every tenant's policy
-                log.warning("reading the policies topic failed (%s); trying again in %ds", describe(exc), RETRY_AFTER_S)
-                await asyncio.sleep(RETRY_AFTER_S)
-            finally:
-                # bounded: a consumer whose broker is gone must not hold its reader's cancellation for ever
-                await asyncio.shield(asyncio.gather(asyncio.wait_for(consumer.stop(), STOP_WAIT_S), return_exceptions=True))
+            batch = await consumer.getmany(self.partition, timeout_ms=1000)
+            for message in batch.get(self.partition, []):
+                letter = self.apply(message)
+                if letter is not None and self.reject is not None:
+                    await self._reject(self.reject, letter)
+                self.position = message.offset + 1
+            highwater = consumer.highwater(self.partition)
+            if highwater is not None and self.position >= highwater:
+                self.current_at = time.monotonic()
 
     @staticmethod
     async def _reject(reject: Reject, letter: DeadLetter) -> None:

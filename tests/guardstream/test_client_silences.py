@@ -52,7 +52,7 @@ class Consumer:
 def a_guard(producer: Producer | None = None, **kw) -> Guard:
     policy = Policy(tenants={"open": TenantPolicy(fail_mode="open")})
     g = Guard("unused:9092", Settings.load({}, policy=policy), **kw)
-    g._producer, g.verdicts._consumer = producer or Producer(), Consumer()
+    g._producer, g.verdicts.consumer = producer or Producer(), Consumer()
     g.verdicts._reading.set()
     g.verdicts._broker_answered_at = g._policies.current_at = time.monotonic()
     return g
@@ -78,12 +78,12 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
         reopened = asyncio.Event()
 
         async def open_reader():  # the restart: a new consumer at the topic's end
-            g.verdicts._consumer = Consumer()
             g.verdicts._reading.set()
             reopened.set()
+            return Consumer()
 
-        g.verdicts._open = open_reader
-        reader = asyncio.create_task(g.verdicts._supervise())
+        g.verdicts.open = open_reader
+        reader = asyncio.create_task(g.verdicts.keep_reading())
         waiting = [asyncio.create_task(g.moderate(conversation(f"c{i}", t, "hi"), timeout=30))
                    for i, t in enumerate(["acme", "open"])]
         async with g.stream("s", "hi", tenant="acme", chunk_timeout=30) as closed, \
@@ -92,7 +92,7 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
             await open_.push("a")
             await asyncio.sleep(0.1)
             began = time.monotonic()
-            g.verdicts._consumer.fail = True
+            g.verdicts.consumer.fail = True
             outcomes = await asyncio.gather(*waiting)
             answered_in = time.monotonic() - began
             down = g.readiness()
@@ -101,6 +101,7 @@ def test_a_dead_reader_fails_every_waiter_at_once_and_is_restarted():
             back = g.readiness()
             final = await closed.finish(timeout=30)
         reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         return outcomes, answered_in, down, late, back, closed, open_, final
 
     outcomes, answered_in, down, late, back, closed, open_, final = asyncio.run(run())

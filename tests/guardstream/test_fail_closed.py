@@ -157,7 +157,7 @@ def test_every_silence_ends_in_the_fail_mode_within_the_timeout(tiny, tmp_path):
             async def broken(*_, **__):
                 raise ConnectionResetError("the reader's connection broke")
 
-            guard.verdicts._consumer.getmany = broken
+            guard.verdicts.consumer.getmany = broken
             await asyncio.sleep(0.3)
             assert guard.readiness() == (False, "the verdict reader is down (restarting)")
             crashed = await ask(guard, "reader")
