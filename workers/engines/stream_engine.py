@@ -12,7 +12,6 @@ in step, and rolls a failed batch back before running it again one session at a 
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,8 @@ from torch import Tensor
 
 from guardstream.workers.engines.labels import StreamLabels
 from guardstream.workers.engines.messages import StreamAnswer, StreamCall, TokenVerdict
+from guardstream.workers.engines.narrowing import one_at_a_time
 from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm, special_token_id
-
-log = logging.getLogger(__name__)
 
 
 class SessionLimit(RuntimeError):
@@ -126,27 +124,29 @@ class StreamEngine:
         a time, so only a failing session gets an error; that session is closed."""
         missing = {c.session for c in calls if c.prompt_ids is None and not self.in_step(c)}
         live = [c for c in calls if c.session not in missing]
-        answered = {a.session: a for a in self._isolated(live)}
+        answered = {a.session: a for a in one_at_a_time(live, self._step_or_roll_back, self._failed, "the Stream engine",
+                                                        fatal=(DeviceLost,))}
         for call in live:
             if call.close:
                 self.close(call.session)
         self.evict_idle()
         return [answered.get(c.session) or StreamAnswer(c.session, missing=True) for c in calls]
 
-    def _isolated(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+    def _step_or_roll_back(self, calls: list[StreamCall]) -> list[StreamAnswer]:
+        """A step that fails leaves the sessions as they were before it."""
         before = {c.session: self.sessions[c.session].length for c in calls if c.session in self.sessions}
         try:
             return self.step(calls)
-        except Exception as exc:  # noqa: BLE001 - narrowed down below
+        except Exception as exc:
             self._roll_back(calls, before)
             if "CUDA error" in str(exc):
                 raise DeviceLost(str(exc)) from exc
-            if len(calls) == 1:
-                self.close(calls[0].session)
-                return [StreamAnswer(calls[0].session, error=f"engine failed on this stream: {type(exc).__name__}: "
-                                                             f"{str(exc)[:300]}")]
-            log.warning("stream step failed on a batch of %d sessions (%s); running them one at a time", len(calls), exc)
-            return [answer for call in calls for answer in self._isolated([call])]
+            raise
+
+    def _failed(self, call: StreamCall, exc: Exception) -> StreamAnswer:
+        """The engine fails on this session alone: it is closed, and its next call rebuilds it."""
+        self.close(call.session)
+        return StreamAnswer(call.session, error=f"engine failed on this stream: {type(exc).__name__}: {str(exc)[:300]}")
 
     def _roll_back(self, calls: list[StreamCall], before: dict[str, int]) -> None:
         """Fed sessions return to their lengths before the failed step (KV past a length is never

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,10 +24,9 @@ from guardstream.workers import faults
 from guardstream.workers.pools import actors
 from guardstream.workers.engines.gen_engine import GenEngine, NoopGenEngine
 from guardstream.workers.engines.messages import GenRequest, GenResult
+from guardstream.workers.engines.narrowing import one_at_a_time
 from guardstream.workers.pools.batching import MicroBatcher
 from guardstream.workers.pools.unavailable import GenUnavailable
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,25 +42,10 @@ def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) ->
     """A batch the engine fails on is retried one request at a time, so a poison input gets an
     error result of its own instead of taking its batch-mates down with it."""
 
-    def failed(exc: Exception) -> GenResult:
+    def failed(_request: GenRequest, exc: Exception) -> GenResult:
         return GenResult(None, "", f"engine failed on this input: {type(exc).__name__}: {str(exc)[:300]}", 0.0)
 
-    def one(request: GenRequest) -> GenResult:
-        try:
-            return classify([request])[0]
-        except Exception as exc:  # noqa: BLE001 - any engine failure becomes this request's result
-            return failed(exc)
-
-    def run(requests: list[GenRequest]) -> list[GenResult]:
-        try:
-            return classify(requests)
-        except Exception as exc:  # noqa: BLE001
-            if len(requests) == 1:
-                return [failed(exc)]
-            log.warning("engine failed on a batch of %d (%s); retrying one at a time", len(requests), exc)
-            return [one(request) for request in requests]
-
-    return run
+    return lambda requests: one_at_a_time(requests, classify, failed, "the Gen engine")
 
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
