@@ -31,6 +31,12 @@ def group_consumer(settings: Settings, bootstrap: str, group: str, *topics: str,
                             heartbeat_interval_ms=1000, **settings.kafka_client_options(), **options)
 
 
+def bound(reader: type[OwnGroupReader], **attributes) -> type[OwnGroupReader]:
+    """`reader` with what it reads with (the wiring, its store) as class attributes: Faust makes
+    an app's services itself, from their classes, when the app starts."""
+    return type(reader.__name__, (reader,), attributes)
+
+
 class OwnGroupReader(mode.Service, ReconnectingReader):
     label = "reader"  # in its log lines
     retry_after_s = RECONNECT_AFTER_S

@@ -37,7 +37,7 @@ from guardstream.schemas import CanaryRecord, ConversationEvent, TokenChunkEvent
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.topology import metrics
 from guardstream.topology.outcomes import describe, is_transient
-from guardstream.topology.own_group import OwnGroupReader, group_consumer
+from guardstream.topology.own_group import OwnGroupReader, bound, group_consumer
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.canary import Pairing, category_outcomes, compared, sampled, stop_outcome
 from guardstream.workers.moderation.gen_moderation import GenModerator
@@ -234,103 +234,109 @@ class CanaryReader:
         return {tp: at for tp, at in wanted.items() if self.committed.get(tp) != at}
 
 
+class Rebalance(ConsumerRebalanceListener):
+    """A partition taken away: what is paired so far is committed and the rest forgotten; every
+    partition held after the rebalance is read again from its committed offset, or, the first
+    time, from the worker's start."""
+
+    def __init__(self, service: Canary):
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        async with self.service.reader.lock:
+            await self.service.commit()
+            self.service.reader.forget()
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        reader, consumer = self.service.reader, self.service.consumer
+        async with reader.lock:
+            committed = await consumer.seek_to_committed(*assigned) if assigned else {}
+            # aiokafka seeks only to a committed offset above 0, and resets the others to the end
+            # (in the background, so a seek made now could be undone): where to start is settled
+            # here, and sought in `step` once the consumer's own positions are done
+            reader.starts = {tp: 0 for tp, at in committed.items() if at == 0}
+            fresh = [tp for tp, at in committed.items() if at is None]
+            if fresh:
+                reader.starts.update(await self.from_start(consumer, fresh))
+            reader.assigned = set(assigned)
+
+    async def from_start(self, consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The first offset of each partition written at or after the worker's start (none: its end)."""
+        try:
+            found = await consumer.offsets_for_times({tp: self.service.started_ms for tp in fresh})
+        except Exception as exc:  # noqa: BLE001 - a broker without timestamps: what arrives from now on
+            log.warning("canary: could not find the offsets at the worker's start (%s); reading from the topics' "
+                        "ends", describe(exc))
+            return {}
+        return {tp: at.offset for tp, at in found.items() if at is not None}
+
+
+class Canary(OwnGroupReader):
+    """The canary's reader: it joins its group once `loading` (the canary pool's models, None when
+    they could not be opened) is done."""
+
+    label = "canary"
+    wiring: Wiring  # these four are bound by `register`
+    loading: Future
+    state: CanaryState
+    started_ms: int  # where a new group's partitions start: the worker's start
+    reader: CanaryReader | None = None
+
+    async def ready(self) -> bool:
+        if self.reader is None and self.loading.done():
+            models = self.loading.result()
+            if models is None:
+                self.state.status = "canary: off (its pool did not open)"
+                return False
+            self.reader = CanaryReader(self.wiring, models)
+            self.state.status = "canary: joining its group"
+        return self.reader is not None
+
+    def new_consumer(self) -> AIOKafkaConsumer:
+        settings = self.wiring.settings
+        consumer = group_consumer(settings, self.wiring.bootstrap, settings.canary_group, auto_offset_reset="latest",
+                                  # the same partitions of every topic to one member: an event and its verdict meet
+                                  partition_assignment_strategy=(RangePartitionAssignor,))
+        consumer.subscribe(self.reader.topics, listener=Rebalance(self))
+        return consumer
+
+    def forget(self) -> None:
+        if self.reader is not None:
+            self.reader.forget()
+            self.reader.committed.clear()
+            self.state.status = "canary: joining its group"
+
+    async def commit(self) -> None:
+        points = self.reader.to_commit()
+        if points and self.consumer is not None:
+            await self.consumer.commit(points)
+            self.reader.committed.update(points)
+
+    async def step(self, consumer: AIOKafkaConsumer) -> None:
+        """A batch → canary verdicts → the pairs published → the commits."""
+        reader, w = self.reader, self.wiring
+        if reader.assigned is not None:  # newly assigned: where it reads from is settled before it says so
+            assigned, reader.assigned = reader.assigned, None
+            for tp in assigned:
+                await consumer.position(tp)
+            for tp, offset in reader.starts.items():
+                consumer.seek(tp, offset)
+            self.state.status = f"canary: reading {len(assigned)} partitions"
+            log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
+                     reader.share * 100)
+        batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+        async with reader.lock:
+            pairs = await reader.handle(batches)
+            if pairs:
+                await w.deliver([(w.canary, p.conversation_id, p.model_dump_json().encode()) for p in pairs])
+                for pair in pairs:
+                    count(pair)
+            reader.give_up()
+            await self.commit()
+
+
 def register(w: Wiring, loading: Future) -> CanaryState:
-    """The canary's reader, as a service of the app: it joins its group once `loading` (the canary
-    pool's models, None when they could not be opened) is done."""
+    """The canary's reader, as a service of the app; its state says where it is."""
     state = CanaryState()
-    started_ms = int(time.time() * 1000)  # where a new group's partitions start: the worker's start
-
-    class Rebalance(ConsumerRebalanceListener):
-        """A partition taken away: what is paired so far is committed and the rest forgotten; every
-        partition held after the rebalance is read again from its committed offset, or, the first
-        time, from the worker's start."""
-
-        def __init__(self, service: Canary):
-            self.service = service
-
-        async def on_partitions_revoked(self, revoked) -> None:
-            async with self.service.reader.lock:
-                await self.service.commit()
-                self.service.reader.forget()
-
-        async def on_partitions_assigned(self, assigned) -> None:
-            reader, consumer = self.service.reader, self.service.consumer
-            async with reader.lock:
-                committed = await consumer.seek_to_committed(*assigned) if assigned else {}
-                # aiokafka seeks only to a committed offset above 0, and resets the others to the end
-                # (in the background, so a seek made now could be undone): where to start is settled
-                # here, and sought in `step` once the consumer's own positions are done
-                reader.starts = {tp: 0 for tp, at in committed.items() if at == 0}
-                fresh = [tp for tp, at in committed.items() if at is None]
-                if fresh:
-                    reader.starts.update(await self.from_start(consumer, fresh))
-                reader.assigned = set(assigned)
-
-        @staticmethod
-        async def from_start(consumer: AIOKafkaConsumer, fresh: list[TopicPartition]) -> dict[TopicPartition, int]:
-            """The first offset of each partition written at or after the worker's start (none: its end)."""
-            try:
-                found = await consumer.offsets_for_times({tp: started_ms for tp in fresh})
-            except Exception as exc:  # noqa: BLE001 - a broker without timestamps: what arrives from now on
-                log.warning("canary: could not find the offsets at the worker's start (%s); reading from the topics' "
-                            "ends", describe(exc))
-                return {}
-            return {tp: at.offset for tp, at in found.items() if at is not None}
-
-    @w.app.service
-    class Canary(OwnGroupReader):
-        label = "canary"
-        reader: CanaryReader | None = None
-
-        async def ready(self) -> bool:
-            if self.reader is None and loading.done():
-                models = loading.result()
-                if models is None:
-                    state.status = "canary: off (its pool did not open)"
-                    return False
-                self.reader = CanaryReader(w, models)
-                state.status = "canary: joining its group"
-            return self.reader is not None
-
-        def new_consumer(self) -> AIOKafkaConsumer:
-            consumer = group_consumer(w.settings, w.bootstrap, w.settings.canary_group, auto_offset_reset="latest",
-                                      # the same partitions of every topic to one member: an event and its verdict meet
-                                      partition_assignment_strategy=(RangePartitionAssignor,))
-            consumer.subscribe(self.reader.topics, listener=Rebalance(self))
-            return consumer
-
-        def forget(self) -> None:
-            if self.reader is not None:
-                self.reader.forget()
-                self.reader.committed.clear()
-                state.status = "canary: joining its group"
-
-        async def commit(self) -> None:
-            points = self.reader.to_commit()
-            if points and self.consumer is not None:
-                await self.consumer.commit(points)
-                self.reader.committed.update(points)
-
-        async def step(self, consumer: AIOKafkaConsumer) -> None:
-            """A batch → canary verdicts → the pairs published → the commits."""
-            reader = self.reader
-            if reader.assigned is not None:  # newly assigned: where it reads from is settled before it says so
-                assigned, reader.assigned = reader.assigned, None
-                for tp in assigned:
-                    await consumer.position(tp)
-                for tp, offset in reader.starts.items():
-                    consumer.seek(tp, offset)
-                state.status = f"canary: reading {len(assigned)} partitions"
-                log.info("canary: reading %d partitions of %s (sample %.1f%%)", len(assigned), ", ".join(reader.topics),
-                         reader.share * 100)
-            batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
-            async with reader.lock:
-                pairs = await reader.handle(batches)
-                if pairs:
-                    await w.deliver([(w.canary, p.conversation_id, p.model_dump_json().encode()) for p in pairs])
-                    for pair in pairs:
-                        count(pair)
-                reader.give_up()
-                await self.commit()
-
+    w.app.service(bound(Canary, wiring=w, loading=loading, state=state, started_ms=int(time.time() * 1000)))
     return state
