@@ -22,6 +22,7 @@ import ray
 from transformers import AutoTokenizer
 
 from guardstream.topology.agents.canary import CanaryModels
+from guardstream.signals import leave_if_signalled
 from guardstream.topology.app import create_app
 from guardstream.topology.faust_internals import HookedWorker
 from guardstream.topology.policy_feed import PolicyFeed, check_policies_topic
@@ -272,6 +273,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
                           override_logging=False)
     try:
+        leave_if_signalled()  # a signal whose SystemExit was ignored where it landed still stops the start
         worker.execute_from_commandline()
     finally:
         ray.shutdown()

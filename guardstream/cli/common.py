@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from contextlib import contextmanager
 
@@ -52,15 +51,6 @@ def fatal_as_message():
         yield
     except (SettingsError, PoolMissing, PoliciesUnavailable, KafkaError, NotAuthorized) as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def exit_on_signals() -> None:
-    """SIGTERM and SIGINT raise SystemExit, so `with` blocks stop the children they started."""
-    def leave(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, leave)
 
 
 def print_table(table, width: int = 140) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from guardstream import EXAMPLES
-from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console, exit_on_signals, fatal_as_message,
+from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console, fatal_as_message,
                                     gen_model_option, load_settings, loglevel_option, metrics_port_option,
                                     models_options, parsed_policy, policy_option, ray_address_option, with_options)
+from guardstream.signals import exit_on_signals, leave_if_signalled
 from guardstream.topology.settings import Settings
 
 worker_options = with_options(
@@ -118,6 +119,7 @@ def broker(port: int | None, kafka: bool, nodes: int, kafka_version: str | None)
         console.print(f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={running.bootstrap}); Ctrl-C stops it")
         while True:
             signal.pause()
+            leave_if_signalled()
 
 
 @click.command()

@@ -15,7 +15,7 @@ from tests.helpers.waiting import eventually
 
 CLEANUP = """
 import sys, time
-from guardstream.cli.common import exit_on_signals
+from guardstream.signals import exit_on_signals
 exit_on_signals()
 try:
     print("ready", flush=True)
@@ -33,6 +33,29 @@ def test_exit_on_signals_runs_cleanup_and_exits_with_the_signal_code(tmp_path, s
     proc.send_signal(signum)
     assert proc.wait(10) == 128 + signum
     assert marker.read_text() == "cleaned up"
+
+
+SWALLOWED = """
+import gc, os, signal, sys
+from guardstream.signals import exit_on_signals, leave_if_signalled
+exit_on_signals()
+
+class Finalized:
+    def __del__(self):  # CPython ignores what a finalizer raises: where a CI run's SIGTERM once landed
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))
+
+Finalized()
+gc.collect()
+print("went on", flush=True)
+leave_if_signalled()
+"""
+
+
+def test_a_signal_whose_exit_was_ignored_where_it_landed_still_ends_the_start():
+    done = subprocess.run([sys.executable, "-c", SWALLOWED], capture_output=True, text=True, timeout=60)
+    assert "Exception ignored" in done.stderr and "SystemExit" in done.stderr, done.stderr  # as in the CI run
+    assert done.stdout.strip() == "went on" and done.returncode == 128 + signal.SIGTERM
 
 
 def brokers_of(pid: int) -> list[psutil.Process]:
