@@ -8,7 +8,6 @@ import types
 import typing
 from pathlib import Path
 
-import pytest
 
 from guardstream.topology.settings import Settings
 

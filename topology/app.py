@@ -14,7 +14,6 @@ settle-then-ack loop) is `topology/wiring.py`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import Future
 

@@ -15,7 +15,6 @@ import inspect
 import aiokafka
 import faust
 import mode
-import pytest
 from aiokafka.client import AIOKafkaClient
 from faust.stores import rocksdb
 from faust.transport import consumer as faust_consumer
