@@ -191,7 +191,8 @@ class StreamEngine:
             self.pool.reserve(state.seq, state.length + len(row))
 
     def step(self, calls: list[StreamCall]) -> list[StreamAnswer]:
-        """One forward for every call: an opening call's row is its prompt, then the reply tokens."""
+        """One batched step: an opening call's row is its prompt, then its reply tokens, in one
+        forward with the other openings; the others' rows in one forward of their own."""
         if not calls:
             return []
         if len({c.session for c in calls}) != len(calls):
@@ -202,19 +203,24 @@ class StreamEngine:
         for call, state, row in zip(calls, states, rows):
             if state.length + len(row) > self.max_positions:
                 raise ValueError(f"session {call.session!r} would pass the model's {self.max_positions} positions")
-        stepping = [i for i, row in enumerate(rows) if row]
-        hidden = self._forward([states[i] for i in stepping], [rows[i] for i in stepping], [calls[i] for i in stepping])
+        self._make_room(calls, states, rows)
+        # opening rows (a prompt and its first tokens) and feeding rows (a chunk's few tokens) go
+        # through separate forwards: padded together, every chunk would cost a prompt's width
+        hidden: dict[int, Tensor] = {}
+        for opening in (True, False):
+            group = [i for i, (c, row) in enumerate(zip(calls, rows)) if row and (c.prompt_ids is not None) is opening]
+            if group:
+                hidden.update(zip(group, self._forward([states[i] for i in group], [rows[i] for i in group])))
         for state, row in zip(states, rows):
             state.length += len(row)
             state.last_used = now
         # each head pair runs once over all the rows that need it: the prompt's end, the reply tokens
-        at = {i: n for n, i in enumerate(stepping)}
-        opens = [(at[i], len(c.prompt_ids) - 1 - c.prompt_ids[::-1].index(self.im_end_id))
+        opens = [hidden[i][len(c.prompt_ids) - 1 - c.prompt_ids[::-1].index(self.im_end_id)]
                  for i, c in enumerate(calls) if c.prompt_ids is not None]
-        replies = [(at[i], len(c.prompt_ids or []), len(rows[i])) for i, c in enumerate(calls)
+        replies = [hidden[i][len(c.prompt_ids or []):len(rows[i])] for i, c in enumerate(calls)
                    if len(rows[i]) > len(c.prompt_ids or [])]
-        queries = iter(self.query_heads(hidden[[r for r, _ in opens], [p for _, p in opens]]) if opens else [])
-        tokens = self.response_heads(torch.cat([hidden[r, a:b] for r, a, b in replies])) if replies else []
+        queries = iter(self.query_heads(torch.stack(opens)) if opens else [])
+        tokens = self.response_heads(torch.cat(replies)) if replies else []
         answers, offset = [], 0
         for call, row in zip(calls, rows):
             query = next(queries) if call.prompt_ids is not None else None
@@ -223,11 +229,8 @@ class StreamEngine:
             answers.append(StreamAnswer(call.session, query=query, tokens=judged[len(call.history_ids):]))
         return answers
 
-    def _forward(self, states: list[_Session], rows: list[list[int]], calls: list[StreamCall]) -> Tensor:
+    def _forward(self, states: list[_Session], rows: list[list[int]]) -> Tensor:
         """The rows, padded to one width, through the backbone from each session's length on."""
-        if not rows:
-            return torch.empty(0)
-        self._make_room(calls, states, rows)
         width = max(len(r) for r in rows)
         tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=self.device)
         starts = torch.tensor([s.length for s in states], device=self.device)

@@ -188,6 +188,10 @@ def test_a_first_chunk_opens_its_session_and_is_judged_in_one_forward(setup):
         assert (got.label, got.category) == (want.label, want.category)
         assert all(abs(got.probabilities[k] - want.probabilities[k]) <= TOL for k in want.probabilities)
     assert engine.in_step(StreamCall("s", [], judged=12))
+    # an opening beside a feeding session: the feed's few tokens are not padded to the prompt's width
+    forwards.clear()
+    engine.run([StreamCall("s", reply[12:14], judged=12), StreamCall("t", reply[:3], prompt_ids=prompt)])
+    assert sorted(tokens.shape[1] for tokens, *_ in forwards) == [2, len(prompt) + 3]
 
 
 def test_a_device_error_rolls_the_batch_back_and_says_the_device_is_lost(setup):
