@@ -30,6 +30,7 @@ RUN if [ "$VARIANT" = cuda ]; then \
 COPY pyproject.toml README.md ./
 COPY guardstream guardstream
 COPY schemas schemas
+COPY wire wire
 COPY topology topology
 COPY workers workers
 RUN pip install --no-deps /src

@@ -13,8 +13,9 @@ One Guard per process: one producer, and one verdict reader (`verdict_reader.py`
 every request in flight. Each Guard has a partition of the `replies` topic to itself, claimed in
 the group `<prefix>gateways` unless `reply_partition` fixes one: every request names it and
 carries a random nonce, the workers send its verdicts there, and only a verdict that echoes the
-nonce answers it, so a gateway's reading stays the same however many gateways there are. Settings
-(topic prefix, security, tenant policies for the fail mode) are the worker's.
+nonce answers it, so a gateway's reading stays the same however many gateways there are. Its
+settings (`GatewaySettings`: Kafka, the starting policy for the fail modes) are a part of the
+worker's, and the module loads nothing of the worker.
 
 Nothing a caller awaits raises, and every silence ends in the tenant's fail mode within the
 caller's timeout: a Kafka error, a verdict that does not come, a reader that died (it is
@@ -38,11 +39,11 @@ from aiokafka import AIOKafkaProducer
 from guardstream.callers import InFlight
 from guardstream.schemas import (Action, ConversationEvent, Message, Moderate, RiskLevel, Role, TokenChunkEvent,
                                  VerdictEvent)
-from guardstream.topology import metrics
-from guardstream.topology.outcomes import authorized, describe
-from guardstream.topology.policy_feed import PolicyFeed
-from guardstream.topology.settings import Settings
-from guardstream.topology.topics import topics_for
+from guardstream.wire import metrics
+from guardstream.wire.errors import authorized, describe
+from guardstream.wire.policy_feed import PolicyFeed
+from guardstream.wire.settings import GatewaySettings
+from guardstream.wire.topics import topics_for
 from guardstream.verdict_reader import STOP_WAIT_S, Key, ReaderDown, VerdictReader
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,17 @@ class Slots:
 
 
 class Guard:
-    def __init__(self, bootstrap: str, settings: Settings | None = None, timeout_s: float = 5.0, max_inflight: int = 4096,
+    def __init__(self, bootstrap: str, settings: GatewaySettings | None = None, timeout_s: float = 5.0, max_inflight: int = 4096,
                  tenant_share: float = 0.25, chunk_timeout_s: float = 2.0, reply_partition: int | None = None):
-        self.settings = settings or Settings.load()
+        self.settings = settings or GatewaySettings.load()
         self.timeout_s, self.chunk_timeout_s = timeout_s, chunk_timeout_s
-        self.verdicts = VerdictReader(bootstrap, self.settings, reply_partition)
+        self.verdicts = VerdictReader(bootstrap, self.settings.kafka, reply_partition)
         self._bootstrap = bootstrap
-        self._topics = topics_for(self.settings)
+        self._topics = topics_for(self.settings.kafka)
         self._slots = Slots(max_inflight, tenant_share)
         self._producer: AIOKafkaProducer | None = None
-        self._policies = PolicyFeed(self.settings, bootstrap)  # the tenants' fail modes follow the policies topic
+        # the tenants' fail modes follow the policies topic
+        self._policies = PolicyFeed(self.settings.kafka, bootstrap, self.settings.policy, self.settings.policy_max_stale_s)
         self._following: asyncio.Task | None = None
 
     @property
@@ -121,7 +123,7 @@ class Guard:
         at its end (so no verdict is missed). A start that fails leaves nothing running."""
         await self._policies.catch_up()
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
-                                          **self.settings.kafka_client_options())
+                                          **self.settings.kafka.client_options())
         await self._producer.start()
         try:
             await self.verdicts.start()
@@ -189,13 +191,13 @@ class Guard:
         await self._slots.run(chunk.tenant, lambda: self._send(self._topics.chunks.name, chunk))
 
     def is_fail_closed(self, tenant: str) -> bool:
-        return self.settings.policy.for_tenant(tenant).fail_mode == "closed"
+        return self._policies.policies.for_tenant(tenant).fail_mode == "closed"
 
     def fail_mode(self, tenant: str, reason: str = "timeout") -> Outcome:
         """A silence is decided as the worker decides an `Error` verdict: the fail mode, observed
         (allowed, `would_action` recorded) when the tenant is in observe mode."""
-        decision = self.settings.policy.for_tenant(tenant).decide(RiskLevel.error, [])
-        metrics.FAIL_MODES.labels(self.settings.policy.metric_tenant(tenant), decision.action.value,
+        decision = self._policies.policies.for_tenant(tenant).decide(RiskLevel.error, [])
+        metrics.FAIL_MODES.labels(self._policies.policies.metric_tenant(tenant), decision.action.value,
                                   reason.split(":")[0]).inc()
         return Outcome(decision.action, reason=reason, would_action=decision.would_action)
 

@@ -12,15 +12,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from guardstream.schemas import CanaryRecord, PolicyRecord
-from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic, policy_key
-from guardstream.topology.outcomes import authorized
+from guardstream.wire.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic, policy_key
+from guardstream.wire.errors import authorized
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics, topics_for
-from guardstream.workers.moderation.policy import Policy, TenantPolicy
+from guardstream.wire.topics import ensure_topics, topics_for
+from guardstream.wire.policy import PoliciesInForce, TenantPolicy
 
 
 def topic_name(settings: Settings, role: str) -> str:
-    return getattr(topics_for(settings), role).name
+    return getattr(topics_for(settings.kafka), role).name
 
 
 def _key_of(line: str) -> bytes | None:
@@ -32,7 +32,7 @@ def _key_of(line: str) -> bytes | None:
 
 
 async def produce_lines(settings: Settings, bootstrap: str, role: str, lines: list[str]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka.client_options())
     await producer.start()
     try:
         topic = topic_name(settings, role)
@@ -50,7 +50,7 @@ async def records(settings: Settings, bootstrap: str, role: str, idle_timeout_s:
     or no record for idle_timeout_s. The reader joins no consumer group: it reads every partition,
     and starts at once instead of waiting for a group's first join (6 s on the embedded broker)."""
     consumer = AIOKafkaConsumer(topic_name(settings, role), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False, **settings.kafka_client_options())
+                                group_id=None, enable_auto_commit=False, **settings.kafka.client_options())
     await consumer.start()
     try:
         last = time.monotonic()
@@ -82,13 +82,13 @@ async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: 
     supersedes and the records readers refused are tombstoned, so the log cleaner removes them."""
     TenantPolicy.model_validate(document)
     record = PolicyRecord(tenant=tenant, version=1, set_by=set_by, policy=document)
-    await ensure_topics(settings, bootstrap, ("policies",))  # before any worker has: the topic starts with this record
-    await check_policies_topic(settings, bootstrap)
-    feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    await ensure_topics(settings.kafka, bootstrap, ("policies",))  # before any worker has: the topic starts with this record
+    await check_policies_topic(settings.kafka, bootstrap)
+    feed = PolicyFeed(settings.kafka, bootstrap)  # the topic alone: versions count from its records
     await feed.catch_up()
-    record = record.model_copy(update={"version": feed.policy.set_versions().get(tenant, 0) + 1})
+    record = record.model_copy(update={"version": feed.policies.set_versions().get(tenant, 0) + 1})
     key = policy_key(tenant, record.version, uuid.uuid4().hex[:16])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka.client_options())
     await producer.start()
     try:
         with authorized("Write", f"topic {feed.partition.topic} (only the policy admin writes it)"):
@@ -99,7 +99,7 @@ async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: 
         if feed.in_force.get(tenant, ("",))[0] != key:
             await producer.send_and_wait(feed.partition.topic, None, key=key.encode())
             raise PolicyConflict(f"another change to {tenant}'s policy took version {record.version} first (now in "
-                                 f"force: {feed.policy.version(tenant)}); yours was not applied: look at `guardstream "
+                                 f"force: {feed.policies.version(tenant)}); yours was not applied: look at `guardstream "
                                  f"policy show {tenant}` and set it again")
         await asyncio.gather(*[await producer.send(feed.partition.topic, None, key=stale.encode())
                                for stale in sorted(feed.stale)])
@@ -108,10 +108,10 @@ async def set_policy(settings: Settings, bootstrap: str, tenant: str, document: 
     return record.version
 
 
-async def policy_history(settings: Settings, bootstrap: str) -> tuple[Policy, list[tuple[int, str, str]]]:
+async def policy_history(settings: Settings, bootstrap: str) -> tuple[PoliciesInForce, list[tuple[int, str, str]]]:
     """The policy in force (the settings' document with the topic over it) and, per record of the
     topic in order: its offset, its tenant (key) and what became of it."""
-    feed = PolicyFeed(settings.model_copy(update={"policy": Policy.model_validate(settings.policy.model_dump())}), bootstrap)
+    feed = PolicyFeed(settings.kafka, bootstrap, settings.policy)
     history = []
     async for message in records(settings, bootstrap, "policies", idle_timeout_s=1.5):
         lifted = message.value is None and (message.key or b"").decode("utf-8", "replace") in {
@@ -127,7 +127,7 @@ async def policy_history(settings: Settings, bootstrap: str) -> tuple[Policy, li
             record = PolicyRecord.model_validate_json(message.value)
             history.append((message.offset, key, f"version {record.version} set by {record.set_by} at "
                                                   f"{record.set_at:%Y-%m-%d %H:%M:%S}Z: {json.dumps(record.policy)}"))
-    return feed.policy, history
+    return feed.policies, history
 
 
 async def canary_records(settings: Settings, bootstrap: str) -> tuple[list[CanaryRecord], int]:

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
-from guardstream.topology.outcomes import describe
-from guardstream.topology.settings import Settings
+from guardstream.wire.errors import describe
+from guardstream.wire.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 CLAIM_WAIT_S = 30.0
@@ -74,14 +74,14 @@ class HomeAssignor(AbstractPartitionAssignor):
 class ReplyClaim(ConsumerRebalanceListener):
     """Holds a partition of the replies topic while it runs; `moved(home)` hears of every change."""
 
-    def __init__(self, bootstrap: str, settings: Settings, topic: str, moved: Callable[[int], None]):
+    def __init__(self, bootstrap: str, kafka: KafkaSettings, topic: str, moved: Callable[[int], None]):
         self._assignor = HomeAssignor(topic)
         self._topic, self._moved = topic, moved
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=settings.gateway_group, enable_auto_commit=False,
+            bootstrap_servers=bootstrap, group_id=kafka.gateway_group, enable_auto_commit=False,
             partition_assignment_strategy=(self._assignor,), heartbeat_interval_ms=1000,
-            session_timeout_ms=int(settings.kafka_session_timeout_s * 1000),
-            rebalance_timeout_ms=int(settings.kafka_rebalance_timeout_s * 1000), **settings.kafka_client_options())
+            session_timeout_ms=int(kafka.session_timeout_s * 1000),
+            rebalance_timeout_ms=int(kafka.rebalance_timeout_s * 1000), **kafka.client_options())
         self._claimed = asyncio.Event()
         self._home: int | None = None
         self._polling: asyncio.Task | None = None

@@ -25,20 +25,24 @@ from guardstream.topology.agents.canary import CanaryModels
 from guardstream.signals import leave_if_signalled
 from guardstream.topology.app import create_app
 from guardstream.topology.faust_internals import HookedWorker
-from guardstream.topology.policy_feed import PolicyFeed, check_policies_topic
-from guardstream.topology.settings import Settings, SettingsError
-from guardstream.topology.topics import cluster_id, ensure_topics
+from guardstream.wire.policy import PoliciesInForce
+from guardstream.wire.policy_feed import PolicyFeed, check_policies_topic
+from guardstream.topology.settings import Settings
+from guardstream.wire.settings import SettingsError
+from guardstream.wire.topics import cluster_id, ensure_topics
 from guardstream.workers import faults
 from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.moderation.rules import GenRules, StreamRules
 from guardstream.workers.moderation.stream_moderation import StreamModerator
-from guardstream.workers.pools.gen_pool import GenPool, GenSpec
+from guardstream.workers.pools.gen_pool import GenPool
 from guardstream.workers.pools.local_ray import reap_leftovers, record_processes, start_local_ray
-from guardstream.workers.pools.model_pool import (PoolMissing, PoolSpec, ensure_pool, find_pool, namespace, pool_handles,
+from guardstream.workers.pools.model_pool import (PoolMissing, ensure_pool, find_pool, namespace, pool_handles,
                                                   remove_pool, wait_for_pool)
-from guardstream.workers.pools.stream_pool import StreamPool, StreamSpec
+from guardstream.workers.pools.specs import PoolSpec
+from guardstream.workers.pools.stream_pool import StreamPool
 from guardstream.workers.pools import actors
 from guardstream.topology.health import HEALTH, serve_metrics
-from guardstream.topology.metrics import STREAM_REBUILDS, record_actors
+from guardstream.wire.metrics import STREAM_REBUILDS, record_actors
 
 log = logging.getLogger("guardstream")
 WAIT_LOG_EVERY_S = 30
@@ -51,17 +55,17 @@ WATCH_EVERY_S = 10  # the pool process checks its actors this often (well inside
 def start_ray(settings: Settings) -> None:
     if ray.is_initialized():
         return
-    if settings.ray_address:
+    if settings.pool.ray_address:
         for attempt in range(1, RAY_CONNECT_TRIES + 1):
             try:
-                ray.init(address=settings.ray_address, log_to_driver=True)
+                ray.init(address=settings.pool.ray_address, log_to_driver=True)
                 return
             # ConnectionError: the head is not up yet, or Ray Client's per-driver server failed to start;
             # RuntimeError: no Ray node on this host yet (the Ray node beside a worker pod still starting)
             except (ConnectionError, RuntimeError) as exc:
                 if attempt == RAY_CONNECT_TRIES:
                     raise
-                log.warning("could not connect to Ray at %s (%s: %s); trying again in %ds (%d/%d)", settings.ray_address,
+                log.warning("could not connect to Ray at %s (%s: %s); trying again in %ds (%d/%d)", settings.pool.ray_address,
                             type(exc).__name__, str(exc).strip().splitlines()[-1][:200], RAY_CONNECT_WAIT_S, attempt,
                             RAY_CONNECT_TRIES)
                 ray.shutdown()
@@ -70,23 +74,16 @@ def start_ray(settings: Settings) -> None:
         canary = settings.canary if settings.runs_canary else None  # its actors reserve CPUs of their own
         extra = math.ceil(canary.actor_cpus * ((canary.gen_model is not None) + (canary.stream_model is not None))) \
             if canary else 0
-        start_local_ray(settings.ray_num_cpus + extra, settings.home, settings.app_id)
+        start_local_ray(settings.pool.ray_num_cpus + extra, settings.home, settings.kafka.app_id)
 
 
 def pool_spec(settings: Settings, kinds: set[str]) -> PoolSpec:
     """The pool these settings describe, for the model kinds named ("gen", "stream")."""
-    gen = GenSpec(settings.gen_model, settings.gen_actors, settings.gen_actor_cpus, settings.gen_actor_gpus,
-                  settings.device, settings.dtype, settings.gen_batch_size, settings.gen_mode, settings.gen_backend,
-                  settings.gen_actor_wait_ms, settings.gen_kv_cache_mb) if "gen" in kinds else None
-    stream = StreamSpec(settings.stream_model, settings.stream_actors, settings.stream_actor_cpus,
-                        settings.stream_actor_gpus, settings.stream_device or settings.device, settings.stream_dtype,
-                        settings.stream_max_sessions, settings.stream_idle_ttl_s,
-                        settings.stream_kv_cache_mb) if "stream" in kinds else None
-    return PoolSpec(gen, stream)
+    return PoolSpec(gen=settings.gen if "gen" in kinds else None, stream=settings.stream if "stream" in kinds else None)
 
 
 def _require_models(settings: Settings, kinds: set[str]) -> None:
-    if {k for k in kinds if not getattr(settings, f"{k}_model")}:
+    if {k for k in kinds if not getattr(settings, k).model}:
         raise SettingsError("a pool needs gen_model and stream_model for the models it hosts "
                             "(`guardstream worker` and `guardstream pool` pick the tiny test fixtures when none are given)")
 
@@ -94,28 +91,28 @@ def _require_models(settings: Settings, kinds: set[str]) -> None:
 def open_pool(settings: Settings) -> PoolSpec:
     """The app's model pool for this worker's agents: joined (waiting for it) or found-or-created."""
     kinds = set(settings.agents) & {"gen", "stream"}
-    if settings.pool == "join":
+    if settings.pool.mode == "join":
         said = [-WAIT_LOG_EVERY_S]
 
         def waiting(elapsed: float) -> None:
             if elapsed - said[0] >= WAIT_LOG_EVERY_S:
                 said[0] = elapsed
                 log.warning("waiting for the model pool of app %s in Ray namespace %s (%.0fs so far): start it with "
-                            "`guardstream pool --ray-address %s --app-id %s`", settings.app_id,
-                            namespace(settings.app_id), elapsed, settings.ray_address or "ADDRESS", settings.app_id)
+                            "`guardstream pool --ray-address %s --app-id %s`", settings.kafka.app_id,
+                            namespace(settings.kafka.app_id), elapsed, settings.pool.ray_address or "ADDRESS", settings.kafka.app_id)
 
-        spec = wait_for_pool(settings.app_id, settings.pool_wait_s, waiting)
+        spec = wait_for_pool(settings.kafka.app_id, settings.pool.wait_s, waiting)
     else:
         _require_models(settings, kinds)
         wanted = pool_spec(settings, kinds)
-        spec = ensure_pool(wanted, settings.app_id)
+        spec = ensure_pool(wanted, settings.kafka.app_id)
         if spec != wanted:
             log.warning("the model pool of app %s already exists and is used as it was created: %s (these settings "
-                        "asked for %s)", settings.app_id, spec.describe(), wanted.describe())
+                        "asked for %s)", settings.kafka.app_id, spec.describe(), wanted.describe())
     if absent := spec.missing(kinds):
-        raise PoolMissing(f"the model pool of app {settings.app_id} hosts no {' or '.join(sorted(absent))} model, which "
+        raise PoolMissing(f"the model pool of app {settings.kafka.app_id} hosts no {' or '.join(sorted(absent))} model, which "
                           f"this worker's agents need: create the pool with it, or run those agents under another app id")
-    log.info("model pool of app %s: %s", settings.app_id, spec.describe())
+    log.info("model pool of app %s: %s", settings.kafka.app_id, spec.describe())
     return spec
 
 
@@ -128,43 +125,49 @@ def announce_actors(spec: PoolSpec, handles: dict[str, list], timeout_s: float =
                 log.info("%s ready: %s", ACTOR_CLASS[kind], info)
 
 
-def moderators(settings: Settings, spec: PoolSpec) -> tuple[GenModerator | None, StreamModerator | None]:
+def moderators(settings: Settings, spec: PoolSpec,
+               policies: PoliciesInForce) -> tuple[GenModerator | None, StreamModerator | None]:
     """The moderators of the agents these settings run, on the pool `spec` describes (the pool's
-    models, counts and batch sizes, not these settings')."""
-    handles = pool_handles(spec, settings.app_id)
+    models, counts and batch sizes, not these settings'), deciding by `policies`."""
+    handles = pool_handles(spec, settings.kafka.app_id)
     announce_actors(spec, handles)
     moderator = stream_moderator = None
     if "gen" in settings.agents:
-        pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.max_batch_size,
-                       call_timeout_s=settings.gen_call_timeout_s, max_inflight=settings.gen_max_inflight)
+        pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.batch_size,
+                       call_timeout_s=settings.gen.call_timeout_s, max_inflight=settings.gen.max_inflight)
         log.info("gen batches of %d records: %d actors of the pool, each batching %d", pool.records_per_batch,
-                 len(handles["gen"]), spec.gen.max_batch_size)
+                 len(handles["gen"]), spec.gen.batch_size)
         if spec.gen.backend == "noop":
             log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
-        moderator = GenModerator(settings.gen_rules(), pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
+        rules = GenRules(policies=policies, max_event_bytes=settings.max_event_bytes,
+                         store_text=settings.sinks.audit_store_text)
+        moderator = GenModerator(rules, pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
     if "stream" in settings.agents:
-        stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream_call_timeout_s)
-        stream_moderator = StreamModerator(settings.stream_rules(), stream_pool,
+        stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream.call_timeout_s)
+        s = settings.stream
+        rules = StreamRules(policies=policies, max_event_bytes=settings.max_event_bytes, debounce=s.debounce,
+                            gap_timeout_s=s.gap_timeout_s, max_held_chunks=s.max_held_chunks, max_tokens=s.max_tokens)
+        stream_moderator = StreamModerator(rules, stream_pool,
                                            AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
                                            on_rebuild=STREAM_REBUILDS.inc)
     return moderator, stream_moderator
 
 
-def load_canary_beside(settings: Settings) -> Future:
+def load_canary_beside(settings: Settings, policies: PoliciesInForce) -> Future:
     """The canary's models, loading in a thread of their own: the worker starts and enforces
     meanwhile, and the canary joins when they are there (None: they could not be opened)."""
     loading: Future = Future()
-    threading.Thread(target=lambda: loading.set_result(open_canary(settings)), name="canary-pool", daemon=True).start()
+    threading.Thread(target=lambda: loading.set_result(open_canary(settings, policies)), name="canary-pool", daemon=True).start()
     return loading
 
 
-def open_canary(settings: Settings) -> CanaryModels | None:
+def open_canary(settings: Settings, policies: PoliciesInForce) -> CanaryModels | None:
     """The canary's pool (Ray app `<app id>-canary`) and its moderators; None, loudly, when it cannot
     be opened: a canary that fails (a model that does not load) never keeps the worker from enforcing."""
     canary = settings.canary_pool_settings()
     try:
         spec = open_pool(canary)
-        models = CanaryModels(*moderators(canary, spec))
+        models = CanaryModels(*moderators(canary, spec, policies))
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the enforcement path goes on without it
         log.error("canary: could not open its pool (%s: %s); this worker runs WITHOUT the canary", type(exc).__name__,
                   str(exc)[:500])
@@ -181,12 +184,12 @@ def watch_pool(settings: Settings, spec: PoolSpec) -> None:
         while True:
             time.sleep(POOL_CHECK_S)
             try:
-                current = find_pool(settings.app_id)
+                current = find_pool(settings.kafka.app_id)
             except Exception:  # noqa: BLE001 - Ray unreachable: the calls' own timeouts and fail modes apply
                 continue
             if current != spec:
                 log.error("the model pool of app %s was %s; stopping this worker so that it is restarted onto the "
-                          "new one", settings.app_id, "replaced" if current else "removed")
+                          "new one", settings.kafka.app_id, "replaced" if current else "removed")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
@@ -239,37 +242,37 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
     started for it (the embedded broker) if the stop outlasts `shutdown_grace_s`."""
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     faults.arm(settings.faults)
-    created = asyncio.run(ensure_topics(settings, bootstrap))
-    found = asyncio.run(cluster_id(settings, bootstrap))
+    created = asyncio.run(ensure_topics(settings.kafka, bootstrap))
+    found = asyncio.run(cluster_id(settings.kafka, bootstrap))
     settings = settings.for_broker(found)
-    log.info("broker: %s (cluster %s); fetch wait %d ms", settings.broker_kind, found, settings.kafka_fetch_max_wait_ms)
+    log.info("broker: %s (cluster %s); fetch wait %d ms", settings.kafka.broker_kind, found, settings.kafka.fetch_max_wait_ms)
     if created:
         log.info("created topics %s", ", ".join(created))
-    asyncio.run(check_policies_topic(settings, bootstrap))
-    policies = PolicyFeed(settings, bootstrap)
-    read = asyncio.run(policies.catch_up())
+    asyncio.run(check_policies_topic(settings.kafka, bootstrap))
+    feed = PolicyFeed(settings.kafka, bootstrap, settings.policy, settings.policy_max_stale_s)
+    read = asyncio.run(feed.catch_up())
     log.info("policies topic: %d records read; in force from it: %s", read,
-             ", ".join(f"{k}@{v}" for k, v in sorted(settings.policy.set_versions().items())) or "none")
+             ", ".join(f"{k}@{v}" for k, v in sorted(feed.policies.set_versions().items())) or "none")
     serve_metrics(settings.metrics_port, settings.metrics_host, settings.health_port)  # probes answer (not ready) while the pool loads
     moderator = stream_moderator = canary_loading = None
     agents = ", ".join(sorted(settings.agents))
     if not settings.agents & {"gen", "stream"} and not settings.runs_canary:  # verdict sinks need no model, no Ray
         log.info("agents: %s; loading no model", agents)
     else:
-        log.info("agents: %s; opening the model pool of app %s", agents, settings.app_id)
+        log.info("agents: %s; opening the model pool of app %s", agents, settings.kafka.app_id)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with HEALTH.busy(f"opening the model pool of app {settings.app_id}"):  # alive, not ready, meanwhile
+        with HEALTH.busy(f"opening the model pool of app {settings.kafka.app_id}"):  # alive, not ready, meanwhile
             start_ray(settings)
-            canary_loading = load_canary_beside(settings) if settings.runs_canary else None  # never waited for
+            canary_loading = load_canary_beside(settings, feed.policies) if settings.runs_canary else None  # never waited for
             spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None
         if spec is not None:
-            moderator, stream_moderator = moderators(settings, spec)
-        if settings.ray_address and spec is not None:
+            moderator, stream_moderator = moderators(settings, spec, feed.policies)
+        if settings.pool.ray_address and spec is not None:
             watch_pool(settings, spec)
         else:
-            record_processes(settings.home, settings.app_id)
-            abandon = [lambda: reap_leftovers(settings.home, settings.app_id), *abandon]
-    app = create_app(settings, bootstrap, moderator, stream_moderator, policies, canary_loading)
+            record_processes(settings.home, settings.kafka.app_id)
+            abandon = [lambda: reap_leftovers(settings.home, settings.kafka.app_id), *abandon]
+    app = create_app(settings, bootstrap, moderator, stream_moderator, feed, canary_loading)
     worker = GracedWorker(app, settings.shutdown_grace_s, abandon, loglevel=loglevel, redirect_stdouts=False,
                           override_logging=False)
     try:
@@ -281,37 +284,37 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
 
 
 def run_pool(settings: Settings, loglevel: str = "info", down: bool = False) -> None:
-    """Create the app's model pool on the Ray cluster at `settings.ray_address` (replacing one created
+    """Create the app's model pool on the Ray cluster at `settings.pool.ray_address` (replacing one created
     with other settings) and watch it until stopped. Stopping leaves the actors running for the
     workers; `down` removes them."""
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     start_ray(settings)
     if down:
-        log.info("removed the model pool of app %s (%d actors) and its canary's (%d actors)", settings.app_id,
-                 remove_pool(settings.app_id), remove_pool(settings.canary_app_id))
+        log.info("removed the model pool of app %s (%d actors) and its canary's (%d actors)", settings.kafka.app_id,
+                 remove_pool(settings.kafka.app_id), remove_pool(settings.canary_app_id))
         return
     kinds = {"gen", "stream"}
     _require_models(settings, kinds)
     wanted = pool_spec(settings, kinds)
-    found = find_pool(settings.app_id)
+    found = find_pool(settings.kafka.app_id)
     if found is not None and found != wanted:
         log.warning("the model pool of app %s runs %s; replacing it with %s (restart the app's workers, which hold "
-                    "handles to the old actors)", settings.app_id, found.describe(), wanted.describe())
-        remove_pool(settings.app_id)
+                    "handles to the old actors)", settings.kafka.app_id, found.describe(), wanted.describe())
+        remove_pool(settings.kafka.app_id)
     serve_metrics(settings.metrics_port, settings.metrics_host, settings.health_port)  # up before the models load: a slow first
-    with HEALTH.busy(f"loading the models of app {settings.app_id}: {wanted.describe()}"):  # download is alive
-        spec = ensure_pool(wanted, settings.app_id)
-    handles = pool_handles(spec, settings.app_id)
+    with HEALTH.busy(f"loading the models of app {settings.kafka.app_id}: {wanted.describe()}"):  # download is alive
+        spec = ensure_pool(wanted, settings.kafka.app_id)
+    handles = pool_handles(spec, settings.kafka.app_id)
     announce_actors(spec, handles)
     HEALTH.update(True, "watching the pool", True, spec.describe())
-    log.info("model pool of app %s ready in Ray namespace %s: %s", settings.app_id, namespace(settings.app_id),
+    log.info("model pool of app %s ready in Ray namespace %s: %s", settings.kafka.app_id, namespace(settings.kafka.app_id),
              spec.describe())
     while True:
         try:
             answers = {kind: actors.wait_ready(h, ACTOR_CLASS[kind], getattr(spec, kind).model, WATCH_EVERY_S)
                        for kind, h in handles.items() if h}
         except RuntimeError as exc:  # a dead or busy actor: Ray restarts it; the probe says so meanwhile
-            log.warning("model pool of app %s not answering: %s", settings.app_id, exc)
+            log.warning("model pool of app %s not answering: %s", settings.kafka.app_id, exc)
             HEALTH.update(True, "watching the pool", False, str(exc))
         else:
             for kind, reports in answers.items():

@@ -6,7 +6,7 @@ The partition is fixed (`reply_partition`) or claimed in the group `<prefix>gate
 missed. It decodes only the verdicts someone waits for (their `guardstream-for` header says whose
 they are), and hands on only those that echo the nonce of the request they answer: a verdict
 written by anyone else, or for a request that reused the ids, is counted as foreign and skipped.
-A reader that fails is started again with a new consumer (`topology/reconnecting.py`); meanwhile
+A reader that fails is started again with a new consumer (`wire/reconnecting.py`); meanwhile
 every waiter is told at once (`ReaderDown`), so its caller gets the fail mode instead of waiting
 out its timeout.
 """
@@ -27,11 +27,11 @@ from pydantic import ValidationError
 
 from guardstream.reply_claim import ReplyClaim
 from guardstream.schemas import FOR_HEADER, VerdictEvent
-from guardstream.topology.faust_internals import cluster_metadata
-from guardstream.topology.outcomes import describe
-from guardstream.topology.reconnecting import ReconnectingReader, started, stop_consumer
-from guardstream.topology.settings import Settings
-from guardstream.topology.topics import topics_for
+from guardstream.wire.kafka_internals import cluster_metadata
+from guardstream.wire.errors import describe
+from guardstream.wire.reconnecting import ReconnectingReader, started, stop_consumer
+from guardstream.wire.settings import KafkaSettings
+from guardstream.wire.topics import topics_for
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 5  # aiokafka's default 500 ms long poll would be most of a stop's latency
@@ -61,17 +61,17 @@ class VerdictReader(ReconnectingReader):
     label = "the verdict reader"
     retry_after_s = RESTART_AFTER_S
 
-    def __init__(self, bootstrap: str, settings: Settings, reply_partition: int | None = None):
-        self.settings, self._bootstrap = settings, bootstrap
-        fixed = settings.reply_partition if reply_partition is None else reply_partition
-        if fixed is not None and not 0 <= fixed < settings.reply_partitions:
+    def __init__(self, bootstrap: str, kafka: KafkaSettings, reply_partition: int | None = None):
+        self.kafka, self._bootstrap = kafka, bootstrap
+        fixed = kafka.reply_partition if reply_partition is None else reply_partition
+        if fixed is not None and not 0 <= fixed < kafka.reply_partitions:
             raise ValueError(f"reply partition {fixed} is not one of the replies topic's "
-                             f"{settings.reply_partitions} (GUARDSTREAM_REPLY_PARTITIONS)")
+                             f"{kafka.reply_partitions} (GUARDSTREAM_REPLY_PARTITIONS)")
         self.partition = fixed  # where this gateway's verdicts come: fixed, or claimed at start
         self._wanted = fixed  # the partition to read: the claim may move it (the reader follows, then requests)
         self._claim: ReplyClaim | None = None
         self.read = Counter()  # records and bytes fetched, how many were decoded, and the foreign ones skipped
-        self._topics = topics_for(settings)
+        self._topics = topics_for(kafka)
         self._waiting: dict[Key, dict[str, asyncio.Future]] = {}  # key → nonce → its verdict
         self._streams: dict[Key, Listener] = {}
         self._task: asyncio.Task | None = None
@@ -86,7 +86,7 @@ class VerdictReader(ReconnectingReader):
     async def start(self) -> None:
         """Claim a partition (unless one is fixed), and return once the reader is at its end."""
         if self._wanted is None:
-            self._claim = ReplyClaim(self._bootstrap, self.settings, self._topics.replies.name, self._move)
+            self._claim = ReplyClaim(self._bootstrap, self.kafka, self._topics.replies.name, self._move)
             self._wanted = await self._claim.start()
         self.consumer = await self.open()
         self._task = asyncio.create_task(self.keep_reading(), name="guardstream-client-reader")
@@ -156,7 +156,7 @@ class VerdictReader(ReconnectingReader):
         """A consumer at the end of the wanted partition (which must exist)."""
         consumer = await started(AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
                                                   enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS,
-                                                  **self.settings.kafka_client_options()), self.label)
+                                                  **self.kafka.client_options()), self.label)
         try:
             for _ in range(100):
                 if self._wanted in await self._partitions(consumer):

@@ -4,13 +4,16 @@ and, by importing each layer in a fresh interpreter, the third-party packages th
 
 The layers form one ladder, and a module imports only its own layer and those below it:
 
-    schemas <- engines <- pools <- moderation <- topology <- application <- dev and bench tools
-                       (sinks sit beside moderation: schemas and faults only)
+    schemas <- wire <- engines <- pools <- moderation <- topology <- application <- dev and bench tools
+                               (sinks sit beside moderation: schemas and faults only)
 
 - `workers/faults.py` (test-only fault points) is a leaf that pools, sinks and above may use;
 - third-party frameworks stay in their layer: engines use torch and transformers, never Ray,
-  Faust or Kafka; pools add Ray; nothing below `topology` imports Faust, mode, aiokafka or
-  prometheus_client; moderation reaches the models only through the pools;
+  Faust or Kafka; pools add Ray; `wire` (what gateways share with workers) uses aiokafka and
+  prometheus_client, which nothing else below `topology` loads, and Faust is topology's alone;
+  moderation reaches the models only through the pools;
+- a gateway (client, verdict reader, reply claim, serve, callers) loads nothing of the worker:
+  only `schemas` and `wire`, and neither Faust, Ray nor torch;
 - production code imports nothing from dev/ or bench/, except the CLI, whose commands start them.
 """
 
@@ -25,13 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"guardstream": "guardstream", "schemas": "guardstream.schemas", "topology": "guardstream.topology",
-           "workers": "guardstream.workers"}
+           "workers": "guardstream.workers", "wire": "guardstream.wire"}
 TOOLS = ("guardstream.dev", "guardstream.bench")
 FAULTS = "guardstream.workers.faults"
 # (layer, rank, what it may import besides lower ranks and itself). Sinks and moderation share a rank
 # but not each other.
 LAYERS = [
     ("guardstream.schemas", 0),
+    ("guardstream.wire", 0.5),
     ("guardstream.workers.engines", 1),
     ("guardstream.workers.pools", 2),
     ("guardstream.workers.moderation", 3),
@@ -40,9 +44,14 @@ LAYERS = [
 ]
 SINKS_MAY_IMPORT = ("guardstream.schemas", FAULTS)
 APP_RANK = 5  # guardstream.* outside the core and the tools: runtime, client, serve, kafka_io
+GATEWAY = ("guardstream.client", "guardstream.verdict_reader", "guardstream.reply_claim", "guardstream.serve",
+           "guardstream.callers")
+GATEWAY_MAY_IMPORT = ("guardstream.schemas", "guardstream.wire", *GATEWAY)
+GATEWAY_NEVER_LOADS = ("faust", "mode", "ray", "torch", "transformers")
 SERVING = ("faust", "mode", "aiokafka", "prometheus_client")
 FORBIDDEN_THIRD_PARTY = {
     "guardstream.schemas": ("torch", "transformers", "ray", "psycopg", *SERVING),
+    "guardstream.wire": ("torch", "transformers", "ray", "psycopg", "faust", "mode"),
     "guardstream.workers.engines": ("ray", "psycopg", *SERVING),
     "guardstream.workers.pools": ("psycopg", *SERVING),
     "guardstream.workers.moderation": ("torch", "transformers", "ray", "psycopg", *SERVING),
@@ -191,10 +200,12 @@ def test_the_transitive_checks_catch_a_planted_violation(tmp_path):
     (tmp_path / "heavy.py").write_text("")
     (tmp_path / "planted_layer.py").write_text("import innocent\n")
     assert loaded_by(["planted_layer"], ("heavy",), str(tmp_path)) == ["heavy"]
+
+
 def test_the_check_catches_each_kind_of_wrong_import():
     bad = {"guardstream.workers.engines.x": "from guardstream.topology.settings import Settings",
            "guardstream.workers.moderation.m": "from guardstream.topology.settings import Settings\nimport faust",
-           "guardstream.workers.pools.p": "from guardstream.workers.moderation.policy import Policy\nimport aiokafka",
+           "guardstream.workers.pools.p": "from guardstream.workers.moderation.rules import GenRules\nimport aiokafka",
            "guardstream.workers.engines.e": "import ray\nimport torch\nfrom transformers import AutoConfig",
            "guardstream.workers.sinks.y": "import guardstream.runtime\nfrom guardstream.workers.engines import qwen3",
            "guardstream.workers.moderation.s": "from guardstream.workers.sinks.audit import open_audit_store",
@@ -207,7 +218,7 @@ def test_the_check_catches_each_kind_of_wrong_import():
         "guardstream.workers.engines.x -> guardstream.topology.settings",
         "guardstream.workers.moderation.m -> guardstream.topology.settings",
         "guardstream.workers.moderation.m -> faust",
-        "guardstream.workers.pools.p -> guardstream.workers.moderation.policy",
+        "guardstream.workers.pools.p -> guardstream.workers.moderation.rules",
         "guardstream.workers.pools.p -> aiokafka",
         "guardstream.workers.engines.e -> ray",
         "guardstream.workers.sinks.y -> guardstream.runtime",
@@ -216,3 +227,28 @@ def test_the_check_catches_each_kind_of_wrong_import():
         "guardstream.schemas.z -> guardstream.workers.faults",
         "guardstream.topology.t -> guardstream.client",
         "guardstream.runtime -> guardstream.dev.tiny_checkpoints"}
+
+
+def gateway_reaches(found: dict[str, str]) -> list[str]:
+    """The package's own modules a gateway module reaches through its imports, outside what it may."""
+    known = set(found)
+    direct = {module: imports(source, known) for module, source in found.items()}
+    wrong, seen, todo = [], set(GATEWAY), list(GATEWAY)
+    while todo:
+        here = todo.pop()
+        for target in sorted(direct.get(here, ())):
+            if within(target, "guardstream") and target not in seen:
+                seen.add(target)
+                if not within(target, *GATEWAY_MAY_IMPORT):
+                    wrong.append(f"{here} -> {target}")
+                todo.append(target)
+    return sorted(wrong)
+
+
+def test_a_gateway_imports_nothing_of_the_worker():
+    found = modules()
+    assert gateway_reaches(found) == []
+    assert loaded_by(list(GATEWAY), GATEWAY_NEVER_LOADS) == []
+    planted = {**found, "guardstream.reply_claim": found["guardstream.reply_claim"] +
+               "\nfrom guardstream.topology.settings import Settings\n"}
+    assert gateway_reaches(planted)[0] == "guardstream.reply_claim -> guardstream.topology.settings"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import topics_for
+from guardstream.wire.topics import topics_for
 
 ROLES = ("worker", "gateway", "sink", "policy-admin")
 Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs"]
@@ -38,7 +38,7 @@ def role_users(given: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def acl_set(settings: Settings) -> list[Acl]:
-    t, group = topics_for(settings), settings.group_id
+    t, group = topics_for(settings.kafka), settings.kafka.group_id
 
     def topics(role: str, operation: Operation, *specs) -> list[Acl]:
         return [Acl(role, "topic", spec.name, "literal", operation) for spec in specs]
@@ -55,9 +55,9 @@ def acl_set(settings: Settings) -> list[Acl]:
     ]
     gateway = [*topics("gateway", "Write", t.conversations, t.chunks), *topics("gateway", "Read", t.replies, t.policies),
                *topics("gateway", "Describe", t.conversations, t.chunks, t.replies, t.policies),
-               Acl("gateway", "group", settings.gateway_group, "literal", "Read")]  # claims its reply partition
+               Acl("gateway", "group", settings.kafka.gateway_group, "literal", "Read")]  # claims its reply partition
     sink = [*topics("sink", "Read", t.verdicts), *topics("sink", "Describe", t.verdicts),
-            Acl("sink", "group", f"{settings.topic_prefix}sink", "prefixed", "Read")]
+            Acl("sink", "group", f"{settings.kafka.topic_prefix}sink", "prefixed", "Read")]
     admin = [acl for op in ("Read", "Write", "Describe", "DescribeConfigs") for acl in topics("policy-admin", op, t.policies)]
     return worker + gateway + sink + admin
 

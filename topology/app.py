@@ -22,24 +22,25 @@ import faust
 from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, stream
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.faust_internals import agent_actors
-from guardstream.topology.policy_feed import PolicyFeed
+from guardstream.wire.policy import PoliciesInForce
+from guardstream.wire.policy_feed import PolicyFeed
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import STORE_URLS, ReplayCountedTable, state_bytes
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.pools import actors
 from guardstream.workers.moderation.stream_moderation import StreamModerator
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.health import HEALTH
 
 log = logging.getLogger(__name__)
 
 
 def _credentials(settings: Settings):
-    options = settings.kafka_client_options()
-    if settings.kafka_sasl_mechanism:
-        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
-                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=options.get("ssl_context"))
+    options = settings.kafka.client_options()
+    if settings.kafka.sasl_mechanism:
+        return faust.SASLCredentials(username=settings.kafka.sasl_username, password=settings.kafka.sasl_password,
+                                     mechanism=settings.kafka.sasl_mechanism, ssl_context=options.get("ssl_context"))
     if "ssl_context" in options:
         return faust.SSLCredentials(options["ssl_context"])
     return None
@@ -65,11 +66,11 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     settings.state_dir.chmod(0o700)  # the tables hold prompts and replies in flight: this worker's alone
     app = faust.App(
-        settings.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings),
+        settings.kafka.group_id, broker=f"kafka://{bootstrap}", broker_credentials=_credentials(settings),
         store=STORE_URLS[settings.table_store],
-        topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication, web_enabled=False,
+        topic_partitions=settings.kafka.topic_partitions, topic_replication_factor=settings.kafka.topic_replication, web_enabled=False,
         consumer_auto_offset_reset="earliest", producer_acks=-1, topic_allow_declare=True,
-        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s, broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_rebalance_timeout=settings.kafka.rebalance_timeout_s, broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=1, producer_max_batch_size=1_048_576,
         # No standby copies: they would fill the tables with partitions this worker does not own,
         # which its timers (forgetting streams, expiring windows) would then delete for their owner.
@@ -79,11 +80,11 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     )
     app.transport = StrictTransport(app.conf.broker_consumer, app)  # commits only what agents acked
     refetch_cleared(app)  # records Faust's flow control drops from its queues are fetched again
-    app.transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    app.transport.seal_changelogs = settings.broker_kind == "tansu"
-    app.transport.idempotent = settings.broker_kind == "kafka"
+    app.transport.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
+    app.transport.seal_changelogs = settings.kafka.broker_kind == "tansu"
+    app.transport.idempotent = settings.kafka.broker_kind == "kafka"
 
-    w = Wiring(app, settings, bootstrap)
+    w = Wiring(app, settings, bootstrap, policies.policies if policies else PoliciesInForce(settings.policy))
     if "gen" in settings.agents:
         gen.register(w, moderator)
     if "stream" in settings.agents:

@@ -248,6 +248,6 @@ class IdempotentProducer(HookedProducer):
 class StrictTransport(aiokafka_driver.Transport):
     Consumer = StrictConsumer
     Producer = IdempotentProducer
-    fetch_max_wait_ms = 1500  # the app sets its own (settings.kafka_fetch_max_wait_ms)
-    seal_changelogs = False  # the app sets it on Tansu (settings.broker_kind)
-    idempotent = False  # the app sets it on Kafka (settings.broker_kind)
+    fetch_max_wait_ms = 1500  # the app sets its own (settings.kafka.fetch_max_wait_ms)
+    seal_changelogs = False  # the app sets it on Tansu (settings.kafka.broker_kind)
+    idempotent = False  # the app sets it on Kafka (settings.kafka.broker_kind)

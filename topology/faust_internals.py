@@ -1,5 +1,6 @@
 """Every private name of faust-streaming 0.15.3, mode, aiokafka and Faust's RocksDB store that
-guardstream uses, and nowhere else.
+the worker uses, and nowhere else (the one aiokafka name gateways need too is in
+`wire/kafka_internals.py`).
 
 Each is either a hook the pinned version calls (overridden here to call a public method that the
 rest of the code overrides) or a field it keeps (read here, under a public name). A patch release
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from faust.stores import rocksdb
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -154,11 +154,6 @@ def database(store: rocksdb.Store, partition: int) -> Any:
 def agent_actors(agent: faust.types.AgentT) -> list:
     """The running instances of an agent (each has `crashed`)."""
     return agent._actors
-
-
-async def cluster_metadata(consumer: AIOKafkaConsumer):
-    """Every topic's metadata, fresh from the broker (the consumer's own holds only its topics)."""
-    return await consumer._client.fetch_all_metadata()
 
 
 class HookedWorker(faust.Worker):

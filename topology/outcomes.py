@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
-from aiokafka.errors import (ClusterAuthorizationFailedError, GroupAuthorizationFailedError, KafkaError, KafkaTimeoutError,
-                             MessageSizeTooLargeError, ProducerClosed, TopicAuthorizationFailedError)
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, ProducerClosed
 
 from guardstream.schemas import DeadLetter
 from guardstream.schemas.intake import RawRecord, dead_letter, minimal_letter
-from guardstream.topology import metrics
+from guardstream.wire import metrics
+from guardstream.wire.errors import REFUSED_BY_ACLS, NotAuthorized, describe
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +44,9 @@ class Undeliverable(Rejected):
     error_code = "undeliverable"
 
 
-# The broker's ACLs refused this principal: a deployment's mistake, not the record's. Held and
-# retried like a transient failure (never dead-lettered, never acked), and said plainly.
-REFUSED_BY_ACLS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
-
-
 class StoreError(OSError):
     """The local store failed a read or a write (a full disk, an I/O error): the worker's, not the
     record's, so no record is dead-lettered for it."""
-
-
-class NotAuthorized(RuntimeError):
-    """An operation the broker's ACLs refuse to this principal, named with its resource."""
-
-    def __init__(self, operation: str, resource: str):
-        super().__init__(f"not authorized: the broker's ACLs refuse {operation} on {resource} to this principal "
-                         f"(`guardstream acls` lists what each role needs)")
-
-
-@contextmanager
-def authorized(operation: str, resource: str) -> Iterator[None]:
-    """Turn the broker's authorization refusals inside into `NotAuthorized(operation, resource)`."""
-    try:
-        yield
-    except REFUSED_BY_ACLS as exc:
-        raise NotAuthorized(operation, resource) from exc
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -78,12 +55,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, KafkaError):
         return exc.retriable or isinstance(exc, (KafkaTimeoutError, ProducerClosed))
     return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    named = f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-    return f"not authorized by the broker's ACLs ({named})" if isinstance(exc, REFUSED_BY_ACLS) else named
 
 
 class Outcomes:

@@ -1,4 +1,10 @@
-"""Runtime settings: defaults, then `GUARDSTREAM_*` environment variables, then CLI flags."""
+"""The worker's settings, by part: defaults, then `GUARDSTREAM_*` environment variables, then CLI flags.
+
+Each part (`kafka`, `pool`, `gen`, `stream`, `sinks`) is a section whose fields keep their flat
+names (`gen_actors` is `gen.actors`, `device` is `gen.device`): the environment and overrides
+speak flat names (`wire/settings.py`), code reads the parts. The Gen and Stream parts extend the
+pool's specs (`workers/pools/specs.py`) with how the worker calls the pool and judges.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from guardstream.workers.moderation.policy import Policy
-from guardstream.workers.moderation.rules import GenRules, StreamRules
+from guardstream.wire.settings import GatewaySettings, Section, part
 from guardstream.workers import faults
+from guardstream.workers.pools.specs import GenSpec, StreamSpec
 
 
 AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics", "canary"]
@@ -21,10 +27,6 @@ AGENTS: tuple[str, ...] = get_args(AgentName)
 def default_home() -> Path:
     """Where caches, the local Ray's records, Faust's data and the default SQLite audit live."""
     return Path(os.environ.get("GUARDSTREAM_HOME", Path.home() / ".cache" / "guardstream"))
-
-
-class SettingsError(ValueError):
-    pass
 
 
 class CanarySettings(BaseModel):
@@ -50,93 +52,88 @@ class CanarySettings(BaseModel):
         return self
 
 
-def _json(name: str, raw: str):
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise SettingsError(f"GUARDSTREAM_{name.upper()} is not JSON ({exc})") from None
+class PoolSettings(Section):
+    """Ray and the model pool: named actors in the Ray namespace of app_id, shared by its workers."""
 
-
-# Tansu, the embedded broker, names its cluster so; it answers a fetch only at the end of its long
-# poll, so its consumers poll this often (`bench stream-pipeline`: 20 ms against 1,500 ms)
-TANSU_CLUSTER_ID = "tansu_cluster"
-TANSU_FETCH_WAIT_MS = 20
-
-
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Kafka. No bootstrap servers means "use the embedded broker" (CLI) or "a test started one".
-    kafka_bootstrap: str | None = None
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: Path | None = None
-    topic_prefix: str = "guard."
-    topic_partitions: int = Field(default=4, ge=1)
-    topic_replication: int = Field(default=1, ge=1)
-    # The replies topic: each gateway reads its own verdicts on a partition of its own (guardstream.client).
-    reply_partitions: int = Field(default=32, ge=1, le=4096)
-    reply_partition: int | None = Field(default=None, ge=0)  # a fixed one; None: claimed in the group `<prefix>gateways`
-    app_id: str = "guardstream"
-    # A new consumer group's first join waits on the rebalance timeout (Tansu: half of it).
-    kafka_rebalance_timeout_s: float = Field(default=10, gt=0)
-    kafka_session_timeout_s: float = Field(default=10, gt=0)
-    # The agents' fetch long poll (Faust's own: 1,500 ms). Kafka answers a waiting fetch when a
-    # record arrives, so there it only paces idle polling. Tansu (the embedded broker) answers at the
-    # end of the wait, so there it adds to every chunk's latency: unless set, a worker that finds
-    # Tansu uses TANSU_FETCH_WAIT_MS instead (`for_broker`).
-    kafka_fetch_max_wait_ms: int = Field(default=1500, ge=1, le=5000)
-    # What the worker found at start (`for_broker`): Tansu's quirks are worked around only on Tansu.
-    broker_kind: Literal["kafka", "tansu"] = "kafka"
-    # A signalled worker still stopping after this long (its stop waiting on a broker that does not
-    # answer) ends its children and exits, as a crash would: under the chart's 60 s grace period.
-    shutdown_grace_s: float = Field(default=30, gt=0)
-
-    # Ray and the model pool: named actors in the Ray namespace of app_id, shared by its workers.
     ray_address: str | None = None  # None: start a local Ray with ray_num_cpus
     ray_num_cpus: int = Field(default=2, ge=1)
-    # create: find the app's pool or create it from the settings below (get-if-exists);
+    # create: find the app's pool or create it from the Gen and Stream parts (get-if-exists);
     # join: wait up to pool_wait_s for the pool that `guardstream pool` creates, and use it as it is.
-    pool: Literal["create", "join"] = "create"
-    pool_wait_s: float = Field(default=900, gt=0)
-    gen_model: str | None = None  # hub id or path; None: the tiny test-fixture checkpoint
-    # noop answers Safe without a model: only for `guardstream bench pipeline` (the plumbing ceiling)
-    gen_backend: Literal["transformers", "vllm", "noop"] = "transformers"
-    gen_mode: Literal["score", "generate"] = "score"  # one-pass label scoring with prefix reuse, or generate()
-    gen_actors: int = Field(default=1, ge=1)
-    gen_actor_cpus: float = Field(default=1, ge=0)
-    gen_actor_gpus: float = Field(default=0, ge=0)
-    device: str = "cpu"
-    dtype: str = "auto"
-    gen_batch_size: int = Field(default=16, ge=1)
-    gen_kv_cache_mb: int = Field(default=4096, ge=1)  # per actor (score mode): batches split to fit; longer is too_long
-    gen_batch_wait_ms: int = Field(default=50, ge=0)  # the agent's micro-batch window
-    gen_actor_wait_ms: int = Field(default=5, ge=0)  # an actor's wait for more callers' requests
-    gen_max_inflight: int = Field(default=4, ge=1)  # calls admitted per actor before callers wait
-    gen_call_timeout_s: float = Field(default=120, gt=0)
+    mode: Literal["create", "join"] = Field(default="create", alias="pool")
+    wait_s: float = Field(default=900, gt=0, alias="pool_wait_s")
 
-    stream_model: str | None = None  # Qwen3Guard-Stream hub id or path; None: the tiny test fixture
-    stream_actors: int = Field(default=1, ge=1)
-    stream_actor_cpus: float = Field(default=1, ge=0)
-    stream_actor_gpus: float = Field(default=0, ge=0)
-    stream_device: str | None = None  # None: `device`
-    stream_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    stream_call_timeout_s: float = Field(default=120, gt=0)
-    stream_max_sessions: int = Field(default=4096, ge=1)
-    stream_idle_ttl_s: float = Field(default=600, gt=0)
-    stream_kv_cache_mb: int = Field(default=4096, ge=1)  # per actor; past it, least recently used sessions are evicted
-    stream_batch_size: int = Field(default=256, ge=1)  # chunks gathered into one batched step
-    stream_batch_wait_ms: int = Field(default=10, ge=0)
-    stream_debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
-    stream_gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
-    stream_max_tokens: int = Field(default=16384, ge=1)  # reply tokens judged per stream; past it the stream ends
-    stream_max_held_chunks: int = Field(default=256, ge=1)  # how far ahead of a gap a chunk may wait
+
+class GenSettings(Section, GenSpec):
+    """The Gen actors (`model` None: the tiny test fixture), and how the agent calls them."""
+
+    model_config = ConfigDict(alias_generator=lambda name: name if name in ("device", "dtype") else f"gen_{name}")
+    batch_wait_ms: int = Field(default=50, ge=0)  # the agent's micro-batch window
+    max_inflight: int = Field(default=4, ge=1)  # calls admitted per actor before callers wait
+    call_timeout_s: float = Field(default=120, gt=0)
+
+
+class StreamSettings(Section, StreamSpec):
+    """The Stream actors (`model` None: the tiny test fixture; `device` unset: Gen's), and how
+    reply streams are judged."""
+
+    model_config = ConfigDict(alias_generator=lambda name: f"stream_{name}")
+    call_timeout_s: float = Field(default=120, gt=0)
+    batch_size: int = Field(default=256, ge=1)  # chunks gathered into one batched step
+    batch_wait_ms: int = Field(default=10, ge=0)
+    debounce: int = Field(default=2, ge=1)  # consecutive unsafe tokens that stop a stream
+    gap_timeout_s: float = Field(default=10, gt=0)  # how long a missing chunk is waited for
+    max_tokens: int = Field(default=16384, ge=1)  # reply tokens judged per stream; past it the stream ends
+    max_held_chunks: int = Field(default=256, ge=1)  # how far ahead of a gap a chunk may wait
+
+
+class SinkSettings(Section):
+    """Where verdicts go after enforcement: the audit store and the analytics windows."""
+
+    audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under home
+    audit_store_text: bool = False
+    audit_ca_file: Path | None = None  # the audit database's CA (PEM): verified with sslmode verify-full
+    analytics_window_s: int = Field(default=60, ge=1)
+    analytics_retention_s: int = Field(default=3600, ge=1)
+
+
+class Settings(GatewaySettings):
+    """A worker's: the gateways' settings (Kafka, the starting policy), its model pool and the
+    parts that call it, its sinks, and its own."""
+
+    pool: PoolSettings = part(PoolSettings)
+    gen: GenSettings = part(GenSettings)
+    stream: StreamSettings = part(StreamSettings)
+    sinks: SinkSettings = part(SinkSettings)
 
     # Which agents this worker runs (comma-separated in the environment): the Gen and Stream paths
     # need the GPU pool, the sinks only the verdict topic, so they can run as separate deployments.
     agents: frozenset[AgentName] = frozenset(AGENTS)
+    # An event under this limit is stored in a stream's entries whole, so it stays below the
+    # broker's 1 MiB message limit with room for the entry around it.
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
+    # Where the stream and analytics tables live: on disk in `data_dir` (a restart reads only the
+    # changelog's tail, and memory does not grow with retention), or in memory (tests, tiny runs).
+    table_store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: Path | None = None  # the worker's own: its table stores (None: `home`/faust)
+    metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
+    metrics_host: str = "127.0.0.1"  # the address it binds; 0.0.0.0 for probes from outside (the chart sets it)
+    health_port: int = Field(default=0, ge=0)  # /healthz and /readyz on a server of their own; 0: on the metrics port
+    # A signalled worker still stopping after this long (its stop waiting on a broker that does not
+    # answer) ends its children and exits, as a crash would: under the chart's 60 s grace period.
+    shutdown_grace_s: float = Field(default=30, gt=0)
+    faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
+    canary: CanarySettings | None = None  # JSON in GUARDSTREAM_CANARY; run by workers whose agents include canary
+    # keys the canary's sample hash, so that whoever picks conversation ids cannot pick what the canary
+    # sees; give every worker the same (None: a random one per process, so workers sample differently)
+    canary_sample_secret: SecretStr | None = None
+    home: Path = Field(default_factory=default_home)
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_device_is_gens_unless_set(cls, stream: StreamSettings, info) -> StreamSettings:
+        if "device" in stream.model_fields_set or "gen" not in info.data:
+            return stream
+        return stream.model_copy(update={"device": info.data["gen"].device})
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -150,32 +147,15 @@ class Settings(BaseModel):
             raise ValueError(f"name at least one of {', '.join(AGENTS)}")
         return value
 
-    # Input limits and downstream sinks.
-    # An event under this limit is stored in a stream's entries whole, so it stays below the
-    # broker's 1 MiB message limit with room for the entry around it.
-    max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
-    audit_url: str | None = None  # postgresql://... or sqlite:///path; None: SQLite under home
-    audit_store_text: bool = False
-    audit_ca_file: Path | None = None  # the audit database's CA (PEM): verified with sslmode verify-full
-    # Where the stream and analytics tables live: on disk in `data_dir` (a restart reads only the
-    # changelog's tail, and memory does not grow with retention), or in memory (tests, tiny runs).
-    table_store: Literal["rocksdb", "memory"] = "rocksdb"
-    data_dir: Path | None = None  # the worker's own: its table stores (None: `home`/faust)
-    analytics_window_s: int = Field(default=60, ge=1)
-    analytics_retention_s: int = Field(default=3600, ge=1)
-    metrics_port: int = Field(default=0, ge=0)  # 0: no Prometheus endpoint or health probes
-    metrics_host: str = "127.0.0.1"  # the address it binds; 0.0.0.0 for probes from outside (the chart sets it)
-    health_port: int = Field(default=0, ge=0)  # /healthz and /readyz on a server of their own; 0: on the metrics port
-    faults: str = ""  # tests only: "deliver=3,pool=2,audit=1" fails each point that many times (workers/faults.py)
-    policy: Policy = Field(default_factory=Policy)
-    # How stale the policies in force may be: a worker or `serve` whose policies reader has not
-    # been at the topic's end for longer is not ready (it keeps enforcing what it has).
-    policy_max_stale_s: float = Field(default=30, gt=0)
-    canary: CanarySettings | None = None  # JSON in GUARDSTREAM_CANARY; run by workers whose agents include canary
-    # keys the canary's sample hash, so that whoever picks conversation ids cannot pick what the canary
-    # sees; give every worker the same (None: a random one per process, so workers sample differently)
-    canary_sample_secret: SecretStr | None = None
-    home: Path = Field(default_factory=default_home)
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _canary_json(cls, value):
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"GUARDSTREAM_CANARY is not JSON ({exc})") from None
 
     @field_validator("faults")
     @classmethod
@@ -183,79 +163,37 @@ class Settings(BaseModel):
         faults.parse(value)
         return value
 
-    @classmethod
-    def load(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
-        """Environment (`GUARDSTREAM_<FIELD>`) under explicit overrides; `None` overrides are ignored."""
-        environ = os.environ if environ is None else environ
-        values: dict = {}
-        for name in cls.model_fields:
-            raw = environ.get(f"GUARDSTREAM_{name.upper()}")
-            if raw is not None and raw != "":
-                values[name] = Policy.from_source(raw) if name == "policy" else _json(name, raw) if name == "canary" else raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise SettingsError(f"invalid settings ({problems}); see `guardstream worker --help`") from None
-
     def for_broker(self, cluster_id: str | None) -> Settings:
-        """These settings for the cluster found at start: on Tansu, its kind and (unless one was set)
-        its fetch wait."""
-        if cluster_id != TANSU_CLUSTER_ID:
-            return self
-        update = {"broker_kind": "tansu"}
-        if "kafka_fetch_max_wait_ms" not in self.model_fields_set:
-            update["kafka_fetch_max_wait_ms"] = TANSU_FETCH_WAIT_MS
-        return self.model_copy(update=update)
+        """These settings for the cluster found at start (`KafkaSettings.for_broker`)."""
+        return self.model_copy(update={"kafka": self.kafka.for_broker(cluster_id)})
 
     def for_nodes(self, nodes: int) -> Settings:
         """These settings for a cluster of `nodes` brokers: topics replicated up to 3 times, unless a
         replication was set."""
-        if "topic_replication" in self.model_fields_set:
+        if "topic_replication" in self.kafka.model_fields_set:
             return self
-        return self.model_copy(update={"topic_replication": min(3, nodes)})
-
-    def gen_rules(self) -> GenRules:
-        return GenRules(policy=self.policy, max_event_bytes=self.max_event_bytes, store_text=self.audit_store_text)
-
-    def stream_rules(self) -> StreamRules:
-        return StreamRules(policy=self.policy, max_event_bytes=self.max_event_bytes, debounce=self.stream_debounce,
-                           gap_timeout_s=self.stream_gap_timeout_s, max_held_chunks=self.stream_max_held_chunks,
-                           max_tokens=self.stream_max_tokens)
+        return self.model_copy(update={"kafka": self.kafka.model_copy(update={"topic_replication": min(3, nodes)})})
 
     @property
     def creates_models(self) -> bool:
         """Whether this worker loads models: it judges (gen or stream) and creates its own pool;
         a worker that joins a pool takes the pool's, and one of sinks needs none."""
-        return bool(self.agents & {"gen", "stream"}) and self.pool == "create"
-
-    @property
-    def group_id(self) -> str:
-        """The workers' consumer group and Faust's app id, under the topic prefix: Faust names its
-        own topics after it (`<id>-<table>-changelog`, `<id>-__assignor-__leader`), so one prefix
-        ACL covers every topic and group the app uses."""
-        return f"{self.topic_prefix}{self.app_id}"
-
-    @property
-    def gateway_group(self) -> str:
-        """The gateways' group on the replies topic: it gives each gateway a partition of its own."""
-        return f"{self.topic_prefix}gateways"
+        return bool(self.agents & {"gen", "stream"}) and self.pool.mode == "create"
 
     @property
     def audit_group(self) -> str:
         """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
-        return f"{self.group_id}-audit"
+        return f"{self.kafka.group_id}-audit"
 
     @property
     def canary_group(self) -> str:
         """The canary's consumer group: its own, so a canary behind holds back no agent that enforces."""
-        return f"{self.group_id}-canary"
+        return f"{self.kafka.group_id}-canary"
 
     @property
     def canary_app_id(self) -> str:
         """The canary pool's app id (its Ray namespace is `guardstream-<this>`)."""
-        return f"{self.app_id}-canary"
+        return f"{self.kafka.app_id}-canary"
 
     @property
     def runs_canary(self) -> bool:
@@ -265,11 +203,14 @@ class Settings(BaseModel):
         """These settings with the canary's models in place of the main ones, one actor each with the
         canary's resources: what the canary pool (Ray app `<app id>-canary`) is made from."""
         c = self.canary
-        return self.model_copy(update=dict(
-            app_id=self.canary_app_id, gen_model=c.gen_model, stream_model=c.stream_model, gen_actors=1,
-            stream_actors=1, gen_actor_cpus=c.actor_cpus, stream_actor_cpus=c.actor_cpus, gen_actor_gpus=c.actor_gpus,
-            stream_actor_gpus=c.actor_gpus, agents=frozenset(v for v in ("gen", "stream") if getattr(c, f"{v}_model")),
-            gen_backend="transformers" if self.gen_backend == "noop" else self.gen_backend, pool="create"))
+        actor = {"actors": 1, "actor_cpus": c.actor_cpus, "actor_gpus": c.actor_gpus}
+        backend = "transformers" if self.gen.backend == "noop" else self.gen.backend
+        return self.model_copy(update={
+            "kafka": self.kafka.model_copy(update={"app_id": self.canary_app_id}),
+            "gen": self.gen.model_copy(update={**actor, "model": c.gen_model, "backend": backend}),
+            "stream": self.stream.model_copy(update={**actor, "model": c.stream_model}),
+            "pool": self.pool.model_copy(update={"mode": "create"}),
+            "agents": frozenset(v for v in ("gen", "stream") if getattr(c, f"{v}_model"))})
 
     @property
     def state_dir(self) -> Path:
@@ -277,16 +218,4 @@ class Settings(BaseModel):
         return self.data_dir or self.home / "faust"
 
     def audit_target(self) -> str:
-        return self.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"
-
-    def kafka_client_options(self) -> dict:
-        """aiokafka keyword arguments for the security settings."""
-        options: dict = {"security_protocol": self.kafka_security_protocol}
-        if self.kafka_sasl_mechanism:
-            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
-                           sasl_plain_password=self.kafka_sasl_password)
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
-            options["ssl_context"] = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
-        return options
+        return self.sinks.audit_url or f"sqlite:///{self.home / 'audit.sqlite'}"

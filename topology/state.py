@@ -40,9 +40,10 @@ import rocksdict
 from faust.stores import STORES, rocksdb
 from faust.types import TP, EventT
 
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.faust_internals import HookedStore, database, databases
-from guardstream.topology.outcomes import StoreError, describe
+from guardstream.topology.outcomes import StoreError
+from guardstream.wire.errors import describe
 
 log = logging.getLogger(__name__)
 

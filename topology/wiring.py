@@ -19,12 +19,14 @@ import faust
 
 from guardstream.schemas import FOR_HEADER, DeadLetter, VerdictEvent
 from guardstream.schemas.intake import RawRecord, decode
-from guardstream.topology.outcomes import Outcomes, Step, Undeliverable, describe, is_transient
+from guardstream.topology.outcomes import Outcomes, Step, Undeliverable, is_transient
+from guardstream.wire.errors import describe
 from guardstream.topology.settings import Settings
 from guardstream.topology.state import DISK_OPTIONS, PartitionedTable
-from guardstream.topology.topics import topics_for
+from guardstream.wire.policy import PoliciesInForce
+from guardstream.wire.topics import topics_for
 from guardstream.workers import faults
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 
 log = logging.getLogger(__name__)
 VERDICT_BATCH = 256
@@ -51,9 +53,9 @@ CHANGELOG_CONFIGS = {"segment.ms": str(3_600_000), "delete.retention.ms": str(3_
                      "min.cleanable.dirty.ratio": "0.1"}
 
 class Wiring:
-    def __init__(self, app: faust.App, settings: Settings, bootstrap: str):
-        self.app, self.settings, self.bootstrap = app, settings, bootstrap
-        names = topics_for(settings)
+    def __init__(self, app: faust.App, settings: Settings, bootstrap: str, policies: PoliciesInForce):
+        self.app, self.settings, self.bootstrap, self.policies = app, settings, bootstrap, policies
+        names = topics_for(settings.kafka)
         self.conversations, self.verdicts = self._raw(names.conversations.name), self._raw(names.verdicts.name)
         self.actions, self.dlq = self._raw(names.actions.name), self._raw(names.dlq.name)
         self.analytics, self.chunks = self._raw(names.analytics.name), self._raw(names.chunks.name)
@@ -64,7 +66,7 @@ class Wiring:
         self.outcomes: dict[str, Outcomes] = {}  # each agent's, for the health report
 
     def _raw(self, name: str, **kw) -> faust.TopicT:
-        kw.setdefault("partitions", self.settings.topic_partitions)
+        kw.setdefault("partitions", self.settings.kafka.topic_partitions)
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kw)
 
     def verdict_sends(self, verdicts: list[VerdictEvent]) -> list[Send]:
@@ -75,7 +77,7 @@ class Wiring:
             value, headers = v.model_dump_json().encode(), [(FOR_HEADER, v.answers())]
             sends.append((self.verdicts, v.conversation_id, value, None, headers))
             if v.reply_to is not None:
-                if v.reply_to < self.settings.reply_partitions:
+                if v.reply_to < self.settings.kafka.reply_partitions:
                     sends.append((self.replies, v.conversation_id, value, v.reply_to, headers))
                 else:  # the verdict topic still has it; the gateway's claim is outside the topic
                     metrics.UNROUTABLE_REPLIES.inc()
@@ -84,7 +86,7 @@ class Wiring:
     def table(self, name: str) -> PartitionedTable:
         """A changelogged table of this app, co-partitioned with the topics (its size is a metric)."""
         options = dict(DISK_OPTIONS) if self.settings.table_store == "rocksdb" else None  # Faust's store consumes it
-        self.tables[name] = PartitionedTable(self.app.Table(name, key_type=str, partitions=self.settings.topic_partitions,
+        self.tables[name] = PartitionedTable(self.app.Table(name, key_type=str, partitions=self.settings.kafka.topic_partitions,
                                                             options=options, extra_topic_configs=CHANGELOG_CONFIGS))
         return self.tables[name]
 

@@ -61,7 +61,7 @@ class VerdictClock:
     def __init__(self, settings: Settings, bootstrap: str):
         # no consumer group: a group's first join on the embedded broker waits seconds
         self.consumer = AIOKafkaConsumer(topic_name(settings, "verdicts"), bootstrap_servers=bootstrap, group_id=None,
-                                         auto_offset_reset="earliest", **settings.kafka_client_options())
+                                         auto_offset_reset="earliest", **settings.kafka.client_options())
         self.arrived: dict[str, float] = {}
 
     async def __aenter__(self) -> VerdictClock:
@@ -85,7 +85,7 @@ async def produce_and_wait(settings: Settings, bootstrap: str, clock: VerdictClo
     one) and wait for each one's verdict: when each event was produced, and when the middle one was."""
     sent: dict[str, float] = {}
     middle = 0.0
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka.client_options())
     await producer.start()
     try:
         topic, began = topic_name(settings, "conversations"), time.monotonic()

@@ -51,11 +51,11 @@ class Recovery:
 
 async def fill_changelog(settings: Settings, bootstrap: str, entries: int, window: int) -> None:
     """`entries` remembered verdict ids, spread over the partitions, as `PartitionedTable` writes them."""
-    topic = f"{settings.group_id}-{TABLE}-changelog"
+    topic = f"{settings.kafka.group_id}-{TABLE}-changelog"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, settings.topic_partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics([NewTopic(topic, settings.kafka.topic_partitions, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
@@ -64,7 +64,7 @@ async def fill_changelog(settings: Settings, bootstrap: str, entries: int, windo
         for first in range(0, entries, 20_000):
             sends = []
             for i in range(first, min(entries, first + 20_000)):
-                partition = i % settings.topic_partitions
+                partition = i % settings.kafka.topic_partitions
                 value = json.dumps({"p": partition, "v": window}).encode()
                 sends.append(await producer.send(topic, value, key=json.dumps(f"bench-{i}").encode(), partition=partition))
             await asyncio.gather(*sends)

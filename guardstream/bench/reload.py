@@ -28,7 +28,7 @@ DOCUMENTS = ({"mode": "loose"}, {"mode": "strict"})
 
 
 async def _steady_load(settings: Settings, bootstrap: str, rate: float, stop: asyncio.Event) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **settings.kafka.client_options())
     await producer.start()
     sent = 0
     try:

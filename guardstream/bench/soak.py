@@ -59,7 +59,7 @@ async def run_soak(settings: Settings, bootstrap: str, metrics_url: str, streams
                    report: Callable[[Sample], None] = lambda s: None, verdicts_per_s: float = 0) -> list[Sample]:
     """Keep `streams` streams going, and verdicts coming at `verdicts_per_s`, for `minutes`; returns
     the samples, the last one taken after every stream finished."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka_client_options())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **settings.kafka.client_options())
     await producer.start()
     topic, began = topic_name(settings, "chunks"), time.monotonic()
     counts = {"started": 0, "finished": 0, "verdicts": 0}

@@ -19,7 +19,7 @@ import torch
 from transformers import Qwen3Config
 
 from guardstream.bench.timing import Measurement, device_sync, results_table
-from guardstream.workers.engines.labels import RISK_LABELS
+from guardstream.schemas.labels import RISK_LABELS
 from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 from guardstream.workers.engines.messages import StreamCall
 from guardstream.workers.engines.stream_engine import StreamEngine

@@ -109,11 +109,11 @@ def bench_replies(tokenizer, streams: int, reply_tokens: int) -> list[Reply]:
 async def measure_broker_floor(settings: Settings, bootstrap: str, count: int = 300, per_s: float = 100) -> list[float]:
     """Produce to consume in ms, one record at a time, on a topic of its own with no worker."""
     topic = f"bench-floor-{uuid.uuid4().hex[:6]}"
-    options = settings.kafka_client_options()
+    options = settings.kafka.client_options()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, settings.topic_replication)])
+        await admin.create_topics([NewTopic(topic, 1, settings.kafka.topic_replication)])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **options)

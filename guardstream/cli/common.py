@@ -8,28 +8,30 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 
-from guardstream.topology.settings import Settings, SettingsError
+from guardstream.topology.settings import Settings
+from guardstream.wire.settings import GatewaySettings, SettingsError
 
 console = Console(stderr=True)
 
 
-def load_settings(**overrides) -> Settings:
+def load_settings(kind: type[GatewaySettings] = Settings, **overrides):
+    """A worker's settings, or a gateway's (`GatewaySettings`: only what it reads of the environment)."""
     try:
-        return Settings.load(**overrides)
+        return kind.load(**overrides)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 
 
-def bootstrap_or_fail(settings: Settings) -> str:
-    if not settings.kafka_bootstrap:
+def bootstrap_or_fail(settings: GatewaySettings) -> str:
+    if not settings.kafka.bootstrap:
         raise click.UsageError("no Kafka given: pass --bootstrap HOST:PORT or set GUARDSTREAM_KAFKA_BOOTSTRAP "
                                "(or use `guardstream up`, which starts the embedded broker)")
-    return settings.kafka_bootstrap
+    return settings.kafka.bootstrap
 
 
 def parsed_policy(policy_source: str | None):
     """--policy as a Policy, or None when not given."""
-    from guardstream.workers.moderation.policy import Policy
+    from guardstream.wire.policy import Policy
 
     if not policy_source:
         return None
@@ -43,8 +45,8 @@ def parsed_policy(policy_source: str | None):
 def fatal_as_message():
     """Settings and pool problems end the command with their message, not a traceback."""
     from guardstream.dev.kafka import KafkaError
-    from guardstream.topology.outcomes import NotAuthorized
-    from guardstream.topology.policy_feed import PoliciesUnavailable
+    from guardstream.wire.errors import NotAuthorized
+    from guardstream.wire.policy_feed import PoliciesUnavailable
     from guardstream.workers.pools.model_pool import PoolMissing
 
     try:

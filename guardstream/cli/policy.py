@@ -49,7 +49,7 @@ def policy_show(tenant: str | None, kafka_bootstrap: str | None) -> None:
 
     settings = load_settings(kafka_bootstrap=kafka_bootstrap)
     in_force, _ = asyncio.run(policy_history(settings, bootstrap_or_fail(settings)))
-    named = [tenant] if tenant else sorted({"default", *in_force.tenants, *in_force.set_versions()})
+    named = [tenant] if tenant else sorted({"default", *in_force.document.tenants, *in_force.set_versions()})
     for name in named:
         console.print_json(json.dumps({"tenant": name, "version": in_force.version(name),
                                        "policy": in_force.for_tenant(name).model_dump(mode="json")}))

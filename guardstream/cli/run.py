@@ -80,7 +80,7 @@ def pool(loglevel: str, down: bool, **flags) -> None:
     from guardstream.runtime import run_pool
 
     settings = load_settings(**flags)
-    if not settings.ray_address:
+    if not settings.pool.ray_address:
         raise click.UsageError("the pool runs on a Ray cluster of its own: pass --ray-address HOST:PORT or ray://HOST:10001 "
                                "(or set GUARDSTREAM_RAY_ADDRESS); a worker without one creates a local pool itself")
     if not down:
@@ -103,7 +103,7 @@ def broker(port: int | None, kafka: bool, nodes: int, kafka_version: str | None)
     Prints `node <id> port <port> pid <pid>` for each Kafka node, then `broker ready <bootstrap>`;
     SIGTERM or Ctrl-C stops every node."""
     from guardstream.dev.local import loopback_broker
-    from guardstream.topology.topics import ensure_topics
+    from guardstream.wire.topics import ensure_topics
 
     if nodes != 1 and not kafka:
         raise click.UsageError("--nodes goes with --kafka (the embedded broker is one process)")
@@ -114,12 +114,12 @@ def broker(port: int | None, kafka: bool, nodes: int, kafka_version: str | None)
             for node in running.nodes:
                 click.echo(f"node {node.node_id} port {node.port} pid {node.pid}")
             settings = settings.for_nodes(nodes)
-        asyncio.run(ensure_topics(settings, running.bootstrap))
+        asyncio.run(ensure_topics(settings.kafka, running.bootstrap))
         click.echo(f"broker ready {running.bootstrap}")
         console.print(f"(export GUARDSTREAM_KAFKA_BOOTSTRAP={running.bootstrap}); Ctrl-C stops it")
-        while True:
-            signal.pause()
+        while True:  # a signal whose SystemExit was ignored before the pause ends it here, not at the next one
             leave_if_signalled()
+            signal.pause()
 
 
 @click.command()

@@ -6,6 +6,7 @@ import click
 
 from guardstream.callers import Limits
 from guardstream.cli.common import bootstrap_option, bootstrap_or_fail, load_settings, parsed_policy
+from guardstream.wire.settings import GatewaySettings
 
 
 @click.command()
@@ -44,7 +45,7 @@ def serve(kafka_bootstrap: str | None, host: str, port: int, api_keys_source: st
         keys = caller_keys(api_keys_source, insecure_no_auth, host)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    settings = load_settings(policy=parsed_policy(policy_source), kafka_bootstrap=kafka_bootstrap,
+    settings = load_settings(GatewaySettings, policy=parsed_policy(policy_source), kafka_bootstrap=kafka_bootstrap,
                              reply_partition=reply_partition)
     limits = Limits(max_body_bytes=max_body_bytes, rate=rate, concurrency=concurrency,
                     unproven_connections=unproven_connections)

@@ -21,7 +21,7 @@ def produce(events_file: Path, kafka_bootstrap: str | None, role: str) -> None:
     settings = load_settings(kafka_bootstrap=kafka_bootstrap)
     lines = [line for line in events_file.read_text().splitlines() if line.strip()]
     sent = asyncio.run(produce_lines(settings, bootstrap_or_fail(settings), role, lines))
-    console.print(f"produced {sent} events to {settings.topic_prefix}{role}")
+    console.print(f"produced {sent} events to {settings.kafka.topic_prefix}{role}")
 
 
 @click.command()

@@ -25,7 +25,7 @@ from guardstream.dev.worker_process import WorkerProcess
 from guardstream.kafka_io import produce_lines, records
 from guardstream.schemas import ConversationEvent, TokenChunkEvent
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics
+from guardstream.wire.topics import ensure_topics
 
 POLICY = EXAMPLES / "policy.json"
 STREAMS = EXAMPLES / "streams.jsonl"
@@ -174,7 +174,7 @@ def run_demo(events_file: Path, gen_model: str | None, timeout_s: float, console
     board, malformed = _board(lines, [line for line in STREAMS.read_text().splitlines() if line.strip()])
     with EmbeddedBroker(log_path=settings.home / "broker.log") as broker:
         console.print(f"embedded broker on [bold]{broker.bootstrap}[/]")
-        asyncio.run(ensure_topics(settings, broker.bootstrap))
+        asyncio.run(ensure_topics(settings.kafka, broker.bootstrap))
         log_path = settings.home / "worker.log"
         worker = WorkerProcess(broker.bootstrap, log_path, "--gen-model", model,
                                *(["--stream-model", stream_model] if stream_model else []), "--policy", str(POLICY),

@@ -32,7 +32,7 @@ RELEASES = {
 JARS = Path(__file__).with_name("kafka_jars")
 
 # The brokers' settings for tests, all in this one place (topics the product creates get their own
-# replication and configs from topology/topics.py).
+# replication and configs from wire/topics.py).
 TEST_BROKER_CONFIG = {
     # a new consumer group's first join is not held back 3 s waiting for more members
     "group.initial.rebalance.delay.ms": 0,

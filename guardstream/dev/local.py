@@ -28,8 +28,8 @@ def run_up(settings: Settings, loglevel: str, announce: Callable[[str], None]) -
     data_dir is set, they live in `home`/embedded-run, emptied first."""
     from guardstream.dev.broker import EmbeddedBroker
 
-    if settings.kafka_bootstrap:
-        run_worker(settings, settings.kafka_bootstrap, loglevel)
+    if settings.kafka.bootstrap:
+        run_worker(settings, settings.kafka.bootstrap, loglevel)
         return
     settings.home.mkdir(parents=True, exist_ok=True)
     if settings.data_dir is None:

@@ -32,9 +32,10 @@ from guardstream.dev import qwen_tokenizer, stream_reference
 from guardstream.dev.qwen_tokenizer import PADDED_VOCAB, qwen3_tokenizer
 from guardstream.dev.stream_reference import StreamGuardReference
 from guardstream.topology.settings import Settings, default_home
-from guardstream.workers.engines import framing, labels
+from guardstream.workers.engines import framing
 from guardstream.workers.engines.framing import reply_prefix_ids
-from guardstream.workers.engines.labels import RISK_LABELS
+from guardstream.schemas import labels
+from guardstream.schemas.labels import RISK_LABELS
 
 FIXTURES = resources.files("guardstream.dev") / "fixtures"
 RISK_LEVELS = list(RISK_LABELS)
@@ -272,7 +273,7 @@ def build_tiny_checkpoints(progress: Progress | None = None, gen_steps: int = 40
 
 def with_fixture_models(settings: Settings) -> Settings:
     """The settings with Gen and Stream models: the ones given, or, loudly, these fixtures."""
-    if settings.gen_model and settings.stream_model:
+    if settings.gen.model and settings.stream.model:
         return settings
     log = logging.getLogger("guardstream")
     log.warning("no --gen-model/--stream-model given: using the tiny TEST-FIXTURE checkpoints, which are not safety models")
@@ -282,5 +283,6 @@ def with_fixture_models(settings: Settings) -> Settings:
             log.info("building tiny fixture checkpoints (once, then cached): step %d/%d, %s", done, total, what)
 
     tiny = build_tiny_checkpoints(report)
-    return settings.model_copy(update={"gen_model": settings.gen_model or str(tiny.gen),
-                                       "stream_model": settings.stream_model or str(tiny.stream)})
+    gen, stream = settings.gen, settings.stream
+    return settings.model_copy(update={"gen": gen.model_copy(update={"model": gen.model or str(tiny.gen)}),
+                                       "stream": stream.model_copy(update={"model": stream.model or str(tiny.stream)})})

@@ -9,7 +9,7 @@ from fastapi import HTTPException
 from guardstream.client import Guard, Outcome, conversation
 from guardstream.schemas import FOR_HEADER, Action, Moderate, RiskLevel, StreamPosition, VerdictEvent
 from guardstream.serve import ModerationRequest, TextPart, as_result, texts_of
-from guardstream.workers.moderation.policy import Policy, TenantPolicy
+from guardstream.wire.policy import Policy, TenantPolicy
 from guardstream.topology.settings import Settings
 
 

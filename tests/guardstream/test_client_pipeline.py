@@ -10,7 +10,7 @@ import pytest
 from guardstream.client import Guard, conversation
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Action, RiskLevel
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import Policy
 from guardstream.topology.settings import Settings
 from guardstream.dev.stream_reference import StreamGuardReference
 

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaConnectionError, ProducerClosed, TopicAuthoriza
 from guardstream.client import Guard, Slots, conversation
 from guardstream.schemas import Action, StreamPosition
 from guardstream.topology.settings import Settings
-from guardstream.workers.moderation.policy import Policy, TenantPolicy
+from guardstream.wire.policy import Policy, TenantPolicy
 
 from tests.guardstream.test_client import verdict
 

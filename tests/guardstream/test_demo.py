@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from guardstream import EXAMPLES
 from guardstream.schemas import ConversationEvent
-from guardstream.topology.settings import TANSU_FETCH_WAIT_MS
+from guardstream.wire.settings import TANSU_FETCH_WAIT_MS
 
 pytestmark = pytest.mark.integration
 

@@ -81,3 +81,6 @@ def test_the_build_context_is_what_the_dockerfile_copies():
     allowed = {l[1:] for l in lines if l.startswith("!")}
     assert allowed == copied, (allowed, copied)
     assert all((ROOT / path).exists() for path in copied)
+    # every folder pyproject.toml maps into the package is copied (a new layer is not left out)
+    mapped = set(re.findall(r'= "(\w+)"', (ROOT / "pyproject.toml").read_text().split("package-dir", 1)[1].split("\n", 1)[0]))
+    assert mapped and mapped <= copied, mapped - copied

@@ -29,7 +29,7 @@ from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import produce_lines, records, topic_name
 from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
 from guardstream.topology.settings import Settings
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import Policy
 from guardstream.workers.pools.local_ray import reap_leftovers
 
 from tests.helpers.pipeline import LOOSE, STRICT, start_worker, wait_committed
@@ -116,7 +116,7 @@ async def audit_outage_holds_back_no_agent(settings: Settings, bootstrap: str) -
                          moderate=Moderate.prompt, model_id="m", model_variant="gen", risk_level=RiskLevel.safe,
                          action=Action.allow, policy="p", latency_ms=1).model_dump_json() for i in range(6000)]
     await produce_lines(settings, bootstrap, "verdicts", made)  # more than an agent's stream buffer (4,096)
-    await wait_committed(settings, bootstrap, "verdicts", settings.group_id, timeout_s=180)
+    await wait_committed(settings, bootstrap, "verdicts", settings.kafka.group_id, timeout_s=180)
     actions = 0
     async for message in records(settings, bootstrap, "actions", idle_timeout_s=2):
         actions += json.loads(message.value)["verdict_id"].startswith("fc-audit-")
@@ -126,7 +126,7 @@ async def audit_outage_holds_back_no_agent(settings: Settings, bootstrap: str) -
     try:
         topic = topic_name(settings, "verdicts")
         committed = await admin.list_consumer_group_offsets(settings.audit_group, partitions=[
-            TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+            TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)])
     finally:
         await admin.close()
     assert all(meta.offset <= 0 for meta in committed.values())  # the audit database never answered

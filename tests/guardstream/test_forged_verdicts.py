@@ -15,7 +15,7 @@ from guardstream.client import Guard, conversation
 from guardstream.schemas import FOR_HEADER, Action, ConversationEvent, RiskLevel, VerdictEvent
 from guardstream.serve import create_api
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics, topics_for
+from guardstream.wire.topics import ensure_topics, topics_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ class StandIn:
     """Reads each request from the conversations topic and answers as told."""
 
     def __init__(self, settings: Settings, bootstrap: str):
-        self.settings, self.bootstrap, self.topics = settings, bootstrap, topics_for(settings)
+        self.settings, self.bootstrap, self.topics = settings, bootstrap, topics_for(settings.kafka)
 
     async def __aenter__(self) -> StandIn:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
@@ -77,7 +77,7 @@ def test_forged_verdicts_are_skipped_by_guard_and_serve_and_claimed_partitions_a
     settings = forge_settings()
 
     async def run():
-        await ensure_topics(settings, broker.bootstrap)
+        await ensure_topics(settings.kafka, broker.bootstrap)
         async with StandIn(settings, broker.bootstrap) as worker, \
                 Guard(broker.bootstrap, settings, timeout_s=20) as a, Guard(broker.bootstrap, settings, timeout_s=20) as b:
             homes = (a.reply_partition, b.reply_partition)

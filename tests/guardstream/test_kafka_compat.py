@@ -14,7 +14,7 @@ from guardstream.dev.kafka import COMPAT, KafkaCluster
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import produce_lines
 from guardstream.schemas import Action, RiskLevel
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import Policy
 
 from tests.helpers.kafka_helpers import read_all
 from tests.helpers.pipeline import POLICY, start_worker

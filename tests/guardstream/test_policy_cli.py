@@ -16,8 +16,8 @@ from guardstream.client import Guard
 from guardstream.schemas import Action
 from guardstream.kafka_io import records, set_policy
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.topics import ensure_topics
+from guardstream.wire.policy import Policy
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_policy_set_checks_the_document_counts_versions_and_show_and_history_rea
     assert [re.sub(r"/[0-9a-f]{16}:", "/N:", line).split(" set by")[0] for line in history] == [
         "@0 acme/1/N: version 1", "@1 acme/2/N: version 2",
         "@2 acme/1/N: tombstone of a superseded or refused record"]  # so the cleaner drops version 1
-    settings = Settings(topic_prefix=prefix)
+    settings = Settings.load({}, topic_prefix=prefix)
 
     async def count() -> int:
         return len([m async for m in records(settings, broker.bootstrap, "policies", idle_timeout_s=1.5)])
@@ -59,10 +59,10 @@ def test_policy_set_checks_the_document_counts_versions_and_show_and_history_rea
 
 
 def test_a_running_client_takes_a_tenants_new_fail_mode_within_seconds(broker):
-    settings = Settings(topic_prefix="pclient.", policy=Policy.model_validate({"default": {"fail_mode": "closed"}}))
+    settings = Settings.load({}, topic_prefix="pclient.", policy=Policy.model_validate({"default": {"fail_mode": "closed"}}))
 
     async def scenario() -> Action:
-        await ensure_topics(settings, broker.bootstrap)  # as the workers do
+        await ensure_topics(settings.kafka, broker.bootstrap)  # as the workers do
         async with Guard(broker.bootstrap, settings) as guard:
             assert guard.is_fail_closed("initech")
             await set_policy(settings, broker.bootstrap, "initech", {"fail_mode": "open"}, "test")

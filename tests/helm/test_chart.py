@@ -21,9 +21,8 @@ import yaml
 
 from guardstream.runtime import pool_spec
 from guardstream.topology.settings import Settings
-from guardstream.workers.pools.gen_pool import GenSpec
-from guardstream.workers.pools.model_pool import PoolSpec
-from guardstream.workers.pools.stream_pool import StreamSpec
+from guardstream.wire.settings import flat_names
+from guardstream.workers.pools.specs import GenSpec, PoolSpec, StreamSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "guardstream"
@@ -197,31 +196,33 @@ def test_every_setting_reaches_the_pool_and_the_workers():
     env = {c: environment(docs, c) for c in ("pool", "moderation", "sinks")}
     for component, variables in env.items():
         unknown = [k for k in variables if k.startswith("GUARDSTREAM_")
-                   and k.removeprefix("GUARDSTREAM_").lower() not in Settings.model_fields]
+                   and k.removeprefix("GUARDSTREAM_").lower() not in flat_names(Settings)]
         assert unknown == [], f"{component}: no such setting"
     pool, moderation, sinks = (Settings.load(env[c]) for c in ("pool", "moderation", "sinks"))
 
     values = merged(PRODUCTION)
     gen, stream = values["pool"]["gen"], values["pool"]["stream"]
     assert pool_spec(pool, {"gen", "stream"}) == PoolSpec(
-        GenSpec(gen["model"], gen["actors"], gen["actorCpus"], gen["actorGpus"], gen["device"], gen["dtype"],
-                gen["batchSize"], backend=gen["backend"], kv_cache_mb=gen["kvCacheMb"]),
-        StreamSpec(stream["model"], stream["actors"], stream["actorCpus"], stream["actorGpus"], stream["device"],
-                   stream["dtype"], stream["maxSessions"], kv_cache_mb=stream["kvCacheMb"]))
+        gen=GenSpec(model=gen["model"], actors=gen["actors"], actor_cpus=gen["actorCpus"], actor_gpus=gen["actorGpus"],
+                    device=gen["device"], dtype=gen["dtype"], batch_size=gen["batchSize"], backend=gen["backend"],
+                    kv_cache_mb=gen["kvCacheMb"]),
+        stream=StreamSpec(model=stream["model"], actors=stream["actors"], actor_cpus=stream["actorCpus"],
+                          actor_gpus=stream["actorGpus"], device=stream["device"], dtype=stream["dtype"],
+                          max_sessions=stream["maxSessions"], kv_cache_mb=stream["kvCacheMb"]))
     # the pool through Ray Client; the moderation workers as drivers on their own Ray node (see below)
-    assert pool.ray_address == "ray://guard-guardstream-ray-head-svc:10001"
-    assert moderation.ray_address == "guard-guardstream-ray-head-svc:6379"
-    assert pool.app_id == moderation.app_id != sinks.app_id  # the pool's Ray namespace is the moderation app's
-    assert moderation.pool == "join" and moderation.agents == {"gen", "stream"} and moderation.gen_model is None
-    assert sinks.agents == {"enforcement", "audit", "analytics"} and sinks.ray_address is None
-    assert sinks.audit_url == "secret:guardstream-audit-db/url" and moderation.audit_url is None
-    assert str(sinks.audit_ca_file) == "/etc/guardstream/audit-ca/ca.crt" and moderation.audit_ca_file is None
+    assert pool.pool.ray_address == "ray://guard-guardstream-ray-head-svc:10001"
+    assert moderation.pool.ray_address == "guard-guardstream-ray-head-svc:6379"
+    assert pool.kafka.app_id == moderation.kafka.app_id != sinks.kafka.app_id  # the pool's Ray namespace is the moderation app's
+    assert moderation.pool.mode == "join" and moderation.agents == {"gen", "stream"} and moderation.gen.model is None
+    assert sinks.agents == {"enforcement", "audit", "analytics"} and sinks.pool.ray_address is None
+    assert sinks.sinks.audit_url == "secret:guardstream-audit-db/url" and moderation.sinks.audit_url is None
+    assert str(sinks.sinks.audit_ca_file) == "/etc/guardstream/audit-ca/ca.crt" and moderation.sinks.audit_ca_file is None
     sinks_pod = one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["template"]["spec"]
-    assert mounted_secret(sinks_pod, str(sinks.audit_ca_file)) == "guardstream-audit-db-ca"
+    assert mounted_secret(sinks_pod, str(sinks.sinks.audit_ca_file)) == "guardstream-audit-db-ca"
     for settings in (moderation, sinks):
-        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
-        assert settings.kafka_sasl_password == "secret:guardstream-kafka/password"
-        assert str(settings.kafka_ssl_cafile) == "/etc/guardstream/kafka-ca/ca.crt"  # the mounted caSecret
+        assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.kafka.sasl_password == "secret:guardstream-kafka/password"
+        assert str(settings.kafka.ssl_cafile) == "/etc/guardstream/kafka-ca/ca.crt"  # the mounted caSecret
         assert settings.policy.model_dump(mode="json", exclude_defaults=True) == \
             Settings.load({"GUARDSTREAM_POLICY": json.dumps(PRODUCTION["policy"])}).policy.model_dump(mode="json", exclude_defaults=True)
 
@@ -243,7 +244,7 @@ def test_every_setting_reaches_the_pool_and_the_workers():
     # KEDA owns the moderation replicas; the sinks keep theirs
     scaled = one(docs, "ScaledObject", "guard-guardstream-moderation")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "guard-guardstream-moderation"
-    assert {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]} == {moderation.group_id}
+    assert {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]} == {moderation.kafka.group_id}
     assert "replicas" not in one(docs, "Deployment", "guard-guardstream-moderation")["spec"]
     assert one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["replicas"] == 3
 

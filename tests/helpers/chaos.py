@@ -115,7 +115,7 @@ def diagnose(settings, bootstrap: str, missing: set[str], prefix: str) -> str:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            committed = await admin.list_consumer_group_offsets(settings.group_id)
+            committed = await admin.list_consumer_group_offsets(settings.kafka.group_id)
         finally:
             await admin.close()
         again = set()

@@ -69,7 +69,7 @@ async def last_offsets(settings: Settings, bootstrap: str, role: str) -> dict[in
 async def wait_drained(settings: Settings, bootstrap: str, role: str, timeout_s: float = 120) -> None:
     """Wait until the worker's consumer groups have committed every record of a topic (all agents
     acked; for verdicts, the audit sink's own group too)."""
-    groups = [settings.group_id] + ([settings.audit_group] if role == "verdicts" and "audit" in settings.agents else [])
+    groups = [settings.kafka.group_id] + ([settings.audit_group] if role == "verdicts" and "audit" in settings.agents else [])
     for group in groups:
         await wait_committed(settings, bootstrap, role, group, timeout_s)
 

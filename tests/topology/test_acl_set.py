@@ -13,17 +13,17 @@ def writers(settings: Settings, topic: str) -> set[str]:
 
 
 def test_only_the_policy_admin_writes_policies_and_only_workers_write_what_is_enforced():
-    settings = Settings(topic_prefix="p.")
+    settings = Settings.load({}, topic_prefix="p.")
     assert writers(settings, "p.policies") == {"policy-admin"}
     assert writers(settings, "p.verdicts") == writers(settings, "p.actions") == writers(settings, "p.replies") == {"worker"}
     assert writers(settings, "p.conversations") == writers(settings, "p.chunks") == {"gateway"}
     assert not [a for a in acl_set(settings) if a.role == "sink" and a.operation != "Read" and a.operation != "Describe"]
     prefixed = {a.name for a in acl_set(settings) if a.pattern == "prefixed" and a.role == "worker"}
-    assert prefixed == {settings.group_id}  # its changelogs, groups and re-keyed topic: nothing else by prefix
+    assert prefixed == {settings.kafka.group_id}  # its changelogs, groups and re-keyed topic: nothing else by prefix
 
 
 def test_the_set_prints_as_kafka_acls_lines_and_strimzi_users():
-    settings = Settings(topic_prefix="p.")
+    settings = Settings.load({}, topic_prefix="p.")
     lines = kafka_acls_lines(settings, {role: f"User:{role}" for role in ROLES})
     assert len(lines) == len(acl_set(settings))
     assert "--allow-principal User:policy-admin --operation Write --topic p.policies" in "\n".join(lines)
@@ -44,4 +44,4 @@ def test_deploying_md_gives_the_set_that_guardstream_acls_prints():
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "deploying.md").read_text()
     documented = [line for line in text.splitlines() if line.startswith("kafka-acls.sh ")]
-    assert documented == kafka_acls_lines(Settings(), {role: f"User:guardstream-{role}" for role in ROLES})
+    assert documented == kafka_acls_lines(Settings.load({}), {role: f"User:guardstream-{role}" for role in ROLES})

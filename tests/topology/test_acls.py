@@ -18,10 +18,10 @@ from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import produce_lines, records, set_policy
 from guardstream.schemas import Action
 from guardstream.topology.acls import acl_set
-from guardstream.topology.outcomes import NotAuthorized
+from guardstream.wire.errors import NotAuthorized
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.topics import ensure_topics
+from guardstream.wire.policy import Policy
 
 from tests.helpers.pipeline import POLICY, start_worker
 from tests.helpers.waiting import eventually
@@ -31,13 +31,13 @@ pytestmark = pytest.mark.integration
 USERS = {SUPER_USER: "admin-secret", "gs-worker": "worker-secret", "gs-gateway": "gateway-secret",
          "gs-sink": "sink-secret", "gs-policy": "policy-secret", "gs-reader": "reader-secret"}
 ROLE_USERS = {"worker": "gs-worker", "gateway": "gs-gateway", "sink": "gs-sink", "policy-admin": "gs-policy"}
-BASE = Settings(topic_prefix="acl.", app_id="gs-acl", policy=Policy.model_validate(POLICY))
+BASE = Settings.load({}, topic_prefix="acl.", app_id="gs-acl", policy=Policy.model_validate(POLICY))
 
 
 def as_user(cluster: KafkaCluster, user: str) -> Settings:
-    return BASE.model_copy(update=dict(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-                                       kafka_sasl_username=user, kafka_sasl_password=USERS[user],
-                                       kafka_ssl_cafile=cluster.ca_file))
+    return BASE.model_copy(update={"kafka": BASE.kafka.model_copy(update=dict(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username=user, sasl_password=USERS[user],
+        ssl_cafile=cluster.ca_file))})
 
 
 def apply_acls(cluster: KafkaCluster) -> int:
@@ -56,7 +56,7 @@ def apply_acls(cluster: KafkaCluster) -> int:
         future.result(30)
 
     async def visible() -> bool:  # the brokers take ACLs from the metadata log a moment later
-        client = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, **as_user(cluster, "gs-sink").kafka_client_options())
+        client = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, **as_user(cluster, "gs-sink").kafka.client_options())
         await client.start()
         try:
             return "acl.verdicts" in await client.list_topics()

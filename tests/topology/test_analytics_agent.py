@@ -9,6 +9,7 @@ from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
 from guardstream.schemas.intake import RawRecord
 from guardstream.topology.agents.analytics import Analytics
 from guardstream.topology.settings import Settings
+from guardstream.wire.policy import PoliciesInForce
 
 
 class DictTable:
@@ -36,6 +37,7 @@ class FakeWiring:
 
     def __init__(self):
         self.settings = Settings.load({}, analytics_window_s=60, analytics_retention_s=120)
+        self.policies = PoliciesInForce(self.settings.policy)
         self.sent: list[tuple[str, str, bytes]] = []
 
     def table(self, name):

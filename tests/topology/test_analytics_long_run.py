@@ -143,7 +143,7 @@ def test_analytics_counts_each_window_for_a_minute_and_forgets_what_it_should(br
     assert restored > 0, "nothing was restored"
     # each partition's tail is at most the seals written since its last write (Tansu; none on Kafka); the whole changelog
     # (what a memory store replays) holds every entry ever counted and its tombstone
-    tail = 2 * second.settings.topic_partitions
+    tail = 2 * second.settings.kafka.topic_partitions
     assert all(replayed[t] <= tail for t in ("analytics-counted", "analytics-routed")), replayed
     assert counted_entries_after_restart <= fresh_entries < restored, (restored, counted_entries_after_restart)
 

@@ -26,7 +26,7 @@ from guardstream.client import Guard, conversation
 from guardstream.dev.kafka import KafkaCluster
 from guardstream.kafka_io import records, topic_name
 from guardstream.schemas import Action
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import Policy
 
 from tests.helpers.chaos import MALFORMED, assert_every_outcome, produce_steadily, workload
 from tests.helpers.models import cached_tokenizer

@@ -23,7 +23,7 @@ from guardstream.schemas import CanaryRecord, Moderate
 from guardstream.workers.engines.gen_engine import GenEngine
 from guardstream.workers.engines.messages import GenRequest
 from guardstream.workers.moderation.canary import CanaryReport, sampled
-from guardstream.workers.moderation.policy import TenantPolicy
+from guardstream.wire.policy import TenantPolicy
 
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.metrics import scrape

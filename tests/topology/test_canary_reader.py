@@ -15,10 +15,11 @@ from aiokafka.structs import ConsumerRecord
 
 from guardstream import runtime
 from guardstream.schemas import RiskLevel
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.agents import canary
 from guardstream.topology.agents.canary import CanaryModels, CanaryReader
 from guardstream.topology.settings import Settings
+from guardstream.wire.policy import PoliciesInForce
 from guardstream.workers.moderation.canary import sampled
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_state import StreamRef
@@ -96,7 +97,7 @@ def test_a_canary_that_cannot_open_its_pool_leaves_the_worker_enforcing(monkeypa
 
     monkeypatch.setattr(runtime, "open_pool", fails)
     with caplog.at_level(logging.ERROR, logger="guardstream"):
-        assert runtime.open_canary(SETTINGS) is None
+        assert runtime.open_canary(SETTINGS, PoliciesInForce()) is None
     assert "runs WITHOUT the canary" in caplog.text and "/no/such/model" in caplog.text
 
 

@@ -44,8 +44,8 @@ async def offsets_without_outcome(settings, bootstrap: str) -> list[tuple[int, i
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.group_id, partitions=[
-            TopicPartition(topic, p) for p in range(settings.topic_partitions)])
+        committed = await admin.list_consumer_group_offsets(settings.kafka.group_id, partitions=[
+            TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)])
     finally:
         await admin.close()
     below = {tp.partition: meta.offset for tp, meta in committed.items() if meta.offset > 0}

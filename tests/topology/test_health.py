@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from guardstream.dev.broker import free_port
-from guardstream.topology import metrics  # noqa: F401 - registers the series /metrics shows
+from guardstream.wire import metrics  # noqa: F401 - registers the series /metrics shows
 from guardstream.topology.health import HEALTH, STALE_AFTER_S, Health, serve_metrics
 
 
@@ -105,7 +105,7 @@ def test_a_long_blocking_step_is_alive_and_not_ready_and_never_stale(monkeypatch
 def test_each_actor_s_report_sets_its_memory_and_kv_gauges():
     from prometheus_client import REGISTRY
 
-    from guardstream.topology.metrics import record_actors
+    from guardstream.wire.metrics import record_actors
 
     record_actors("stream", [{"rss": 5, "kv_used_bytes": 3, "kv_budget_bytes": 8, "kv_evictions": 2}, {"rss": 7}])
     value = REGISTRY.get_sample_value

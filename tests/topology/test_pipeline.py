@@ -195,7 +195,7 @@ def test_every_topic_and_group_of_the_app_is_under_its_prefix(worker, moderated)
     settings = worker.settings
 
     async def names() -> tuple[list[str], list[str]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap, **settings.kafka_client_options())
+        admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap, **settings.kafka.client_options())
         await admin.start()
         try:
             return list(await admin.list_topics()), [g[0] for g in await admin.list_consumer_groups()]
@@ -203,11 +203,11 @@ def test_every_topic_and_group_of_the_app_is_under_its_prefix(worker, moderated)
             await admin.close()
 
     topics, groups = asyncio.run(names())
-    ours = [t for t in topics if settings.app_id in t]
+    ours = [t for t in topics if settings.kafka.app_id in t]
     assert any(t.endswith("-changelog") for t in ours) and any("__assignor" in t for t in ours), ours
-    assert [t for t in ours if not t.startswith(settings.topic_prefix)] == []
-    assert settings.group_id in groups and settings.group_id.startswith(settings.topic_prefix)
-    assert [g for g in groups if settings.app_id in g and not g.startswith(settings.topic_prefix)] == []
+    assert [t for t in ours if not t.startswith(settings.kafka.topic_prefix)] == []
+    assert settings.kafka.group_id in groups and settings.kafka.group_id.startswith(settings.kafka.topic_prefix)
+    assert [g for g in groups if settings.kafka.app_id in g and not g.startswith(settings.kafka.topic_prefix)] == []
 
 
 def test_an_event_id_reused_for_other_content_gets_its_own_verdict_action_and_audit_row(worker, pg_url, moderated):

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from guardstream.client import Guard
 from guardstream.dev.stream_reference import StreamGuardReference
 from guardstream.kafka_io import records, set_policy, topic_name
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import Policy
 
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.metrics import scrape

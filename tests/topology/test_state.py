@@ -14,7 +14,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.outcomes import StoreError
 from guardstream.topology.state import STORE_URLS, PartitionedTable, ReplayCountedTable, discard_stale, state_bytes
 

@@ -54,7 +54,7 @@ def test_a_killed_worker_loses_no_stream_verdict(broker, tiny, tmp_path):
     assert {v["policy_version"] for v in chunk_verdicts if v["source_event_id"] in {e["event_id"] for e in second_half}} \
         == {"default@1"}
     # the first worker's state was on disk: at most the seals since its last write were replayed (Tansu only)
-    assert (replayed or 0) <= 2 * second.settings.topic_partitions, replayed  # none at all on Kafka
+    assert (replayed or 0) <= 2 * second.settings.kafka.topic_partitions, replayed  # none at all on Kafka
     stops = Counter(v["stream"]["stream_id"] for v in chunk_verdicts if v["action"] == "stop")
     finals = {v["stream"]["stream_id"]: v for v in verdicts.values() if v["stream"]["final"]}
     for s in streams:

@@ -16,7 +16,7 @@ import faust
 
 from guardstream.schemas import VerdictEvent
 from guardstream.schemas.intake import RawRecord, decode
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.state import PartitionedTable
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring, guarded
 from guardstream.workers.sinks.analytics import CountKey, StreamTime, count_keys
@@ -25,7 +25,7 @@ from guardstream.workers.sinks.analytics import CountKey, StreamTime, count_keys
 class Analytics:
     def __init__(self, w: Wiring):
         self.w = w
-        self.window_s, retention_s = w.settings.analytics_window_s, w.settings.analytics_retention_s
+        self.window_s, retention_s = w.settings.sinks.analytics_window_s, w.settings.sinks.analytics_retention_s
         self.routed, self.counted = w.table("analytics-routed"), w.table("analytics-counted")
         self.route_time, self.count_time = StreamTime(self.window_s, retention_s), StreamTime(self.window_s, retention_s)
         self.tally: Counter[CountKey] = Counter()
@@ -52,7 +52,7 @@ class Analytics:
             key = CountKey.decode(record.key.decode())
             self.count_time.advance(record.partition, key.window)
             if self.count_time.expired(record.partition, key.window):
-                metrics.LATE_VERDICTS.labels(self.w.settings.policy.metric_tenant(key.tenant)).inc()
+                metrics.LATE_VERDICTS.labels(self.w.policies.metric_tenant(key.tenant)).inc()
                 continue
             touched.add(key)
             if self.counted.get(entry := key.entry(record.value.decode()), partition=record.partition) is None:
@@ -61,7 +61,7 @@ class Analytics:
         await self.counted.write({entry: (partition, key.window) for entry, (partition, key) in entries.items()})
         for _, key in entries.values():
             self.tally[key] += 1
-            metrics.VERDICTS.labels(self.w.settings.policy.metric_tenant(key.tenant), key.risk,
+            metrics.VERDICTS.labels(self.w.policies.metric_tenant(key.tenant), key.risk,
                                     metrics.category(key.category)).inc()
         # every key of the batch is published, so a retried batch republishes what it counted
         await self.w.deliver([(self.w.analytics, key.encode(), key.count(self.tally[key], self.window_s).model_dump_json().encode())
@@ -83,7 +83,7 @@ class Analytics:
     def expiry_interval_s(self) -> float:
         """Expiry reads every entry, so it runs every quarter retention, capped at a minute, but
         never more often than once a window: entries outlive the retention by one interval at most."""
-        return max(self.window_s, min(self.w.settings.analytics_retention_s / 4, 60))
+        return max(self.window_s, min(self.w.settings.sinks.analytics_retention_s / 4, 60))
 
     async def expire(self) -> None:
         """Forget windows past the retention, with tombstones; a verdict for them is no longer counted."""

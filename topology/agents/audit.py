@@ -46,6 +46,6 @@ class Audit(OwnGroupReader):
 
 
 def register(w: Wiring) -> None:
-    store = open_audit_store(w.settings.audit_target(), w.settings.audit_ca_file)  # a wrong URL stops the start
+    store = open_audit_store(w.settings.audit_target(), w.settings.sinks.audit_ca_file)  # a wrong URL stops the start
     outcomes = w.outcomes["audit"] = Outcomes("audit", w.send_letters)
     w.app.service(bound(Audit, wiring=w, store=store, outcomes=outcomes))

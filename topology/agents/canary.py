@@ -35,8 +35,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from guardstream.schemas import CanaryRecord, ConversationEvent, TokenChunkEvent, VerdictEvent, answer_key
 from guardstream.schemas.intake import RawRecord, decode
-from guardstream.topology import metrics
-from guardstream.topology.outcomes import describe, is_transient
+from guardstream.wire import metrics
+from guardstream.topology.outcomes import is_transient
+from guardstream.wire.errors import describe
 from guardstream.topology.own_group import OwnGroupReader, bound, group_consumer
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.canary import Pairing, category_outcomes, compared, sampled, stop_outcome

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring
 from guardstream.workers.sinks.enforcement import action_for
 
@@ -17,7 +17,7 @@ class Enforcement:
         sends = []
         for verdict in found:
             action = action_for(verdict)
-            tenant = self.w.settings.policy.metric_tenant(action.tenant)
+            tenant = self.w.policies.metric_tenant(action.tenant)
             metrics.ACTIONS.labels(tenant, action.action.value).inc()
             if action.would_action is not None:
                 metrics.WOULD_ACTIONS.labels(tenant, action.would_action.value).inc()

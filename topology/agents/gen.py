@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology import metrics
+from guardstream.wire import metrics
 from guardstream.topology.wiring import Wiring
 from guardstream.workers.moderation.gen_moderation import GenModerator
 
@@ -28,5 +28,5 @@ def register(w: Wiring, moderator: GenModerator) -> None:
     @w.app.agent(w.conversations, name="gen")
     async def gen_agent(stream):
         # sized by the pool the worker joined (its actors and their batch), not by this worker's settings
-        await w.settled("gen", stream, moderator.pool.records_per_batch, w.settings.gen_batch_wait_ms / 1000,
+        await w.settled("gen", stream, moderator.pool.records_per_batch, w.settings.gen.batch_wait_ms / 1000,
                         gen.moderate)

@@ -11,8 +11,9 @@ import logging
 import time
 
 from guardstream.schemas.intake import RawRecord
-from guardstream.topology import metrics
-from guardstream.topology.outcomes import describe, is_transient
+from guardstream.wire import metrics
+from guardstream.topology.outcomes import is_transient
+from guardstream.wire.errors import describe
 from guardstream.topology.wiring import Wiring, guarded
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import Staged, StreamRef, idle_entries
@@ -79,7 +80,7 @@ class StreamAgent:
     async def forget_streams(self) -> None:
         """Streams idle past stream_idle_ttl_s leave the table with tombstones for all their
         entries; a chunk of one that comes later starts afresh."""
-        horizon, idle = time.time() - self.w.settings.stream_idle_ttl_s, {}
+        horizon, idle = time.time() - self.w.settings.stream.idle_ttl_s, {}
         async with self.lock:  # the agent waits; the other agents get their turns during the scan
             async for item in self.states.scan():
                 idle.update(idle_entries([item], horizon))
@@ -92,7 +93,7 @@ def register(w: Wiring, stream_moderator: StreamModerator) -> None:
 
     @w.app.agent(w.chunks, name="stream")
     async def stream_agent(stream):
-        await w.settled("stream", stream, w.settings.stream_batch_size, w.settings.stream_batch_wait_ms / 1000, agent.judge)
+        await w.settled("stream", stream, w.settings.stream.batch_size, w.settings.stream.batch_wait_ms / 1000, agent.judge)
 
     w.app.timer(interval=1.0)(guarded("release_gaps", agent.release_gaps))
-    w.app.timer(interval=min(60.0, w.settings.stream_idle_ttl_s))(guarded("forget_streams", agent.forget_streams))
+    w.app.timer(interval=min(60.0, w.settings.stream.idle_ttl_s))(guarded("forget_streams", agent.forget_streams))

@@ -21,7 +21,7 @@ from guardstream.schemas import Moderate, RiskLevel
 from guardstream.workers.engines.framing import render_ids
 from guardstream.workers.engines.gen_output import GenJudgement
 from guardstream.workers.engines.gen_scorer import GenScorer
-from guardstream.workers.engines.labels import RISK_LABELS as LABELS
+from guardstream.schemas.labels import RISK_LABELS as LABELS
 from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.engines.qwen3 import load_checkpoint
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from guardstream.schemas import Moderate, RiskLevel
-from guardstream.workers.engines.labels import QUERY_CATEGORIES
+from guardstream.schemas.labels import QUERY_CATEGORIES
 
 KNOWN_CATEGORIES = QUERY_CATEGORIES
 _SAFETY = re.compile(r"^\s*Safety:\s*(\S+)\s*$", re.MULTILINE)

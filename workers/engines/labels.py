@@ -1,16 +1,9 @@
-"""Qwen3Guard's label vocabulary, as the model cards define it, and the Stream checkpoint's
-label names by index, as its config.json orders them."""
+"""The Stream checkpoint's label names by index, as its config.json orders them (the vocabulary
+itself is the wire contract's: `schemas/labels.py`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-RISK_LABELS = ("Safe", "Unsafe", "Controversial")  # the words after `Safety:`, in the order Gen scores them
-RESPONSE_CATEGORIES = (
-    "Violent", "Non-violent Illegal Acts", "Sexual Content or Sexual Acts", "PII", "Suicide & Self-Harm",
-    "Unethical Acts", "Politically Sensitive Topics", "Copyright Violation",
-)
-QUERY_CATEGORIES = (*RESPONSE_CATEGORIES, "Jailbreak")  # a prompt may also be a jailbreak attempt
 
 
 @dataclass(frozen=True)

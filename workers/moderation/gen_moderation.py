@@ -44,7 +44,7 @@ class GenModerator:
 
     def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
                  latency_ms: float) -> VerdictEvent:
-        policy, version = self.rules.policy.for_tenant(event.tenant), self.rules.policy.version(event.tenant)
+        policy, version = self.rules.policies.for_tenant(event.tenant), self.rules.policies.version(event.tenant)
         judgement = result.judgement if result else None
         risk = judgement.risk_level if judgement else RiskLevel.error
         categories = judgement.categories if judgement else []

@@ -1,27 +1,27 @@
-"""What the moderation steps need of the settings, and nothing more: the worker's `Settings` (in
-topology) makes these, and tests build them directly."""
+"""What the moderation steps need, and nothing more: the worker's start (`guardstream/runtime.py`)
+makes these from its settings and its policies feed, and tests build them directly."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import PoliciesInForce
 
 
 @dataclass(frozen=True)
 class GenRules:
-    """What the Gen step needs of the settings: the policy, the input bound, whether text is kept."""
+    """What the Gen step needs: the policies in force, the input bound, whether text is kept."""
 
-    policy: Policy = field(default_factory=Policy)
+    policies: PoliciesInForce = field(default_factory=PoliciesInForce)
     max_event_bytes: int = 256 * 1024
     store_text: bool = False
 
 
 @dataclass(frozen=True)
 class StreamRules:
-    """What the Stream step needs of the settings (their `stream_*` namesakes)."""
+    """What the Stream step needs: the policies in force, and the settings' `stream_*` namesakes."""
 
-    policy: Policy = field(default_factory=Policy)
+    policies: PoliciesInForce = field(default_factory=PoliciesInForce)
     max_event_bytes: int = 256 * 1024
     debounce: int = 2
     gap_timeout_s: float = 10

@@ -19,7 +19,7 @@ from __future__ import annotations
 from guardstream.schemas import (Action, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, content_digest,
                                  derive_id, verdict_id)
 from guardstream.workers.engines.messages import StreamAnswer, TokenVerdict
-from guardstream.workers.moderation.policy import most_severe
+from guardstream.wire.policy import most_severe
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_sequence import Ready
 
@@ -32,11 +32,11 @@ class StreamJudge:
 
     def verdicts(self, r: Ready, answer: StreamAnswer, failure: str | None, latency_ms: float) -> list[VerdictEvent]:
         """The verdicts of one stream's ready chunks, from the model's answer for them (or a failure)."""
-        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
+        state, policy = r.state, self.rules.policies.for_tenant(r.state.tenant)
         out = []
         common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
                       model_variant="stream", policy=policy.describe(state.tenant),
-                      policy_version=self.rules.policy.version(state.tenant), latency_ms=latency_ms,
+                      policy_version=self.rules.policies.version(state.tenant), latency_ms=latency_ms,
                       reply_to=state.reply_to, nonce=state.nonce)
         if answer.query is not None and not state.opened:
             out.append(self._prompt_verdict(r, answer.query, common))
@@ -104,7 +104,7 @@ class StreamJudge:
 
     def _prompt_verdict(self, r: Ready, query: TokenVerdict, common: dict) -> VerdictEvent:
         """The user turn's verdict, read at its closing <|im_end|> when the session opened."""
-        policy = self.rules.policy.for_tenant(r.state.tenant)
+        policy = self.rules.policies.for_tenant(r.state.tenant)
         risk = RiskLevel(query.label)
         categories = [query.category] if risk is not RiskLevel.safe and query.category != "None" else []
         decision = policy.decide(risk, categories, query.probabilities)
@@ -120,7 +120,7 @@ class StreamJudge:
         """The verdict for the whole stream. One cut short by its length is never allowed silently:
         the policy's `too_long_action` applies, and block stops a stream that was not stopped
         (observe mode: would have)."""
-        state, policy = r.state, self.rules.policy.for_tenant(r.state.tenant)
+        state, policy = r.state, self.rules.policies.for_tenant(r.state.tenant)
         action = _final_action(state.stop_token, state.reviewed)
         would = _final_action(_would_stop(state), state.would_review or state.reviewed)
         if r.too_long:

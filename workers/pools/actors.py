@@ -8,23 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
 
 import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-
-@dataclass(frozen=True)
-class ActorSpec:
-    """What a pool's actors are created with (fixed for the pool's life, shared by its workers)."""
-
-    model: str
-    actors: int = 1
-    num_cpus: float = 1
-    num_gpus: float = 0
-    device: str = "cpu"
-    dtype: str = "auto"
+from guardstream.workers.pools.specs import ActorSpec
 
 
 def named(actor_class, prefix: str, namespace: str, spec: ActorSpec) -> list:
@@ -32,9 +21,9 @@ def named(actor_class, prefix: str, namespace: str, spec: ActorSpec) -> list:
     (atomically, so workers that start together share them), each reserving the spec's CPUs and
     GPUs. Detached: they outlive the process that made them, so no worker's exit takes them along.
     The engine runs as many torch threads as whole CPUs it reserved."""
-    threads = max(1, int(spec.num_cpus)) if spec.num_cpus else 1
+    threads = max(1, int(spec.actor_cpus)) if spec.actor_cpus else 1
     return [actor_class.options(name=f"{prefix}-{i}", namespace=namespace, lifetime="detached", get_if_exists=True,
-                                num_cpus=spec.num_cpus, num_gpus=spec.num_gpus).remote(spec, threads)
+                                num_cpus=spec.actor_cpus, num_gpus=spec.actor_gpus).remote(spec, threads)
             for i in range(spec.actors)]
 
 

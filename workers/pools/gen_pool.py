@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import ray
 
@@ -26,16 +25,8 @@ from guardstream.workers.engines.gen_engine import GenEngine, NoopGenEngine
 from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.engines.narrowing import one_at_a_time
 from guardstream.workers.pools.batching import MicroBatcher
+from guardstream.workers.pools.specs import GenSpec
 from guardstream.workers.pools.unavailable import GenUnavailable
-
-
-@dataclass(frozen=True)
-class GenSpec(actors.ActorSpec):
-    max_batch_size: int = 16
-    mode: str = "score"
-    backend: str = "transformers"
-    max_wait_ms: int = 5
-    kv_cache_mb: int = 4096
 
 
 def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) -> Callable[[list[GenRequest]], list[GenResult]]:
@@ -57,13 +48,13 @@ class GenGuard:
         if spec.backend == "vllm":
             from guardstream.workers.engines.gen_vllm import VllmGenEngine
 
-            self.engine = VllmGenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size)
+            self.engine = VllmGenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.batch_size)
         elif spec.backend == "noop":
             self.engine = NoopGenEngine()
         else:
-            self.engine = GenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size,
+            self.engine = GenEngine(spec.model, device=spec.device, dtype=spec.dtype, max_batch_size=spec.batch_size,
                                     mode=spec.mode, kv_cache_mb=spec.kv_cache_mb)
-        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), spec.max_batch_size, spec.max_wait_ms / 1000)
+        self.batcher = MicroBatcher(isolate_failures(self.engine.classify), spec.batch_size, spec.actor_wait_ms / 1000)
 
     async def ready(self) -> dict:
         return actors.identity(self.engine.model_id)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import ray
 
 from guardstream.workers.pools import actors
-from guardstream.workers.pools.gen_pool import GenGuard, GenSpec
-from guardstream.workers.pools.stream_pool import StreamGuard, StreamSpec
+from guardstream.workers.pools.gen_pool import GenGuard
+from guardstream.workers.pools.specs import PoolSpec
+from guardstream.workers.pools.stream_pool import StreamGuard
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +29,6 @@ POLL_S = 2.0
 
 class PoolMissing(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    gen: GenSpec | None = None
-    stream: StreamSpec | None = None
-
-    def describe(self) -> str:
-        parts = [f"{kind} {s.model} x{s.actors} ({s.num_cpus:g} CPU, {s.num_gpus:g} GPU, {s.device}, {s.dtype} each)"
-                 for kind, s in (("gen", self.gen), ("stream", self.stream)) if s is not None]
-        return "; ".join(parts) or "no model"
-
-    def missing(self, kinds: set[str]) -> set[str]:
-        return {kind for kind in kinds if getattr(self, kind) is None}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from dataclasses import dataclass
 
 import ray
 
@@ -19,18 +18,11 @@ from guardstream.workers import faults
 from guardstream.workers.engines.messages import StreamAnswer, StreamCall
 from guardstream.workers.engines.stream_engine import DeviceLost, StreamEngine
 from guardstream.workers.pools import actors
+from guardstream.workers.pools.specs import StreamSpec
 from guardstream.workers.pools.unavailable import StreamUnavailable
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamSpec(actors.ActorSpec):
-    dtype: str = "float32"  # a torch dtype name, unlike Gen's "auto"
-    max_sessions: int = 4096
-    idle_ttl_s: float = 600
-    kv_cache_mb: int = 4096
 
 
 def run_or_exit(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:

@@ -4,8 +4,8 @@ import json
 
 from guardstream.schemas import Action, Moderate, RiskLevel, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord
-from guardstream.workers.moderation.policy import Policy
-from guardstream.topology.settings import Settings
+from guardstream.wire.policy import PoliciesInForce, Policy
+from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.engines.messages import GenResult
 from guardstream.workers.engines.gen_output import parse_gen_output
 from guardstream.workers.moderation.gen_moderation import GenModerator
@@ -43,7 +43,7 @@ def rec(offset: int, tenant: str, content: str, **extra) -> RawRecord:
 
 async def test_verdicts_carry_judgement_policy_action_and_deterministic_id():
     pool = ScriptedPool({"hi": "Safety: Safe\nCategories: None", "hmm": "Safety: Controversial\nCategories: Politically Sensitive Topics"})
-    moderator = GenModerator(Settings.load({}, policy=POLICY).gen_rules(), pool, "tiny")
+    moderator = GenModerator(GenRules(policies=PoliciesInForce(POLICY)), pool, "tiny")
     verdicts, dead = await moderator.moderate([rec(1, "strict", "hi"), rec(2, "strict", "hmm"), rec(3, "loose", "hmm")])
     assert dead == []
     assert [(v.source_event_id, v.risk_level, v.action) for v in verdicts] == [
@@ -57,18 +57,18 @@ async def test_verdicts_carry_judgement_policy_action_and_deterministic_id():
 
 async def test_malformed_output_is_an_error_verdict_under_the_fail_mode():
     pool = ScriptedPool({"x": "I refuse to answer in your format"})
-    verdicts, _ = await GenModerator(Settings.load({}, policy=POLICY).gen_rules(), pool, "tiny").moderate(
+    verdicts, _ = await GenModerator(GenRules(policies=PoliciesInForce(POLICY)), pool, "tiny").moderate(
         [rec(1, "strict", "x"), rec(2, "loose", "x")])
     assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.allow)]
     assert "no 'Safety:' line" in verdicts[0].error
     assert all("refuse" not in v.error for v in verdicts)  # the output is not copied while text is not stored
-    shown, _ = await GenModerator(Settings.load({}, policy=POLICY, audit_store_text=True).gen_rules(), pool,
+    shown, _ = await GenModerator(GenRules(policies=PoliciesInForce(POLICY), store_text=True), pool,
                                   "tiny").moderate([rec(3, "strict", "x")])
     assert "I refuse to answer" in shown[0].error
 
 
 async def test_an_unavailable_pool_still_yields_one_verdict_per_event():
-    verdicts, _ = await GenModerator(Settings.load({}, policy=POLICY).gen_rules(), ScriptedPool(down=True), "tiny").moderate(
+    verdicts, _ = await GenModerator(GenRules(policies=PoliciesInForce(POLICY)), ScriptedPool(down=True), "tiny").moderate(
         [rec(1, "strict", "a"), rec(2, "loose", "b")])
     assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.allow)]
     assert all("gen pool unavailable" in v.error for v in verdicts)
@@ -77,7 +77,7 @@ async def test_an_unavailable_pool_still_yields_one_verdict_per_event():
 async def test_bad_records_become_dead_letters_and_never_reach_the_model():
     pool = ScriptedPool({"ok": "Safety: Safe\nCategories: None"})
     bad = RawRecord("guard.conversations", 1, 7, None, b"{not json")
-    verdicts, dead = await GenModerator(Settings.load({}).gen_rules(), pool, "tiny").moderate([bad, rec(8, "t", "ok")])
+    verdicts, dead = await GenModerator(GenRules(), pool, "tiny").moderate([bad, rec(8, "t", "ok")])
     assert [v.source_event_id for v in verdicts] == ["e8"]
     assert [(d.offset, d.error_code) for d in dead] == [(7, "not_json")]
     assert [r.messages[-1]["content"] for r in pool.calls[0]] == ["ok"]
@@ -85,14 +85,14 @@ async def test_bad_records_become_dead_letters_and_never_reach_the_model():
 
 async def test_text_is_included_only_when_configured():
     pool = ScriptedPool({"secret": "Safety: Safe\nCategories: None"})
-    verdicts, _ = await GenModerator(Settings.load({}, audit_store_text=True).gen_rules(), pool, "tiny").moderate([rec(1, "t", "secret")])
+    verdicts, _ = await GenModerator(GenRules(store_text=True), pool, "tiny").moderate([rec(1, "t", "secret")])
     assert verdicts[0].excerpt == "secret"
 
 
 async def test_probabilities_reach_the_verdict_and_the_policy():
     policy = Policy.model_validate({"default": {"review_thresholds": {"Unsafe": 0.3}}})
     pool = ScriptedPool({"hm": "Safety: Safe\nCategories: None"})
-    verdicts, _ = await GenModerator(Settings.load({}, policy=policy).gen_rules(), pool, "tiny").moderate([rec(1, "t", "hm")])
+    verdicts, _ = await GenModerator(GenRules(policies=PoliciesInForce(policy)), pool, "tiny").moderate([rec(1, "t", "hm")])
     assert verdicts[0].probabilities == {"Safe": 0.5, "Unsafe": 0.4, "Controversial": 0.1}
     assert verdicts[0].action is Action.review
 
@@ -106,7 +106,7 @@ class TooLongPool:
 async def test_a_conversation_too_long_for_the_model_follows_too_long_action_not_the_fail_mode():
     policy = Policy.model_validate({"tenants": {"loose": {"mode": "loose", "fail_mode": "open"},
                                                 "lenient": {"fail_mode": "open", "too_long_action": "review"}}})
-    moderator = GenModerator(Settings.load({}, policy=policy).gen_rules(), TooLongPool(), "tiny")
+    moderator = GenModerator(GenRules(policies=PoliciesInForce(policy)), TooLongPool(), "tiny")
     verdicts, _ = await moderator.moderate([rec(1, "strict", "a"), rec(2, "loose", "b"), rec(3, "lenient", "c")])
     assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.error, Action.block), (RiskLevel.error, Action.block),
                                                            (RiskLevel.error, Action.review)]

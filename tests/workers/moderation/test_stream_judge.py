@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from guardstream.schemas import Action, RiskLevel, TokenChunkEvent
 from guardstream.workers.engines.stream_engine import StreamAnswer, TokenVerdict
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.policy import PoliciesInForce, Policy
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_judge import StreamJudge
 from guardstream.workers.moderation.stream_sequence import Ready
@@ -29,7 +29,7 @@ def ready(state: StreamState, *sizes: int, final: bool = False) -> Ready:
 
 
 def test_debounced_unsafe_tokens_stop_once_and_block_what_follows():
-    judge, state = StreamJudge(StreamRules(policy=POLICY, debounce=2), "m"), StreamState(tenant="t")
+    judge, state = StreamJudge(StreamRules(policies=PoliciesInForce(POLICY), debounce=2), "m"), StreamState(tenant="t")
     tokens = [token("Safe"), token("Unsafe", "Violent"), token("Safe"), token("Unsafe", "Violent"), token("Unsafe", "Violent"),
               token("Safe")]
     verdicts = judge.verdicts(ready(state, 3, 3), StreamAnswer("s", tokens=tokens), None, 1.0)
@@ -41,7 +41,7 @@ def test_debounced_unsafe_tokens_stop_once_and_block_what_follows():
 
 
 def test_the_prompt_verdict_comes_once_with_the_opening_answer():
-    judge, state = StreamJudge(StreamRules(policy=POLICY), "m"), StreamState(tenant="t")
+    judge, state = StreamJudge(StreamRules(policies=PoliciesInForce(POLICY)), "m"), StreamState(tenant="t")
     first = judge.verdicts(ready(state, 1), StreamAnswer("s", query=token("Unsafe", "Jailbreak"), tokens=[token("Safe")]), None, 1.0)
     assert [(v.moderate.value, v.action) for v in first] == [("prompt", Action.block), ("response", Action.allow)]
     again = judge.verdicts(ready(state, 1), StreamAnswer("s", query=token("Unsafe"), tokens=[token("Safe")]), None, 1.0)
@@ -49,7 +49,7 @@ def test_the_prompt_verdict_comes_once_with_the_opening_answer():
 
 
 def test_a_failure_follows_the_fail_mode_and_stops_a_fail_closed_stream_once():
-    judge = StreamJudge(StreamRules(policy=POLICY), "m")
+    judge = StreamJudge(StreamRules(policies=PoliciesInForce(POLICY)), "m")
     closed = StreamState(tenant="t")
     verdicts = judge.verdicts(ready(closed, 2, 2), StreamAnswer("s"), "stream pool unavailable", 1.0)
     assert [v.action for v in verdicts] == [Action.stop, Action.block] and verdicts[0].stream.stop_token == 0
@@ -60,7 +60,7 @@ def test_a_failure_follows_the_fail_mode_and_stops_a_fail_closed_stream_once():
 
 def test_review_marks_the_chunk_and_the_whole_stream_and_too_long_decides_the_final():
     policy = Policy.model_validate({"default": {"review_thresholds": {"Unsafe": 0.5}, "too_long_action": "review"}})
-    judge, state = StreamJudge(StreamRules(policy=policy), "m"), StreamState(tenant="t")
+    judge, state = StreamJudge(StreamRules(policies=PoliciesInForce(policy)), "m"), StreamState(tenant="t")
     risky = TokenVerdict("Safe", {"Safe": 0.4, "Unsafe": 0.6}, "None", 0.9)
     r = ready(state, 1, 1)
     r.too_long = ("e-9", "stream too long")
@@ -75,7 +75,7 @@ UNSAFE_RUN = [token("Safe"), token("Unsafe", "Violent"), token("Unsafe", "Violen
 
 
 def test_an_observed_stream_is_never_stopped_and_records_where_it_would_have_been():
-    judge, state = StreamJudge(StreamRules(policy=OBSERVING, debounce=2), "m"), StreamState(tenant="watched")
+    judge, state = StreamJudge(StreamRules(policies=PoliciesInForce(OBSERVING), debounce=2), "m"), StreamState(tenant="watched")
     verdicts = judge.verdicts(ready(state, 2, 2), StreamAnswer("s", tokens=UNSAFE_RUN), None, 1.0)
     verdicts += judge.verdicts(ready(state, 1, final=True), StreamAnswer("s", tokens=[token("Unsafe", "Violent")]), None, 1.0)
     assert [v.action for v in verdicts] == [Action.allow] * 4 and state.stop_token is None
@@ -88,7 +88,7 @@ def test_an_observed_stream_is_never_stopped_and_records_where_it_would_have_bee
 
 
 def test_an_observed_category_never_stops_the_stream_while_the_others_still_do():
-    judge = StreamJudge(StreamRules(policy=OBSERVING, debounce=2), "m")
+    judge = StreamJudge(StreamRules(policies=PoliciesInForce(OBSERVING), debounce=2), "m")
     violent = StreamState(tenant="partly")
     verdicts = judge.verdicts(ready(violent, 2, 2), StreamAnswer("s", tokens=UNSAFE_RUN), None, 1.0)
     # the first chunk's Violent token was observed (one token: the debounce would not have tripped yet)

@@ -255,7 +255,7 @@ async def test_streams_are_scoped_by_tenant_and_keys_cannot_collide(moderator):
     ({"category_actions": "every category: allow"}, {"allow"}, "allow"),
 ])
 async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant_policy, chunk_actions, final_action):
-    from guardstream.workers.moderation.policy import Policy
+    from guardstream.wire.policy import PoliciesInForce, Policy
 
     engine = StreamEngine.from_pretrained(tiny.stream)
     if tenant_policy.get("category_actions"):
@@ -263,7 +263,7 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
         tenant_policy = {"category_actions": {c: action for c in engine.response_heads.category_names if c != "None"}}
     policy = Policy.model_validate({"default": tenant_policy})
     tok = cached_tokenizer(tiny.stream)
-    moderator = StreamModerator(StreamRules(policy=policy), InProcessPool(engine), tok, "tiny-stream")
+    moderator = StreamModerator(StreamRules(policies=PoliciesInForce(policy)), InProcessPool(engine), tok, "tiny-stream")
     verdicts, _ = await MemoryTable().run(moderator, records(chunks(tok)))
     assert {v.action.value for v in chunk_verdicts(verdicts)} == chunk_actions
     final = [v for v in verdicts if v.stream.final]
@@ -276,12 +276,12 @@ async def test_stream_actions_follow_the_tenants_policy_as_gen_does(tiny, tenant
 @pytest.mark.parametrize("too_long_action, final_action", [("block", "stop"), ("review", "review"), ("allow", "allow")])
 async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_the_policy_decides(
         tiny, limit, too_long_action, final_action):
-    from guardstream.workers.moderation.policy import Policy
+    from guardstream.wire.policy import PoliciesInForce, Policy
 
     tok = cached_tokenizer(tiny.stream)
     engine = StreamEngine.from_pretrained(tiny.stream)
     policy = Policy.model_validate({"default": {"too_long_action": too_long_action}})
-    rules = StreamRules(policy=policy, **({"max_tokens": 10} if limit == "stream_max_tokens" else {}))
+    rules = StreamRules(policies=PoliciesInForce(policy), **({"max_tokens": 10} if limit == "stream_max_tokens" else {}))
     moderator = StreamModerator(rules, InProcessPool(engine), tok, "tiny-stream")
     if limit == "model positions":  # room for the prompt and 10 reply tokens
         moderator.sequencer.max_positions = engine.max_positions = len(moderator.prompt_ids(PROMPT)) + 10

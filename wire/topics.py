@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
-from guardstream.topology.outcomes import NotAuthorized
-from guardstream.topology.settings import Settings
+from guardstream.wire.errors import NotAuthorized
+from guardstream.wire.settings import KafkaSettings
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
@@ -49,8 +49,8 @@ class Topics:
                 self.analytics_by_key, self.replies, self.policies, self.canary]
 
 
-def topics_for(settings: Settings) -> Topics:
-    p, n = settings.topic_prefix, settings.topic_partitions
+def topics_for(kafka: KafkaSettings) -> Topics:
+    p, n = kafka.topic_prefix, kafka.topic_partitions
     return Topics(
         conversations=TopicSpec("conversations", f"{p}conversations", n, "conversation_id", "ConversationEvent"),
         chunks=TopicSpec("chunks", f"{p}chunks", n, "conversation_id", "TokenChunkEvent"),
@@ -58,24 +58,24 @@ def topics_for(settings: Settings) -> Topics:
         actions=TopicSpec("actions", f"{p}actions", n, "conversation_id", "ActionEvent"),
         analytics=TopicSpec("analytics", f"{p}analytics", n, "window|tenant|risk|category", "WindowCount", compacted=True),
         dlq=TopicSpec("dlq", f"{p}dlq", n, "original key", "DeadLetter", retention_ms=30 * DAY_MS),
-        analytics_by_key=TopicSpec("analytics_by_key", f"{settings.group_id}-analytics-by-key", n,
+        analytics_by_key=TopicSpec("analytics_by_key", f"{kafka.group_id}-analytics-by-key", n,
                                    "window|tenant|risk|category", "b'1' per counted verdict", retention_ms=DAY_MS),
-        replies=TopicSpec("replies", f"{p}replies", settings.reply_partitions, "conversation_id", "VerdictEvent",
+        replies=TopicSpec("replies", f"{p}replies", kafka.reply_partitions, "conversation_id", "VerdictEvent",
                           retention_ms=DAY_MS),
         policies=TopicSpec("policies", f"{p}policies", 1, "tenant", "PolicyRecord", compacted=True),
         canary=TopicSpec("canary", f"{p}canary", n, "conversation_id", "CanaryRecord", retention_ms=30 * DAY_MS),
     )
 
 
-async def ensure_topics(settings: Settings, bootstrap: str, roles: tuple[str, ...] | None = None) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings, bootstrap: str, roles: tuple[str, ...] | None = None) -> list[str]:
     """Create missing topics (of these roles; default: all); returns the names that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka.client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [t for t in topics_for(settings).all() if t.name not in existing and (roles is None or t.role in roles)]
+        wanted = [t for t in topics_for(kafka).all() if t.name not in existing and (roles is None or t.role in roles)]
         if wanted:
-            response = await admin.create_topics([NewTopic(t.name, t.partitions, settings.topic_replication,
+            response = await admin.create_topics([NewTopic(t.name, t.partitions, kafka.topic_replication,
                                                             topic_configs=t.configs()) for t in wanted])
             for name, code, *detail in response.topic_errors:
                 if code == TopicAuthorizationFailedError.errno:
@@ -87,9 +87,9 @@ async def ensure_topics(settings: Settings, bootstrap: str, roles: tuple[str, ..
         await admin.close()
 
 
-async def cluster_id(settings: Settings, bootstrap: str) -> str | None:
+async def cluster_id(kafka: KafkaSettings, bootstrap: str) -> str | None:
     """The Kafka cluster's id (DescribeCluster); Tansu answers `TANSU_CLUSTER_ID`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka.client_options())
     await admin.start()
     try:
         return (await admin.describe_cluster())["cluster_id"]

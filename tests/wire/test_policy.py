@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from guardstream.schemas import Action, RiskLevel
-from guardstream.workers.moderation.policy import Policy, TenantPolicy
+from guardstream.wire.policy import PoliciesInForce, Policy, TenantPolicy
 
 
 @pytest.mark.parametrize("mode, risk, expected", [
@@ -43,7 +43,7 @@ def test_tenant_overrides_fall_back_to_default(tmp_path):
     doc = {"default": {"mode": "strict"}, "tenants": {"globex": {"mode": "loose", "fail_mode": "open"}}}
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(doc))
-    for policy in (Policy.from_source(json.dumps(doc)), Policy.from_source(str(path))):
+    for policy in (PoliciesInForce(Policy.from_source(json.dumps(doc))), PoliciesInForce(Policy.from_source(str(path)))):
         assert policy.for_tenant("globex").mode == "loose"
         assert policy.for_tenant("anyone").mode == "strict"
         assert policy.for_tenant("globex").describe("globex") == "tenant=globex mode=loose fail=open"
@@ -85,7 +85,7 @@ def test_an_observed_category_is_allowed_while_the_others_are_enforced():
 
 
 def test_the_topics_entries_lie_over_the_document_per_tenant_and_a_tombstone_lifts_them():
-    policy = Policy(default=TenantPolicy(mode="strict"), tenants={"globex": TenantPolicy(mode="loose")})
+    policy = PoliciesInForce(Policy(default=TenantPolicy(mode="strict"), tenants={"globex": TenantPolicy(mode="loose")}))
     assert (policy.version("acme"), policy.version("globex")) == ("default@0", "globex@0")
     policy.set_tenant("acme", 3, TenantPolicy(mode="observe"))
     policy.set_tenant("default", 1, TenantPolicy(fail_mode="open"))

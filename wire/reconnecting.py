@@ -14,7 +14,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 
-from guardstream.topology.outcomes import describe
+from guardstream.wire.errors import describe
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S = 5  # how long stopping a consumer may take

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from guardstream.workers.engines.labels import QUERY_CATEGORIES
+from guardstream.schemas.labels import QUERY_CATEGORIES
 
 _CATEGORIES = {*QUERY_CATEGORIES, "None"}
 

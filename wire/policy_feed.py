@@ -11,7 +11,7 @@ letter that cannot be sent within `REJECT_WAIT_S` is logged and left (the record
 topic, in `guardstream policy history`), so no refused record holds back the changes after it.
 
 `stale_for()` says how long the reader has not known itself at the topic's end: a worker's and
-`serve`'s readiness fails past `Settings.policy_max_stale_s`, the bound on how stale a policy in
+`serve`'s readiness fails past `max_stale_s` (GUARDSTREAM_POLICY_MAX_STALE_S), the bound on how stale a policy in
 force may be without anyone being told.
 
 Why a key per version: the log cleaner keeps the last record of each key, not the last valid
@@ -39,12 +39,12 @@ from pydantic import ValidationError
 
 from guardstream.schemas import DeadLetter, PolicyRecord
 from guardstream.schemas.intake import RawRecord, dead_letter, decode, describe_errors
-from guardstream.topology import metrics
-from guardstream.topology.outcomes import NotAuthorized, authorized, describe
-from guardstream.topology.reconnecting import ReconnectingReader, started, stop_consumer
-from guardstream.topology.settings import Settings
-from guardstream.topology.topics import topics_for
-from guardstream.workers.moderation.policy import TenantPolicy
+from guardstream.wire import metrics
+from guardstream.wire.errors import NotAuthorized, authorized, describe
+from guardstream.wire.reconnecting import ReconnectingReader, started, stop_consumer
+from guardstream.wire.settings import KafkaSettings
+from guardstream.wire.topics import topics_for
+from guardstream.wire.policy import PoliciesInForce, Policy, TenantPolicy
 
 log = logging.getLogger(__name__)
 POLICY_RECORD_BYTES = 64 * 1024  # a larger record is refused (no valid document comes near it)
@@ -75,9 +75,10 @@ class PolicyFeed(ReconnectingReader):
     label = "policies reader"
     retry_after_s = RETRY_AFTER_S
 
-    def __init__(self, settings: Settings, bootstrap: str):
-        self.settings, self.bootstrap, self.policy = settings, bootstrap, settings.policy
-        self.partition = TopicPartition(topics_for(settings).policies.name, 0)
+    def __init__(self, kafka: KafkaSettings, bootstrap: str, document: Policy | None = None, max_stale_s: float = 30):
+        self.kafka, self.bootstrap, self.max_stale_s = kafka, bootstrap, max_stale_s
+        self.policies = PoliciesInForce(document)  # this feed's alone to change; everyone else reads it
+        self.partition = TopicPartition(topics_for(kafka).policies.name, 0)
         self.position = 0  # the next offset to read
         self.in_force: dict[str, tuple[str, bytes]] = {}  # tenant → the key and value of its record in force
         self.stale: set[str] = set()  # keys of records read, neither in force nor tombstoned: `policy set` clears them
@@ -89,7 +90,7 @@ class PolicyFeed(ReconnectingReader):
         return float("inf") if self.current_at is None else time.monotonic() - self.current_at
 
     def readiness(self) -> tuple[bool, str]:
-        behind, bound = self.stale_for(), self.settings.policy_max_stale_s
+        behind, bound = self.stale_for(), self.max_stale_s
         if behind > bound:
             return False, (f"the policies topic has not been read to its end for {behind:.0f}s (more than "
                            f"GUARDSTREAM_POLICY_MAX_STALE_S={bound:g}): the policies in force may be stale")
@@ -97,8 +98,8 @@ class PolicyFeed(ReconnectingReader):
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=min(self.settings.kafka_fetch_max_wait_ms, 500),
-                                **self.settings.kafka_client_options())
+                                fetch_max_wait_ms=min(self.kafka.fetch_max_wait_ms, 500),
+                                **self.kafka.client_options())
 
     async def catch_up(self, timeout_s: float = CATCH_UP_S) -> int:
         """Read the topic to its end; returns how many records were read. Refused records are only
@@ -172,7 +173,7 @@ class PolicyFeed(ReconnectingReader):
             self.stale.discard(key)
             if self.in_force.get(tenant, ("",))[0] == key:
                 del self.in_force[tenant]
-                self.policy.set_tenant(tenant, 0, None)
+                self.policies.set_tenant(tenant, 0, None)
                 metrics.POLICY_VERSION.remove(tenant)
                 log.info("policy of %s: entry removed, the starting document decides", tenant)
             return None
@@ -180,7 +181,7 @@ class PolicyFeed(ReconnectingReader):
             return None  # the record in force, again (a producer's retry): nothing changes
         decoded, problem = decode(record, PolicyRecord, POLICY_RECORD_BYTES), None
         if isinstance(decoded, PolicyRecord):
-            in_force = self.policy.set_versions().get(decoded.tenant, 0)
+            in_force = self.policies.set_versions().get(decoded.tenant, 0)
             try:
                 policy = TenantPolicy.model_validate(decoded.policy)
             except ValidationError as exc:
@@ -194,7 +195,7 @@ class PolicyFeed(ReconnectingReader):
                 if decoded.tenant in self.in_force:
                     self.stale.add(self.in_force[decoded.tenant][0])  # superseded
                 self.in_force[decoded.tenant] = (key, message.value)
-                self.policy.set_tenant(decoded.tenant, decoded.version, policy)
+                self.policies.set_tenant(decoded.tenant, decoded.version, policy)
                 metrics.POLICY_VERSION.labels(decoded.tenant).set(decoded.version)
                 log.info("policy of %s: version %d (set by %s) is in force", decoded.tenant, decoded.version,
                          decoded.set_by)
@@ -207,11 +208,11 @@ class PolicyFeed(ReconnectingReader):
         return decoded
 
 
-async def check_policies_topic(settings: Settings, bootstrap: str) -> None:
+async def check_policies_topic(kafka: KafkaSettings, bootstrap: str) -> None:
     """The policies topic has one partition (one order for every reader) and is compacted (it keeps
     each version in force however old); anything else stops the start with what to change."""
-    topic = topics_for(settings).policies.name
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_client_options())
+    topic = topics_for(kafka).policies.name
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka.client_options())
     await admin.start()
     try:
         for _ in range(50):  # a topic just created may not be described everywhere yet

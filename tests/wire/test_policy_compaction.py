@@ -17,10 +17,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from guardstream import kafka_io
 from guardstream.kafka_io import PolicyConflict, records, set_policy, topic_name
-from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic
+from guardstream.wire.policy_feed import PoliciesUnavailable, PolicyFeed, check_policies_topic
 from guardstream.topology.settings import Settings
-from guardstream.topology.topics import ensure_topics
-from guardstream.workers.moderation.policy import Policy
+from guardstream.wire.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +33,9 @@ EAGER = {"cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.
 
 async def fresh_feed(settings: Settings, bootstrap: str) -> tuple[dict[str, int], int]:
     """What a process started now puts in force, and how many records it read to get there."""
-    feed = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    feed = PolicyFeed(settings.kafka, bootstrap)
     read = await feed.catch_up()
-    return feed.policy.set_versions(), read
+    return feed.policies.set_versions(), read
 
 
 async def make_eager(settings: Settings, bootstrap: str) -> None:
@@ -49,10 +48,10 @@ async def make_eager(settings: Settings, bootstrap: str) -> None:
 
 
 async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
-    await ensure_topics(settings, bootstrap)
+    await ensure_topics(settings.kafka, bootstrap)
     await make_eager(settings, bootstrap)
     topic = topic_name(settings, "policies")
-    live = PolicyFeed(settings.model_copy(update={"policy": Policy()}), bootstrap)
+    live = PolicyFeed(settings.kafka, bootstrap)
     await live.catch_up()
     follower = asyncio.create_task(live.follow())
     rogue = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -64,7 +63,7 @@ async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
             tenant = rng.choice(TENANTS)
             await set_policy(settings, bootstrap, tenant, {"mode": rng.choice(MODES)}, "test")
             if i % 5 == 0:  # another writer: an invalid document under the next version, and an older version
-                current = live.policy.set_versions().get(tenant, 1)
+                current = live.policies.set_versions().get(tenant, 1)
                 bad = {"tenant": tenant, "version": current + 1, "set_by": "rogue", "policy": {"mode": "lenient"}}
                 old = {"tenant": tenant, "version": current, "set_by": "rogue", "policy": {"mode": "loose"}}
                 await rogue.send_and_wait(topic, json.dumps(bad).encode(), key=f"{tenant}/{current + 1}/bad{i}".encode())
@@ -77,9 +76,9 @@ async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
                 assert (len(won), len(lost)) == (1, 1) or (len(won) == 2 and won[1] == won[0] + 1), results
                 conflicts += len(lost)
             if i % 100 == 99:  # a process started mid-way agrees with the live one
-                snapshots.append((await fresh_feed(settings, bootstrap))[0] == live.policy.set_versions())
+                snapshots.append((await fresh_feed(settings, bootstrap))[0] == live.policies.set_versions())
         # the cleaner catches up with the last segments; a process started then reads little
-        expected, final = live.policy.set_versions(), []
+        expected, final = live.policies.set_versions(), []
         for _ in range(30):  # the active segment is never cleaned: it keeps the last moments' records
             versions, read = await fresh_feed(settings, bootstrap)
             final.append((versions == expected, read))
@@ -93,7 +92,7 @@ async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
 
 
 def test_restarted_processes_put_the_same_versions_in_force_before_and_after_the_cleaner(broker):
-    settings = Settings(topic_prefix="pcompact.")
+    settings = Settings.load({}, topic_prefix="pcompact.")
     result = asyncio.run(scenario(settings, broker.bootstrap, sets=1000))
     expected = result["expected"]
     assert set(expected) == set(TENANTS) | {"racer"}
@@ -106,7 +105,7 @@ def test_restarted_processes_put_the_same_versions_in_force_before_and_after_the
 
 
 def test_a_policies_topic_that_is_not_one_compacted_partition_stops_the_start(broker):
-    settings = Settings(topic_prefix="pbad.")
+    settings = Settings.load({}, topic_prefix="pbad.")
 
     async def check() -> str:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
@@ -116,7 +115,7 @@ def test_a_policies_topic_that_is_not_one_compacted_partition_stops_the_start(br
         finally:
             await admin.close()
         with pytest.raises(PoliciesUnavailable) as refused:
-            await check_policies_topic(settings, broker.bootstrap)
+            await check_policies_topic(settings.kafka, broker.bootstrap)
         return str(refused.value)
 
     message = asyncio.run(check())
@@ -125,16 +124,16 @@ def test_a_policies_topic_that_is_not_one_compacted_partition_stops_the_start(br
 
 def test_a_policy_set_that_loses_its_version_to_another_writer_is_told_and_leaves_no_record_in_force(broker, monkeypatch):
     """Another writer's version N+1 lands between this `policy set`'s read and its write."""
-    settings = Settings(topic_prefix="prace.")
+    settings = Settings.load({}, topic_prefix="prace.")
     topic = topic_name(settings, "policies")
     first_read = kafka_io.PolicyFeed.catch_up
     interposed = []
 
     async def catch_up_then_another_writer(feed, *args, **kwargs):
         read = await first_read(feed, *args, **kwargs)
-        if not interposed and feed.settings.topic_prefix == "prace.":
+        if not interposed and feed.kafka.topic_prefix == "prace.":
             interposed.append(True)
-            version = feed.policy.set_versions().get("acme", 0) + 1
+            version = feed.policies.set_versions().get("acme", 0) + 1
             producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
             await producer.start()
             try:

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardstream.schemas.events import MAX_POLICY_VERSION
-from guardstream.topology.policy_feed import PoliciesUnavailable, PolicyFeed
-from guardstream.topology.settings import Settings
-from guardstream.topology import metrics, policy_feed
+from guardstream.wire.policy_feed import PoliciesUnavailable, PolicyFeed
+from guardstream.wire.settings import KafkaSettings
+from guardstream.wire import metrics, policy_feed
 
 
 def record(offset: int, key: str, value: dict | bytes | None) -> ConsumerRecord:
@@ -56,7 +56,7 @@ class FakeConsumer:
 
 
 def feed_of(batches, end: int) -> PolicyFeed:
-    feed = PolicyFeed(Settings(), "127.0.0.1:1")
+    feed = PolicyFeed(KafkaSettings(), "127.0.0.1:1")
     feed._consumer = lambda: FakeConsumer(batches, end)
     return feed
 
@@ -73,24 +73,24 @@ async def test_valid_records_are_put_in_force_and_bad_ones_refused_with_the_prev
                      record(7, "globex/1/g", entry("globex", 1, mode="observe"))],
                     [record(8, "globex/1/g", None)]], end=9)
     assert await feed.catch_up() == 9
-    assert feed.policy.version("acme") == "acme@1" and feed.policy.for_tenant("acme").mode == "loose"
-    assert feed.policy.version("globex") == "default@0"  # the tombstone of its key in force lifted its entry
+    assert feed.policies.version("acme") == "acme@1" and feed.policies.for_tenant("acme").mode == "loose"
+    assert feed.policies.version("globex") == "default@0"  # the tombstone of its key in force lifted its entry
     assert metrics.POLICY_REJECTED._value.get() - rejected == 5 and feed.position == 9
     assert feed.stale == {"acme/1/c", "acme/3/d", "acme", "acme/5/e"}  # what `policy set` tombstones next
 
 
 def test_the_record_in_force_read_again_is_no_refusal():
-    feed = PolicyFeed(Settings(), "127.0.0.1:1")
+    feed = PolicyFeed(KafkaSettings(), "127.0.0.1:1")
     again = record(0, "acme/1/a", entry("acme", 1, mode="loose"))
     assert feed.apply(again) is None and feed.apply(record(1, "acme/1/a", json.loads(again.value))) is None
-    assert feed.policy.version("acme") == "acme@1" and not feed.stale
+    assert feed.policies.version("acme") == "acme@1" and not feed.stale
 
 
 def test_a_version_beyond_any_sane_bound_is_refused():
-    feed = PolicyFeed(Settings(), "127.0.0.1:1")
+    feed = PolicyFeed(KafkaSettings(), "127.0.0.1:1")
     version = MAX_POLICY_VERSION + 1
     letter = feed.apply(record(0, f"acme/{version}/a", entry("acme", version, mode="loose")))
-    assert letter is not None and "less than or equal" in letter.error and feed.policy.version("acme") == "default@0"
+    assert letter is not None and "less than or equal" in letter.error and feed.policies.version("acme") == "default@0"
 
 
 def cleaned(log: list[ConsumerRecord]) -> list[ConsumerRecord]:
@@ -101,10 +101,10 @@ def cleaned(log: list[ConsumerRecord]) -> list[ConsumerRecord]:
 
 
 def in_force(log: list[ConsumerRecord]) -> tuple[dict[str, int], set[str]]:
-    feed = PolicyFeed(Settings(), "127.0.0.1:1")
+    feed = PolicyFeed(KafkaSettings(), "127.0.0.1:1")
     for r in log:
         feed.apply(r)
-    return feed.policy.set_versions(), feed.stale
+    return feed.policies.set_versions(), feed.stale
 
 
 class Topic:
@@ -166,7 +166,7 @@ def test_the_cleaner_never_changes_what_is_in_force(steps, cut):
 async def test_catching_up_ends_at_the_end_found_at_start_however_much_keeps_coming():
     trickle = [[record(i, f"acme/{i + 1}/n", entry("acme", i + 1, mode="loose"))] for i in range(50)]
     feed = feed_of(trickle, end=3)  # three records when it started; the fake keeps returning more
-    assert await feed.catch_up() == 3 and feed.position == 3 and feed.policy.version("acme") == "acme@3"
+    assert await feed.catch_up() == 3 and feed.position == 3 and feed.policies.version("acme") == "acme@3"
 
 
 async def test_a_topic_that_cannot_be_read_to_its_end_stops_the_start():
@@ -189,12 +189,12 @@ async def test_a_refused_record_whose_dead_letter_cannot_be_sent_holds_back_no_l
         await asyncio.sleep(0.05)
     following.cancel()
     await asyncio.gather(following, return_exceptions=True)
-    assert feed.position == 2 and feed.policy.version("acme") == "acme@2"
+    assert feed.position == 2 and feed.policies.version("acme") == "acme@2"
 
 
 async def test_readiness_fails_once_the_reader_has_been_behind_the_topics_end_past_the_bound():
     feed = feed_of([], end=0)
-    feed.settings = Settings(policy_max_stale_s=0.3)
+    feed.max_stale_s = 0.3
     assert not feed.readiness()[0]  # never caught up
     await feed.catch_up()
     assert feed.readiness() == (True, "policies current")

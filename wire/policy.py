@@ -14,9 +14,9 @@
   enforcement would have done (`would_action`), so a policy can be tried on live traffic first.
 
 The policy in force is the starting document (`GUARDSTREAM_POLICY`) with, over it, what the
-policies topic has set per tenant since (`Policy.set_tenant`, fed by `topology/policy_feed.py`):
-a tenant the topic names takes its entry there, else the document's, else the topic's `default`,
-else the document's default.
+policies topic has set per tenant since: `PoliciesInForce`, owned by the feed that reads the topic
+(`wire/policy_feed.py`) and only read by everything else. A tenant the topic names takes its entry
+there, else the document's, else the topic's `default`, else the document's default.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guardstream.schemas import Action, RiskLevel
-from guardstream.workers.engines.labels import QUERY_CATEGORIES
+from guardstream.schemas.labels import QUERY_CATEGORIES
 
 _SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
 
@@ -95,21 +95,35 @@ class TenantPolicy(BaseModel):
 
 
 class Policy(BaseModel):
-    """The starting document; `set_tenant` lays the policies topic's entries over it."""
+    """A policy document: a default and the tenants it names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     default: TenantPolicy = Field(default_factory=TenantPolicy)
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
-    _set: dict[str, tuple[int, TenantPolicy]] = PrivateAttr(default_factory=dict)  # key → (version, policy)
+
+    @classmethod
+    def from_source(cls, source: str) -> Policy:
+        """A JSON document, or the path of a JSON file."""
+        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        return cls.model_validate(json.loads(text))
+
+
+class PoliciesInForce:
+    """The starting document with the policies topic's entries laid over it. Its feed sets them
+    (`set_tenant`); the rules, the agents and the gateways read them as they change."""
+
+    def __init__(self, document: Policy | None = None):
+        self.document = document or Policy()
+        self.entries: dict[str, tuple[int, TenantPolicy]] = {}  # key → (version, policy), from the topic
 
     def _entry(self, tenant: str) -> tuple[str, int, TenantPolicy]:
-        if tenant in self._set:
-            return tenant, *self._set[tenant]
-        if tenant in self.tenants:
-            return tenant, 0, self.tenants[tenant]
-        if "default" in self._set:
-            return "default", *self._set["default"]
-        return "default", 0, self.default
+        if tenant in self.entries:
+            return tenant, *self.entries[tenant]
+        if tenant in self.document.tenants:
+            return tenant, 0, self.document.tenants[tenant]
+        if "default" in self.entries:
+            return "default", *self.entries["default"]
+        return "default", 0, self.document.default
 
     def for_tenant(self, tenant: str) -> TenantPolicy:
         return self._entry(tenant)[2]
@@ -123,22 +137,16 @@ class Policy(BaseModel):
     def set_tenant(self, key: str, version: int, policy: TenantPolicy | None) -> None:
         """The topic's entry for a tenant (or `default`); None (a tombstone) falls back to the document."""
         if policy is None:
-            self._set.pop(key, None)
+            self.entries.pop(key, None)
         else:
-            self._set[key] = (version, policy)
+            self.entries[key] = (version, policy)
 
     def set_versions(self) -> dict[str, int]:
         """The version in force of each key the topic has set."""
-        return {key: version for key, (version, _) in self._set.items()}
+        return {key: version for key, (version, _) in self.entries.items()}
 
     def metric_tenant(self, tenant: str) -> str:
-        """The tenant as a metric label: tenants this policy names (in the document or on the topic)
+        """The tenant as a metric label: tenants these policies name (in the document or on the topic)
         keep their name, all others are `other`, so tenant names that producers make up cannot grow
         the series without bound."""
-        return tenant if tenant in self.tenants or tenant in self._set or tenant == "default" else "other"
-
-    @classmethod
-    def from_source(cls, source: str) -> Policy:
-        """A JSON document, or the path of a JSON file."""
-        text = source if source.lstrip().startswith("{") else Path(source).read_text()
-        return cls.model_validate(json.loads(text))
+        return tenant if tenant in self.document.tenants or tenant in self.entries or tenant == "default" else "other"
