@@ -41,6 +41,7 @@ from guardstream.schemas import (Action, ConversationEvent, Message, Moderate, R
                                  VerdictEvent)
 from guardstream.wire import metrics
 from guardstream.wire.errors import authorized, describe
+from guardstream.wire.policy import PoliciesInForce
 from guardstream.wire.policy_feed import PolicyFeed
 from guardstream.wire.settings import GatewaySettings
 from guardstream.wire.topics import topics_for
@@ -100,6 +101,11 @@ class Guard:
         # the tenants' fail modes follow the policies topic
         self._policies = PolicyFeed(self.settings.kafka, bootstrap, self.settings.policy, self.settings.policy_max_stale_s)
         self._following: asyncio.Task | None = None
+
+    @property
+    def policies(self) -> PoliciesInForce:
+        """The policies in force as this gateway follows them: their fail modes answer a silence."""
+        return self._policies.policies
 
     @property
     def reply_partition(self) -> int | None:
@@ -191,13 +197,13 @@ class Guard:
         await self._slots.run(chunk.tenant, lambda: self._send(self._topics.chunks.name, chunk))
 
     def is_fail_closed(self, tenant: str) -> bool:
-        return self._policies.policies.for_tenant(tenant).fail_mode == "closed"
+        return self.policies.for_tenant(tenant).fail_mode == "closed"
 
     def fail_mode(self, tenant: str, reason: str = "timeout") -> Outcome:
         """A silence is decided as the worker decides an `Error` verdict: the fail mode, observed
         (allowed, `would_action` recorded) when the tenant is in observe mode."""
-        decision = self._policies.policies.for_tenant(tenant).decide(RiskLevel.error, [])
-        metrics.FAIL_MODES.labels(self._policies.policies.metric_tenant(tenant), decision.action.value,
+        decision = self.policies.for_tenant(tenant).decide(RiskLevel.error, [])
+        metrics.FAIL_MODES.labels(self.policies.metric_tenant(tenant), decision.action.value,
                                   reason.split(":")[0]).inc()
         return Outcome(decision.action, reason=reason, would_action=decision.would_action)
 

@@ -70,7 +70,7 @@ def apply_acls(cluster: KafkaCluster) -> int:
 def test_each_role_may_do_what_it_needs_and_every_refusal_is_named(tiny, tmp_path):
     unsafe = next(ex for ex in load_corpus("train") if ex.kind == "prompt" and ex.label == "Unsafe")
     with KafkaCluster(users=USERS, directory=tmp_path / "kafka") as cluster:
-        asyncio.run(ensure_topics(as_user(cluster, SUPER_USER), cluster.bootstrap))
+        asyncio.run(ensure_topics(as_user(cluster, SUPER_USER).kafka, cluster.bootstrap))
         applied = apply_acls(cluster)
         admin, gateway, sink, reader = (as_user(cluster, u) for u in ("gs-policy", "gs-gateway", "gs-sink", "gs-reader"))
 

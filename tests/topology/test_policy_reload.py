@@ -141,7 +141,7 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
 
     async def fresh_client() -> str:  # a process started now reads the topic whole before it serves
         async with Guard(bootstrap, settings.model_copy(update={"policy": Policy()})) as guard:
-            return guard.settings.policy.version(TENANT)
+            return guard.policies.version(TENANT)
 
     assert asyncio.run(fresh_client()) == f"{TENANT}@{changes[-1][0]}"
 

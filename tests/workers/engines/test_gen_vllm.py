@@ -12,8 +12,9 @@ from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine
 from guardstream.workers.engines.messages import GenRequest
-from guardstream.workers.pools.gen_pool import GenPool, GenSpec
-from guardstream.workers.pools.model_pool import PoolSpec, ensure_pool, pool_handles
+from guardstream.workers.pools.gen_pool import GenPool
+from guardstream.workers.pools.model_pool import ensure_pool, pool_handles
+from guardstream.workers.pools.specs import GenSpec, PoolSpec
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def test_vllm_backend_matches_the_reference_on_every_input(tiny):
     requests = [GenRequest(x.messages, Moderate(x.kind)) for x in load_corpus()]
     ray.init(num_cpus=2, include_dashboard=False)  # a local Ray of this test's own
     try:
-        spec = ensure_pool(PoolSpec(gen=GenSpec(str(tiny.gen), backend="vllm", max_batch_size=64, dtype="float32")),
+        spec = ensure_pool(PoolSpec(gen=GenSpec(model=str(tiny.gen), backend="vllm", batch_size=64, dtype="float32")),
                            "gs-vllm", timeout_s=600)
         pool = GenPool(pool_handles(spec, "gs-vllm")["gen"], spec.gen.model, call_timeout_s=900)
         served = asyncio.run(pool.classify(requests))
