@@ -22,7 +22,7 @@ import ray
 from transformers import AutoTokenizer
 
 from guardstream.topology.agents.canary import CanaryModels
-from guardstream.signals import leave_if_signalled
+from guardstream.signals import leave_if_signalled, signalled
 from guardstream.topology.app import create_app
 from guardstream.topology.faust_internals import HookedWorker
 from guardstream.wire.policy import PoliciesInForce
@@ -209,6 +209,14 @@ class GracedWorker(HookedWorker):
 
     def on_stop_signal(self) -> None:
         self._start_grace()
+
+    def install_signal_handlers(self) -> None:
+        """mode's handlers replace ours: a signal that came before them, whose SystemExit was ignored
+        where it landed (a finalizer), stops the worker now, as if it came after."""
+        super().install_signal_handlers()
+        if (signum := signalled()) is not None:
+            log.warning("stopping: signal %d arrived while the worker was starting", signum)
+            self.stop_as_signalled(signum)
 
     def on_worker_shutdown(self) -> None:
         self._start_grace()  # a stop without Faust's signal handlers: ours raised SystemExit first, or the start failed

@@ -12,6 +12,7 @@ stay in `consumer.py`, `state.py` and `runtime.py`.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -166,6 +167,10 @@ class HookedWorker(faust.Worker):
     def _on_sigterm(self) -> None:
         self.on_stop_signal()
         super()._on_sigterm()
+
+    def stop_as_signalled(self, signum: int) -> None:
+        """Stop as mode does on SIGINT or SIGTERM (for a signal that arrived before its handlers)."""
+        (self._on_sigint if signum == signal.SIGINT else self._on_sigterm)()
 
     def on_stop_signal(self) -> None:
         """SIGINT or SIGTERM arrived."""

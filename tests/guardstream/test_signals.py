@@ -1,15 +1,19 @@
 """SIGTERM and SIGINT end the CLI's processes through their cleanup, so no child outlives them."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import faust
 import psutil
 import pytest
 
+from guardstream import signals
 from guardstream.dev.broker import free_port
+from guardstream.runtime import GracedWorker
 
 from tests.helpers.waiting import eventually
 
@@ -134,3 +138,27 @@ def test_broker_kafka_prints_its_nodes_then_ready_and_sigterm_stops_every_node(t
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_signal_that_came_before_faust_s_handlers_stops_the_worker_once_they_are_in(monkeypatch):
+    """Between the last `leave_if_signalled` and mode's handlers, a signal's SystemExit may still be
+    ignored where it lands: the worker acts on the remembered signal when it installs them."""
+    stopped = []
+
+    class Worker(GracedWorker):
+        def stop_as_signalled(self, signum):
+            stopped.append(signum)
+
+    loop = asyncio.new_event_loop()
+    worker = Worker(faust.App("signals-probe", broker="kafka://127.0.0.1:1"), 1.0, (), loglevel="warning",
+                    redirect_stdouts=False, override_logging=False, loop=loop)
+    try:
+        worker.install_signal_handlers()
+        assert stopped == []  # nothing arrived
+        monkeypatch.setattr(signals, "_signalled", [signal.SIGTERM])
+        worker.install_signal_handlers()
+        assert stopped == [signal.SIGTERM]
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+            loop.remove_signal_handler(signum)
+        loop.close()

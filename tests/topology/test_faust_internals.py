@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 
 import aiokafka
 import faust
 import mode
-from aiokafka.client import AIOKafkaClient
 from faust.stores import rocksdb
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -146,11 +146,6 @@ def test_an_agent_s_running_instances_say_whether_they_crashed():
     assert isinstance(inspect.getattr_static(mode.Service, "crashed"), property)
 
 
-def test_fresh_metadata_comes_from_the_consumer_s_client():
-    assert "self._client = AIOKafkaClient(" in source(aiokafka.AIOKafkaConsumer.__init__)
-    assert inspect.iscoroutinefunction(AIOKafkaClient.fetch_all_metadata)
-
-
 def test_mode_s_signal_handlers_are_the_hooks_the_worker_overrides():
     installs = source(mode.Worker._install_signal_handlers_unix)
     assert "self._on_sigint" in installs and "self._on_sigterm" in installs
@@ -165,4 +160,8 @@ def test_mode_s_signal_handlers_are_the_hooks_the_worker_overrides():
 
     worker = Told(an_app(), loglevel="warning", redirect_stdouts=False, loop=asyncio.new_event_loop())
     worker._on_sigterm()
-    assert told == [True]
+    worker.stop_as_signalled(signal.SIGINT)
+    assert told == [True, True]
+    # where a worker starts: the signal a start remembered is acted on once these handlers are in
+    assert "self.default_on_first_start()" in source(faust.Worker.on_first_start)
+    assert "self.install_signal_handlers()" in source(mode.Worker.default_on_first_start)
