@@ -32,6 +32,9 @@ QUESTION = [{"role": "user", "content": "is the government right about gun contr
 LOOSE, STRICT, OBSERVE = {"mode": "loose"}, {"mode": "strict"}, {"mode": "observe"}
 FLIPS = 4
 WITHIN_S = 5
+# how long each version is watched deciding alone, past WITHIN_S: long enough that a worker slowed by a
+# busy machine still delivers verdicts in each window (at about 1 s, one came up empty under load)
+WATCHED_S = 3
 
 
 def mine(value: dict) -> bool:
@@ -98,16 +101,16 @@ def test_policy_changes_reach_every_new_verdict_within_seconds_and_lose_or_repea
                 version = await set_policy(settings, bootstrap, TENANT, document, "test")
                 changes.append((version, time.time(), document, asked))
                 delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
-                await asyncio.sleep(WITHIN_S + 1)  # every verdict from here on is the new version's
+                await asyncio.sleep(WITHIN_S + WATCHED_S)  # every verdict from WITHIN_S on is the new version's
             # another producer writes an invalid document: dead-lettered, the previous version decides
             await raw_policy_record(bootstrap, topic_name(settings, "policies"), f"{TENANT}/99/rogue".encode(), json.dumps(
                 {"tenant": TENANT, "version": 99, "set_by": "rogue", "policy": {"mode": "lenient"}}).encode())
-            await asyncio.sleep(WITHIN_S + 1)
+            await asyncio.sleep(WITHIN_S + WATCHED_S)
             asked = time.time()
             version = await set_policy(settings, bootstrap, TENANT, OBSERVE, "test")
             changes.append((version, time.time(), OBSERVE, asked))
             delays.append(await first_verdict_of(settings, bootstrap, f"{TENANT}@{version}", changes[-1][1]))
-            await asyncio.sleep(WITHIN_S + 1)
+            await asyncio.sleep(WITHIN_S + WATCHED_S)
         finally:
             stop.set()
             await load
