@@ -28,6 +28,7 @@ from guardstream.schemas import DeadLetter
 from guardstream.schemas.intake import RawRecord, dead_letter, minimal_letter
 from guardstream.wire import metrics
 from guardstream.wire.errors import REFUSED_BY_ACLS, NotAuthorized, describe
+from guardstream.workers.engines.narrowing import narrowed
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +68,19 @@ class Outcomes:
 
     async def settle(self, records: list[RawRecord], step: Step) -> None:
         """Run `step` until each record has its outcome: from it, or a dead letter of its own."""
-        if not records:
-            return
+        if records:
+            await narrowed(records, lambda batch: self._stepped(batch, step), self._dead_letter, self.agent)
+
+    async def _stepped(self, records: list[RawRecord], step: Step) -> list[None]:
+        """`step(records)`, its transient failures retried; a lasting one is raised, to narrow down."""
         failure = await self._retrying(lambda: step(records))
-        if failure is None:
-            return
-        metrics.BATCH_FAILURES.labels(self.agent).inc()
-        if len(records) > 1:
-            log.warning("%s: a batch of %d failed (%s); narrowing it down record by record", self.agent, len(records),
-                        describe(failure))
-            for record in records:
-                await self.settle([record], step)
-            return
-        letter = dead_letter(records[0], getattr(failure, "error_code", Rejected.error_code),
-                             f"{self.agent}: {describe(failure)}")
+        if failure is not None:
+            metrics.BATCH_FAILURES.labels(self.agent).inc()
+            raise failure
+        return [None] * len(records)
+
+    async def _dead_letter(self, record: RawRecord, failure: Exception) -> None:
+        letter = dead_letter(record, getattr(failure, "error_code", Rejected.error_code), f"{self.agent}: {describe(failure)}")
         log.error("%s: record %s[%d]@%d failed alone (%s); dead-lettered", self.agent, letter.topic, letter.partition,
                   letter.offset, describe(failure))
         await self._send_letter(letter)

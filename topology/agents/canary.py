@@ -44,6 +44,7 @@ from guardstream.workers.moderation.canary import Pairing, category_outcomes, co
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.moderation.stream_state import Staged, StreamRef, StreamState
+from guardstream.workers.engines.narrowing import narrowed
 
 log = logging.getLogger(__name__)
 BATCH = 512
@@ -191,20 +192,15 @@ class CanaryReader:
         pool, which gives `Error` verdicts, nor a transient error, which reads the batch again) is
         narrowed down record by record, in order; a record that fails alone is given up on, counted
         unpaired, and never read again."""
-        try:
-            return await judge(records) if records else []
-        except Exception as exc:  # noqa: BLE001 - the canary's failure is never the enforcement path's
-            if is_transient(exc):
-                raise
-            if len(records) > 1:
-                log.warning("canary: a batch of %d failed (%s); narrowing it down", len(records), describe(exc))
-                return [v for record in records for v in await self._isolated([record], judge, held, variant)]
-            record = records[0]
+        async def given_up(record: RawRecord, exc: Exception) -> None:
             log.error("canary: %s[%d]@%d failed alone (%s); given up on, unpaired", record.topic, record.partition,
                       record.offset, describe(exc))
             if (record.partition, record.offset) in held and self.pairing.drop(held[(record.partition, record.offset)]) is not None:
                 metrics.CANARY_UNPAIRED.labels(variant, "canary").inc()
-            return []
+
+        # the canary's failure is never the enforcement path's: a lasting one is narrowed, a transient one raised
+        verdicts = await narrowed(records, judge, given_up, "canary", raises=is_transient) if records else []
+        return [v for v in verdicts if v is not None]  # None: a record given up on
 
     def _crowded(self) -> None:
         if time.monotonic() - self.crowded_at > 60:

@@ -124,8 +124,9 @@ class StreamEngine:
         a time, so only a failing session gets an error; that session is closed."""
         missing = {c.session for c in calls if c.prompt_ids is None and not self.in_step(c)}
         live = [c for c in calls if c.session not in missing]
+        lost = lambda exc: isinstance(exc, DeviceLost)  # noqa: E731 - no session would fare better
         answered = {a.session: a for a in one_at_a_time(live, self._step_or_roll_back, self._failed, "the Stream engine",
-                                                        fatal=(DeviceLost,))}
+                                                        raises=lost)}
         for call in live:
             if call.close:
                 self.close(call.session)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guardstream.workers.engines.narrowing import one_at_a_time
+from guardstream.workers.engines.narrowing import narrowed, one_at_a_time
 
 
 class Lost(RuntimeError):
@@ -28,4 +28,25 @@ def test_a_fatal_failure_is_raised_at_once():
         raise Lost("device gone")
 
     with pytest.raises(Lost):
-        one_at_a_time(["a", "b"], run, lambda item, exc: item, "probe", fatal=(Lost,))
+        one_at_a_time(["a", "b"], run, lambda item, exc: item, "probe", raises=lambda exc: isinstance(exc, Lost))
+
+
+async def test_the_agents_narrowing_awaits_each_try_and_failure_in_order():
+    """`narrowed` is the one the agents use: their steps and dead letters await Kafka."""
+    events = []
+
+    async def run(items):
+        events.append(("run", list(items)))
+        if "poison" in items:
+            raise ValueError("cannot")
+        return [item.upper() for item in items]
+
+    async def failed(item, exc):
+        events.append(("failed", item))
+        return None
+
+    assert await narrowed(["a", "poison", "b"], run, failed, "probe") == ["A", None, "B"]
+    assert events == [("run", ["a", "poison", "b"]), ("run", ["a"]), ("run", ["poison"]), ("failed", "poison"),
+                      ("run", ["b"])]
+    with pytest.raises(ValueError):
+        await narrowed(["a", "poison"], run, failed, "probe", raises=lambda exc: isinstance(exc, ValueError))
