@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated
 
 from limits import parse as parse_rate
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from guardstream.schemas.events import Tenant
 
@@ -46,20 +46,21 @@ class Limits:
     concurrency: int = 32
 
 
+def _readable_rate(rate: str) -> str:
+    parse_rate(rate)  # raises ValueError on what `limits` cannot read; "50/second" works
+    return rate
+
+
+Rate = Annotated[str, AfterValidator(_readable_rate)]  # requests per period, as `limits` reads it
+
+
 class ApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     tenants: list[Tenant] = Field(min_length=1, max_length=1000)
-    rate: str | None = None
+    rate: Rate | None = None
     concurrency: int | None = Field(default=None, ge=1)
-
-    @field_validator("rate")
-    @classmethod
-    def _rate(cls, value):
-        if value is not None:
-            parse_rate(value)  # raises ValueError on what `limits` cannot read, e.g. "50/second" works
-        return value
 
 
 class ApiKeys(BaseModel):

@@ -45,7 +45,7 @@ LAYERS = [
 SINKS_MAY_IMPORT = ("guardstream.schemas", FAULTS)
 APP_RANK = 5  # guardstream.* outside the core and the tools: runtime, client, serve, kafka_io
 GATEWAY = ("guardstream.client", "guardstream.verdict_reader", "guardstream.reply_claim", "guardstream.serve",
-           "guardstream.callers")
+           "guardstream.serve_settings", "guardstream.callers")
 GATEWAY_MAY_IMPORT = ("guardstream.schemas", "guardstream.wire", *GATEWAY)
 GATEWAY_NEVER_LOADS = ("faust", "mode", "ray", "torch", "transformers")
 SERVING = ("faust", "mode", "aiokafka", "prometheus_client")

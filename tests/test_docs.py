@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 
+from guardstream.serve_settings import ServeSettings
 from guardstream.topology.settings import Settings
 from guardstream.wire.settings import flat_names
 
@@ -22,6 +23,7 @@ SPECIAL = {  # settings whose values are documents or secrets: (environment valu
     "canary_sample_secret": ("probe-secret", lambda v: v.get_secret_value() == "probe-secret"),
     "faults": ("deliver=1", lambda v: v == "deliver=1"),
     "topic_prefix": ("probe.", lambda v: v == "probe."),
+    "serve_rate": ("7/minute", lambda v: v == "7/minute"),
 }
 
 
@@ -61,18 +63,20 @@ def documented_settings() -> list[str]:
     return names
 
 
-FLAT = flat_names(Settings)  # each flat name → the path of the field it names (`gen_actors` → gen, actors)
+# each flat name → the settings that read it, and the path of its field there (`gen_actors` → gen, actors)
+OWNER = {flat: owner for owner in (ServeSettings, Settings) for flat in flat_names(owner)}
+FLAT = {flat: flat_names(owner)[flat] for flat, owner in OWNER.items()}
 
 
 def field_info(flat: str):
     *parts, name = FLAT[flat]
-    model = Settings
+    model = OWNER[flat]
     for part in parts:
         model = model.model_fields[part].annotation
     return model.model_fields[name]
 
 
-def read(settings: Settings, flat: str):
+def read(settings, flat: str):
     value = settings
     for name in FLAT[flat]:
         value = getattr(value, name)
@@ -107,5 +111,5 @@ def test_every_documented_setting_loads_into_the_field_it_names():
         "a setting the docs name that does not exist, or one that exists and is not documented"
     for name in names:
         raw, reads = probe_value(name.lower())
-        loaded = Settings.load(environ={f"GUARDSTREAM_{name}": raw})
+        loaded = OWNER[name.lower()].load(environ={f"GUARDSTREAM_{name}": raw})
         assert reads(read(loaded, name.lower())), f"GUARDSTREAM_{name}={raw!r} -> {read(loaded, name.lower())!r}"
