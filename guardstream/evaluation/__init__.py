@@ -1,0 +1,1 @@
+"""How well the guard judges, measured against labelled data: `guardstream eval`."""

@@ -1,0 +1,69 @@
+"""Labelled sets, read into one shape: the project's JSONL (the fixture corpus's fields) and
+OpenAI's moderation release (`prompt` with the flags S, H, V, HR, SH, S3, H2, V2).
+
+OpenAI's flags map to Qwen3Guard's categories as `docs/evaluation.md` writes down: S and S3 are
+Sexual Content or Sexual Acts; H and HR are Unethical Acts (Qwen3Guard's category for hate, bias
+and harassment); H2 is Unethical Acts and Violent; V and V2 are Violent; SH is Suicide & Self-Harm.
+An item with any flag set is Unsafe, one with none Safe; every item is a prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guardstream.schemas import Message
+from guardstream.schemas.labels import QUERY_CATEGORIES
+
+Category = Literal[QUERY_CATEGORIES]  # type: ignore[valid-type]
+OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "S": ("Sexual Content or Sexual Acts",), "S3": ("Sexual Content or Sexual Acts",),
+    "H": ("Unethical Acts",), "HR": ("Unethical Acts",), "H2": ("Unethical Acts", "Violent"),
+    "V": ("Violent",), "V2": ("Violent",), "SH": ("Suicide & Self-Harm",),
+}
+
+
+class LabelledItem(BaseModel):
+    """One conversation and what a person judged it to be."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = Field(max_length=256)
+    kind: Literal["prompt", "response"]
+    messages: list[Message] = Field(min_length=1)
+    label: Literal["Safe", "Unsafe", "Controversial"]
+    categories: list[Category] = Field(default_factory=list)
+    refusal: Literal["Yes", "No"] | None = None  # for a response: whether it refuses
+    unsafe_from: int | None = Field(default=None, ge=0)  # a reply's first unsafe character, when marked
+    language: str | None = Field(default=None, max_length=35)  # BCP 47
+
+
+class DatasetError(ValueError):
+    """A line that is neither format, or holds a wrong field: said with its line number."""
+
+
+def from_openai(number: int, row: dict) -> dict:
+    flagged = sorted(flag for flag in OPENAI_CATEGORIES if row.get(flag) == 1)
+    categories = list(dict.fromkeys(c for flag in flagged for c in OPENAI_CATEGORIES[flag]))
+    return {"id": str(row.get("id", f"line-{number}")), "kind": "prompt", "label": "Unsafe" if flagged else "Safe",
+            "messages": [{"role": "user", "content": row["prompt"]}], "categories": categories}
+
+
+def load(path: Path, split: str | None = None) -> list[LabelledItem]:
+    """Every item of the JSONL file at `path` (of `split` only, when given and the rows name one)."""
+    items = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if split is not None and row.get("split", split) != split:
+                continue
+            items.append(LabelledItem.model_validate(from_openai(number, row) if "prompt" in row else row))
+        except (ValueError, KeyError, ValidationError) as exc:
+            raise DatasetError(f"{path}:{number}: not a labelled item ({str(exc).splitlines()[0][:300]}); the "
+                               f"formats are the project's JSONL and OpenAI's moderation release") from None
+    if not items:
+        raise DatasetError(f"{path}: no labelled item" + (f" in split {split!r}" if split else ""))
+    return items

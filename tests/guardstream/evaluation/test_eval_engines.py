@@ -1,0 +1,38 @@
+"""`guardstream eval` on the fixture corpus's held-out split, through the engines: its numbers equal
+an independent computation from direct engine calls."""
+
+import json
+
+from click.testing import CliRunner
+
+from guardstream.cli import main
+from guardstream.dev.tiny_checkpoints import FIXTURES, load_corpus
+from guardstream.schemas import Moderate
+from guardstream.workers.engines.gen_engine import GenEngine
+from guardstream.workers.engines.messages import GenRequest
+
+
+def f1(truth, flagged):
+    hits = sum(t and f for t, f in zip(truth, flagged))
+    precision, recall = hits / max(1, sum(flagged)), hits / max(1, sum(truth))
+    return 2 * precision * recall / (precision + recall) if hits else 0.0
+
+
+def test_eval_through_the_engines_equals_direct_engine_calls(tiny):
+    corpus = load_corpus("heldout")
+    results = GenEngine(str(tiny.gen)).classify([GenRequest(x.messages, Moderate(x.kind)) for x in corpus])
+    said = [r.judgement.risk_level.value if r.judgement else "Error" for r in results]
+    strict = f1([x.label != "Safe" for x in corpus], [s in ("Unsafe", "Controversial") for s in said])
+    loose = f1([x.label == "Unsafe" for x in corpus], [s == "Unsafe" for s in said])
+    violent = f1([x.label == "Unsafe" and "Violent" in x.categories for x in corpus],
+                 [s == "Unsafe" and "Violent" in r.judgement.categories for s, r in zip(said, results)])
+
+    out = CliRunner().invoke(main, ["eval", str(FIXTURES / "corpus.jsonl"), "--split", "heldout",
+                                    "--gen-model", str(tiny.gen), "--json", "--batch-size", "16"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["items"] == len(corpus) == 70
+    assert abs(report["overall"]["strict"]["f1"] - strict) < 1e-9 and abs(report["overall"]["loose"]["f1"] - loose) < 1e-9
+    assert abs(report["categories"]["loose"]["Violent"]["f1"] - violent) < 1e-9
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == 70
+    assert report["overall"]["strict"]["f1"] > 0.9  # the fixture model learned its corpus; the numbers are not noise
