@@ -2,50 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
 
 import click
 
-from guardstream.cli.common import console, gen_model_option, load_settings, print_table
+from guardstream.cli.common import bootstrap_option, bootstrap_or_fail, console, gen_model_option, load_settings, print_table
 
 
 @click.command("eval")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--split", help="only the items of this split (in files whose rows name one, like the fixture corpus)")
+@click.option("--through", type=click.Choice(["engines", "pipeline"]), default="engines", show_default=True,
+              help="engines: on a Gen engine in this process, offline; pipeline: through a running deployment, "
+                   "as a gateway sends (broker, agents, pool)")
 @gen_model_option
-@click.option("--batch-size", type=int, default=8, show_default=True, help="items the engine judges at once")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="engines: items judged at once")
+@bootstrap_option
+@click.option("--tenant", default="eval", show_default=True, help="pipeline: the tenant the items are sent as")
+@click.option("--timeout", "timeout_s", type=float, default=120, show_default=True,
+              help="pipeline: seconds to wait for each verdict (then it counts as an Error)")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="pipeline: items in flight at once")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
-def evaluate(dataset: Path, split: str | None, gen_model: str | None, batch_size: int, as_json: bool) -> None:
+def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, batch_size: int,
+             kafka_bootstrap: str | None, tenant: str, timeout_s: float, concurrency: int, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
-    refusal accuracy and latency of Qwen3Guard-Gen on DATASET, judged directly on the engine.
+    refusal accuracy and latency of Qwen3Guard-Gen on DATASET.
 
     DATASET is JSONL: the project's labelled items (the fixture corpus's fields) or OpenAI's moderation
     release (docs/evaluation.md)."""
-    from guardstream.dev.tiny_checkpoints import with_fixture_models
-    from guardstream.evaluation import engines
     from guardstream.evaluation.dataset import DatasetError, load
     from guardstream.evaluation.metrics import report
     from guardstream.evaluation.tables import tables
-    from guardstream.workers.engines.gen_engine import GenEngine
 
     try:
         items = load(dataset, split)
     except DatasetError as exc:
         raise click.UsageError(str(exc)) from None
-    model = with_fixture_models(load_settings(gen_model=gen_model)).gen.model
-    console.print(f"judging {len(items)} items of {dataset.name} with {model}")
 
     def progress(done: int, total: int) -> None:
-        if done == total or done // batch_size % 10 == 0:
+        if done == total or done % 100 == 0:
             console.print(f"  {done}/{total} judged")
 
-    judged = report(items, engines.judge(items, GenEngine(model), batch_size, progress))
+    if through == "engines":
+        from guardstream.dev.tiny_checkpoints import with_fixture_models
+        from guardstream.evaluation import engines
+        from guardstream.workers.engines.gen_engine import GenEngine
+
+        model = with_fixture_models(load_settings(gen_model=gen_model)).gen.model
+        console.print(f"judging {len(items)} items of {dataset.name} with {model}")
+        predictions = engines.judge(items, GenEngine(model), batch_size, progress)
+    else:
+        from guardstream.client import Guard
+        from guardstream.evaluation import pipeline
+        from guardstream.wire.settings import GatewaySettings
+
+        settings = load_settings(GatewaySettings, kafka_bootstrap=kafka_bootstrap)
+
+        async def through_pipeline():
+            async with Guard(bootstrap_or_fail(settings), settings, timeout_s) as guard:
+                return await pipeline.judge(items, guard, tenant, concurrency, progress)
+
+        console.print(f"judging {len(items)} items of {dataset.name} through the deployment at {settings.kafka.bootstrap}")
+        predictions = asyncio.run(through_pipeline())
+    judged = report(items, predictions)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(judged), indent=2))
     else:
-        for table in tables(judged, f"{dataset.name}{f' ({split})' if split else ''}"):
+        for table in tables(judged, f"{dataset.name}{f' ({split})' if split else ''}, through the {through}"):
             print_table(table)
 
 

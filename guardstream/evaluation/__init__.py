@@ -1,1 +1,2 @@
-"""How well the guard judges, measured against labelled data: `guardstream eval`."""
+"""How well the guard judges, measured against labelled data (`guardstream eval`): on the engine, or
+through a running deployment."""

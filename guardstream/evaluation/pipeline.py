@@ -1,0 +1,39 @@
+"""Judging a labelled set through a running deployment (`--through pipeline`): each item is sent
+as a gateway sends it (`Guard.moderate`), so the numbers are those of the broker, the agents and
+the pool as they run. An item without a verdict in time (the tenant's fail mode answered) is an
+`Error`, and its latency is the caller's wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from guardstream.client import Guard
+from guardstream.evaluation.dataset import LabelledItem
+from guardstream.evaluation.metrics import Prediction
+from guardstream.schemas import ConversationEvent, Moderate
+
+
+async def judge(items: list[LabelledItem], guard: Guard, tenant: str, concurrency: int = 16,
+                progress: Callable[[int, int], None] = lambda done, total: None) -> list[Prediction]:
+    """The deployment's prediction for each item, in order, `concurrency` in flight at once."""
+    slots, done = asyncio.Semaphore(concurrency), [0]
+
+    async def one(item: LabelledItem) -> Prediction:
+        event = ConversationEvent(event_id=uuid.uuid4().hex, conversation_id=f"eval-{uuid.uuid4().hex}", tenant=tenant,
+                                  moderate=Moderate(item.kind), messages=item.messages)
+        async with slots:
+            began = time.perf_counter()
+            outcome = await guard.moderate(event)
+            latency_ms = (time.perf_counter() - began) * 1000
+        done[0] += 1
+        progress(done[0], len(items))
+        v = outcome.verdict
+        if v is None:
+            return Prediction("Error", latency_ms=latency_ms)
+        refusal = None if v.refusal is None else "Yes" if v.refusal else "No"
+        return Prediction(v.risk_level.value, tuple(v.categories), refusal, latency_ms)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
