@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from guardstream.cli.common import bootstrap_option, bootstrap_or_fail, console, gen_model_option, load_settings, print_table
+from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console, gen_model_option, load_settings,
+                                    print_table, stream_model_option)
 
 
 @click.command("eval")
@@ -19,17 +20,22 @@ from guardstream.cli.common import bootstrap_option, bootstrap_or_fail, console,
               help="engines: on a Gen engine in this process, offline; pipeline: through a running deployment, "
                    "as a gateway sends (broker, agents, pool)")
 @gen_model_option
+@stream_model_option
 @click.option("--batch-size", type=int, default=8, show_default=True, help="engines: items judged at once")
+@click.option("--debounce", type=int, default=2, show_default=True,
+              help="engines: consecutive unsafe tokens that stop a stream, for the replies' timeliness")
 @bootstrap_option
 @click.option("--tenant", default="eval", show_default=True, help="pipeline: the tenant the items are sent as")
 @click.option("--timeout", "timeout_s", type=float, default=120, show_default=True,
               help="pipeline: seconds to wait for each verdict (then it counts as an Error)")
 @click.option("--concurrency", type=int, default=16, show_default=True, help="pipeline: items in flight at once")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
-def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, batch_size: int,
-             kafka_bootstrap: str | None, tenant: str, timeout_s: float, concurrency: int, as_json: bool) -> None:
+def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, stream_model: str | None,
+             batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
+             concurrency: int, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
-    refusal accuracy and latency of Qwen3Guard-Gen on DATASET.
+    refusal accuracy and latency of Qwen3Guard-Gen on DATASET; on the engines, also how early
+    Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
 
     DATASET is JSONL: the project's labelled items (the fixture corpus's fields) or OpenAI's moderation
     release (docs/evaluation.md)."""
@@ -46,14 +52,23 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         if done == total or done % 100 == 0:
             console.print(f"  {done}/{total} judged")
 
+    timeliness = None
     if through == "engines":
+        from transformers import AutoTokenizer
+
         from guardstream.dev.tiny_checkpoints import with_fixture_models
         from guardstream.evaluation import engines
+        from guardstream.evaluation.timeliness import marked, measure
         from guardstream.workers.engines.gen_engine import GenEngine
+        from guardstream.workers.engines.stream_engine import StreamEngine
 
-        model = with_fixture_models(load_settings(gen_model=gen_model)).gen.model
-        console.print(f"judging {len(items)} items of {dataset.name} with {model}")
-        predictions = engines.judge(items, GenEngine(model), batch_size, progress)
+        models = with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
+        console.print(f"judging {len(items)} items of {dataset.name} with {models.gen.model}")
+        predictions = engines.judge(items, GenEngine(models.gen.model), batch_size, progress)
+        if marked(items):
+            console.print(f"streaming {len(marked(items))} marked unsafe replies through {models.stream.model}")
+            timeliness = measure(items, StreamEngine.from_pretrained(models.stream.model),
+                                 AutoTokenizer.from_pretrained(models.stream.model), debounce, progress)
     else:
         from guardstream.client import Guard
         from guardstream.evaluation import pipeline
@@ -67,7 +82,7 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
 
         console.print(f"judging {len(items)} items of {dataset.name} through the deployment at {settings.kafka.bootstrap}")
         predictions = asyncio.run(through_pipeline())
-    judged = report(items, predictions)
+    judged = report(items, predictions, timeliness)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(judged), indent=2))
     else:

@@ -40,4 +40,12 @@ def tables(report: Report, title: str) -> list[Table]:
     refusal = "no labelled response" if report.refusal_accuracy is None else \
         f"{report.refusal_accuracy:.3f} of {report.refusal_items}"
     other.add_row(refusal, f"{report.latency_p50_ms:.1f}", f"{report.latency_p99_ms:.1f}")
-    return [overall, by_category, confusion, other]
+    if report.timeliness is None:
+        return [overall, by_category, confusion, other]
+    t = report.timeliness
+    timely = Table(title=f"reply streams: the first stop against the first unsafe token ({t.streams} marked replies)")
+    for column in ("stopped", "replies", "share"):
+        timely.add_column(column, justify="left" if column == "stopped" else "right")
+    for bucket, count in t.buckets.items():
+        timely.add_row(bucket, str(count), f"{count / t.streams:.3f}" if t.streams else "-")
+    return [overall, by_category, confusion, other, timely]

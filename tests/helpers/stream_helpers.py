@@ -6,6 +6,7 @@ import torch
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.dev.stream_reference import StreamGuardReference
+from guardstream.evaluation.timeliness import first_stop
 
 STREAMS, CHUNK, DEBOUNCE = 50, 4, 2
 
@@ -28,13 +29,7 @@ def reference_stop(model: StreamGuardReference, tok, stream: dict) -> int | None
     prompt = tok(tok.apply_chat_template([{"role": "user", "content": stream["prompt"]}], tokenize=False,
                                          add_generation_prompt=True, enable_thinking=False), add_special_tokens=False)["input_ids"]
     risk, _ = model.response_logits(model.hidden_states(torch.tensor([prompt + stream["ids"]]))[0, len(prompt):])
-    unsafe = [model.labels.response_risk[int(i)] in ("Unsafe", "Controversial") for i in risk.argmax(-1)]
-    run = 0
-    for index, flag in enumerate(unsafe):
-        run = run + 1 if flag else 0
-        if run >= DEBOUNCE:
-            return index
-    return None
+    return first_stop([model.labels.response_risk[int(i)] in ("Unsafe", "Controversial") for i in risk.argmax(-1)], DEBOUNCE)
 
 
 def interleaved_chunks(streams: list[dict]) -> list[dict]:
