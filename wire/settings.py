@@ -72,11 +72,13 @@ _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("guardstream_environ
 
 class FlatEnvironment(PydanticBaseSettingsSource):
     """`GUARDSTREAM_<FLAT NAME>` for every field, placed in its part; raw text, which the fields'
-    validators parse (an empty variable counts as unset). The process environment unless given."""
+    validators parse (an empty variable counts as unset). The process environment, unless `load`
+    was given another."""
 
-    def __init__(self, settings_cls: type[BaseModel], environ: Mapping[str, str] | None = None):
+    def __init__(self, settings_cls: type[BaseModel]):
         super().__init__(settings_cls)
-        self.environ = next(e for e in (environ, _ENVIRON.get(), os.environ) if e is not None)
+        given = _ENVIRON.get()
+        self.environ = os.environ if given is None else given
 
     def get_field_value(self, field, field_name):  # pragma: no cover - __call__ reads every field at once
         raise NotImplementedError
@@ -87,15 +89,13 @@ class FlatEnvironment(PydanticBaseSettingsSource):
         return nested(self.settings_cls, found)
 
 
-def load(model: type[BaseModel], environ: Mapping[str, str] | None = None, **overrides):
-    """`model` from the environment under flat-named overrides (`None` ones are ignored); an invalid
-    value is a `SettingsError` that names the setting."""
-    values = FlatEnvironment(model, environ)()
-    for part, given in nested(model, {k: v for k, v in overrides.items() if v is not None}).items():
-        values[part] = {**values.get(part, {}), **given} if isinstance(given, dict) and part in sections(model) else given
-    read = _ENVIRON.set({})  # the values hold what the environment says: a settings class's own source adds nothing
+def load(model: type[BaseSettings], environ: Mapping[str, str] | None = None, **overrides):
+    """`model` from `environ` (the process environment when None) under flat-named overrides (`None`
+    ones are ignored), which pydantic-settings lays over it part by part; an invalid value is a
+    `SettingsError` that names the setting."""
+    read = _ENVIRON.set(environ)
     try:
-        return model(**values)
+        return model(**nested(model, {k: v for k, v in overrides.items() if v is not None}))
     except ValidationError as exc:
         parts = sections(model)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:] if e['loc'] and e['loc'][0] in parts else e['loc']))}: "
