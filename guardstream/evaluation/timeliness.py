@@ -9,6 +9,7 @@ that many tokens after it."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 from guardstream.evaluation.dataset import LabelledItem
@@ -31,11 +32,10 @@ def first_stop(flags: list[bool], debounce: int) -> int | None:
 
 
 def token_at(tokenizer, ids: list[int], char: int) -> int:
-    """The index of the token that holds character `char` of the text `ids` spell."""
-    for index in range(len(ids)):
-        if len(tokenizer.decode(ids[:index + 1])) > char:
-            return index
-    return max(0, len(ids) - 1)
+    """The index of the token that holds character `char` of the text `ids` spell: the first whose
+    prefix decodes past it, found in log(n) decodes (a reply may be thousands of tokens)."""
+    index = bisect.bisect_right(range(len(ids)), char, key=lambda i: len(tokenizer.decode(ids[:i + 1])))
+    return min(index, max(0, len(ids) - 1))
 
 
 def marked(items: list[LabelledItem]) -> list[LabelledItem]:
