@@ -57,10 +57,11 @@ async def pool_answers(pool, timeout_s: float = 10) -> bool:
 
 
 def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | None,
-               stream_moderator: StreamModerator | None, policies: PolicyFeed | None = None,
+               stream_moderator: StreamModerator | None, feed: PolicyFeed | None = None,
                canary_loading: Future | None = None) -> faust.App:
     """The agents named in `settings.agents`; the moderators of agents left out may be None.
-    `policies`, caught up: followed while the app runs, its refused records dead-lettered.
+    `feed`, the policies feed caught up: followed while the app runs, its refused records dead-lettered
+    (without one, the starting document decides).
     `canary_loading`: the canary pool's models as they load (None when they cannot), when this
     worker runs a canary: the app starts without waiting for them."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -84,7 +85,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
     app.transport.seal_changelogs = settings.kafka.broker_kind == "tansu"
     app.transport.idempotent = settings.kafka.broker_kind == "kafka"
 
-    w = Wiring(app, settings, bootstrap, policies.policies if policies else PoliciesInForce(settings.policy))
+    w = Wiring(app, settings, bootstrap, feed.policies if feed else PoliciesInForce(settings.policy))
     if "gen" in settings.agents:
         gen.register(w, moderator)
     if "stream" in settings.agents:
@@ -117,7 +118,7 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         metrics.STATE_BYTES.set(state_bytes(settings.state_dir))
         live_problem = "; ".join(filter(None, [f"crashed: {', '.join(crashed)}" if crashed else "",
                                                f"not running: {', '.join(missing)}" if missing else "", *refusing]))
-        policies_ok, policies_state = policies.readiness() if policies is not None else (True, "")
+        policies_ok, policies_state = feed.readiness() if feed is not None else (True, "")
         ready_problem = "; ".join(filter(None, ["no partitions assigned" if not assigned else "",
                                                 "model pool not answering" if not answering else "",
                                                 "" if policies_ok else policies_state]))
@@ -126,9 +127,9 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
                       not live_problem and not ready_problem, ready_problem or live_problem or ready_detail)
 
     app.timer(interval=5.0)(guarded("report_health", report_health))
-    if policies is not None:
+    if feed is not None:
         async def follow_policies() -> None:
-            await policies.follow(lambda letter: w.send_letters([letter]))
+            await feed.follow(lambda letter: w.send_letters([letter]))
 
         app.task(follow_policies)
     return app

@@ -37,6 +37,11 @@ class DeviceLost(RuntimeError):
     """A CUDA error: sticky on the device, so only a new process clears it."""
 
 
+def _device_lost(exc: Exception) -> bool:
+    """No session would fare better alone: the step is not narrowed down."""
+    return isinstance(exc, DeviceLost)
+
+
 @dataclass
 class _Session:
     seq: int  # in the KV cache
@@ -124,9 +129,8 @@ class StreamEngine:
         a time, so only a failing session gets an error; that session is closed."""
         missing = {c.session for c in calls if c.prompt_ids is None and not self.in_step(c)}
         live = [c for c in calls if c.session not in missing]
-        lost = lambda exc: isinstance(exc, DeviceLost)  # noqa: E731 - no session would fare better
         answered = {a.session: a for a in one_at_a_time(live, self._step_or_roll_back, self._failed, "the Stream engine",
-                                                        raises=lost)}
+                                                        raises=_device_lost)}
         for call in live:
             if call.close:
                 self.close(call.session)
