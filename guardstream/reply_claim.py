@@ -20,6 +20,7 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
 from guardstream.wire.errors import describe
+from guardstream.wire.kafka_internals import group_errors_raised
 from guardstream.wire.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,11 @@ class ReplyClaim(ConsumerRebalanceListener):
     def __init__(self, bootstrap: str, kafka: KafkaSettings, topic: str, moved: Callable[[int], None]):
         self._assignor = HomeAssignor(topic)
         self._topic, self._moved = topic, moved
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = group_errors_raised(AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=kafka.gateway_group, enable_auto_commit=False,
             partition_assignment_strategy=(self._assignor,), heartbeat_interval_ms=1000,
             session_timeout_ms=int(kafka.session_timeout_s * 1000),
-            rebalance_timeout_ms=int(kafka.rebalance_timeout_s * 1000), **kafka.client_options())
+            rebalance_timeout_ms=int(kafka.rebalance_timeout_s * 1000), **kafka.client_options()))
         self._claimed = asyncio.Event()
         self._home: int | None = None
         self._polling: asyncio.Task | None = None

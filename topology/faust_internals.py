@@ -21,6 +21,8 @@ from faust.stores import rocksdb
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from guardstream.wire.kafka_internals import group_errors_raised
+
 
 class _NeverRemembered(dict):
     """Faust's last-read offsets (`Consumer._read_offset`), never kept: with one, Faust drops every
@@ -38,7 +40,7 @@ class _NeverRemembered(dict):
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport):
-        consumer = super()._create_worker_consumer(transport)
+        consumer = group_errors_raised(super()._create_worker_consumer(transport))
         consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms  # Faust hard-codes 1,500 ms; read at start()
         return consumer
 

@@ -16,6 +16,7 @@ import mode
 from aiokafka import AIOKafkaConsumer
 
 from guardstream.wire.errors import describe
+from guardstream.wire.kafka_internals import group_errors_raised
 from guardstream.wire.reconnecting import ReconnectingReader, started, stop_consumer
 from guardstream.topology.settings import Settings
 
@@ -25,10 +26,11 @@ RECONNECT_AFTER_S = 1.0
 
 def group_consumer(settings: Settings, bootstrap: str, group: str, *topics: str, **options) -> AIOKafkaConsumer:
     """A consumer of `group` that commits only when told, with the workers' timeouts and security."""
-    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group,
-                            enable_auto_commit=False, session_timeout_ms=int(settings.kafka.session_timeout_s * 1000),
-                            rebalance_timeout_ms=int(settings.kafka.rebalance_timeout_s * 1000),
-                            heartbeat_interval_ms=1000, **settings.kafka.client_options(), **options)
+    return group_errors_raised(AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        session_timeout_ms=int(settings.kafka.session_timeout_s * 1000),
+        rebalance_timeout_ms=int(settings.kafka.rebalance_timeout_s * 1000),
+        heartbeat_interval_ms=1000, **settings.kafka.client_options(), **options))
 
 
 def bound(reader: type[OwnGroupReader], **attributes) -> type[OwnGroupReader]:

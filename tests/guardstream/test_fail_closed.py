@@ -19,8 +19,6 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka import TopicPartition
 
 from guardstream.client import Guard, conversation
 from guardstream.dev.broker import free_port
@@ -32,7 +30,7 @@ from guardstream.topology.settings import Settings
 from guardstream.wire.policy import Policy
 from guardstream.workers.pools.local_ray import reap_leftovers
 
-from tests.helpers.pipeline import LOOSE, STRICT, start_worker, wait_committed
+from tests.helpers.pipeline import LOOSE, STRICT, committed_offsets, start_worker, wait_committed
 from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -121,15 +119,9 @@ async def audit_outage_holds_back_no_agent(settings: Settings, bootstrap: str) -
     async for message in records(settings, bootstrap, "actions", idle_timeout_s=2):
         actions += json.loads(message.value)["verdict_id"].startswith("fc-audit-")
     assert actions == 6000
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topic = topic_name(settings, "verdicts")
-        committed = await admin.list_consumer_group_offsets(settings.audit_group, partitions=[
-            TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)])
-    finally:
-        await admin.close()
-    assert all(meta.offset <= 0 for meta in committed.values())  # the audit database never answered
+    committed = await committed_offsets(bootstrap, settings.audit_group, topic_name(settings, "verdicts"),
+                                        list(range(settings.kafka.topic_partitions)))
+    assert all(offset <= 0 for offset in committed.values())  # the audit database never answered
 
 
 def test_every_silence_ends_in_the_fail_mode_within_the_timeout(tiny, tmp_path):

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import psutil
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import records, topic_name
 
 from tests.helpers.kafka_helpers import read_all
+from tests.helpers.pipeline import committed_offsets
 from tests.helpers.stream_helpers import build_streams, interleaved_chunks
 
 GOOD = {"tenant": "acme", "messages": [{"role": "user", "content": "hello"}]}
@@ -100,7 +100,7 @@ def app_processes(app: str) -> list[psutil.Process]:
     return found
 
 
-def diagnose(settings, bootstrap: str, missing: set[str], prefix: str) -> str:
+def diagnose(settings, bootstrap: str, missing: set[str]) -> str:
     """Where the events without a verdict sit, what is committed, and whether a slower read finds them."""
     async def run() -> str:
         where = {}
@@ -112,17 +112,13 @@ def diagnose(settings, bootstrap: str, missing: set[str], prefix: str) -> str:
                     continue
                 if event_id in missing:
                     where[event_id] = (role, m.partition, m.offset)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(settings.kafka.group_id)
-        finally:
-            await admin.close()
+        committed = {role: await committed_offsets(bootstrap, settings.kafka.group_id, topic_name(settings, role),
+                                                   list(range(settings.kafka.topic_partitions)))
+                     for role in ("conversations", "chunks")}
         again = set()
         async for m in records(settings, bootstrap, "verdicts", idle_timeout_s=10):
             again.add(json.loads(m.value)["source_event_id"])
-        return (f"{len(missing)} valid events without a verdict; first: {sorted(where.items())[:8]}; committed: "
-                f"{ {(tp.topic, tp.partition): o.offset for tp, o in committed.items() if tp.topic.startswith(prefix)} }; "
+        return (f"{len(missing)} valid events without a verdict; first: {sorted(where.items())[:8]}; committed: {committed}; "
                 f"found by a slower read: {len(missing & again)}")
 
     return asyncio.run(run())
@@ -145,7 +141,7 @@ def assert_every_outcome(settings, bootstrap: str, items: list, pg_url: str, pre
     valid = {json.loads(v)["event_id"] for role, key, v in items if not key.startswith(b"bad-")}
     assert len(valid) >= events + streams * 3
     missing = valid - answered
-    assert not missing, diagnose(settings, bootstrap, missing, prefix)
+    assert not missing, diagnose(settings, bootstrap, missing)
 
     letters = {d["key"]: d for d in read_all(settings, bootstrap, "dlq")}
     assert {k: letters.get(k, {}).get("error_code") for k in MALFORMED} == {k: code for k, (_, _, code) in MALFORMED.items()}

@@ -21,6 +21,7 @@ import time
 import zlib
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from guardstream.client import Guard, conversation
 from guardstream.dev.kafka import KafkaCluster
@@ -42,6 +43,15 @@ EVERY = pytest.mark.skipif(not ALL, reason="make test runs one broker fault; GUA
 async def leader_of(bootstrap: str, topic: str, partition: int) -> int:
     described = await describe_topic(bootstrap, topic)
     return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+
+
+async def coordinator_of(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await admin.find_coordinator(group)
+    finally:
+        await admin.close()
 
 
 class Gateway(threading.Thread):
@@ -121,6 +131,16 @@ def kill_a_leader(role: str):
     return fault
 
 
+def kill_the_coordinator(cluster: KafkaCluster, worker, settings, restart):
+    """SIGKILL the node coordinating the worker's consumer group (its commits and its heartbeats), and
+    restart it DOWN_S later."""
+    node = asyncio.run(coordinator_of(cluster.bootstrap, settings.kafka.group_id))
+    cluster.kill(node)
+    time.sleep(DOWN_S)
+    cluster.start_node(node)
+    return f"node {node} (the worker group's coordinator) SIGKILLed for {DOWN_S}s", worker
+
+
 def pause_a_broker(cluster: KafkaCluster, worker, settings, restart):
     node = asyncio.run(leader_of(cluster.bootstrap, topic_name(settings, "conversations"), 1))
     session_s = cluster.config["broker.session.timeout.ms"] / 1000
@@ -146,6 +166,7 @@ def kill_a_broker_and_the_worker(cluster: KafkaCluster, worker, settings, restar
 @pytest.mark.parametrize("fault", [
     kill_a_leader("conversations"),
     pytest.param(kill_a_leader("verdicts"), marks=EVERY),
+    pytest.param(kill_the_coordinator, marks=EVERY),
     pytest.param(pause_a_broker, marks=EVERY),
     pytest.param(kill_a_broker_and_the_worker, marks=EVERY),
 ], ids=lambda f: f.__name__)
@@ -175,8 +196,12 @@ def test_a_three_node_cluster_under_a_fault_loses_no_outcome(fault, tiny, pg_url
             assert done.is_set()
             # within 30 s of the load's end, or of the worker's restart if that came later: no partition waits longer
             within_s = 30 + max(0.0, recovered_at / 1000 - time.time())
-            for role in ("conversations", "chunks", "verdicts"):
-                asyncio.run(wait_drained(settings, cluster.bootstrap, role, timeout_s=within_s))
+            try:
+                for role in ("conversations", "chunks", "verdicts"):
+                    asyncio.run(wait_drained(settings, cluster.bootstrap, role, timeout_s=within_s))
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nafter {what}; gateway: {len(gateway.asks)} asks, {gateway.fail_modes} "
+                                     f"fail modes; the worker's warnings:\n{worker.trouble()}") from None
             assert "Traceback" not in worker.log()
         finally:
             gateway.stop.set()

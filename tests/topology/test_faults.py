@@ -9,8 +9,6 @@ import json
 import uuid
 
 import psycopg
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 import pytest
 
@@ -18,7 +16,7 @@ from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import records, topic_name
 from guardstream.workers.sinks.audit import PostgresAudit
 
-from tests.helpers.pipeline import PG_ADMIN_URL, start_worker, wait_drained
+from tests.helpers.pipeline import PG_ADMIN_URL, committed_offsets, start_worker, wait_drained
 from tests.helpers.kafka_helpers import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -41,14 +39,9 @@ def refusing_database() -> str:
 async def offsets_without_outcome(settings, bootstrap: str) -> list[tuple[int, int]]:
     """(partition, offset) of conversation records below the committed offset that have no outcome."""
     topic = topic_name(settings, "conversations")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.kafka.group_id, partitions=[
-            TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)])
-    finally:
-        await admin.close()
-    below = {tp.partition: meta.offset for tp, meta in committed.items() if meta.offset > 0}
+    committed = await committed_offsets(bootstrap, settings.kafka.group_id, topic,
+                                        list(range(settings.kafka.topic_partitions)))
+    below = {p: offset for p, offset in committed.items() if offset > 0}
     answered, lettered, inputs = set(), set(), {}
     async for m in records(settings, bootstrap, "verdicts", idle_timeout_s=1):
         answered.add(json.loads(m.value)["source_event_id"])
