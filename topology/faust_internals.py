@@ -1,5 +1,5 @@
 """Every private name of faust-streaming 0.15.3, mode, aiokafka and Faust's RocksDB store that
-the worker uses, and nowhere else (the one aiokafka name gateways need too is in
+the worker uses, and nowhere else (the aiokafka names gateways need too are in
 `wire/kafka_internals.py`).
 
 Each is either a hook the pinned version calls (overridden here to call a public method that the
