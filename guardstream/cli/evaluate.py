@@ -29,20 +29,28 @@ from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console
 @click.option("--timeout", "timeout_s", type=float, default=120, show_default=True,
               help="pipeline: seconds to wait for each verdict (then it counts as an Error)")
 @click.option("--concurrency", type=int, default=16, show_default=True, help="pipeline: items in flight at once")
+@click.option("--compare", "candidate", metavar="MODEL",
+              help="engines: judge the set with this Gen checkpoint too, and give each metric's difference from the "
+                   "main model with a paired bootstrap interval, and the items where they disagree")
+@click.option("--rounds", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
+              help="--compare: bootstrap resamples")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
 def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, stream_model: str | None,
              batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
-             concurrency: int, as_json: bool) -> None:
+             concurrency: int, candidate: str | None, rounds: int, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
     refusal accuracy and latency of Qwen3Guard-Gen on DATASET; on the engines, also how early
     Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
 
     DATASET is JSONL: the project's labelled items (the fixture corpus's fields) or OpenAI's moderation
-    release (docs/evaluation.md)."""
+    release (docs/evaluation.md). With --compare MODEL, a candidate is judged beside the main model
+    on the same items: the offline twin of the canary."""
     from guardstream.evaluation.dataset import DatasetError, load
     from guardstream.evaluation.metrics import report
-    from guardstream.evaluation.tables import tables
+    from guardstream.evaluation.tables import comparison_tables, tables
 
+    if candidate and through != "engines":
+        raise click.UsageError("--compare runs on the engines: both models judge the same items in this process")
     try:
         items = load(dataset, split)
     except DatasetError as exc:
@@ -52,7 +60,7 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         if done == total or done % 100 == 0:
             console.print(f"  {done}/{total} judged")
 
-    timeliness = None
+    timeliness = compared = None
     if through == "engines":
         from transformers import AutoTokenizer
 
@@ -65,6 +73,12 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         models = with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
         console.print(f"judging {len(items)} items of {dataset.name} with {models.gen.model}")
         predictions = engines.judge(items, GenEngine(models.gen.model), batch_size, progress)
+        if candidate:
+            from guardstream.evaluation.compare import compare
+
+            console.print(f"judging them again with the candidate {candidate}")
+            compared = compare(items, predictions, engines.judge(items, GenEngine(candidate), batch_size, progress),
+                               candidate, rounds)
         if marked(items):
             console.print(f"streaming {len(marked(items))} marked unsafe replies through {models.stream.model}")
             timeliness = measure(items, StreamEngine.from_pretrained(models.stream.model),
@@ -84,9 +98,14 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         predictions = asyncio.run(through_pipeline())
     judged = report(items, predictions, timeliness)
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(judged), indent=2))
+        out = dataclasses.asdict(judged)
+        if compared:
+            out["comparison"] = {**dataclasses.asdict(compared), "differences": [
+                {**dataclasses.asdict(d), "significant": d.significant} for d in compared.differences]}
+        click.echo(json.dumps(out, indent=2))
     else:
-        for table in tables(judged, f"{dataset.name}{f' ({split})' if split else ''}, through the {through}"):
+        for table in tables(judged, f"{dataset.name}{f' ({split})' if split else ''}, through the {through}") + \
+                (comparison_tables(compared, models.gen.model) if compared else []):
             print_table(table)
 
 

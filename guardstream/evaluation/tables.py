@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from guardstream.evaluation.compare import Comparison
 from guardstream.evaluation.metrics import MODES, TIERS, Report
+
+SHOWN_DISAGREEMENTS = 20
 
 
 def tables(report: Report, title: str) -> list[Table]:
@@ -49,3 +52,21 @@ def tables(report: Report, title: str) -> list[Table]:
     for bucket, count in t.buckets.items():
         timely.add_row(bucket, str(count), f"{count / t.streams:.3f}" if t.streams else "-")
     return [overall, by_category, confusion, other, timely]
+
+
+def comparison_tables(comparison: Comparison, main: str) -> list[Table]:
+    differences = Table(title=f"{comparison.candidate} against {main}: candidate minus main, "
+                              f"{comparison.confidence:.0%} paired bootstrap interval ({comparison.rounds} resamples)")
+    for column in ("metric", "main", "candidate", "difference", "interval", "differs"):
+        differences.add_column(column, justify="left" if column in ("metric", "differs") else "right")
+    for d in comparison.differences:
+        differences.add_row(d.metric, f"{d.main:.3f}", f"{d.candidate:.3f}", f"{d.delta:+.3f}",
+                            f"[{d.low:+.3f}, {d.high:+.3f}]", "yes" if d.significant else "no: the interval holds 0")
+    shown = comparison.disagreements[:SHOWN_DISAGREEMENTS]
+    disagreements = Table(title=f"{len(comparison.disagreements)} items judged differently"
+                                f"{f' (the first {len(shown)}; --json lists all)' if len(shown) < len(comparison.disagreements) else ''}")
+    for column in ("item", "labelled", "main", "candidate"):
+        disagreements.add_column(column)
+    for d in shown:
+        disagreements.add_row(d.id, d.label, d.main, d.candidate)
+    return [differences, disagreements]
