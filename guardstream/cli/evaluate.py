@@ -34,10 +34,13 @@ from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console
                    "main model with a paired bootstrap interval, and the items where they disagree")
 @click.option("--rounds", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="--compare: bootstrap resamples")
+@click.option("--plot", "plot_into", type=click.Path(file_okay=False, path_type=Path),
+              help="write PNGs into this folder: precision-recall curves per category (strict, loose) and a "
+                   "reliability diagram of the unsafe probability (needs guardstream[plots])")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
 def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, stream_model: str | None,
              batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
-             concurrency: int, candidate: str | None, rounds: int, as_json: bool) -> None:
+             concurrency: int, candidate: str | None, rounds: int, plot_into: Path | None, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
     refusal accuracy and latency of Qwen3Guard-Gen on DATASET; on the engines, also how early
     Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
@@ -51,6 +54,12 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
 
     if candidate and through != "engines":
         raise click.UsageError("--compare runs on the engines: both models judge the same items in this process")
+    if plot_into:
+        from guardstream.evaluation.plots import plot, pyplot
+        try:
+            pyplot()  # before a long run, not after it
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         items = load(dataset, split)
     except DatasetError as exc:
@@ -97,6 +106,9 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         console.print(f"judging {len(items)} items of {dataset.name} through the deployment at {settings.kafka.bootstrap}")
         predictions = asyncio.run(through_pipeline())
     judged = report(items, predictions, timeliness)
+    if plot_into:
+        for path in plot(items, predictions, plot_into, f"{dataset.name}{f' ({split})' if split else ''}"):
+            console.print(f"wrote {path}")
     if as_json:
         out = dataclasses.asdict(judged)
         if compared:

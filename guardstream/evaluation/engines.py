@@ -16,7 +16,7 @@ def prediction(result: GenResult) -> Prediction:
     if j is None:
         return Prediction("Error", latency_ms=result.latency_ms)
     refusal = None if j.refusal is None else "Yes" if j.refusal else "No"
-    return Prediction(j.risk_level.value, tuple(j.categories), refusal, result.latency_ms)
+    return Prediction(j.risk_level.value, tuple(j.categories), refusal, result.latency_ms, result.probabilities)
 
 
 def judge(items: list[LabelledItem], engine: GenEngine, batch_size: int = 8,

@@ -23,6 +23,7 @@ class Prediction:
     categories: tuple[str, ...] = ()
     refusal: str | None = None  # Yes or No, for a response
     latency_ms: float = 0.0
+    probabilities: dict[str, float] | None = None  # over Safe, Controversial, Unsafe: what the model scored
 
 
 @dataclass(frozen=True)

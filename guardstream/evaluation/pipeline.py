@@ -34,6 +34,6 @@ async def judge(items: list[LabelledItem], guard: Guard, tenant: str, concurrenc
         if v is None:
             return Prediction("Error", latency_ms=latency_ms)
         refusal = None if v.refusal is None else "Yes" if v.refusal else "No"
-        return Prediction(v.risk_level.value, tuple(v.categories), refusal, latency_ms)
+        return Prediction(v.risk_level.value, tuple(v.categories), refusal, latency_ms, v.probabilities)
 
     return list(await asyncio.gather(*(one(item) for item in items)))

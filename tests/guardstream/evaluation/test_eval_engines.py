@@ -38,7 +38,7 @@ def test_eval_through_the_engines_equals_direct_engine_calls(tiny, tmp_path):
 
     out = CliRunner().invoke(main, ["eval", str(FIXTURES / "corpus.jsonl"), "--split", "heldout",
                                     "--gen-model", str(tiny.gen), "--json", "--batch-size", "16",
-                                    "--compare", str(candidate), "--rounds", "200"])
+                                    "--compare", str(candidate), "--rounds", "200", "--plot", str(tmp_path / "plots")])
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert report["items"] == len(corpus) == 70
@@ -47,6 +47,7 @@ def test_eval_through_the_engines_equals_direct_engine_calls(tiny, tmp_path):
     assert sum(sum(row.values()) for row in report["confusion"].values()) == 70
     assert report["overall"]["strict"]["f1"] > 0.9  # the fixture model learned its corpus; the numbers are not noise
 
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["pr-loose.png", "pr-strict.png", "reliability.png"]
     compared = report["comparison"]
     differences = {d["metric"]: d for d in compared["differences"]}
     their_strict = f1([x.label != "Safe" for x in corpus], [s in ("Unsafe", "Controversial") for s in they_said])
