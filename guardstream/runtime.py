@@ -32,6 +32,7 @@ from guardstream.wire.settings import SettingsError
 from guardstream.wire.topics import cluster_id, ensure_topics
 from guardstream.workers import faults
 from guardstream.workers.moderation.gen_moderation import GenModerator
+from guardstream.workers.moderation.language import loaded_detector
 from guardstream.workers.moderation.rules import GenRules, StreamRules
 from guardstream.workers.moderation.stream_moderation import StreamModerator
 from guardstream.workers.pools.gen_pool import GenPool
@@ -132,6 +133,7 @@ def moderators(settings: Settings, spec: PoolSpec,
     handles = pool_handles(spec, settings.kafka.app_id)
     announce_actors(spec, handles)
     moderator = stream_moderator = None
+    detector = loaded_detector(settings.languages) if {"gen", "stream"} & settings.agents else None
     if "gen" in settings.agents:
         pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.batch_size,
                        call_timeout_s=settings.gen.call_timeout_s, max_inflight=settings.gen.max_inflight)
@@ -140,13 +142,14 @@ def moderators(settings: Settings, spec: PoolSpec,
         if spec.gen.backend == "noop":
             log.warning("gen_backend=noop: every conversation is answered Safe WITHOUT a model (for benchmarks only)")
         rules = GenRules(policies=policies, max_event_bytes=settings.max_event_bytes,
-                         store_text=settings.sinks.audit_store_text)
+                         store_text=settings.sinks.audit_store_text, detector=detector)
         moderator = GenModerator(rules, pool, "noop" if spec.gen.backend == "noop" else spec.gen.model)
     if "stream" in settings.agents:
         stream_pool = StreamPool(handles["stream"], spec.stream.model, call_timeout_s=settings.stream.call_timeout_s)
         s = settings.stream
         rules = StreamRules(policies=policies, max_event_bytes=settings.max_event_bytes, debounce=s.debounce,
-                            gap_timeout_s=s.gap_timeout_s, max_held_chunks=s.max_held_chunks, max_tokens=s.max_tokens)
+                            gap_timeout_s=s.gap_timeout_s, max_held_chunks=s.max_held_chunks, max_tokens=s.max_tokens,
+                            detector=detector)
         stream_moderator = StreamModerator(rules, stream_pool,
                                            AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
                                            on_rebuild=STREAM_REBUILDS.inc)

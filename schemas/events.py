@@ -43,6 +43,8 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValida
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tenant = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+# a BCP 47 tag as producers write it ("es", "pt-BR", "zh-Hant"): a primary language, then subtags
+LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$", max_length=35)]
 ReplyTo = Annotated[int | None, Field(default=None, ge=0, lt=MAX_REPLY_PARTITIONS, description=(
     "the partition of the `replies` topic that the asking gateway reads: its verdicts go there too"))]
 Nonce = Annotated[str | None, Field(default=None, pattern=r"^[0-9a-f]{16,64}$", description=(
@@ -89,6 +91,8 @@ class ConversationEvent(Wire):
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     reply_to: ReplyTo = None
     nonce: Nonce = None
+    language: LanguageTag | None = Field(default=None, description=(
+        "the conversation's language, if the producer knows it; otherwise the worker detects it"))
 
     @model_validator(mode="after")
     def _last_message_matches(self) -> ConversationEvent:
@@ -118,6 +122,7 @@ class TokenChunkEvent(Wire):
     seq: int = Field(ge=0)
     role: Literal[Role.assistant] = Role.assistant
     prompt: Text | None = None
+    language: LanguageTag | None = None  # chunk 0's: the stream's language (else detected from the prompt)
     token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, max_length=MAX_CHUNK_TOKENS)
     text_delta: Text | None = None
     final: bool = False
@@ -131,6 +136,8 @@ class TokenChunkEvent(Wire):
             raise ValueError("give exactly one of token_ids or text_delta")
         if (self.seq == 0) != (self.prompt is not None):
             raise ValueError("chunk 0 carries the user prompt, later chunks do not")
+        if self.seq != 0 and self.language is not None:
+            raise ValueError("chunk 0 carries the stream's language, later chunks do not")
         return self
 
 
@@ -199,6 +206,8 @@ class VerdictEvent(Decided):
     categories: list[Label] = Field(default_factory=list)
     refusal: bool | None = None
     probabilities: dict[Label, float] | None = None
+    language: LanguageTag | None = Field(default=None, description=(
+        "the language the policy was chosen for: the producer's, else detected; none where it could not tell"))
     action: Action
     policy: str
     error: str | None = None

@@ -18,6 +18,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAPPED = ("schemas", "wire", "workers", "topology", "guardstream")  # folders whose modules the map names one by one
 SPECIAL = {  # settings whose values are documents or secrets: (environment value, what the field then reads)
     "agents": ("gen,stream", lambda v: v == frozenset({"gen", "stream"})),
+    "languages": ("es,zh", lambda v: v == ("es", "zh")),
     "policy": ('{"default": {"mode": "loose"}}', lambda v: v.default.mode == "loose"),
     "canary": ('{"gen_model": "probe", "sample": 0.5}', lambda v: v.gen_model == "probe" and v.sample == 0.5),
     "canary_sample_secret": ("probe-secret", lambda v: v.get_secret_value() == "probe-secret"),

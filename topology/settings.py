@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator, model_validator
 
 from guardstream.wire.settings import GatewaySettings, Section, part
 from guardstream.workers import faults
+from guardstream.workers.moderation.language import DETECTED
 from guardstream.workers.pools.specs import GenSpec, StreamSpec
 
 
@@ -108,6 +109,10 @@ class Settings(GatewaySettings):
     # Which agents this worker runs (comma-separated in the environment): the Gen and Stream paths
     # need the GPU pool, the sinks only the verdict topic, so they can run as separate deployments.
     agents: frozenset[AgentName] = frozenset(AGENTS)
+    # The languages the detector tells apart (ISO 639-1, comma-separated in the environment), for an
+    # event whose producer gives none: its policy entry, its verdict's `language`. `none`: no
+    # detector (a worker then spends neither its 2.5 s and 350 MB to load nor its ms per event).
+    languages: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")], ...] = DETECTED
     # An event under this limit is stored in a stream's entries whole, so it stays below the
     # broker's 1 MiB message limit with room for the entry around it.
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
@@ -135,9 +140,11 @@ class Settings(GatewaySettings):
             return stream
         return stream.model_copy(update={"device": info.data["gen"].device})
 
-    @field_validator("agents", mode="before")
+    @field_validator("agents", "languages", mode="before")
     @classmethod
-    def _agent_list(cls, value):
+    def _comma_list(cls, value, info):
+        if info.field_name == "languages" and value == "none":
+            return []
         return [a.strip() for a in value.split(",") if a.strip()] if isinstance(value, str) else value
 
     @field_validator("agents")

@@ -13,7 +13,8 @@ def category(name: str) -> str:
     """A category as a metric label: the model's own, or `other` for a name a producer made up."""
     return name if name in _CATEGORIES else "other"
 
-# Tenant labels are `Policy.metric_tenant`: the policy's tenants by name, every other one as `other`.
+# Tenant labels are `Policy.metric_tenant`: the policy's tenants by name, every other one as `other`;
+# language labels `metric_language`: the languages policies name, every other one (and none) `other`.
 VERDICTS = Counter("guardstream_verdicts_total", "Verdicts counted by analytics (after de-duplication)",
                    ["tenant", "risk_level", "category"])
 DEAD_LETTERS = Counter("guardstream_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "error_code"])
@@ -24,9 +25,9 @@ STREAM_BATCH_SECONDS = Histogram("guardstream_stream_batch_seconds", "Time to ju
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 BATCH_RECORDS = Histogram("guardstream_batch_records", "Records per agent batch sent to the model pool", ["agent"],
                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-ACTIONS = Counter("guardstream_actions_total", "Actions emitted by enforcement", ["tenant", "action"])
+ACTIONS = Counter("guardstream_actions_total", "Actions emitted by enforcement", ["tenant", "language", "action"])
 WOULD_ACTIONS = Counter("guardstream_would_action_total", "Observe mode: what enforcement would have done instead of "
-                        "allowing (one per observed action)", ["tenant", "action"])
+                        "allowing (one per observed action)", ["tenant", "language", "action"])
 POLICY_REJECTED = Counter("guardstream_policy_rejected_total", "Policies-topic records refused (their tenant keeps the "
                           "policy it had)")
 POLICY_VERSION = Gauge("guardstream_policy_version", "The version in force of each entry the policies topic has set",

@@ -9,6 +9,10 @@
   pass silently, so it is its own setting (default block), apart from the fail mode;
 - review thresholds send an allowed verdict to review when a label's probability is high enough
   (e.g. {"Unsafe": 0.3}), for models that report probabilities;
+- an unsafe threshold decides Gen's verdicts by the unsafe probability instead of the label
+  (`guardstream eval --calibrate` picks one for a target precision or recall on labelled data);
+- per-language entries change the threshold and category actions for an event in that language
+  (the producer's `language`, else the worker's detector), over the tenant's own;
 - observe mode (`"mode": "observe"` for a tenant, judged as strict, or `"observe"` as a category's
   action, which would be `unsafe_action`) decides as usual but allows: the decision says what
   enforcement would have done (`would_action`), so a policy can be tried on live traffic first.
@@ -28,6 +32,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guardstream.schemas import Action, RiskLevel
+from guardstream.schemas.events import LanguageTag
 from guardstream.schemas.labels import QUERY_CATEGORIES
 
 _SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
@@ -35,6 +40,11 @@ _SEVERITY = {Action.allow: 0, Action.review: 1, Action.block: 2, Action.stop: 3}
 
 def most_severe(*actions: Action) -> Action:
     return max(actions, key=_SEVERITY.__getitem__)
+
+
+def unsafe_probability(probabilities: dict[str, float], strict: bool) -> float:
+    """P(Unsafe), plus P(Controversial) where Controversial counts as unsafe."""
+    return probabilities.get("Unsafe", 0.0) + (probabilities.get("Controversial", 0.0) if strict else 0.0)
 
 
 class Decision(NamedTuple):
@@ -46,31 +56,70 @@ class Decision(NamedTuple):
         return self.would_action is not None
 
 
+MAX_LANGUAGES = 64  # entries in one tenant's policy
+CategoryActions = dict[str, Action | Literal["observe"]]
+Threshold = Annotated[float, Field(gt=0, le=1)]
+
+
+def known_categories(actions: dict) -> dict:
+    """A category the model never names would be silently ignored: a typo is refused instead."""
+    if unknown := sorted(set(actions) - set(QUERY_CATEGORIES)):
+        raise ValueError(f"{', '.join(map(repr, unknown))} is not a Qwen3Guard category; the categories are "
+                         f"{', '.join(QUERY_CATEGORIES)}")
+    return actions
+
+
+class LanguagePolicy(BaseModel):
+    """What a tenant's policy changes for events in one language: the unsafe threshold, and
+    category actions laid over the tenant's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    unsafe_threshold: Threshold | None = None
+    category_actions: CategoryActions = Field(default_factory=dict)
+
+    _categories_are_the_models = field_validator("category_actions")(known_categories)
+
+
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["strict", "loose", "observe"] = "strict"
     fail_mode: Literal["closed", "open"] = "closed"
     unsafe_action: Action = Action.block
-    category_actions: dict[str, Action | Literal["observe"]] = Field(default_factory=dict)
+    category_actions: CategoryActions = Field(default_factory=dict)
     # a label's probability from which an allowed verdict goes to review; above 0 (0 would send
     # everything) and at most 1; "Safe" has none (a safe verdict is what is allowed)
     review_thresholds: dict[Literal["Unsafe", "Controversial"], Annotated[float, Field(gt=0, le=1)]] = \
         Field(default_factory=dict)
     too_long_action: Action = Action.block
+    # Gen's verdicts: unsafe when the unsafe probability reaches it, safe when it does not, whatever
+    # the label (a verdict without probabilities keeps its label; the Stream heads keep theirs)
+    unsafe_threshold: Threshold | None = None
+    # by language tag ("es", or "pt-BR" before "pt"): what changes for an event in that language
+    languages: dict[LanguageTag, LanguagePolicy] = Field(default_factory=dict, max_length=MAX_LANGUAGES)
 
-    @field_validator("category_actions")
-    @classmethod
-    def _categories_are_the_models(cls, actions: dict) -> dict:
-        """A category the model never names would be silently ignored: a typo is refused instead."""
-        if unknown := sorted(set(actions) - set(QUERY_CATEGORIES)):
-            raise ValueError(f"{', '.join(map(repr, unknown))} is not a Qwen3Guard category; the categories are "
-                             f"{', '.join(QUERY_CATEGORIES)}")
-        return actions
+    _categories_are_the_models = field_validator("category_actions")(known_categories)
+
+    def for_language(self, language: str | None) -> TenantPolicy:
+        """The policy for an event in `language`: its entry (the whole tag's, else its primary
+        language's) laid over this one; this one where none matches."""
+        entry = self.languages.get(language) or self.languages.get(language.split("-")[0]) if language else None
+        if entry is None:
+            return self
+        threshold = self.unsafe_threshold if entry.unsafe_threshold is None else entry.unsafe_threshold
+        return self.model_copy(update={"unsafe_threshold": threshold, "languages": {},
+                                       "category_actions": {**self.category_actions, **entry.category_actions}})
 
     @property
     def strict(self) -> bool:
         """Controversial counts as unsafe (observe mode judges as strict does)."""
         return self.mode != "loose"
+
+    def thresholded(self, risk: RiskLevel, probabilities: dict[str, float] | None) -> RiskLevel:
+        """The risk Gen's verdict is decided as: by `unsafe_threshold` where it is set and the model
+        gave probabilities, else the model's label."""
+        if self.unsafe_threshold is None or not probabilities or risk is RiskLevel.error:
+            return risk
+        return RiskLevel.unsafe if unsafe_probability(probabilities, self.strict) >= self.unsafe_threshold else RiskLevel.safe
 
     def decide(self, risk: RiskLevel, categories: list[str], probabilities: dict[str, float] | None = None) -> Decision:
         if risk is RiskLevel.error:
@@ -91,7 +140,8 @@ class TenantPolicy(BaseModel):
         return Decision(Action.allow, would) if self.mode == "observe" else Decision(would)
 
     def describe(self, tenant: str) -> str:
-        return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}"
+        threshold = "" if self.unsafe_threshold is None else f" threshold={self.unsafe_threshold:g}"
+        return f"tenant={tenant} mode={self.mode} fail={self.fail_mode}{threshold}"
 
 
 class Policy(BaseModel):
@@ -150,3 +200,9 @@ class PoliciesInForce:
         keep their name, all others are `other`, so tenant names that producers make up cannot grow
         the series without bound."""
         return tenant if tenant in self.document.tenants or tenant in self.entries or tenant == "default" else "other"
+
+    def metric_language(self, language: str | None) -> str:
+        """A verdict's language as a metric label: a language some policy in force names keeps its
+        tag; every other one, and none, is `other` (at most MAX_LANGUAGES tags per policy)."""
+        policies = [self.document.default, *self.document.tenants.values(), *(p for _, p in self.entries.values())]
+        return language if language and any(language in p.languages for p in policies) else "other"

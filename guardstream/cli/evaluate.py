@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from guardstream.workers.moderation.language import DETECTED
+
 from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console, gen_model_option, load_settings,
                                     print_table, stream_model_option)
 
@@ -37,88 +39,171 @@ from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console
 @click.option("--plot", "plot_into", type=click.Path(file_okay=False, path_type=Path),
               help="write PNGs into this folder: precision-recall curves per category (strict, loose) and a "
                    "reliability diagram of the unsafe probability (needs guardstream[plots])")
+@click.option("--calibrate", is_flag=True,
+              help="pick the policy's unsafe_threshold that meets --target-precision or --target-recall on a "
+                   "calibration split, and report it on the held-out items")
+@click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True), help="--calibrate: the precision to meet")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), help="--calibrate: the recall to meet")
+@click.option("--calibrate-on", metavar="SPLIT",
+              help="--calibrate: the split to calibrate on (the report is of --split); without it, the items are cut "
+                   "in two by a hash of their ids, one half to calibrate on and the other reported")
+@click.option("--mode", type=click.Choice(["strict", "loose"]), default="strict", show_default=True,
+              help="--calibrate: whether Controversial counts as unsafe, in the labels and the probability")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="--calibrate: write the threshold as a tenant's policy, for `guardstream policy set`")
+@click.option("--languages", default=",".join(DETECTED), show_default=True,
+              help="the languages the detector tells apart for items that name none (ISO 639-1, as a worker's "
+                   "GUARDSTREAM_LANGUAGES), for the per-language scores; none: such items are `unknown`")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
 def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, stream_model: str | None,
              batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
-             concurrency: int, candidate: str | None, rounds: int, plot_into: Path | None, as_json: bool) -> None:
+             concurrency: int, candidate: str | None, rounds: int, plot_into: Path | None, calibrate: bool,
+             target_precision: float | None, target_recall: float | None, calibrate_on: str | None, mode: str,
+             write_to: Path | None, languages: str, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
     refusal accuracy and latency of Qwen3Guard-Gen on DATASET; on the engines, also how early
     Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
 
     DATASET is JSONL: the project's labelled items (the fixture corpus's fields) or OpenAI's moderation
     release (docs/evaluation.md). With --compare MODEL, a candidate is judged beside the main model
-    on the same items: the offline twin of the canary."""
-    from guardstream.evaluation.dataset import DatasetError, load
+    on the same items: the offline twin of the canary. With --calibrate, the threshold on the unsafe
+    probability that meets a target precision or recall is picked on a calibration split and
+    reported on held-out items."""
     from guardstream.evaluation.metrics import report
-    from guardstream.evaluation.tables import comparison_tables, tables
+    from guardstream.evaluation.tables import tables
 
     if candidate and through != "engines":
         raise click.UsageError("--compare runs on the engines: both models judge the same items in this process")
+    if calibrate and (target_precision is None) == (target_recall is None):
+        raise click.UsageError("--calibrate needs one target: --target-precision P or --target-recall R")
     if plot_into:
         from guardstream.evaluation.plots import plot, pyplot
         try:
             pyplot()  # before a long run, not after it
         except RuntimeError as exc:
             raise click.UsageError(str(exc)) from None
-    try:
-        items = load(dataset, split)
-    except DatasetError as exc:
-        raise click.UsageError(str(exc)) from None
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 100 == 0:
-            console.print(f"  {done}/{total} judged")
-
-    timeliness = compared = None
+    calibration_items, items = labelled(dataset, split, calibrate, calibrate_on)
+    of = f"split {split}" if split else "the items"
+    calibrated_on, reported_on = (f"split {calibrate_on}", of) if calibrate_on else (f"half of {of}", f"the other half of {of}")
+    title = f"{dataset.name}, {reported_on if calibrate else of}"
     if through == "engines":
-        from transformers import AutoTokenizer
-
         from guardstream.dev.tiny_checkpoints import with_fixture_models
-        from guardstream.evaluation import engines
-        from guardstream.evaluation.timeliness import marked, measure
-        from guardstream.workers.engines.gen_engine import GenEngine
-        from guardstream.workers.engines.stream_engine import StreamEngine
 
         models = with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
-        console.print(f"judging {len(items)} items of {dataset.name} with {models.gen.model}")
-        predictions = engines.judge(items, GenEngine(models.gen.model), batch_size, progress)
-        if candidate:
-            from guardstream.evaluation.compare import compare
-
-            console.print(f"judging them again with the candidate {candidate}")
-            compared = compare(items, predictions, engines.judge(items, GenEngine(candidate), batch_size, progress),
-                               candidate, rounds)
-        if marked(items):
-            console.print(f"streaming {len(marked(items))} marked unsafe replies through {models.stream.model}")
-            timeliness = measure(items, StreamEngine.from_pretrained(models.stream.model),
-                                 AutoTokenizer.from_pretrained(models.stream.model), debounce, progress)
+        judge = on_engines(models.gen.model, batch_size)
     else:
-        from guardstream.client import Guard
-        from guardstream.evaluation import pipeline
-        from guardstream.wire.settings import GatewaySettings
+        judge = through_pipeline(kafka_bootstrap, timeout_s, tenant, concurrency)
+    console.print(f"judging {len(calibration_items) + len(items)} items of {dataset.name}")
+    predictions = judge(calibration_items + items)  # one run judges both; the report is of `items`
+    calibration_predictions, predictions = predictions[:len(calibration_items)], predictions[len(calibration_items):]
 
-        settings = load_settings(GatewaySettings, kafka_bootstrap=kafka_bootstrap)
+    timeliness = streamed(items, models.stream.model, debounce) if through == "engines" else None
+    judged = report(items, predictions, timeliness, told(items, languages))
+    out, shown = dataclasses.asdict(judged), tables(judged, f"{title}, through the {through}")
+    if candidate:
+        from guardstream.evaluation.compare import compare
+        from guardstream.evaluation.tables import comparison_tables
 
-        async def through_pipeline():
-            async with Guard(bootstrap_or_fail(settings), settings, timeout_s) as guard:
-                return await pipeline.judge(items, guard, tenant, concurrency, progress)
+        console.print(f"judging them again with the candidate {candidate}")
+        compared = compare(items, predictions, on_engines(candidate, batch_size)(items), candidate, rounds)
+        out["comparison"] = {**dataclasses.asdict(compared), "differences": [
+            {**dataclasses.asdict(d), "significant": d.significant} for d in compared.differences]}
+        shown += comparison_tables(compared, models.gen.model)
+    calibrated = None
+    if calibrate:
+        from guardstream.evaluation.calibration import calibrate as fit
+        from guardstream.evaluation.tables import calibration_table
 
-        console.print(f"judging {len(items)} items of {dataset.name} through the deployment at {settings.kafka.bootstrap}")
-        predictions = asyncio.run(through_pipeline())
-    judged = report(items, predictions, timeliness)
+        target, goal = ("precision", target_precision) if target_precision is not None else ("recall", target_recall)
+        calibrated = fit((calibration_items, calibration_predictions), (items, predictions), mode, target, goal)
+        out["calibration"] = {**dataclasses.asdict(calibrated), "fragment": calibrated.fragment()}
+        shown.append(calibration_table(calibrated, calibrated_on, reported_on))
+        if write_to and calibrated.threshold is not None:
+            write_to.write_text(json.dumps(calibrated.fragment(), indent=2) + "\n")
     if plot_into:
-        for path in plot(items, predictions, plot_into, f"{dataset.name}{f' ({split})' if split else ''}"):
+        for path in plot(items, predictions, plot_into, title):
             console.print(f"wrote {path}")
     if as_json:
-        out = dataclasses.asdict(judged)
-        if compared:
-            out["comparison"] = {**dataclasses.asdict(compared), "differences": [
-                {**dataclasses.asdict(d), "significant": d.significant} for d in compared.differences]}
         click.echo(json.dumps(out, indent=2))
     else:
-        for table in tables(judged, f"{dataset.name}{f' ({split})' if split else ''}, through the {through}") + \
-                (comparison_tables(compared, models.gen.model) if compared else []):
+        for table in shown:
             print_table(table)
+    if calibrated and calibrated.threshold is None:
+        raise click.ClickException(f"no threshold reaches {target} {goal} on the calibration split: nothing written")
+    if calibrated and write_to:
+        console.print(f"wrote {write_to}: try it with `guardstream policy set TENANT {write_to}` (merged into the "
+                      f"tenant's policy, `guardstream policy show TENANT`)")
+
+
+def labelled(dataset: Path, split: str | None, calibrate: bool, calibrate_on: str | None):
+    """The items to calibrate on (none without --calibrate) and the items reported."""
+    from guardstream.evaluation.calibration import halves
+    from guardstream.evaluation.dataset import DatasetError, load
+
+    try:
+        items = load(dataset, split)
+        if calibrate and calibrate_on:
+            return load(dataset, calibrate_on), items
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from None
+    return halves(items) if calibrate else ([], items)
+
+
+def told(items, languages: str) -> list[str | None]:
+    """Each item's language: its own, else as a worker with GUARDSTREAM_LANGUAGES=`languages` tells it."""
+    from guardstream.evaluation.dataset import languages as told_by
+    from guardstream.workers.moderation.language import LanguageDetector
+
+    codes = () if languages == "none" else tuple(c.strip() for c in languages.split(",") if c.strip())
+    needed = codes and any(i.language is None for i in items)
+    try:
+        return told_by(items, LanguageDetector(codes).load() if needed else None)
+    except ValueError as exc:
+        raise click.UsageError(f"--languages: {exc}") from None
+
+
+def progress(done: int, total: int) -> None:
+    if done == total or done % 100 == 0:
+        console.print(f"  {done}/{total} judged")
+
+
+def on_engines(model: str, batch_size: int):
+    """Judging on a Gen engine in this process."""
+    from guardstream.evaluation import engines
+    from guardstream.workers.engines.gen_engine import GenEngine
+
+    engine = GenEngine(model)
+    return lambda items: engines.judge(items, engine, batch_size, progress)
+
+
+def through_pipeline(kafka_bootstrap: str | None, timeout_s: float, tenant: str, concurrency: int):
+    """Judging through a running deployment, as a gateway sends."""
+    from guardstream.client import Guard
+    from guardstream.evaluation import pipeline
+    from guardstream.wire.settings import GatewaySettings
+
+    settings = load_settings(GatewaySettings, kafka_bootstrap=kafka_bootstrap)
+    bootstrap = bootstrap_or_fail(settings)
+
+    async def judged(items):
+        async with Guard(bootstrap, settings, timeout_s) as guard:
+            return await pipeline.judge(items, guard, tenant, concurrency, progress)
+
+    return lambda items: asyncio.run(judged(items))
+
+
+def streamed(items, stream_model: str, debounce: int):
+    """The marked unsafe replies' timeliness through a Stream engine (None: no marked reply)."""
+    from transformers import AutoTokenizer
+
+    from guardstream.evaluation.timeliness import marked, measure
+    from guardstream.workers.engines.stream_engine import StreamEngine
+
+    if not marked(items):
+        return None
+    console.print(f"streaming {len(marked(items))} marked unsafe replies through {stream_model}")
+    return measure(items, StreamEngine.from_pretrained(stream_model), AutoTokenizer.from_pretrained(stream_model),
+                   debounce, progress)
 
 
 COMMANDS = (evaluate,)

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 from guardstream.evaluation.dataset import LabelledItem
 from guardstream.evaluation.metrics import MODES, Prediction
+from guardstream.wire.policy import unsafe_probability as policy_reads
 
 BINS = 10
 
 
 def unsafe_probability(prediction: Prediction, mode: str) -> float:
-    return sum((prediction.probabilities or {}).get(label, 0.0) for label in MODES[mode])
+    """As the policy's `unsafe_threshold` reads it."""
+    return policy_reads(prediction.probabilities or {}, strict=mode == "strict")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardstream.schemas import Message
+from guardstream.schemas.events import LanguageTag
 from guardstream.schemas.labels import QUERY_CATEGORIES
+from guardstream.workers.moderation.language import LanguageDetector, event_language
 
 Category = Literal[QUERY_CATEGORIES]  # type: ignore[valid-type]
 OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -36,7 +38,7 @@ class LabelledItem(BaseModel):
     categories: list[Category] = Field(default_factory=list)
     refusal: Literal["Yes", "No"] | None = None  # for a response: whether it refuses
     unsafe_from: int | None = Field(default=None, ge=0)  # a reply's first unsafe character, when marked
-    language: str | None = Field(default=None, max_length=35)  # BCP 47
+    language: LanguageTag | None = None  # BCP 47, as producers give it
 
 
 class DatasetError(ValueError):
@@ -67,3 +69,9 @@ def load(path: Path, split: str | None = None) -> list[LabelledItem]:
     if not items:
         raise DatasetError(f"{path}: no labelled item" + (f" in split {split!r}" if split else ""))
     return items
+
+
+def languages(items: list[LabelledItem], detector: LanguageDetector | None) -> list[str | None]:
+    """Each item's language as a worker tells it: the item's own, else the detector's on its last
+    message (None: neither says)."""
+    return [event_language(i.language, i.messages[-1].content, detector) for i in items]

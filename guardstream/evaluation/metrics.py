@@ -56,6 +56,13 @@ class Timeliness:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Some of the items, and their scores in each mode."""
+    items: int
+    overall: dict[str, Scores]
+
+
+@dataclass(frozen=True)
 class Report:
     items: int
     errors: int
@@ -67,18 +74,35 @@ class Report:
     latency_p50_ms: float
     latency_p99_ms: float
     timeliness: Timeliness | None = None  # reply streams, when measured
+    languages: dict[str, Group] | None = None  # by language ("unknown": none told), most items first
 
 
-def report(items: list[LabelledItem], predictions: list[Prediction], timeliness: Timeliness | None = None) -> Report:
+def overall(items: list[LabelledItem], predictions: list[Prediction]) -> dict[str, Scores]:
+    """Each mode's scores over these items."""
+    return {mode: scores([i.label in unsafe for i in items], [p.risk in unsafe for p in predictions])
+            for mode, unsafe in MODES.items()}
+
+
+def by_language(items: list[LabelledItem], predictions: list[Prediction],
+                languages: list[str | None]) -> dict[str, Group]:
+    """Each language's scores, most items first (an item's language: its own, or as detected)."""
+    groups: dict[str, list[int]] = {}
+    for index, language in enumerate(languages):
+        groups.setdefault(language or "unknown", []).append(index)
+    return {language: Group(len(at), overall([items[i] for i in at], [predictions[i] for i in at]))
+            for language, at in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0]))}
+
+
+def report(items: list[LabelledItem], predictions: list[Prediction], timeliness: Timeliness | None = None,
+           languages: list[str | None] | None = None) -> Report:
     if len(items) != len(predictions):
         raise ValueError(f"{len(items)} items but {len(predictions)} predictions")
     named = {c for i in items for c in i.categories} | {c for p in predictions for c in p.categories}
     categories = [c for c in QUERY_CATEGORIES if c in named]
-    overall, per_category = {}, {}
+    whole, per_category = overall(items, predictions), {}
     for mode, unsafe in MODES.items():
         truth = [i.label in unsafe for i in items]
         flagged = [p.risk in unsafe for p in predictions]
-        overall[mode] = scores(truth, flagged)
         per_category[mode] = {c: scores([t and c in i.categories for t, i in zip(truth, items)],
                                         [f and c in p.categories for f, p in zip(flagged, predictions)])
                               for c in categories}
@@ -87,6 +111,7 @@ def report(items: list[LabelledItem], predictions: list[Prediction], timeliness:
         confusion[item.label][prediction.risk] += 1
     refusals = [(i.refusal, p.refusal) for i, p in zip(items, predictions) if i.kind == "response" and i.refusal]
     latencies = [p.latency_ms for p in predictions]
-    return Report(len(items), sum(p.risk == "Error" for p in predictions), overall, per_category, confusion,
+    return Report(len(items), sum(p.risk == "Error" for p in predictions), whole, per_category, confusion,
                   sum(a == b for a, b in refusals) / len(refusals) if refusals else None, len(refusals),
-                  percentile(latencies, 0.5), percentile(latencies, 0.99), timeliness)
+                  percentile(latencies, 0.5), percentile(latencies, 0.99), timeliness,
+                  by_language(items, predictions, languages) if languages is not None else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from guardstream.evaluation.calibration import Calibration
 from guardstream.evaluation.compare import Comparison
 from guardstream.evaluation.metrics import MODES, TIERS, Report
 
@@ -43,15 +44,24 @@ def tables(report: Report, title: str) -> list[Table]:
     refusal = "no labelled response" if report.refusal_accuracy is None else \
         f"{report.refusal_accuracy:.3f} of {report.refusal_items}"
     other.add_row(refusal, f"{report.latency_p50_ms:.1f}", f"{report.latency_p99_ms:.1f}")
+    shown = [overall, by_category, confusion, other]
+    if report.languages:
+        by_language = Table(title="per language (the item's own, else as the worker's detector tells it)")
+        for column in ("language", "items", "strict P/R/F1", "loose P/R/F1"):
+            by_language.add_column(column, justify="left" if column == "language" else "right")
+        for language, group in report.languages.items():
+            by_language.add_row(language, str(group.items),
+                                *(f"{s.precision:.2f}/{s.recall:.2f}/{s.f1:.2f}" for s in group.overall.values()))
+        shown.append(by_language)
     if report.timeliness is None:
-        return [overall, by_category, confusion, other]
+        return shown
     t = report.timeliness
     timely = Table(title=f"reply streams: the first stop against the first unsafe token ({t.streams} marked replies)")
     for column in ("stopped", "replies", "share"):
         timely.add_column(column, justify="left" if column == "stopped" else "right")
     for bucket, count in t.buckets.items():
         timely.add_row(bucket, str(count), f"{count / t.streams:.3f}" if t.streams else "-")
-    return [overall, by_category, confusion, other, timely]
+    return shown + [timely]
 
 
 def comparison_tables(comparison: Comparison, main: str) -> list[Table]:
@@ -70,3 +80,22 @@ def comparison_tables(comparison: Comparison, main: str) -> list[Table]:
     for d in shown:
         disagreements.add_row(d.id, d.label, d.main, d.candidate)
     return [differences, disagreements]
+
+
+def calibration_table(c: Calibration, calibrated_on: str, reported_on: str) -> Table:
+    goal = f"{c.target} at least {c.goal:g}, {c.mode}"
+    if c.threshold is None:
+        table = Table(title=f"calibration for {goal}: no threshold reaches it on {calibrated_on} "
+                            f"({c.calibration_items} items)")
+        table.add_column("by the labels, on " + reported_on)
+        table.add_row(f"precision {c.heldout_by_labels.precision:.3f}, recall {c.heldout_by_labels.recall:.3f}")
+        return table
+    table = Table(title=f"calibration for {goal}: unsafe_threshold {c.threshold:.4g} "
+                        f"(the unsafe probability from which a verdict counts as unsafe)")
+    for column in ("", "items", "precision", "recall", "F1"):
+        table.add_column(column, justify="left" if not column else "right")
+    for name, n, s in ((f"threshold, on {calibrated_on} (fitted there)", c.calibration_items, c.on_calibration),
+                       (f"threshold, on {reported_on} (what to expect)", c.heldout_items, c.on_heldout),
+                       (f"the model's labels, on {reported_on}", c.heldout_items, c.heldout_by_labels)):
+        table.add_row(name, str(n), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}")
+    return table

@@ -54,6 +54,49 @@ def test_policy_rejects_unknown_keys():
         Policy.from_source('{"default": {"mode": "strict", "sternness": 11}}')
 
 
+def test_an_unsafe_threshold_replaces_the_label_by_the_unsafe_probability():
+    strict, loose = TenantPolicy(unsafe_threshold=0.6), TenantPolicy(mode="loose", unsafe_threshold=0.6)
+    said = {"Safe": 0.35, "Controversial": 0.3, "Unsafe": 0.35}  # the model's label: Safe (or a tie)
+    assert strict.thresholded(RiskLevel.safe, said) is RiskLevel.unsafe  # 0.35 + 0.3 reaches 0.6
+    assert loose.thresholded(RiskLevel.safe, said) is RiskLevel.safe  # 0.35 alone does not
+    assert strict.thresholded(RiskLevel.unsafe, {"Safe": 0.5, "Unsafe": 0.5}) is RiskLevel.safe  # below: allowed
+    assert strict.thresholded(RiskLevel.unsafe, {"Unsafe": 0.6, "Safe": 0.4}) is RiskLevel.unsafe  # at it: flagged
+    assert strict.thresholded(RiskLevel.unsafe, None) is RiskLevel.unsafe  # no probabilities: the label stands
+    assert strict.thresholded(RiskLevel.error, said) is RiskLevel.error  # the fail mode still decides an error
+    assert TenantPolicy().thresholded(RiskLevel.safe, said) is RiskLevel.safe  # no threshold: the label
+
+
+def test_a_language_entry_lays_its_threshold_and_category_actions_over_the_tenants():
+    policy = TenantPolicy.model_validate({
+        "unsafe_threshold": 0.5, "category_actions": {"PII": "review", "Violent": "block"},
+        "languages": {"es": {"unsafe_threshold": 0.9, "category_actions": {"Violent": "review"}}, "pt-BR": {}}})
+    spanish = policy.for_language("es-MX")  # the whole tag has no entry: its primary language's
+    assert (spanish.unsafe_threshold, spanish.category_actions) == (0.9, {"PII": "review", "Violent": "review"})
+    assert spanish.decide(RiskLevel.unsafe, ["Violent"]).action is Action.review
+    assert policy.decide(RiskLevel.unsafe, ["Violent"]).action is Action.block
+    assert policy.for_language("pt-BR").unsafe_threshold == 0.5  # an empty entry keeps the tenant's
+    assert policy.for_language("fr") is policy and policy.for_language(None) is policy
+
+
+@pytest.mark.parametrize("languages, error", [
+    ({"Spanish": {}}, "should match pattern"),
+    ({"es": {"category_actions": {"Violnt": "block"}}}, "not a Qwen3Guard category"),
+    ({"es": {"unsafe_threshold": 0}}, "greater than 0"),
+    ({"es": {"fail_mode": "open"}}, "Extra inputs are not permitted"),  # only thresholds and category actions
+    ({f"l{chr(97 + i // 26)}{chr(97 + i % 26)}": {} for i in range(65)}, "at most 64"),
+])
+def test_a_wrong_language_entry_is_refused(languages, error):
+    with pytest.raises(ValidationError, match=error):
+        TenantPolicy.model_validate({"languages": languages})
+
+
+def test_language_metric_labels_are_the_languages_policies_name():
+    policies = PoliciesInForce(Policy.model_validate({"tenants": {"acme": {"languages": {"es": {}}}}}))
+    policies.set_tenant("globex", 1, TenantPolicy.model_validate({"languages": {"zh": {}}}))
+    assert [policies.metric_language(x) for x in ("es", "zh", "fr", None, "x" * 30)] == ["es", "zh", "other", "other",
+                                                                                          "other"]
+
+
 def test_review_thresholds_send_confident_near_misses_to_review():
     policy = TenantPolicy(mode="loose", review_thresholds={"Unsafe": 0.3})
     assert policy.decide(RiskLevel.safe, [], {"Safe": 0.6, "Unsafe": 0.35, "Controversial": 0.05}).action is Action.review
@@ -98,6 +141,8 @@ def test_the_topics_entries_lie_over_the_document_per_tenant_and_a_tombstone_lif
 
 
 @pytest.mark.parametrize("document, error", [
+    ({"unsafe_threshold": 0}, "greater than 0"),  # 0 would flag everything
+    ({"unsafe_threshold": 1.2}, "less than or equal to 1"),
     ({"review_thresholds": {"Unsafe": -1}}, "greater than 0"),  # -1 would send every allowed verdict to review
     ({"review_thresholds": {"Unsafe": 0}}, "greater than 0"),
     ({"review_thresholds": {"Controversial": 1.5}}, "less than or equal to 1"),

@@ -18,9 +18,10 @@ class Enforcement:
         for verdict in found:
             action = action_for(verdict)
             tenant = self.w.policies.metric_tenant(action.tenant)
-            metrics.ACTIONS.labels(tenant, action.action.value).inc()
+            language = self.w.policies.metric_language(verdict.language)
+            metrics.ACTIONS.labels(tenant, language, action.action.value).inc()
             if action.would_action is not None:
-                metrics.WOULD_ACTIONS.labels(tenant, action.would_action.value).inc()
+                metrics.WOULD_ACTIONS.labels(tenant, language, action.would_action.value).inc()
             sends.append((self.w.actions, action.conversation_id, action.model_dump_json().encode()))
         await self.w.deliver(sends + [self.w.dead(d) for d in letters])  # the one agent that reports bad verdict records
 

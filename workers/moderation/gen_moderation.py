@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.workers.engines.messages import GenRequest, GenResult
+from guardstream.workers.moderation.language import event_language
 from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.pools.unavailable import GenUnavailable
 
@@ -33,7 +35,12 @@ class GenModerator:
             log.error("Gen pool unavailable for %d events, applying fail modes: %s", len(events), exc)
             results, failure = [None] * len(events), f"gen pool unavailable: {exc}"
         latency_ms = (time.perf_counter() - began) * 1000
-        return [self._verdict(e, r, failure, latency_ms) for e, r in zip(events, results)], dead
+        languages = await asyncio.to_thread(self._languages, events)  # ms each: off the event loop
+        return [self._verdict(e, r, failure, latency_ms, language)
+                for e, r, language in zip(events, results, languages)], dead
+
+    def _languages(self, events: list[ConversationEvent]) -> list[str | None]:
+        return [event_language(e.language, e.messages[-1].content, self.rules.detector) for e in events]
 
     def _error(self, result: GenResult | None) -> str | None:
         """The model's error; what it wrote only where text is stored (it may repeat the moderated text)."""
@@ -43,13 +50,15 @@ class GenModerator:
         return result.error + shown
 
     def _verdict(self, event: ConversationEvent, result: GenResult | None, failure: str | None,
-                 latency_ms: float) -> VerdictEvent:
-        policy, version = self.rules.policies.for_tenant(event.tenant), self.rules.policies.version(event.tenant)
+                 latency_ms: float, language: str | None) -> VerdictEvent:
+        policy = self.rules.policies.for_tenant(event.tenant).for_language(language)
+        version = self.rules.policies.version(event.tenant)
         judgement = result.judgement if result else None
         risk = judgement.risk_level if judgement else RiskLevel.error
         categories = judgement.categories if judgement else []
+        probabilities = result.probabilities if result else None
         decision = policy.observing(policy.too_long_action) if result and result.too_long else \
-            policy.decide(risk, categories, result.probabilities if result else None)
+            policy.decide(policy.thresholded(risk, probabilities), categories, probabilities)
         judged = content_digest(event.moderate.value, [m.model_dump(mode="json") for m in event.messages])
         return VerdictEvent(
             verdict_id=verdict_id(event.tenant, event.conversation_id, event.event_id, self.model_id, event.moderate,
@@ -57,8 +66,8 @@ class GenModerator:
             source_event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
             moderate=event.moderate, model_id=self.model_id, model_variant="gen", risk_level=risk,
             categories=categories, refusal=judgement.refusal if judgement else None,
-            probabilities=result.probabilities if result else None,
-            action=decision.action, observed=decision.observed, would_action=decision.would_action,
+            probabilities=probabilities, language=language, action=decision.action, observed=decision.observed,
+            would_action=decision.would_action,
             policy=policy.describe(event.tenant), policy_version=version,
             error=failure or self._error(result), latency_ms=latency_ms,
             excerpt=event.messages[-1].content if self.rules.store_text else None, reply_to=event.reply_to,

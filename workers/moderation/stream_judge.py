@@ -19,9 +19,10 @@ from __future__ import annotations
 from guardstream.schemas import (Action, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, content_digest,
                                  derive_id, verdict_id)
 from guardstream.workers.engines.messages import StreamAnswer, TokenVerdict
-from guardstream.wire.policy import most_severe
+from guardstream.wire.policy import TenantPolicy, most_severe
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_sequence import Ready
+from guardstream.workers.moderation.stream_state import StreamState
 
 _SEVERITY = {"Safe": 0, "Controversial": 1, "Unsafe": 2, "Error": 3}
 
@@ -30,14 +31,18 @@ class StreamJudge:
     def __init__(self, rules: StreamRules, model_id: str):
         self.rules, self.model_id = rules, model_id
 
+    def _policy(self, state: StreamState) -> TenantPolicy:
+        """The stream's tenant's policy, for the stream's language (its first chunk's, or its prompt's)."""
+        return self.rules.policies.for_tenant(state.tenant).for_language(state.language)
+
     def verdicts(self, r: Ready, answer: StreamAnswer, failure: str | None, latency_ms: float) -> list[VerdictEvent]:
         """The verdicts of one stream's ready chunks, from the model's answer for them (or a failure)."""
-        state, policy = r.state, self.rules.policies.for_tenant(r.state.tenant)
+        state, policy = r.state, self._policy(r.state)
         out = []
         common = dict(conversation_id=r.ref.conversation, tenant=state.tenant, model_id=self.model_id,
                       model_variant="stream", policy=policy.describe(state.tenant),
                       policy_version=self.rules.policies.version(state.tenant), latency_ms=latency_ms,
-                      reply_to=state.reply_to, nonce=state.nonce)
+                      reply_to=state.reply_to, nonce=state.nonce, language=state.language)
         if answer.query is not None and not state.opened:
             out.append(self._prompt_verdict(r, answer.query, common))
         state.opened = state.opened or failure is None
@@ -104,7 +109,7 @@ class StreamJudge:
 
     def _prompt_verdict(self, r: Ready, query: TokenVerdict, common: dict) -> VerdictEvent:
         """The user turn's verdict, read at its closing <|im_end|> when the session opened."""
-        policy = self.rules.policies.for_tenant(r.state.tenant)
+        policy = self._policy(r.state)
         risk = RiskLevel(query.label)
         categories = [query.category] if risk is not RiskLevel.safe and query.category != "None" else []
         decision = policy.decide(risk, categories, query.probabilities)
@@ -120,7 +125,7 @@ class StreamJudge:
         """The verdict for the whole stream. One cut short by its length is never allowed silently:
         the policy's `too_long_action` applies, and block stops a stream that was not stopped
         (observe mode: would have)."""
-        state, policy = r.state, self.rules.policies.for_tenant(r.state.tenant)
+        state, policy = r.state, self._policy(r.state)
         action = _final_action(state.stop_token, state.reviewed)
         would = _final_action(_would_stop(state), state.would_review or state.reviewed)
         if r.too_long:

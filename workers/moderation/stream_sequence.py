@@ -24,6 +24,7 @@ from guardstream.schemas import DeadLetter, TokenChunkEvent
 from guardstream.schemas.intake import RawRecord, dead_letter, decode
 from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
+from guardstream.workers.moderation.language import event_language
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_state import HeldChunk, Staged, StreamRef, StreamState
 
@@ -177,6 +178,7 @@ class StreamSequencer:
         state.next_seq += 1
         entry = ready.setdefault(ref, Ready(ref, state))
         if chunk.prompt is not None:
+            state.language = event_language(chunk.language, chunk.prompt, self.rules.detector)
             entry.prompt_ids = self.prompt_ids(chunk.prompt)
             store.put(state.partition, ref.prompt_key(), entry.prompt_ids)  # token ids, not the text
             state.prompt_tokens = len(entry.prompt_ids)

@@ -67,6 +67,7 @@ class StreamState(BaseModel):
     reply_to: int | None = None  # the replies partition of its owner: bound by its first chunk, moved only with its nonce
     nonce: str | None = None  # its first chunk's: a chunk with another is refused, and every verdict echoes it
     digest: str = ""  # of every chunk judged so far, in order: the final verdict's id covers the whole reply
+    language: str | None = None  # its first chunk's, else its prompt's as detected: which policy entry decides
 
 
     def passed_over(self, seq: int) -> bool:

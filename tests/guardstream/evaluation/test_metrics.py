@@ -2,7 +2,7 @@
 
 import pytest
 
-from guardstream.evaluation.dataset import LabelledItem
+from guardstream.evaluation.dataset import LabelledItem, languages
 from guardstream.evaluation.metrics import Prediction, percentile, report
 
 
@@ -39,3 +39,25 @@ def test_confusion_refusals_errors_and_latency():
     assert (r.latency_p50_ms, r.latency_p99_ms) == (30, 60) and percentile([], 0.5) == 0
     with pytest.raises(ValueError, match="6 items but 5 predictions"):
         report(ITEMS, PREDICTED[:5])
+
+
+def test_per_language_scores_group_the_items_by_their_language():
+    """Items 0, 1, 3 Spanish (an unsafe hit, a miss, a false alarm); the rest untold."""
+    languages = ["es", "es", None, "es", None, None]
+    r = report(ITEMS, PREDICTED, languages=languages)
+    assert list(r.languages) == ["es", "unknown"] and [g.items for g in r.languages.values()] == [3, 3]
+    spanish = r.languages["es"].overall["loose"]
+    assert (spanish.precision, spanish.recall, spanish.support) == (0.5, 0.5, 2)
+    assert report(ITEMS, PREDICTED).languages is None  # not asked for
+
+
+def test_an_items_language_is_its_own_else_the_detectors():
+    class Detector:
+        def language_of(self, text):
+            return "es" if text.startswith("¿") else None
+
+    spanish = LabelledItem(id="q", kind="prompt", messages=[{"role": "user", "content": "¿qué?"}], label="Safe")
+    named = LabelledItem(id="n", kind="prompt", messages=[{"role": "user", "content": "¿qué?"}], label="Safe",
+                         language="pt-BR")
+    assert languages([spanish, named, ITEMS[0]], Detector()) == ["es", "pt-BR", None]
+    assert languages([spanish], None) == [None]

@@ -97,6 +97,42 @@ async def test_probabilities_reach_the_verdict_and_the_policy():
     assert verdicts[0].action is Action.review
 
 
+async def test_an_unsafe_threshold_decides_by_the_probability_and_the_verdict_keeps_the_models_label():
+    """P(Unsafe) 0.4 and P(Controversial) 0.1 against 0.45: strict reads 0.5 and blocks what the model
+    called Safe; loose reads 0.4 and allows it."""
+    policy = Policy.model_validate({"tenants": {"s": {"unsafe_threshold": 0.45},
+                                                "l": {"mode": "loose", "unsafe_threshold": 0.45}}})
+    pool = ScriptedPool({"hm": "Safety: Safe\nCategories: None"})
+    verdicts, _ = await GenModerator(GenRules(policies=PoliciesInForce(policy)), pool, "tiny").moderate(
+        [rec(1, "s", "hm"), rec(2, "l", "hm")])
+    assert [(v.risk_level, v.action) for v in verdicts] == [(RiskLevel.safe, Action.block), (RiskLevel.safe, Action.allow)]
+    assert verdicts[0].policy == "tenant=s mode=strict fail=closed threshold=0.45"
+
+
+class SpanishOrNot:
+    """A detector that knows one language: Spanish, by its opening question mark."""
+
+    def language_of(self, text: str) -> str | None:
+        return "es" if text.startswith("¿") else None
+
+
+async def test_an_events_language_picks_its_policy_entry_and_the_verdict_says_which():
+    """P(Unsafe) 0.4 + P(Controversial) 0.1: the tenant's threshold 0.45 blocks; its Spanish entry's 0.6 allows."""
+    policy = Policy.model_validate({"default": {"unsafe_threshold": 0.45, "languages": {"es": {"unsafe_threshold": 0.6}}}})
+    pool = ScriptedPool({"hm": "Safety: Safe\nCategories: None", "¿hm?": "Safety: Safe\nCategories: None"})
+    rules = GenRules(policies=PoliciesInForce(policy), detector=SpanishOrNot())
+    verdicts, _ = await GenModerator(rules, pool, "tiny").moderate(
+        [rec(1, "t", "hm", language="es"), rec(2, "t", "¿hm?"), rec(3, "t", "hm"), rec(4, "t", "¿hm?", language="en")])
+    assert [(v.language, v.action) for v in verdicts] == [("es", Action.allow), ("es", Action.allow), (None, Action.block),
+                                                          ("en", Action.block)]  # the producer's language wins
+    assert verdicts[0].policy == "tenant=t mode=strict fail=closed threshold=0.6"
+
+
+async def test_a_language_that_is_not_a_bcp47_tag_is_a_dead_letter():
+    verdicts, dead = await GenModerator(GenRules(), ScriptedPool(), "tiny").moderate([rec(1, "t", "hm", language="Spanish")])
+    assert verdicts == [] and dead[0].error_code == "invalid_schema" and "language" in dead[0].error
+
+
 class TooLongPool:
     async def classify(self, requests):
         from guardstream.workers.engines.gen_engine import too_long

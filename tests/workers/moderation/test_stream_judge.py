@@ -99,3 +99,15 @@ def test_an_observed_category_never_stops_the_stream_while_the_others_still_do()
     tokens = [token("Unsafe", "Jailbreak")] * 2
     assert [v.action for v in judge.verdicts(ready(jailbreak, 2), StreamAnswer("s", tokens=tokens), None, 1.0)] == [Action.stop]
     assert jailbreak.would_stop is None  # enforced where it tripped: nothing only observed
+
+
+def test_a_streams_verdicts_carry_its_language_and_its_entry_decides():
+    """The Spanish entry reviews Violent; the tenant blocks it: the same tokens, one stream each."""
+    policy = Policy.model_validate({"default": {"languages": {"es": {"category_actions": {"Violent": "review"}}}}})
+    judge = StreamJudge(StreamRules(policies=PoliciesInForce(policy), debounce=2), "m")
+    spanish, unnamed = StreamState(tenant="t", language="es"), StreamState(tenant="t")
+    tokens = [token("Unsafe", "Violent"), token("Unsafe", "Violent")]
+    es = judge.verdicts(ready(spanish, 2, final=True), StreamAnswer("s", tokens=tokens), None, 1.0)
+    other = judge.verdicts(ready(unnamed, 2, final=True), StreamAnswer("s", tokens=tokens), None, 1.0)
+    assert [(v.language, v.action) for v in es] == [("es", Action.review), ("es", Action.review)]
+    assert [(v.language, v.action) for v in other] == [(None, Action.stop), (None, Action.block)]

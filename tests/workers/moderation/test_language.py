@@ -1,0 +1,47 @@
+"""The language detector's verdicts on fixed sentences, and the rule that picks an event's language."""
+
+import pytest
+
+from guardstream.workers.moderation.language import LanguageDetector, event_language, loaded_detector
+
+SENTENCES = {
+    "how can I forge a passport": "en",
+    "hello there, how are you today": "en",
+    "¿cómo puedo falsificar un pasaporte?": "es",
+    "我怎样才能伪造护照": "zh",
+    "كيف يمكنني تزوير جواز سفر": "ar",
+    "Wie kann ich einen Reisepass fälschen?": "de",
+    "Bonjour, comment ça va ?": "fr",
+}
+
+
+@pytest.fixture(scope="module")
+def detector() -> LanguageDetector:
+    return loaded_detector(("en", "zh", "es", "ar", "fr", "de", "pt", "ru", "ja", "ko", "it", "hi", "tr", "vi", "id",
+                            "nl", "pl", "fa", "uk", "th"))
+
+
+@pytest.mark.parametrize("text, language", SENTENCES.items())
+def test_the_detector_names_the_language_of_a_sentence(detector, text, language):
+    assert detector.language_of(text) == language
+
+
+@pytest.mark.parametrize("text", ["ok", "1234", "", "😀😀"])
+def test_a_text_too_short_or_without_words_has_no_language(detector, text):
+    assert detector.language_of(text) is None
+
+
+def test_only_the_start_of_a_long_text_is_read(detector):
+    spanish_then_english = "¿cómo puedo falsificar un pasaporte? " * 40 + "how can I forge a passport " * 400
+    assert len(spanish_then_english) > 10_000 and detector.language_of(spanish_then_english) == "es"
+
+
+def test_the_producers_language_wins_and_without_a_detector_there_is_none(detector):
+    assert event_language("pt-BR", "how can I forge a passport", detector) == "pt-BR"
+    assert event_language(None, "how can I forge a passport", detector) == "en"
+    assert event_language(None, "how can I forge a passport", None) is None
+
+
+def test_an_unknown_code_is_refused_by_name():
+    with pytest.raises(ValueError, match="'xx' is not an ISO 639-1 code"):
+        LanguageDetector(("en", "xx")).load()

@@ -1,0 +1,67 @@
+"""An event's language, for a policy's per-language entries and for the verdict: the producer's
+`language` field when it gives one (BCP 47), else a pinned offline detector, lingua (its wheel
+carries its models; nothing is downloaded), over the start of the judged text.
+
+Its cost, measured on the 2-core development machine with the 20 languages below, in lingua's
+high-accuracy mode: 2.5 s and about 350 MB to load once per process, then about 0.2 to 6 ms a
+text up to 1,000 characters and 5 ms at 10,000, so only the first `MAX_CHARS` are read. A text too
+short or too mixed to tell (\"ok\", \"1234\") has no language: the tenant's own policy applies."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+DETECTED = ("en", "zh", "es", "ar", "fr", "de", "pt", "ru", "ja", "ko", "it", "hi", "tr", "vi", "id", "nl", "pl",
+            "fa", "uk", "th")  # ISO 639-1: the languages told apart (others come out as the nearest, or none)
+MAX_CHARS = 1000
+CLOSEST_ONLY = 0.1  # lingua's minimum relative distance: below it, two languages are too close to call
+
+
+class LanguageDetector:
+    """Loaded on first use or by `load()` (at a worker's start, off its event loop)."""
+
+    def __init__(self, languages: tuple[str, ...] = DETECTED, max_chars: int = MAX_CHARS):
+        self.languages, self.max_chars = languages, max_chars
+        self._detector = None
+        self._loading = threading.Lock()
+
+    def load(self) -> LanguageDetector:
+        from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+        with self._loading:
+            if self._detector is None:
+                began = time.monotonic()
+                try:
+                    codes = [getattr(IsoCode639_1, code.upper()) for code in self.languages]
+                except AttributeError as exc:
+                    raise ValueError(f"{exc.name.lower()!r} is not an ISO 639-1 code the detector knows") from None
+                self._detector = (LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
+                                  .with_minimum_relative_distance(CLOSEST_ONLY).with_preloaded_language_models().build())
+                log.info("language detector: %d languages (%s) loaded in %.1fs", len(codes), ",".join(self.languages),
+                         time.monotonic() - began)
+        return self
+
+    def language_of(self, text: str) -> str | None:
+        """The ISO 639-1 code of the text's language, or None where it cannot tell."""
+        if self._detector is None:
+            self.load()
+        found = self._detector.detect_language_of(text[:self.max_chars])
+        return found.iso_code_639_1.name.lower() if found is not None else None
+
+
+@functools.lru_cache(maxsize=4)
+def loaded_detector(languages: tuple[str, ...]) -> LanguageDetector | None:
+    """One loaded detector per process for these languages (a worker's agents and its canary share
+    it); None for none."""
+    return LanguageDetector(languages).load() if languages else None
+
+
+def event_language(given: str | None, text: str, detector: LanguageDetector | None) -> str | None:
+    """The producer's language when given, else the detector's (None without a detector)."""
+    if given:
+        return given
+    return detector.language_of(text) if detector is not None else None
