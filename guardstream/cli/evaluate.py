@@ -98,7 +98,8 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
     calibration_predictions, predictions = predictions[:len(calibration_items)], predictions[len(calibration_items):]
 
     timeliness = streamed(items, models.stream.model, debounce) if through == "engines" else None
-    judged = report(items, predictions, timeliness, told(items, languages))
+    item_languages = told(items, languages)
+    judged = report(items, predictions, timeliness, item_languages)
     out, shown = dataclasses.asdict(judged), tables(judged, f"{title}, through the {through}")
     if candidate:
         from guardstream.evaluation.compare import compare
@@ -112,12 +113,15 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
     calibrated = None
     if calibrate:
         from guardstream.evaluation.calibration import calibrate as fit
-        from guardstream.evaluation.tables import calibration_table
+        from guardstream.evaluation.tables import calibration_table, language_calibration_table
 
         target, goal = ("precision", target_precision) if target_precision is not None else ("recall", target_recall)
-        calibrated = fit((calibration_items, calibration_predictions), (items, predictions), mode, target, goal)
+        calibrated = fit((calibration_items, calibration_predictions), (items, predictions), mode, target, goal,
+                         (told(calibration_items, languages), item_languages))
         out["calibration"] = {**dataclasses.asdict(calibrated), "fragment": calibrated.fragment()}
         shown.append(calibration_table(calibrated, calibrated_on, reported_on))
+        if calibrated.languages:
+            shown.append(language_calibration_table(calibrated))
         if write_to and calibrated.threshold is not None:
             write_to.write_text(json.dumps(calibrated.fragment(), indent=2) + "\n")
     if plot_into:
@@ -152,12 +156,12 @@ def labelled(dataset: Path, split: str | None, calibrate: bool, calibrate_on: st
 def told(items, languages: str) -> list[str | None]:
     """Each item's language: its own, else as a worker with GUARDSTREAM_LANGUAGES=`languages` tells it."""
     from guardstream.evaluation.dataset import languages as told_by
-    from guardstream.workers.moderation.language import LanguageDetector
+    from guardstream.workers.moderation.language import loaded_detector
 
     codes = () if languages == "none" else tuple(c.strip() for c in languages.split(",") if c.strip())
     needed = codes and any(i.language is None for i in items)
     try:
-        return told_by(items, LanguageDetector(codes).load() if needed else None)
+        return told_by(items, loaded_detector(codes) if needed else None)
     except ValueError as exc:
         raise click.UsageError(f"--languages: {exc}") from None
 

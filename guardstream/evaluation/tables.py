@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from guardstream.evaluation.calibration import Calibration
+from guardstream.evaluation.calibration import ENOUGH, Calibration
 from guardstream.evaluation.compare import Comparison
 from guardstream.evaluation.metrics import MODES, TIERS, Report
 
@@ -98,4 +98,18 @@ def calibration_table(c: Calibration, calibrated_on: str, reported_on: str) -> T
                        (f"threshold, on {reported_on} (what to expect)", c.heldout_items, c.on_heldout),
                        (f"the model's labels, on {reported_on}", c.heldout_items, c.heldout_by_labels)):
         table.add_row(name, str(n), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}")
+    return table
+
+
+def language_calibration_table(c: Calibration) -> Table:
+    table = Table(title=f"per language with at least {ENOUGH} safe and {ENOUGH} unsafe items to calibrate on: its own "
+                        f"threshold (precision/recall)")
+    for column in ("language", "threshold", "items (fitted, reported)", "fitted there", "what to expect",
+                   "the model's labels"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    for language, own in c.languages.items():
+        pr = [f"{s.precision:.3f}/{s.recall:.3f}" if s else "-" for s in (own.on_calibration, own.on_heldout,
+                                                                          own.heldout_by_labels)]
+        table.add_row(language, "not reached" if own.threshold is None else f"{own.threshold:.4g}",
+                      f"{own.calibration_items}, {own.heldout_items}", *pr)
     return table

@@ -76,3 +76,24 @@ def test_halves_cut_a_set_the_same_way_every_time():
     first, second = halves(items)
     assert halves(items) == (first, second) and 30 < len(first) < 70
     assert sorted(i.id for i in first + second) == sorted(i.id for i in items)  # each in one half
+
+
+def test_a_language_with_enough_items_gets_its_own_threshold_and_a_small_one_does_not():
+    """English sure of itself, Spanish less so (its unsafe items' probabilities lower): each meets
+    the target with its own threshold; the few German items keep the overall one."""
+    en, es, de = labelled(300, 6), labelled(300, 7), labelled(30, 8)
+    es = (es[0], [Prediction(p.risk, probabilities={"Unsafe": p.probabilities["Unsafe"] * 0.8, "Controversial": 0.0,
+                                                    "Safe": 1 - p.probabilities["Unsafe"] * 0.8}) for p in es[1]])
+    calibration = (en[0][:150] + es[0][:150] + de[0], en[1][:150] + es[1][:150] + de[1])
+    heldout = (en[0][150:] + es[0][150:], en[1][150:] + es[1][150:])
+    told = (["en"] * 150 + ["es"] * 150 + ["de"] * 30, ["en"] * 150 + ["es"] * 150)
+    c = calibrate(calibration, heldout, "loose", "precision", 0.9, told)
+    assert sorted(c.languages) == ["en", "es"]  # German: too few to calibrate on
+    for language, at in (("en", slice(0, 150)), ("es", slice(150, 300))):
+        own = c.languages[language]
+        assert own.on_calibration.precision >= 0.9
+        assert (own.on_heldout.precision, own.on_heldout.recall) == counted(heldout[0][at], heldout[1][at], own.threshold)
+    assert c.languages["es"].threshold < c.languages["en"].threshold  # Spanish's scale is lower
+    fragment = c.fragment()
+    assert fragment["languages"] == {x: {"unsafe_threshold": c.languages[x].threshold} for x in ("en", "es")}
+    assert TenantPolicy.model_validate(fragment).for_language("es").unsafe_threshold == c.languages["es"].threshold
