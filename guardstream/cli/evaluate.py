@@ -87,17 +87,15 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
     calibrated_on, reported_on = (f"split {calibrate_on}", of) if calibrate_on else (f"half of {of}", f"the other half of {of}")
     title = f"{dataset.name}, {reported_on if calibrate else of}"
     if through == "engines":
-        from guardstream.dev.tiny_checkpoints import with_fixture_models
-
-        models = with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
-        judge = on_engines(models.gen.model, batch_size)
+        models = fixture_or(gen_model, stream_model)
+        judge = OnEngines(models.gen.model, batch_size, models.stream.model, debounce)
     else:
-        judge = through_pipeline(kafka_bootstrap, timeout_s, tenant, concurrency)
+        judge = ThroughDeployment(kafka_bootstrap, timeout_s, tenant, concurrency, stream_model)
     console.print(f"judging {len(calibration_items) + len(items)} items of {dataset.name}")
     predictions = judge(calibration_items + items)  # one run judges both; the report is of `items`
     calibration_predictions, predictions = predictions[:len(calibration_items)], predictions[len(calibration_items):]
 
-    timeliness = streamed(items, models.stream.model, debounce) if through == "engines" else None
+    timeliness = judge.timeliness(items)
     item_languages = told(items, languages)
     judged = report(items, predictions, timeliness, item_languages)
     out, shown = dataclasses.asdict(judged), tables(judged, f"{title}, through the {through}")
@@ -106,7 +104,7 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         from guardstream.evaluation.tables import comparison_tables
 
         console.print(f"judging them again with the candidate {candidate}")
-        compared = compare(items, predictions, on_engines(candidate, batch_size)(items), candidate, rounds)
+        compared = compare(items, predictions, OnEngines(candidate, batch_size)(items), candidate, rounds)
         out["comparison"] = {**dataclasses.asdict(compared), "differences": [
             {**dataclasses.asdict(d), "significant": d.significant} for d in compared.differences]}
         shown += comparison_tables(compared, models.gen.model)
@@ -171,43 +169,81 @@ def progress(done: int, total: int) -> None:
         console.print(f"  {done}/{total} judged")
 
 
-def on_engines(model: str, batch_size: int):
-    """Judging on a Gen engine in this process."""
-    from guardstream.evaluation import engines
-    from guardstream.workers.engines.gen_engine import GenEngine
+def fixture_or(gen_model: str | None, stream_model: str | None):
+    """The models given, the test fixture's where none is."""
+    from guardstream.dev.tiny_checkpoints import with_fixture_models
 
-    engine = GenEngine(model)
-    return lambda items: engines.judge(items, engine, batch_size, progress)
+    return with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
 
 
-def through_pipeline(kafka_bootstrap: str | None, timeout_s: float, tenant: str, concurrency: int):
-    """Judging through a running deployment, as a gateway sends."""
-    from guardstream.client import Guard
-    from guardstream.evaluation import pipeline
-    from guardstream.wire.settings import GatewaySettings
+class OnEngines:
+    """Judging on a Gen engine in this process; the marked replies on a Stream engine."""
 
-    settings = load_settings(GatewaySettings, kafka_bootstrap=kafka_bootstrap)
-    bootstrap = bootstrap_or_fail(settings)
+    def __init__(self, gen_model: str, batch_size: int, stream_model: str | None = None, debounce: int = 2):
+        from guardstream.workers.engines.gen_engine import GenEngine
 
-    async def judged(items):
-        async with Guard(bootstrap, settings, timeout_s) as guard:
-            return await pipeline.judge(items, guard, tenant, concurrency, progress)
+        self.engine, self.batch_size, self.stream_model, self.debounce = GenEngine(gen_model), batch_size, stream_model, debounce
 
-    return lambda items: asyncio.run(judged(items))
+    def __call__(self, items):
+        from guardstream.evaluation import engines
+
+        return engines.judge(items, self.engine, self.batch_size, progress)
+
+    def timeliness(self, items):
+        """The marked unsafe replies' timeliness (None: there is none)."""
+        from transformers import AutoTokenizer
+
+        from guardstream.evaluation.timeliness import engine_stops, marked, summary
+        from guardstream.workers.engines.stream_engine import StreamEngine
+
+        if not (replies := marked(items)):
+            return None
+        console.print(f"streaming {len(replies)} marked unsafe replies through {self.stream_model}")
+        tokenizer = AutoTokenizer.from_pretrained(self.stream_model)
+        stops = engine_stops(replies, StreamEngine.from_pretrained(self.stream_model), tokenizer, self.debounce, progress)
+        return summary(replies, stops, tokenizer)
 
 
-def streamed(items, stream_model: str, debounce: int):
-    """The marked unsafe replies' timeliness through a Stream engine (None: no marked reply)."""
-    from transformers import AutoTokenizer
+class ThroughDeployment:
+    """Judging through a running deployment, as a gateway sends and streams (the replies' token ids
+    from `stream_model`'s tokenizer, the deployment's Stream model's; the fixture's where none is
+    given, whose vocabulary is Qwen3's)."""
 
-    from guardstream.evaluation.timeliness import marked, measure
-    from guardstream.workers.engines.stream_engine import StreamEngine
+    def __init__(self, kafka_bootstrap: str | None, timeout_s: float, tenant: str, concurrency: int,
+                 stream_model: str | None):
+        from guardstream.wire.settings import GatewaySettings
 
-    if not marked(items):
-        return None
-    console.print(f"streaming {len(marked(items))} marked unsafe replies through {stream_model}")
-    return measure(items, StreamEngine.from_pretrained(stream_model), AutoTokenizer.from_pretrained(stream_model),
-                   debounce, progress)
+        self.settings = load_settings(GatewaySettings, kafka_bootstrap=kafka_bootstrap)
+        self.bootstrap = bootstrap_or_fail(self.settings)
+        self.timeout_s, self.tenant, self.concurrency, self.stream_model = timeout_s, tenant, concurrency, stream_model
+
+    def __call__(self, items):
+        from guardstream.evaluation import pipeline
+
+        return self._with_guard(lambda guard: pipeline.judge(items, guard, self.tenant, self.concurrency, progress))
+
+    def timeliness(self, items):
+        from transformers import AutoTokenizer
+
+        from guardstream.evaluation import pipeline
+        from guardstream.evaluation.timeliness import marked, summary
+
+        if not (replies := marked(items)):
+            return None
+        console.print(f"streaming {len(replies)} marked unsafe replies through the deployment")
+        tokenizer = AutoTokenizer.from_pretrained(self.stream_model or fixture_or(None, None).stream.model)
+        stops = self._with_guard(lambda guard: pipeline.stream_stops(replies, guard, tokenizer, self.tenant,
+                                                                     self.concurrency, progress))
+        return summary(replies, stops, tokenizer)
+
+    def _with_guard(self, ask):
+        from guardstream.client import Guard
+
+        async def asked():
+            async with Guard(self.bootstrap, self.settings, self.timeout_s) as guard:
+                return await ask(guard)
+
+        return asyncio.run(asked())
 
 
 COMMANDS = (evaluate,)
