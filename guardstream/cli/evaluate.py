@@ -23,6 +23,7 @@ from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console
                    "as a gateway sends (broker, agents, pool)")
 @gen_model_option
 @stream_model_option
+@click.option("--device", help="engines: where the models run (cpu, cuda, cuda:1); default GUARDSTREAM_DEVICE, or cpu")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="engines: items judged at once")
 @click.option("--debounce", type=int, default=2, show_default=True,
               help="engines: consecutive unsafe tokens that stop a stream, for the replies' timeliness")
@@ -56,7 +57,7 @@ from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console
                    "GUARDSTREAM_LANGUAGES), for the per-language scores; none: such items are `unknown`")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON on stdout, instead of tables")
 def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | None, stream_model: str | None,
-             batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
+             device: str | None, batch_size: int, debounce: int, kafka_bootstrap: str | None, tenant: str, timeout_s: float,
              concurrency: int, candidate: str | None, rounds: int, plot_into: Path | None, calibrate: bool,
              target_precision: float | None, target_recall: float | None, calibrate_on: str | None, mode: str,
              write_to: Path | None, languages: str, as_json: bool) -> None:
@@ -87,8 +88,8 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
     calibrated_on, reported_on = (f"split {calibrate_on}", of) if calibrate_on else (f"half of {of}", f"the other half of {of}")
     title = f"{dataset.name}, {reported_on if calibrate else of}"
     if through == "engines":
-        models = fixture_or(gen_model, stream_model)
-        judge = OnEngines(models.gen.model, batch_size, models.stream.model, debounce)
+        models = fixture_or(gen_model, stream_model, **({"device": device} if device else {}))
+        judge = OnEngines(models, batch_size, debounce)
     else:
         judge = ThroughDeployment(kafka_bootstrap, timeout_s, tenant, concurrency, stream_model)
     console.print(f"judging {len(calibration_items) + len(items)} items of {dataset.name}")
@@ -104,7 +105,8 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
         from guardstream.evaluation.tables import comparison_tables
 
         console.print(f"judging them again with the candidate {candidate}")
-        compared = compare(items, predictions, OnEngines(candidate, batch_size)(items), candidate, rounds)
+        theirs = OnEngines(models.model_copy(update={"gen": models.gen.model_copy(update={"model": candidate})}), batch_size)
+        compared = compare(items, predictions, theirs(items), candidate, rounds)
         out["comparison"] = {**dataclasses.asdict(compared), "differences": [
             {**dataclasses.asdict(d), "significant": d.significant} for d in compared.differences]}
         shown += comparison_tables(compared, models.gen.model)
@@ -169,20 +171,23 @@ def progress(done: int, total: int) -> None:
         console.print(f"  {done}/{total} judged")
 
 
-def fixture_or(gen_model: str | None, stream_model: str | None):
-    """The models given, the test fixture's where none is."""
+def fixture_or(gen_model: str | None, stream_model: str | None, **overrides: str):
+    """The worker's settings for the models given (their device and dtype as GUARDSTREAM_* and
+    `overrides` say), the test fixture's where none is."""
     from guardstream.dev.tiny_checkpoints import with_fixture_models
 
-    return with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model))
+    return with_fixture_models(load_settings(gen_model=gen_model, stream_model=stream_model, **overrides))
 
 
 class OnEngines:
-    """Judging on a Gen engine in this process; the marked replies on a Stream engine."""
+    """Judging on a Gen engine in this process; the marked replies on a Stream engine (the models,
+    devices and dtypes of `models`, a worker's settings)."""
 
-    def __init__(self, gen_model: str, batch_size: int, stream_model: str | None = None, debounce: int = 2):
+    def __init__(self, models, batch_size: int, debounce: int = 2):
         from guardstream.workers.engines.gen_engine import GenEngine
 
-        self.engine, self.batch_size, self.stream_model, self.debounce = GenEngine(gen_model), batch_size, stream_model, debounce
+        self.engine = GenEngine(models.gen.model, device=models.gen.device, dtype=models.gen.dtype)
+        self.batch_size, self.stream, self.debounce = batch_size, models.stream, debounce
 
     def __call__(self, items):
         from guardstream.evaluation import engines
@@ -191,6 +196,7 @@ class OnEngines:
 
     def timeliness(self, items):
         """The marked unsafe replies' timeliness (None: there is none)."""
+        import torch
         from transformers import AutoTokenizer
 
         from guardstream.evaluation.timeliness import engine_stops, marked, summary
@@ -198,9 +204,10 @@ class OnEngines:
 
         if not (replies := marked(items)):
             return None
-        console.print(f"streaming {len(replies)} marked unsafe replies through {self.stream_model}")
-        tokenizer = AutoTokenizer.from_pretrained(self.stream_model)
-        stops = engine_stops(replies, StreamEngine.from_pretrained(self.stream_model), tokenizer, self.debounce, progress)
+        console.print(f"streaming {len(replies)} marked unsafe replies through {self.stream.model}")
+        tokenizer = AutoTokenizer.from_pretrained(self.stream.model)
+        engine = StreamEngine.from_pretrained(self.stream.model, device=self.stream.device, dtype=getattr(torch, self.stream.dtype))
+        stops = engine_stops(replies, engine, tokenizer, self.debounce, progress)
         return summary(replies, stops, tokenizer)
 
 
