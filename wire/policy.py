@@ -165,6 +165,7 @@ class PoliciesInForce:
     def __init__(self, document: Policy | None = None):
         self.document = document or Policy()
         self.entries: dict[str, tuple[int, TenantPolicy]] = {}  # key → (version, policy), from the topic
+        self._named_languages = self._languages_named()  # the language metric labels, kept as entries change
 
     def _entry(self, tenant: str) -> tuple[str, int, TenantPolicy]:
         if tenant in self.entries:
@@ -190,6 +191,7 @@ class PoliciesInForce:
             self.entries.pop(key, None)
         else:
             self.entries[key] = (version, policy)
+        self._named_languages = self._languages_named()
 
     def set_versions(self) -> dict[str, int]:
         """The version in force of each key the topic has set."""
@@ -204,5 +206,8 @@ class PoliciesInForce:
     def metric_language(self, language: str | None) -> str:
         """A verdict's language as a metric label: a language some policy in force names keeps its
         tag; every other one, and none, is `other` (at most MAX_LANGUAGES tags per policy)."""
+        return language if language in self._named_languages else "other"
+
+    def _languages_named(self) -> frozenset[str]:
         policies = [self.document.default, *self.document.tenants.values(), *(p for _, p in self.entries.values())]
-        return language if language and any(language in p.languages for p in policies) else "other"
+        return frozenset(language for p in policies for language in p.languages)

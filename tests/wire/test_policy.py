@@ -95,6 +95,8 @@ def test_language_metric_labels_are_the_languages_policies_name():
     policies.set_tenant("globex", 1, TenantPolicy.model_validate({"languages": {"zh": {}}}))
     assert [policies.metric_language(x) for x in ("es", "zh", "fr", None, "x" * 30)] == ["es", "zh", "other", "other",
                                                                                           "other"]
+    policies.set_tenant("globex", 2, None)  # its entry lifted: no policy names Chinese any more
+    assert policies.metric_language("zh") == "other"
 
 
 def test_review_thresholds_send_confident_near_misses_to_review():
