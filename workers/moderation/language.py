@@ -49,7 +49,8 @@ class LanguageDetector:
         """The ISO 639-1 code of the text's language, or None where it cannot tell."""
         if self._detector is None:
             self.load()
-        found = self._detector.detect_language_of(text[:self.max_chars])
+        # lingua takes UTF-8 only: a lone surrogate (which a Python str may hold) is replaced, not raised on
+        found = self._detector.detect_language_of(text[:self.max_chars].encode("utf-8", "replace").decode("utf-8"))
         return found.iso_code_639_1.name.lower() if found is not None else None
 
 

@@ -26,7 +26,7 @@ def test_the_detector_names_the_language_of_a_sentence(detector, text, language)
     assert detector.language_of(text) == language
 
 
-@pytest.mark.parametrize("text", ["ok", "1234", "", "😀😀"])
+@pytest.mark.parametrize("text", ["ok", "1234", "", "😀😀", "\ud800\udfff"])
 def test_a_text_too_short_or_without_words_has_no_language(detector, text):
     assert detector.language_of(text) is None
 
@@ -45,3 +45,7 @@ def test_the_producers_language_wins_and_without_a_detector_there_is_none(detect
 def test_an_unknown_code_is_refused_by_name():
     with pytest.raises(ValueError, match="'xx' is not an ISO 639-1 code"):
         LanguageDetector(("en", "xx")).load()
+
+
+def test_a_lone_surrogate_does_not_keep_the_rest_from_being_read(detector):
+    assert detector.language_of("\ud800 ¿cómo puedo falsificar un pasaporte?") == "es"
