@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from guardstream.evaluation.curves import Point, pr_curve, unsafe_probability
 from guardstream.evaluation.dataset import LabelledItem
-from guardstream.evaluation.metrics import MODES, Prediction, Scores, scores
+from guardstream.evaluation.metrics import MODES, Prediction, Scores, overall, scores
 
 TARGETS = ("precision", "recall")
 ENOUGH = 20  # calibration items a language needs, safe and unsafe each, for a threshold of its own
@@ -76,14 +76,14 @@ def calibrate(calibration: Labelled, heldout: Labelled, mode: str, target: str, 
         return found
     own = {}
     for language in sorted({x for x in languages[0] if x}):
-        mine = [pick_language(pair, told, language) for pair, told in zip((calibration, heldout), languages)]
+        mine = [of_language(pair, told, language) for pair, told in zip((calibration, heldout), languages)]
         unsafe = sum(i.label in MODES[mode] for i in mine[0][0])
         if min(unsafe, len(mine[0][0]) - unsafe) >= ENOUGH:
             own[language] = fitted(mine[0], mine[1], mode, target, goal)
     return replace(found, languages=own)
 
 
-def pick_language(labelled: Labelled, told: list[str | None], language: str) -> Labelled:
+def of_language(labelled: Labelled, told: list[str | None], language: str) -> Labelled:
     at = [n for n, x in enumerate(told) if x == language]
     return [labelled[0][n] for n in at], [labelled[1][n] for n in at]
 
@@ -92,7 +92,7 @@ def fitted(calibration: Labelled, heldout: Labelled, mode: str, target: str, goa
     (c_items, c_predictions), (h_items, h_predictions) = calibration, heldout
     picked = pick(pr_curve([i.label in MODES[mode] for i in c_items],
                            [unsafe_probability(p, mode) for p in c_predictions]), target, goal)
-    by_labels = scores([i.label in MODES[mode] for i in h_items], [p.risk in MODES[mode] for p in h_predictions])
+    by_labels = overall(h_items, h_predictions)[mode]
     if picked is None:
         return Calibration(mode, target, goal, None, len(c_items), len(h_items), None, None, by_labels)
     t = picked.threshold
