@@ -50,24 +50,28 @@ class Comparison:
     disagreements: list[Disagreement]
 
 
-Metric = Callable[[list[int]], float]  # a metric of one model on the items at these indices
+Measures = Callable[[list[int]], dict[str, float]]  # every metric of one model on the items at these indices
 
 
-def metrics(items: list[LabelledItem], predictions: list[Prediction]) -> dict[str, Metric]:
-    """Each compared metric of one model's predictions, as a function of a resample's indices."""
-    found: dict[str, Metric] = {}
-    for mode, unsafe in MODES.items():
-        truth = [i.label in unsafe for i in items]
-        flagged = [p.risk in unsafe for p in predictions]
-        for name in ("precision", "recall", "f1"):
-            found[f"{mode} {name.replace('f1', 'F1')}"] = (
-                lambda at, truth=truth, flagged=flagged, name=name:
-                getattr(scores([truth[i] for i in at], [flagged[i] for i in at]), name))
+def measures(items: list[LabelledItem], predictions: list[Prediction]) -> Measures:
+    """The compared metrics of one model's predictions, on a resample's indices: each mode's
+    precision, recall and F1 (scored once per mode), and the refusal accuracy where responses are
+    labelled."""
+    judged = {mode: ([i.label in unsafe for i in items], [p.risk in unsafe for p in predictions])
+              for mode, unsafe in MODES.items()}
     right = {i: item.refusal == p.refusal for i, (item, p) in enumerate(zip(items, predictions))
              if item.kind == "response" and item.refusal}
-    if right:  # over the resample's labelled responses
-        found["refusal accuracy"] = lambda at: share([right[i] for i in at if i in right])
-    return found
+
+    def on(at: list[int]) -> dict[str, float]:
+        found = {}
+        for mode, (truth, flagged) in judged.items():
+            s = scores([truth[i] for i in at], [flagged[i] for i in at])
+            found |= {f"{mode} precision": s.precision, f"{mode} recall": s.recall, f"{mode} F1": s.f1}
+        if right:  # over the resample's labelled responses
+            found["refusal accuracy"] = share([right[i] for i in at if i in right])
+        return found
+
+    return on
 
 
 def share(hits: list[bool]) -> float:
@@ -82,17 +86,20 @@ def compare(items: list[LabelledItem], main: list[Prediction], candidate: list[P
             rounds: int = 1000, seed: int = 0) -> Comparison:
     if not len(items) == len(main) == len(candidate):
         raise ValueError(f"{len(items)} items but {len(main)} and {len(candidate)} predictions")
-    ours, theirs = metrics(items, main), metrics(items, candidate)
+    ours, theirs = measures(items, main), measures(items, candidate)
     everything = list(range(len(items)))
     rng = random.Random(seed)
-    resamples = [rng.choices(everything, k=len(items)) for _ in range(rounds)]
+    deltas: dict[str, list[float]] = {}
+    for _ in range(rounds):  # one resample at a time: both models scored on it, then it is dropped
+        at = rng.choices(everything, k=len(items))
+        a, b = ours(at), theirs(at)
+        for metric in a:
+            deltas.setdefault(metric, []).append(b[metric] - a[metric])
     tail = (1 - CONFIDENCE) / 2
-    differences = []
-    for metric, of_main in ours.items():
-        of_candidate = theirs[metric]
-        deltas = sorted(of_candidate(at) - of_main(at) for at in resamples)
-        low, high = (deltas[int(tail * (rounds - 1))], deltas[round((1 - tail) * (rounds - 1))]) if rounds else (0.0, 0.0)
-        a, b = of_main(everything), of_candidate(everything)
+    differences, whole = [], theirs(everything)
+    for metric, a in ours(everything).items():
+        b, spread = whole[metric], sorted(deltas.get(metric, [0.0]))
+        low, high = spread[int(tail * (len(spread) - 1))], spread[round((1 - tail) * (len(spread) - 1))]
         differences.append(Difference(metric, a, b, b - a, low, high))
     disagreements = [Disagreement(item.id, item.label, tier(a), tier(b))
                      for item, a, b in zip(items, main, candidate) if (a.risk, a.categories) != (b.risk, b.categories)]
