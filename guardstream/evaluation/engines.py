@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from guardstream.evaluation.dataset import LabelledItem
-from guardstream.evaluation.metrics import Prediction
+from guardstream.evaluation.metrics import Prediction, yes_no
 from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine
 from guardstream.workers.engines.messages import GenRequest, GenResult
@@ -15,8 +15,7 @@ def prediction(result: GenResult) -> Prediction:
     j = result.judgement
     if j is None:
         return Prediction("Error", latency_ms=result.latency_ms)
-    refusal = None if j.refusal is None else "Yes" if j.refusal else "No"
-    return Prediction(j.risk_level.value, tuple(j.categories), refusal, result.latency_ms, result.probabilities)
+    return Prediction(j.risk_level.value, tuple(j.categories), yes_no(j.refusal), result.latency_ms, result.probabilities)
 
 
 def judge(items: list[LabelledItem], engine: GenEngine, batch_size: int = 8,

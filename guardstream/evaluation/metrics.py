@@ -26,6 +26,11 @@ class Prediction:
     probabilities: dict[str, float] | None = None  # over Safe, Controversial, Unsafe: what the model scored
 
 
+def yes_no(refusal: bool | None) -> str | None:
+    """A judgement's refusal as the labels write it."""
+    return None if refusal is None else "Yes" if refusal else "No"
+
+
 @dataclass(frozen=True)
 class Scores:
     precision: float

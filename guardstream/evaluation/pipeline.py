@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from guardstream.client import Guard
 from guardstream.evaluation.dataset import LabelledItem
-from guardstream.evaluation.metrics import Prediction
+from guardstream.evaluation.metrics import Prediction, yes_no
 from guardstream.evaluation.timeliness import NO_VERDICT, reply_ids
 from guardstream.schemas import ConversationEvent, Moderate, Role
 
@@ -25,7 +25,7 @@ async def judge(items: list[LabelledItem], guard: Guard, tenant: str, concurrenc
 
     async def one(item: LabelledItem) -> Prediction:
         event = ConversationEvent(event_id=uuid.uuid4().hex, conversation_id=f"eval-{uuid.uuid4().hex}", tenant=tenant,
-                                  moderate=Moderate(item.kind), messages=item.messages)
+                                  moderate=Moderate(item.kind), messages=item.messages, language=item.language)
         async with slots:
             began = time.perf_counter()
             outcome = await guard.moderate(event)
@@ -35,8 +35,7 @@ async def judge(items: list[LabelledItem], guard: Guard, tenant: str, concurrenc
         v = outcome.verdict
         if v is None:
             return Prediction("Error", latency_ms=latency_ms)
-        refusal = None if v.refusal is None else "Yes" if v.refusal else "No"
-        return Prediction(v.risk_level.value, tuple(v.categories), refusal, latency_ms, v.probabilities)
+        return Prediction(v.risk_level.value, tuple(v.categories), yes_no(v.refusal), latency_ms, v.probabilities)
 
     return list(await asyncio.gather(*(one(item) for item in items)))
 
