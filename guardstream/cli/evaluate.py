@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from guardstream.workers.moderation.language import DETECTED
-
 from guardstream.cli.common import (bootstrap_option, bootstrap_or_fail, console, gen_model_option, load_settings,
                                     print_table, stream_model_option)
+from guardstream.workers.moderation.language import DETECTED
 
 
 @click.command("eval")
@@ -62,8 +61,8 @@ def evaluate(dataset: Path, split: str | None, through: str, gen_model: str | No
              target_precision: float | None, target_recall: float | None, calibrate_on: str | None, mode: str,
              write_to: Path | None, languages: str, as_json: bool) -> None:
     """Precision, recall and F1 (strict and loose, overall and per category), the confusion matrix,
-    refusal accuracy and latency of Qwen3Guard-Gen on DATASET; on the engines, also how early
-    Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
+    refusal accuracy and latency of Qwen3Guard-Gen on DATASET, overall and per language; and how
+    early Qwen3Guard-Stream stops the unsafe replies whose unsafe text is marked (`unsafe_from`).
 
     DATASET is JSONL: the project's labelled items (the fixture corpus's fields) or OpenAI's moderation
     release (docs/evaluation.md). With --compare MODEL, a candidate is judged beside the main model
