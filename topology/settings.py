@@ -111,7 +111,7 @@ class Settings(GatewaySettings):
     agents: frozenset[AgentName] = frozenset(AGENTS)
     # The languages the detector tells apart (ISO 639-1, comma-separated in the environment), for an
     # event whose producer gives none: its policy entry, its verdict's `language`. `none`: no
-    # detector (a worker then spends neither its 2.5 s and 350 MB to load nor its ms per event).
+    # detector (a worker then spends neither its 1.3 to 2.5 s and 350 MB to load nor its ms per event).
     languages: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")], ...] = DETECTED
     # An event under this limit is stored in a stream's entries whole, so it stays below the
     # broker's 1 MiB message limit with room for the entry around it.

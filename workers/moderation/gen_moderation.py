@@ -26,6 +26,14 @@ class GenModerator:
         decoded = [decode(r, ConversationEvent, self.rules.max_event_bytes) for r in records]
         events = [d for d in decoded if isinstance(d, ConversationEvent)]
         dead = [d for d in decoded if isinstance(d, DeadLetter)]
+        # the languages are told (a ms or so each, in a thread) while the pool judges the events
+        languages, (results, failure, latency_ms) = await asyncio.gather(
+            asyncio.to_thread(self._languages, events), self._judged(events))
+        return [self._verdict(e, r, failure, latency_ms, language)
+                for e, r, language in zip(events, results, languages)], dead
+
+    async def _judged(self, events: list[ConversationEvent]) -> tuple[list[GenResult | None], str | None, float]:
+        """The pool's results, or none and why (the fail modes then decide), and how long it took."""
         began = time.perf_counter()
         try:
             results = await self.pool.classify(
@@ -34,10 +42,7 @@ class GenModerator:
         except GenUnavailable as exc:
             log.error("Gen pool unavailable for %d events, applying fail modes: %s", len(events), exc)
             results, failure = [None] * len(events), f"gen pool unavailable: {exc}"
-        latency_ms = (time.perf_counter() - began) * 1000
-        languages = await asyncio.to_thread(self._languages, events)  # ms each: off the event loop
-        return [self._verdict(e, r, failure, latency_ms, language)
-                for e, r, language in zip(events, results, languages)], dead
+        return results, failure, (time.perf_counter() - began) * 1000
 
     def _languages(self, events: list[ConversationEvent]) -> list[str | None]:
         return [event_language(e.language, e.messages[-1].content, self.rules.detector) for e in events]

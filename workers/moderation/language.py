@@ -3,7 +3,7 @@
 carries its models; nothing is downloaded), over the start of the judged text.
 
 Its cost, measured on the 2-core development machine with the 20 languages below, in lingua's
-high-accuracy mode: 2.5 s and about 350 MB to load once per process, then about 0.2 to 6 ms a
+high-accuracy mode: 1.3 to 2.5 s and about 350 MB to load once per process, then about 0.2 to 6 ms a
 text up to 1,000 characters and 5 ms at 10,000, so only the first `MAX_CHARS` are read. A text too
 short or too mixed to tell (\"ok\", \"1234\") has no language: the tenant's own policy applies."""
 
