@@ -186,11 +186,13 @@ class Guard:
         return await asyncio.shield(waiting)
 
     def stream(self, conversation_id: str, prompt: str, *, tenant: str, stream_id: str | None = None,
-               timeout: float | None = None, chunk_timeout: float | None = None) -> GuardedStream:
-        """Guard one reply while it is generated (use it with `async with`)."""
+               timeout: float | None = None, chunk_timeout: float | None = None,
+               language: str | None = None) -> GuardedStream:
+        """Guard one reply while it is generated (use it with `async with`); `language` (BCP 47), when
+        the caller knows it, saves the worker telling it from the prompt."""
         return GuardedStream(self, conversation_id, stream_id or uuid.uuid4().hex, tenant, prompt,
                              self.timeout_s if timeout is None else timeout,
-                             self.chunk_timeout_s if chunk_timeout is None else chunk_timeout)
+                             self.chunk_timeout_s if chunk_timeout is None else chunk_timeout, language=language)
 
     async def send_chunk(self, chunk: TokenChunkEvent) -> None:
         """One chunk of a guarded reply, sent once its tenant has an in-flight slot."""
@@ -227,6 +229,7 @@ class GuardedStream:
     prompt: str
     timeout_s: float
     chunk_timeout_s: float = 2.0
+    language: str | None = None  # the stream's, on its first chunk
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))  # on every chunk; its verdicts echo it
     stop_token: int | None = None
@@ -273,7 +276,8 @@ class GuardedStream:
         try:
             chunk = TokenChunkEvent(event_id=f"{self.stream_id}-{seq}", conversation_id=self.conversation_id,
                                     stream_id=self.stream_id, tenant=self.tenant, seq=seq, final=final, nonce=self.nonce,
-                                    prompt=self.prompt if seq == 0 else None, **payload)
+                                    prompt=self.prompt if seq == 0 else None,
+                                    language=self.language if seq == 0 else None, **payload)
             async with asyncio.timeout(self.chunk_timeout_s if timeout is None else timeout):
                 await self.guard.send_chunk(chunk)
         except TimeoutError:
@@ -349,8 +353,9 @@ class GuardedStream:
 
 
 def conversation(conversation_id: str, tenant: str, user: str, reply: str | None = None,
-                 event_id: str | None = None) -> ConversationEvent:
-    """A prompt (or, with `reply`, a finished reply) to moderate."""
+                 event_id: str | None = None, language: str | None = None) -> ConversationEvent:
+    """A prompt (or, with `reply`, a finished reply) to moderate, in `language` when known."""
     messages = [Message(role=Role.user, content=user)] + ([Message(role=Role.assistant, content=reply)] if reply else [])
     return ConversationEvent(event_id=event_id or uuid.uuid4().hex, conversation_id=conversation_id, tenant=tenant,
-                             moderate=Moderate.response if reply else Moderate.prompt, messages=messages)
+                             moderate=Moderate.response if reply else Moderate.prompt, messages=messages,
+                             language=language)

@@ -53,7 +53,8 @@ async def stream_stops(replies: list[LabelledItem], guard: Guard, tokenizer, ten
     async def one(item: LabelledItem) -> int | str | None:
         prompt = next(m.content for m in reversed(item.messages) if m.role is Role.user)
         ids = reply_ids(tokenizer, item)
-        async with slots, guard.stream(f"eval-{uuid.uuid4().hex}", prompt, tenant=tenant) as stream:
+        async with slots, guard.stream(f"eval-{uuid.uuid4().hex}", prompt, tenant=tenant,
+                                       language=item.language) as stream:
             for start in range(0, len(ids), PIECE):  # every piece, even after a stop: the report's stop is the first
                 await stream.push(ids[start:start + PIECE])
             outcome = await stream.finish()

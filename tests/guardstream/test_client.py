@@ -75,6 +75,24 @@ def test_a_stream_hears_its_prompt_chunks_stop_and_final():
         asyncio.run(twice())
 
 
+def test_a_streams_language_and_a_conversations_go_where_the_worker_reads_them():
+    assert conversation("c", "acme", "hola", language="es").language == "es"
+
+    async def run():
+        g, sent = guard(), []
+
+        async def send_chunk(chunk):
+            sent.append(chunk)
+
+        g.send_chunk, g.verdicts._reading = send_chunk, asyncio.Event()
+        g.verdicts._reading.set()
+        async with g.stream("c", "hola", tenant="acme", language="es") as s:
+            assert await s.push("¿qué") and await s.push(" tal?")
+        return [(c.seq, c.language) for c in sent]
+
+    assert asyncio.run(run()) == [(0, "es"), (1, None)]  # chunk 0 carries it; a later chunk with it is refused
+
+
 def test_the_fail_mode_is_the_tenants():
     g = guard()
     assert g.fail_mode("acme").action is Action.block and g.fail_mode("open").action is Action.allow
