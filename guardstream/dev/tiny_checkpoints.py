@@ -56,6 +56,7 @@ class CorpusExample:
     categories: list[str]
     refusal: str | None
     unsafe_from: int | None  # char offset in the reply where unsafe text starts
+    language: str | None = None  # BCP 47, named on the rows that are not English
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 def _fit(model, rows: list, pad_id: int, seed: int, name: str, steps: int, progress: Progress, loss_of) -> None:
     """AdamW over shuffled batches of 16 rows (ids first), padded; `loss_of(batch, ids, mask)` scores one."""
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)  # settles instead of ending mid-jump
     batches = _batches(rows, 16, random.Random(seed))
     model.train()
     for step in range(steps):
@@ -142,6 +144,7 @@ def _fit(model, rows: list, pad_id: int, seed: int, name: str, steps: int, progr
         opt.zero_grad()
         loss.backward()
         opt.step()
+        decay.step()
         progress(f"{name} loss {loss.item():.3f}", step + 1, steps)
 
 

@@ -37,7 +37,7 @@ def direct(tiny):
 
 def test_eval_through_the_engines_equals_direct_engine_calls(tiny, direct, tmp_path):
     corpus, results = direct
-    candidate = perturbed_copy(tiny.gen, tmp_path / "candidate")  # judges a few items differently
+    candidate = perturbed_copy(tiny.gen, tmp_path / "candidate", scale=0.7)  # judges a few items differently
     theirs = judged(candidate, corpus)
     said = [r.judgement.risk_level.value if r.judgement else "Error" for r in results]
     they_said = [r.judgement.risk_level.value if r.judgement else "Error" for r in theirs]
@@ -51,14 +51,18 @@ def test_eval_through_the_engines_equals_direct_engine_calls(tiny, direct, tmp_p
                                     "--compare", str(candidate), "--rounds", "200", "--plot", str(tmp_path / "plots")])
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
-    assert report["items"] == len(corpus) == 70
+    assert report["items"] == len(corpus) == 88
     assert abs(report["overall"]["strict"]["f1"] - strict) < 1e-9 and abs(report["overall"]["loose"]["f1"] - loose) < 1e-9
     assert abs(report["categories"]["loose"]["Violent"]["f1"] - violent) < 1e-9
-    assert sum(sum(row.values()) for row in report["confusion"].values()) == 70
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == 88
     assert report["overall"]["strict"]["f1"] > 0.9  # the fixture model learned its corpus; the numbers are not noise
-    # the corpus is English: the detector (the worker's default languages) says so of nearly every item
+    # Chinese, Arabic and Spanish items name their language; the English ones are told by the detector
     told = {language: group["items"] for language, group in report["languages"].items()}
-    assert sum(told.values()) == 70 and told["en"] >= 60, told
+    assert {told["zh"], told["ar"], told["es"]} == {6} and told["en"] >= 60 and sum(told.values()) == 88, told
+    for language in ("zh", "ar", "es"):
+        mine = [(x, s) for x, s in zip(corpus, said) if x.language == language]
+        theirs_f1 = f1([x.label != "Safe" for x, _ in mine], [s in ("Unsafe", "Controversial") for _, s in mine])
+        assert abs(report["languages"][language]["overall"]["strict"]["f1"] - theirs_f1) < 1e-9, language
 
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["pr-loose.png", "pr-strict.png", "reliability.png"]
     compared = report["comparison"]

@@ -49,3 +49,11 @@ def test_an_unknown_code_is_refused_by_name():
 
 def test_a_lone_surrogate_does_not_keep_the_rest_from_being_read(detector):
     assert detector.language_of("\ud800 ¿cómo puedo falsificar un pasaporte?") == "es"
+
+
+def test_every_message_of_the_corpus_rows_that_name_a_language_is_told_that_language(detector):
+    from guardstream.dev.tiny_checkpoints import load_corpus
+
+    named = [(m["content"], x.language) for x in load_corpus() if x.language for m in x.messages]
+    assert {language for _, language in named} == {"zh", "ar", "es"} and len(named) > 100
+    assert [(text, detector.language_of(text)) for text, _ in named] == named
