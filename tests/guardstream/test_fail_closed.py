@@ -39,7 +39,8 @@ CLOSED, OPEN = "fc-closed", "fc-open"
 POLICY = {"default": STRICT, "tenants": {CLOSED: STRICT, OPEN: LOOSE}}
 ASK_S, CHUNK_S = 3.0, 2.0  # the callers' timeouts in the failure rounds
 SAFE = next(ex for ex in load_corpus("train") if ex.kind == "response" and ex.label == "Safe")
-DELTAS = [w + " " for w in SAFE.messages[1]["content"].split()][:10]
+# the reply's first ten words as a model streams them (" word"): the text the fixture was trained on
+DELTAS = [(" " if i else "") + w for i, w in enumerate(SAFE.messages[1]["content"].split()[:10])]
 
 
 @dataclass
