@@ -182,3 +182,19 @@ def test_a_transient_failure_of_the_canary_pool_gives_nothing_up():
     with pytest.raises(ConnectionError):  # the reader reconnects and reads it again from the committed offset
         asyncio.run(reader.handle({conversations: [record("g.conversations", 0, IN, event(IN, 0))]}))
     assert reader.to_commit() == {conversations: 0}
+
+
+async def test_partitions_assigned_while_the_consumer_is_still_starting_are_read():
+    """The group may assign partitions inside `consumer.start()`, before the service holds its
+    consumer: the listener seeks on the consumer it was made for, so the reader still learns
+    where to start (it once failed on the service's None and read nothing)."""
+    tp = TopicPartition("canary-topic", 0)
+
+    class Starting:
+        async def seek_to_committed(self, *partitions):
+            return {p: 7 for p in partitions}
+
+    reader = SimpleNamespace(lock=asyncio.Lock(), starts={}, assigned=set())
+    service = SimpleNamespace(reader=reader, consumer=None, started_ms=0)
+    await canary.Rebalance(service, Starting()).on_partitions_assigned({tp})
+    assert reader.assigned == {tp} and reader.starts == {}  # committed at 7: aiokafka's own position holds

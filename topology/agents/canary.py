@@ -236,8 +236,9 @@ class Rebalance(ConsumerRebalanceListener):
     partition held after the rebalance is read again from its committed offset, or, the first
     time, from the worker's start."""
 
-    def __init__(self, service: Canary):
+    def __init__(self, service: Canary, consumer: AIOKafkaConsumer):
         self.service = service
+        self.consumer = consumer  # its own: the group can assign partitions before the service holds it
 
     async def on_partitions_revoked(self, revoked) -> None:
         async with self.service.reader.lock:
@@ -245,7 +246,7 @@ class Rebalance(ConsumerRebalanceListener):
             self.service.reader.forget()
 
     async def on_partitions_assigned(self, assigned) -> None:
-        reader, consumer = self.service.reader, self.service.consumer
+        reader, consumer = self.service.reader, self.consumer
         async with reader.lock:
             committed = await consumer.seek_to_committed(*assigned) if assigned else {}
             # aiokafka seeks only to a committed offset above 0, and resets the others to the end
@@ -294,7 +295,7 @@ class Canary(OwnGroupReader):
         consumer = group_consumer(settings, self.wiring.bootstrap, settings.canary_group, auto_offset_reset="latest",
                                   # the same partitions of every topic to one member: an event and its verdict meet
                                   partition_assignment_strategy=(RangePartitionAssignor,))
-        consumer.subscribe(self.reader.topics, listener=Rebalance(self))
+        consumer.subscribe(self.reader.topics, listener=Rebalance(self, consumer))
         return consumer
 
     def forget(self) -> None:
