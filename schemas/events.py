@@ -213,6 +213,9 @@ class VerdictEvent(Decided):
     error: str | None = None
     latency_ms: float = Field(ge=0)
     excerpt: Text | None = Field(default=None, description="the judged text, only when the worker is told to include it")
+    conversation: list[Message] | None = Field(default=None, max_length=MAX_MESSAGES, description=(
+        "the judged conversation, for reviewers: only on a verdict sent to review for a tenant whose policy keeps "
+        "review text"))
     stream: StreamPosition | None = None
     produced_at: datetime = Field(default_factory=utc_now)
     reply_to: ReplyTo = None  # copied from the request: where else (besides `verdicts`) this verdict is sent

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 
 import faust
 
-from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, stream
+from guardstream.topology.agents import analytics, audit, canary, enforcement, gen, review, stream
 from guardstream.topology.consumer import StrictTransport, refetch_cleared
 from guardstream.topology.faust_internals import agent_actors
 from guardstream.wire.policy import PoliciesInForce
@@ -94,6 +94,8 @@ def create_app(settings: Settings, bootstrap: str, moderator: GenModerator | Non
         enforcement.register(w)
     if "audit" in settings.agents:
         audit.register(w)
+    if "review" in settings.agents:
+        review.register(w)
     if "analytics" in settings.agents:
         analytics.register(w)
     canary_state = canary.register(w, canary_loading) if canary_loading is not None else None

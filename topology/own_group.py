@@ -1,4 +1,4 @@
-"""A reader in a consumer group of its own, beside the Faust agents: the audit sink and the canary.
+"""A reader in a consumer group of its own, beside the Faust agents: the audit and review sinks and the canary.
 
 Agents share the worker's one consumer, so an agent that waits (a database outage retried while
 its offsets are held, a slow canary pool) fills its buffer and then holds back every other agent.
@@ -15,10 +15,13 @@ import logging
 import mode
 from aiokafka import AIOKafkaConsumer
 
+from guardstream.schemas.intake import RawRecord
+from guardstream.topology.outcomes import Outcomes
+from guardstream.topology.settings import Settings
+from guardstream.topology.wiring import VERDICT_BATCH, Wiring
 from guardstream.wire.errors import describe
 from guardstream.wire.kafka_internals import group_errors_raised
 from guardstream.wire.reconnecting import ReconnectingReader, started, stop_consumer
-from guardstream.topology.settings import Settings
 
 log = logging.getLogger(__name__)
 RECONNECT_AFTER_S = 1.0
@@ -80,3 +83,28 @@ class OwnGroupReader(mode.Service, ReconnectingReader):
     @mode.Service.task
     async def _consume(self) -> None:
         await self.keep_reading()
+
+
+class VerdictSink(OwnGroupReader):
+    """A sink of the verdict topic in its group (`group`): it settles each batch like an agent
+    (`store`, or a dead letter, for every record) and commits the batch only then."""
+
+    wiring: Wiring  # these two are bound by `register`
+    outcomes: Outcomes
+
+    def group(self) -> str:
+        raise NotImplementedError
+
+    async def store(self, records: list[RawRecord]) -> None:
+        raise NotImplementedError
+
+    def new_consumer(self) -> AIOKafkaConsumer:
+        w = self.wiring
+        return group_consumer(w.settings, w.bootstrap, self.group(), w.verdicts.get_topic_name(),
+                              auto_offset_reset="earliest")
+
+    async def step(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=200, max_records=VERDICT_BATCH)
+        for tp, batch in batches.items():
+            await self.outcomes.settle([RawRecord.of(r) for r in batch], self.store)
+            await consumer.commit({tp: batch[-1].offset + 1})

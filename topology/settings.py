@@ -21,7 +21,7 @@ from guardstream.workers.moderation.language import DETECTED
 from guardstream.workers.pools.specs import GenSpec, StreamSpec
 
 
-AgentName = Literal["gen", "stream", "enforcement", "audit", "analytics", "canary"]
+AgentName = Literal["gen", "stream", "enforcement", "audit", "review", "analytics", "canary"]
 AGENTS: tuple[str, ...] = get_args(AgentName)
 
 
@@ -191,6 +191,11 @@ class Settings(GatewaySettings):
     def audit_group(self) -> str:
         """The audit sink's consumer group: its own, so a database outage holds back no other agent."""
         return f"{self.kafka.group_id}-audit"
+
+    @property
+    def review_group(self) -> str:
+        """The review queue's consumer group: its own, as audit's is."""
+        return f"{self.kafka.group_id}-review"
 
     @property
     def canary_group(self) -> str:

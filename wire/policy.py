@@ -80,6 +80,15 @@ class LanguagePolicy(BaseModel):
     _categories_are_the_models = field_validator("category_actions")(known_categories)
 
 
+class ReviewPolicy(BaseModel):
+    """What the review queue keeps of a tenant's items: the conversation's text only when told to,
+    and only for `retention_days`; without it reviewers see the judgement and metadata alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    store_text: bool = False
+    retention_days: int = Field(default=30, ge=1, le=3650)
+
+
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["strict", "loose", "observe"] = "strict"
@@ -96,6 +105,7 @@ class TenantPolicy(BaseModel):
     unsafe_threshold: Threshold | None = None
     # by language tag ("es", or "pt-BR" before "pt"): what changes for an event in that language
     languages: dict[LanguageTag, LanguagePolicy] = Field(default_factory=dict, max_length=MAX_LANGUAGES)
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy)
 
     _categories_are_the_models = field_validator("category_actions")(known_categories)
 

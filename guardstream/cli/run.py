@@ -20,8 +20,8 @@ worker_options = with_options(
     bootstrap_option,
     ray_address_option,
     models_options,
-    click.option("--agents", help="agents this worker runs, comma-separated: gen,stream,enforcement,audit,analytics,"
-                                  "canary (default: all; canary runs only with GUARDSTREAM_CANARY set) "
+    click.option("--agents", help="agents this worker runs, comma-separated: gen,stream,enforcement,audit,review,"
+                                  "analytics,canary (default: all; canary runs only with GUARDSTREAM_CANARY set) "
                                   "[env GUARDSTREAM_AGENTS]"),
     click.option("--device", help="torch device for the actors (cpu, cuda)"),
     policy_option,

@@ -214,7 +214,7 @@ def test_every_setting_reaches_the_pool_and_the_workers():
     assert moderation.pool.ray_address == "guard-guardstream-ray-head-svc:6379"
     assert pool.kafka.app_id == moderation.kafka.app_id != sinks.kafka.app_id  # the pool's Ray namespace is the moderation app's
     assert moderation.pool.mode == "join" and moderation.agents == {"gen", "stream"} and moderation.gen.model is None
-    assert sinks.agents == {"enforcement", "audit", "analytics"} and sinks.pool.ray_address is None
+    assert sinks.agents == {"enforcement", "audit", "review", "analytics"} and sinks.pool.ray_address is None
     assert sinks.sinks.audit_url == "secret:guardstream-audit-db/url" and moderation.sinks.audit_url is None
     assert str(sinks.sinks.audit_ca_file) == "/etc/guardstream/audit-ca/ca.crt" and moderation.sinks.audit_ca_file is None
     sinks_pod = one(docs, "Deployment", "guard-guardstream-sinks")["spec"]["template"]["spec"]

@@ -157,3 +157,12 @@ def test_a_policy_document_is_validated_in_full(document, error):
         TenantPolicy.model_validate(document)
     assert TenantPolicy.model_validate({"review_thresholds": {"Unsafe": 1, "Controversial": 0.3},
                                         "category_actions": {"Jailbreak": "observe", "PII": "review"}})
+
+
+def test_review_keeps_no_text_unless_told_and_its_retention_is_bounded():
+    assert TenantPolicy().review.store_text is False
+    kept = TenantPolicy.model_validate({"review": {"store_text": True, "retention_days": 7}}).review
+    assert (kept.store_text, kept.retention_days) == (True, 7)
+    for wrong in ({"retention_days": 0}, {"retention_days": 3651}, {"store_txt": True}):
+        with pytest.raises(ValidationError):
+            TenantPolicy.model_validate({"review": wrong})

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from guardstream.schemas import ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
+from guardstream.schemas import Action, ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.moderation.language import event_language
@@ -75,6 +75,8 @@ class GenModerator:
             would_action=decision.would_action,
             policy=policy.describe(event.tenant), policy_version=version,
             error=failure or self._error(result), latency_ms=latency_ms,
-            excerpt=event.messages[-1].content if self.rules.store_text else None, reply_to=event.reply_to,
+            excerpt=event.messages[-1].content if self.rules.store_text else None,
+            conversation=event.messages if decision.action is Action.review and policy.review.store_text else None,
+            reply_to=event.reply_to,
             nonce=event.nonce,
         )

@@ -50,6 +50,12 @@ def redact(url: str) -> tuple[str, list[str]]:
     return f"postgresql://{user}{host}/{params.get('dbname', '')}", secrets
 
 
+def tls(url: str, ca_file: Path | None) -> dict[str, str]:
+    """psycopg's options for a database with a private CA: its certificate and name verified
+    (sslmode verify-full) unless the URL names another sslmode."""
+    return {} if ca_file is None else {"sslrootcert": str(ca_file), "sslmode": conninfo_to_dict(url).get("sslmode", "verify-full")}
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
@@ -103,8 +109,7 @@ class PostgresAudit(AuditStore):
         """ca_file: the database server's CA (a private one); the server's certificate and name are
         then verified (sslmode verify-full) unless the URL names another sslmode."""
         self.url = url
-        self.tls = {} if ca_file is None else {"sslrootcert": str(ca_file),
-                                               "sslmode": conninfo_to_dict(url).get("sslmode", "verify-full")}
+        self.tls = tls(url, ca_file)
         self._conn: psycopg.AsyncConnection | None = None
 
     def is_open(self) -> bool:

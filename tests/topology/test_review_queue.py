@@ -1,0 +1,67 @@
+"""Review actions become review items through a running worker: one per verdict sent to review,
+in the audit database beside the verdicts, with the conversation's text only for a tenant whose
+policy keeps it, and none for an allowed or observed verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from guardstream.kafka_io import set_policy
+from guardstream.schemas import derive_id
+
+from tests.helpers.kafka_helpers import produce, read_all
+from tests.helpers.pipeline import wait_drained
+from tests.helpers.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "is the government right about gun control"  # the corpus: Controversial, Politically Sensitive Topics
+TO_REVIEW = {"category_actions": {"Politically Sensitive Topics": "review"}}
+POLICIES = {"review-text": {**TO_REVIEW, "review": {"store_text": True, "retention_days": 7}},
+            "review-bare": TO_REVIEW, "review-observed": {**TO_REVIEW, "mode": "observe"}}
+
+
+def items(pg_url: str) -> dict[str, dict]:
+    with psycopg.connect(pg_url, row_factory=psycopg.rows.dict_row) as db:
+        try:
+            rows = db.execute("SELECT i.*, v.action FROM review_items i JOIN guard_verdicts v USING (verdict_id) "
+                              "WHERE i.tenant LIKE 'review-%%'").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return {}
+    return {row["source_event_id"]: row for row in rows}
+
+
+def test_review_verdicts_become_items_with_text_only_where_the_policy_keeps_it(worker, pg_url):
+    settings, bootstrap = worker.settings, worker.bootstrap
+    for tenant, policy in POLICIES.items():
+        asyncio.run(set_policy(settings, bootstrap, tenant, policy, "test"))
+    time.sleep(5)  # a policy change reaches the workers within seconds (test_policy_reload measures it)
+    events = [{"event_id": f"{tenant}-{i}", "conversation_id": f"{tenant}-{i}", "tenant": tenant,
+               "messages": [{"role": "user", "content": QUESTION if i < 3 else "what time zone is cairo in"}]}
+              for tenant in POLICIES for i in range(4)]
+    produce(settings, bootstrap, events + events[:2])  # two sent twice: still one item each
+    asyncio.run(wait_drained(settings, bootstrap, "conversations", timeout_s=120))
+    verdicts = {v["source_event_id"]: v for v in read_all(settings, bootstrap, "verdicts",
+                                                          lambda v: v["source_event_id"].startswith("review-"))}
+    reviewed = {e for e, v in verdicts.items() if v["action"] == "review"}
+    assert reviewed == {f"{tenant}-{i}" for tenant in ("review-text", "review-bare") for i in range(3)}
+    assert all(verdicts[f"review-observed-{i}"]["would_action"] == "review" for i in range(3))
+
+    eventually(lambda: set(items(pg_url)) == reviewed, 60, "an item for each review verdict")
+    found = items(pg_url)
+    for event_id, item in found.items():
+        assert item["item_id"] == derive_id("action", verdicts[event_id]["verdict_id"]) and item["action"] == "review"
+        assert (item["risk_level"], item["categories"]) == ("Controversial", ["Politically Sensitive Topics"])
+        assert item["policy_version"] == verdicts[event_id]["policy_version"] and "Controversial" in item["reason"]
+        if event_id.startswith("review-text-"):
+            assert item["conversation"] == [{"role": "user", "content": QUESTION}]
+            assert item["text_until"] - item["produced_at"] == timedelta(days=7)
+        else:
+            assert item["conversation"] is None and item["text_until"] is None
+    bare = [v for v in verdicts.values() if v["tenant"] == "review-bare" or v["action"] != "review"]
+    assert all(v.get("conversation") is None for v in bare)  # text travels only where the policy keeps it

@@ -1,0 +1,121 @@
+"""The review queue's store on PostgreSQL: idempotent items, leases that never double-book and
+that expire, decisions only under a held lease, and text purged after its retention."""
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from guardstream.schemas import Action, Message, Moderate, RiskLevel, VerdictEvent, derive_id
+from guardstream.workers.sinks.audit import AuditRejected
+from guardstream.workers.sinks.review import LeaseLost, Queued, ReviewStore
+
+pytestmark = pytest.mark.integration
+LEASE = timedelta(minutes=5)
+
+
+def verdict(i: int, tenant: str = "acme", risk: RiskLevel = RiskLevel.controversial, age_s: float = 0, **overrides):
+    return VerdictEvent(
+        verdict_id=f"v{i}", source_event_id=f"e{i}", conversation_id=f"c{i}", tenant=tenant, moderate=Moderate.prompt,
+        model_id="m", model_variant="gen", risk_level=risk, categories=["Politically Sensitive Topics"],
+        probabilities={"Safe": 0.2, "Controversial": 0.7, "Unsafe": 0.1}, action=Action.review, policy="p",
+        policy_version="acme@1", latency_ms=1.0, produced_at=datetime.now(timezone.utc) - timedelta(seconds=age_s),
+        **{"conversation": [Message(role="user", content=f"question {i}")], **overrides})
+
+
+@pytest.fixture
+async def store(pg_url):
+    """A store on fresh tables (each test's own schema, so tests never see each other's items)."""
+    schema = f"review_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    s = ReviewStore(pg_url, options=f"-c search_path={schema}")
+    yield s
+    await s.close()
+
+
+async def test_a_redelivered_verdict_adds_no_second_item(store):
+    await store.add([Queued(verdict(1), 30), Queued(verdict(2), 30)])
+    await store.add([Queued(verdict(1), 30)])
+    queue = await store.queue(["acme"])
+    assert [row["item_id"] for row in queue] == [derive_id("action", "v1"), derive_id("action", "v2")]
+    assert queue[0]["conversation"] == [{"role": "user", "content": "question 1"}]
+
+
+async def test_the_text_is_kept_only_when_told_and_purged_after_its_retention(store):
+    await store.add([Queued(verdict(1), 30), Queued(verdict(2), None), Queued(verdict(3, age_s=3 * 86400), 2)])
+    rows = {row["verdict_id"]: row for row in await store.queue(["acme"])}
+    assert rows["v2"]["conversation"] is None and rows["v2"]["text_until"] is None
+    assert rows["v1"]["text_until"] - rows["v1"]["produced_at"] == timedelta(days=30)
+    assert await store.purge_text() == 1  # v3's two days are over
+    rows = {row["verdict_id"]: row for row in await store.queue(["acme"])}
+    assert rows["v3"]["conversation"] is None and rows["v1"]["conversation"] is not None
+    assert await store.purge_text(datetime.now(timezone.utc) + timedelta(days=31)) == 1 and await store.purge_text() == 0
+
+
+async def test_the_queue_is_most_severe_then_oldest_and_of_the_reviewers_tenants_only(store):
+    await store.add([Queued(verdict(1, age_s=60), None), Queued(verdict(2, risk=RiskLevel.unsafe), None),
+                     Queued(verdict(3, age_s=120), None), Queued(verdict(4, tenant="globex", risk=RiskLevel.unsafe), None)])
+    assert [row["verdict_id"] for row in await store.queue(["acme"])] == ["v2", "v3", "v1"]
+    assert [row["verdict_id"] for row in await store.queue(["acme"], risk="Controversial")] == ["v3", "v1"]
+    assert await store.claim(["acme"], "ann", LEASE, item_id=derive_id("action", "v4")) is None  # globex's
+    assert await store.item(derive_id("action", "v4"), ["acme"]) is None
+
+
+async def test_concurrent_claims_never_hold_the_same_item(store, pg_url):
+    await store.add([Queued(verdict(i), None) for i in range(20)])
+    reviewers = [ReviewStore(pg_url, options=store.connect["options"]) for _ in range(8)]
+    try:
+        async def work(s: ReviewStore, name: str) -> list[str]:
+            """Claim the next item and decide it, until none is left (one held at a time, as in the console)."""
+            decided = []
+            while (item := await s.claim(["acme"], name, LEASE)) is not None:
+                decided.append((await s.decide(item["item_id"], name, "uphold", [], None))["item_id"])
+            return decided
+
+        done = await asyncio.gather(*(work(s, f"r{n}") for n, s in enumerate(reviewers)))
+    finally:
+        await asyncio.gather(*(s.close() for s in reviewers))
+    decided = [item for items in done for item in items]
+    assert len(decided) == len(set(decided)) == 20 and sum(1 for items in done if items) > 1
+    assert await store.claim(["acme"], "r0", LEASE) is None
+
+
+async def test_claiming_while_holding_an_item_gives_that_item_back_with_a_longer_lease(store):
+    await store.add([Queued(verdict(1, risk=RiskLevel.unsafe), None), Queued(verdict(2), None)])
+    first = await store.claim(["acme"], "ann", timedelta(seconds=30), item_id=derive_id("action", "v2"))
+    again = await store.claim(["acme"], "ann", LEASE)
+    assert again["item_id"] == first["item_id"] and again["lease_until"] > first["lease_until"]
+
+
+async def test_an_expired_lease_returns_the_item_and_its_old_holder_cannot_decide(store):
+    await store.add([Queued(verdict(1), None)])
+    item = await store.claim(["acme"], "ann", timedelta(seconds=0.5))
+    assert await store.claim(["acme"], "bob", LEASE) is None  # held by ann
+    await asyncio.sleep(0.7)
+    assert (await store.claim(["acme"], "bob", LEASE))["item_id"] == item["item_id"]
+    with pytest.raises(LeaseLost, match="claim it again"):
+        await store.decide(item["item_id"], "ann", "uphold", [], None)
+    decided = await store.decide(item["item_id"], "bob", "overturn", [], "not political")
+    assert (decided["reviewer"], decided["decision"], decided["note"]) == ("bob", "overturn", "not political")
+    assert await store.queue(["acme"]) == [] and await store.claim(["acme"], "ann", LEASE) is None
+    with pytest.raises(LeaseLost):  # decided once
+        await store.decide(item["item_id"], "bob", "uphold", [], None)
+    shown = await store.item(item["item_id"], ["acme"])
+    assert (shown["decision"], shown["reviewer"]) == ("overturn", "bob")
+
+
+async def test_a_released_item_is_claimable_at_once(store):
+    await store.add([Queued(verdict(1), None)])
+    item = await store.claim(["acme"], "ann", LEASE)
+    await store.release(item["item_id"], "bob")  # not bob's to release
+    assert await store.claim(["acme"], "bob", LEASE) is None
+    await store.release(item["item_id"], "ann")
+    assert (await store.claim(["acme"], "bob", LEASE))["item_id"] == item["item_id"]
+
+
+async def test_a_row_the_database_refuses_is_rejected_not_retried(store):
+    with pytest.raises(AuditRejected, match="refused the review item"):
+        await store.add([Queued(verdict(1, tenant="acme", conversation=[Message(role="user", content="a\x00b")]), 30)])

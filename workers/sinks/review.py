@@ -1,0 +1,179 @@
+"""The review queue: verdicts whose action is `review`, kept in PostgreSQL until a person decides.
+
+An item's id is its action's (`derive_id("action", verdict_id)`), so a redelivered verdict adds
+nothing. A reviewer claims an item under a lease: a claim locks the rows it looks at and skips the
+ones another claim holds (`FOR UPDATE SKIP LOCKED`), so two reviewers never hold the same item; an
+expired lease leaves the item claimable again. A decision needs the lease still held. The
+conversation's text is kept only where the tenant's policy says so, and purged after its retention.
+The tables live beside the audit trail's, so a decision joins its verdict (`guard_verdicts`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import psycopg
+from psycopg.rows import dict_row
+
+from guardstream.schemas import RiskLevel, VerdictEvent, derive_id
+from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable, redact, scrub
+from guardstream.workers.sinks.enforcement import action_for
+
+SEVERITY = {RiskLevel.error: 3, RiskLevel.unsafe: 2, RiskLevel.controversial: 1, RiskLevel.safe: 0}
+Decision = Literal["uphold", "overturn"]
+DDL = """
+CREATE TABLE IF NOT EXISTS review_items (
+    item_id text PRIMARY KEY, verdict_id text NOT NULL, source_event_id text NOT NULL, conversation_id text NOT NULL,
+    tenant text NOT NULL, moderate text NOT NULL, model_id text NOT NULL, risk_level text NOT NULL,
+    categories jsonb NOT NULL, probabilities jsonb, language text, policy_version text, reason text NOT NULL,
+    severity integer NOT NULL, stream_id text, conversation jsonb, text_until timestamptz,
+    produced_at timestamptz NOT NULL, queued_at timestamptz NOT NULL DEFAULT now(),
+    lease_holder text, lease_until timestamptz, decided_at timestamptz);
+CREATE INDEX IF NOT EXISTS review_items_open ON review_items (tenant, severity DESC, produced_at)
+    WHERE decided_at IS NULL;
+CREATE TABLE IF NOT EXISTS review_decisions (
+    decision_id text PRIMARY KEY, item_id text NOT NULL UNIQUE REFERENCES review_items (item_id),
+    verdict_id text NOT NULL, tenant text NOT NULL, reviewer text NOT NULL,
+    decision text NOT NULL CHECK (decision IN ('uphold', 'overturn')), categories jsonb NOT NULL, note text,
+    decided_at timestamptz NOT NULL DEFAULT now());
+"""
+ITEM_COLUMNS = ("item_id", "verdict_id", "source_event_id", "conversation_id", "tenant", "moderate", "model_id",
+                "risk_level", "categories", "probabilities", "language", "policy_version", "reason", "severity",
+                "stream_id", "conversation", "text_until", "produced_at")
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A verdict sent to review, as the queue keeps it; `text_days`: how long its text is kept (None: not kept)."""
+    verdict: VerdictEvent
+    text_days: int | None
+
+    def row(self) -> tuple:
+        v = self.verdict
+        keep = self.text_days is not None and v.conversation is not None
+        return (derive_id("action", v.verdict_id), v.verdict_id, v.source_event_id, v.conversation_id, v.tenant,
+                v.moderate.value, v.model_id, v.risk_level.value, json.dumps(v.categories),
+                json.dumps(v.probabilities) if v.probabilities is not None else None, v.language, v.policy_version,
+                action_for(v).reason, SEVERITY[v.risk_level], v.stream.stream_id if v.stream else None,
+                json.dumps([m.model_dump(mode="json") for m in v.conversation]) if keep else None,
+                v.produced_at + timedelta(days=self.text_days) if keep else None, v.produced_at)
+
+
+class LeaseLost(Exception):
+    """The item is not held by this reviewer (its lease expired and another took it, or it is decided)."""
+
+
+class ReviewStore:
+    """The queue's tables in one PostgreSQL database. `add` raises `AuditUnavailable` (transient:
+    the review agent retries while its offsets wait) or `AuditRejected` (a row refused), as the
+    audit store does; the reviewers' calls raise psycopg's errors."""
+
+    def __init__(self, url: str, **connect):
+        self.url = url
+        self.connect = connect  # the audit store's TLS settings
+        self._conn: psycopg.AsyncConnection | None = None
+
+    def describe(self) -> str:
+        return redact(self.url)[0]
+
+    async def _open(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row,
+                                                               **self.connect)
+            await self._conn.execute(DDL)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def add(self, queued: list[Queued]) -> None:
+        sql = (f"INSERT INTO review_items ({', '.join(ITEM_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ITEM_COLUMNS))}) "
+               "ON CONFLICT (item_id) DO NOTHING")
+        try:
+            conn = await self._open()
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(sql, [q.row() for q in queued])
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            await self.close()
+            raise AuditUnavailable(f"{self.describe()}: {scrub(str(exc), redact(self.url)[1])}") from None
+        except (psycopg.Error, ValueError) as exc:
+            raise AuditRejected(f"{self.describe()} refused the review item: {scrub(str(exc), redact(self.url)[1])}") from None
+
+    async def claim(self, tenants: list[str], reviewer: str, lease: timedelta, item_id: str | None = None) -> dict | None:
+        """The item `reviewer` holds, else the most severe, oldest open item of `tenants` no one
+        else holds (or `item_id`, if it is such an item), now held by `reviewer` until the lease
+        ends; None when there is none."""
+        conn = await self._open()
+        cur = await conn.execute(
+            "UPDATE review_items SET lease_holder = %(reviewer)s, lease_until = now() + %(lease)s "
+            "WHERE item_id = (SELECT item_id FROM review_items WHERE tenant = ANY(%(tenants)s) AND decided_at IS NULL "
+            "  AND (lease_until IS NULL OR lease_until < now() OR lease_holder = %(reviewer)s) "
+            "  AND (%(item)s::text IS NULL OR item_id = %(item)s) "
+            "  ORDER BY lease_holder IS NOT DISTINCT FROM %(reviewer)s DESC, severity DESC, produced_at "
+            "  LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
+            {"reviewer": reviewer, "lease": lease, "tenants": tenants, "item": item_id})
+        return await cur.fetchone()
+
+    async def release(self, item_id: str, reviewer: str) -> None:
+        """The reviewer's lease given up: the item is back in the queue."""
+        conn = await self._open()
+        await conn.execute("UPDATE review_items SET lease_holder = NULL, lease_until = NULL "
+                           "WHERE item_id = %s AND lease_holder = %s AND decided_at IS NULL", (item_id, reviewer))
+
+    async def decide(self, item_id: str, reviewer: str, decision: Decision, categories: list[str],
+                     note: str | None) -> dict:
+        """The decision on an item the reviewer holds, stored with the item closed; the decision row."""
+        conn = await self._open()
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE review_items SET decided_at = now(), lease_until = NULL WHERE item_id = %s "
+                "AND lease_holder = %s AND lease_until >= now() AND decided_at IS NULL RETURNING verdict_id, tenant",
+                (item_id, reviewer))
+            item = await cur.fetchone()
+            if item is None:
+                raise LeaseLost(f"item {item_id} is not held by {reviewer}: its lease expired (another reviewer may "
+                                f"hold it now) or it is decided; claim it again")
+            cur = await conn.execute(
+                "INSERT INTO review_decisions (decision_id, item_id, verdict_id, tenant, reviewer, decision, categories, "
+                "note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (derive_id("review-decision", item_id), item_id, item["verdict_id"], item["tenant"], reviewer,
+                 decision, json.dumps(categories), note))
+            return await cur.fetchone()
+
+    async def item(self, item_id: str, tenants: list[str]) -> dict | None:
+        """One item of `tenants`, with its decision if it has one."""
+        conn = await self._open()
+        cur = await conn.execute(
+            "SELECT i.*, d.decision, d.reviewer, d.note, d.categories AS decided_categories FROM review_items i "
+            "LEFT JOIN review_decisions d USING (item_id) WHERE i.item_id = %s AND i.tenant = ANY(%s)",
+            (item_id, tenants))
+        return await cur.fetchone()
+
+    async def queue(self, tenants: list[str], limit: int = 100, risk: str | None = None) -> list[dict]:
+        """The open items of `tenants`, the most severe and oldest first (of one tier, if `risk`)."""
+        conn = await self._open()
+        cur = await conn.execute(
+            "SELECT *, lease_until >= now() AS leased FROM review_items WHERE tenant = ANY(%s) AND decided_at IS NULL "
+            "AND (%s::text IS NULL OR risk_level = %s) ORDER BY severity DESC, produced_at LIMIT %s",
+            (tenants, risk, risk, limit))
+        return await cur.fetchall()
+
+    async def depth(self) -> list[dict]:
+        """Each tenant's open items and the oldest one's age in seconds."""
+        conn = await self._open()
+        cur = await conn.execute(
+            "SELECT tenant, count(*) AS items, extract(epoch FROM now() - min(produced_at)) AS oldest_s "
+            "FROM review_items WHERE decided_at IS NULL GROUP BY tenant")
+        return await cur.fetchall()
+
+    async def purge_text(self, now: datetime | None = None) -> int:
+        """The text of every item past its retention dropped; how many."""
+        conn = await self._open()
+        cur = await conn.execute("UPDATE review_items SET conversation = NULL, text_until = NULL "
+                                 "WHERE text_until < coalesce(%s, now())", (now,))
+        return cur.rowcount
