@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from guardstream.cli import access, bench, bench_system, canary, evaluate, policy, run, serve, topics
+from guardstream.cli import access, bench, bench_system, canary, evaluate, policy, review, run, serve, topics
 
 
 @click.group()
@@ -15,5 +15,5 @@ def main() -> None:
 
 
 for _command in (*run.COMMANDS, *topics.COMMANDS, *serve.COMMANDS, *policy.COMMANDS, *canary.COMMANDS,
-                 *access.COMMANDS, *evaluate.COMMANDS, bench.bench, *bench_system.COMMANDS):
+                 *access.COMMANDS, *evaluate.COMMANDS, *review.COMMANDS, bench.bench, *bench_system.COMMANDS):
     main.add_command(_command)

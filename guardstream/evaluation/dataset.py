@@ -1,5 +1,6 @@
-"""Labelled sets, read into one shape: the project's JSONL (the fixture corpus's fields) and
-OpenAI's moderation release (`prompt` with the flags S, H, V, HR, SH, S3, H2, V2).
+"""Labelled sets, read into one shape: the project's JSONL (the fixture corpus's fields), which
+`guardstream review export` writes from reviewers' decisions, and OpenAI's moderation release
+(`prompt` with the flags S, H, V, HR, SH, S3, H2, V2).
 
 OpenAI's flags map to Qwen3Guard's categories as `docs/evaluation.md` writes down: S and S3 are
 Sexual Content or Sexual Acts; H and HR are Unethical Acts (Qwen3Guard's category for hate, bias
@@ -50,6 +51,20 @@ def from_openai(number: int, row: dict) -> dict:
     categories = list(dict.fromkeys(c for flag in flagged for c in OPENAI_CATEGORIES[flag]))
     return {"id": str(row.get("id", f"line-{number}")), "kind": "prompt", "label": "Unsafe" if flagged else "Safe",
             "messages": [{"role": "user", "content": row["prompt"]}], "categories": categories}
+
+
+def from_decision(item: dict) -> dict | None:
+    """A decided review item (`ReviewStore.decided`) as a labelled item: upheld, the model's tier;
+    overturned, the other side (a flagged item is Safe, an allowed one Unsafe), with the reviewer's
+    categories where they gave any. None for an item without text or judged `Error` (neither
+    says what the text is)."""
+    if item["conversation"] is None or item["risk_level"] == "Error":
+        return None
+    flagged = item["risk_level"] != "Safe"
+    label = item["risk_level"] if item["decision"] == "uphold" else "Safe" if flagged else "Unsafe"
+    categories = [] if label == "Safe" else item["decided_categories"] or item["categories"]
+    return {"id": item["item_id"], "kind": item["moderate"], "messages": item["conversation"], "label": label,
+            "categories": categories, **({"language": item["language"]} if item["language"] else {})}
 
 
 def load(path: Path, split: str | None = None) -> list[LabelledItem]:

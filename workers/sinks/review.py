@@ -171,6 +171,16 @@ class ReviewStore:
             "FROM review_items WHERE decided_at IS NULL GROUP BY tenant")
         return await cur.fetchall()
 
+    async def decided(self, tenants: list[str] | None = None) -> list[dict]:
+        """Every decided item (of `tenants`, when given) with its decision, oldest decision first."""
+        conn = await self._open()
+        cur = await conn.execute(
+            "SELECT i.*, d.decision, d.reviewer, d.note, d.decided_at AS decision_at, d.categories AS decided_categories "
+            "FROM review_items i JOIN review_decisions d USING (item_id) "
+            "WHERE %(tenants)s::text[] IS NULL OR i.tenant = ANY(%(tenants)s) ORDER BY d.decided_at",
+            {"tenants": tenants})
+        return await cur.fetchall()
+
     async def purge_text(self, now: datetime | None = None) -> int:
         """The text of every item past its retention dropped; how many."""
         conn = await self._open()

@@ -8,6 +8,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from click.testing import CliRunner
+
+from guardstream.cli import main
+from guardstream.evaluation.dataset import load
 from guardstream.schemas import Action, Message, Moderate, RiskLevel, VerdictEvent, derive_id
 from guardstream.workers.sinks.audit import AuditRejected
 from guardstream.workers.sinks.review import LeaseLost, Queued, ReviewStore
@@ -19,10 +23,11 @@ LEASE = timedelta(minutes=5)
 def verdict(i: int, tenant: str = "acme", risk: RiskLevel = RiskLevel.controversial, age_s: float = 0, **overrides):
     return VerdictEvent(
         verdict_id=f"v{i}", source_event_id=f"e{i}", conversation_id=f"c{i}", tenant=tenant, moderate=Moderate.prompt,
-        model_id="m", model_variant="gen", risk_level=risk, categories=["Politically Sensitive Topics"],
+        model_id="m", model_variant="gen", risk_level=risk,
         probabilities={"Safe": 0.2, "Controversial": 0.7, "Unsafe": 0.1}, action=Action.review, policy="p",
         policy_version="acme@1", latency_ms=1.0, produced_at=datetime.now(timezone.utc) - timedelta(seconds=age_s),
-        **{"conversation": [Message(role="user", content=f"question {i}")], **overrides})
+        **{"conversation": [Message(role="user", content=f"question {i}")],
+           "categories": ["Politically Sensitive Topics"], **overrides})
 
 
 @pytest.fixture
@@ -31,7 +36,7 @@ async def store(pg_url):
     schema = f"review_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_url, autocommit=True) as db:
         db.execute(f"CREATE SCHEMA {schema}")
-    s = ReviewStore(pg_url, options=f"-c search_path={schema}")
+    s = ReviewStore(f"{pg_url}?options=-csearch_path%3D{schema}")
     yield s
     await s.close()
 
@@ -64,9 +69,9 @@ async def test_the_queue_is_most_severe_then_oldest_and_of_the_reviewers_tenants
     assert await store.item(derive_id("action", "v4"), ["acme"]) is None
 
 
-async def test_concurrent_claims_never_hold_the_same_item(store, pg_url):
+async def test_concurrent_claims_never_hold_the_same_item(store):
     await store.add([Queued(verdict(i), None) for i in range(20)])
-    reviewers = [ReviewStore(pg_url, options=store.connect["options"]) for _ in range(8)]
+    reviewers = [ReviewStore(store.url) for _ in range(8)]
     try:
         async def work(s: ReviewStore, name: str) -> list[str]:
             """Claim the next item and decide it, until none is left (one held at a time, as in the console)."""
@@ -119,3 +124,34 @@ async def test_a_released_item_is_claimable_at_once(store):
 async def test_a_row_the_database_refuses_is_rejected_not_retried(store):
     with pytest.raises(AuditRejected, match="refused the review item"):
         await store.add([Queued(verdict(1, tenant="acme", conversation=[Message(role="user", content="a\x00b")]), 30)])
+
+
+async def test_decisions_export_as_a_labelled_set_that_eval_reads(store, tmp_path):
+    """Upheld: the model's tier; overturned: the other side, with the reviewer's categories; no
+    text or an Error verdict: not exported, and counted."""
+    await store.add([Queued(verdict(1), 30), Queued(verdict(2, risk=RiskLevel.unsafe, categories=["Violent"]), 30),
+                     Queued(verdict(3, risk=RiskLevel.safe, categories=[], language="es"), 30),
+                     Queued(verdict(4), None), Queued(verdict(5, risk=RiskLevel.error, categories=[]), 30),
+                     Queued(verdict(6, tenant="globex"), 30)])
+    decisions = {"v1": ("uphold", []), "v2": ("overturn", []), "v3": ("overturn", ["PII"]), "v4": ("uphold", []),
+                 "v5": ("overturn", []), "v6": ("uphold", [])}
+    for verdict_id, (decision, categories) in decisions.items():
+        tenant = "globex" if verdict_id == "v6" else "acme"
+        item = await store.claim([tenant], "ann", LEASE, item_id=derive_id("action", verdict_id))
+        await store.decide(item["item_id"], "ann", decision, categories, None)
+
+    out = await asyncio.to_thread(CliRunner().invoke, main, ["review", "export", str(tmp_path / "reviewed.jsonl"),
+                                                             "--tenant", "acme", "--audit-url", store.url])
+    assert out.exit_code == 0, out.output
+    assert "wrote 3 labelled items" in out.output and "1 without text" in out.output and "1 on Error" in out.output
+    items = {i.id: i for i in load(tmp_path / "reviewed.jsonl")}
+    as_labelled = {verdict_id: (items[derive_id("action", verdict_id)].label, items[derive_id("action", verdict_id)].categories)
+                   for verdict_id in ("v1", "v2", "v3")}
+    assert as_labelled == {"v1": ("Controversial", ["Politically Sensitive Topics"]), "v2": ("Safe", []), "v3": ("Unsafe", ["PII"])}
+    assert items[derive_id("action", "v3")].language == "es" and len(items) == 3
+    assert items[derive_id("action", "v1")].messages[0].content == "question 1"
+
+
+def test_export_needs_the_postgresql_queue(tmp_path):
+    out = CliRunner().invoke(main, ["review", "export", str(tmp_path / "x.jsonl"), "--audit-url", "sqlite:///a.db"])
+    assert out.exit_code != 0 and "the review queue is in PostgreSQL" in out.output
