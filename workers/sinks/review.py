@@ -58,8 +58,14 @@ class Queued:
                 v.moderate.value, v.model_id, v.risk_level.value, json.dumps(v.categories),
                 json.dumps(v.probabilities) if v.probabilities is not None else None, v.language, v.policy_version,
                 action_for(v).reason, SEVERITY[v.risk_level], v.stream.stream_id if v.stream else None,
-                json.dumps([m.model_dump(mode="json") for m in v.conversation]) if keep else None,
+                json.dumps([{"role": m.role.value, "content": _no_nul(m.content)} for m in v.conversation]) if keep else None,
                 v.produced_at + timedelta(days=self.text_days) if keep else None, v.produced_at)
+
+
+def _no_nul(text: str) -> str:
+    """The text as PostgreSQL's jsonb takes it: it refuses the NUL character, which a user's text
+    may hold, so a NUL is kept as U+FFFD and the item still reaches its reviewers."""
+    return text.replace("\x00", "\ufffd")
 
 
 class LeaseLost(Exception):

@@ -121,9 +121,11 @@ async def test_a_released_item_is_claimable_at_once(store):
     assert (await store.claim(["acme"], "bob", LEASE))["item_id"] == item["item_id"]
 
 
-async def test_a_row_the_database_refuses_is_rejected_not_retried(store):
+async def test_a_nul_in_the_text_is_kept_as_a_replacement_and_a_row_the_database_refuses_is_rejected(store):
+    await store.add([Queued(verdict(1, conversation=[Message(role="user", content="a\x00b\\u0000")]), 30)])
+    assert (await store.queue(["acme"]))[0]["conversation"] == [{"role": "user", "content": "a\ufffdb\\u0000"}]
     with pytest.raises(AuditRejected, match="refused the review item"):
-        await store.add([Queued(verdict(1, tenant="acme", conversation=[Message(role="user", content="a\x00b")]), 30)])
+        await store.add([Queued(verdict(2, categories=["a\x00b"]), 30)])  # in the reason: text refuses a NUL
 
 
 async def test_decisions_export_as_a_labelled_set_that_eval_reads(store, tmp_path):
