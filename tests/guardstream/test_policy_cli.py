@@ -45,7 +45,8 @@ def test_policy_set_checks_the_document_counts_versions_and_show_and_history_rea
     shown = run("show", "acme", prefix=prefix)
     assert json.loads(shown.output) == {"tenant": "acme", "version": "acme@2", "policy": {
         "mode": "loose", "fail_mode": "open", "unsafe_action": "block", "category_actions": {},
-        "review_thresholds": {}, "too_long_action": "block", "unsafe_threshold": None, "languages": {}}}
+        "review_thresholds": {}, "too_long_action": "block", "unsafe_threshold": None, "languages": {},
+        "review": {"store_text": False, "retention_days": 30}}}
     history = run("history", "acme", prefix=prefix).output.splitlines()
     assert [re.sub(r"/[0-9a-f]{16}:", "/N:", line).split(" set by")[0] for line in history] == [
         "@0 acme/1/N: version 1", "@1 acme/2/N: version 2",

@@ -36,7 +36,7 @@ def test_audit_defaults_to_sqlite_under_home(tmp_path):
 
 
 def test_a_worker_runs_all_agents_or_the_ones_named():
-    assert Settings.load({}).agents == {"gen", "stream", "enforcement", "audit", "analytics", "canary"}
+    assert Settings.load({}).agents == {"gen", "stream", "enforcement", "audit", "review", "analytics", "canary"}
     assert not Settings.load({}).runs_canary  # the canary agent runs only where a canary is set
     assert Settings.load({"GUARDSTREAM_AGENTS": "gen, audit"}).agents == {"gen", "audit"}
     assert Settings.load({}, agents="stream").agents == {"stream"}

@@ -145,7 +145,8 @@ async def test_decisions_export_as_a_labelled_set_that_eval_reads(store, tmp_pat
     out = await asyncio.to_thread(CliRunner().invoke, main, ["review", "export", str(tmp_path / "reviewed.jsonl"),
                                                              "--tenant", "acme", "--audit-url", store.url])
     assert out.exit_code == 0, out.output
-    assert "wrote 3 labelled items" in out.output and "1 without text" in out.output and "1 on Error" in out.output
+    said = " ".join(out.output.split())  # as the terminal wraps it
+    assert "wrote 3 labelled items" in said and "from 5 decisions; 1 without text" in said and "1 on Error" in said
     items = {i.id: i for i in load(tmp_path / "reviewed.jsonl")}
     as_labelled = {verdict_id: (items[derive_id("action", verdict_id)].label, items[derive_id("action", verdict_id)].categories)
                    for verdict_id in ("v1", "v2", "v3")}
