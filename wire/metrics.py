@@ -70,6 +70,9 @@ CANARY_STOP_OFFSET = Histogram("guardstream_canary_stop_offset_tokens", "Canary 
                                "in streams both stopped", buckets=(-64, -16, -4, -1, 0, 1, 4, 16, 64))
 CANARY_UNPAIRED = Counter("guardstream_canary_unpaired_total", "Sampled events or streams given up on without a pair, "
                           "by the side that never came (main, canary, both)", ["variant", "missing"])
+REVIEW_QUEUE = Gauge("guardstream_review_queue_items", "Review items waiting for a decision, per tenant", ["tenant"])
+REVIEW_OLDEST = Gauge("guardstream_review_oldest_seconds", "Age of each tenant's oldest review item waiting for a "
+                      "decision (0: none waits)", ["tenant"])
 CANARY_WAITING = Gauge("guardstream_canary_waiting", "Canary verdicts waiting for their other side")
 
 

@@ -15,6 +15,7 @@ from guardstream.kafka_io import set_policy
 from guardstream.schemas import derive_id
 
 from tests.helpers.kafka_helpers import produce, read_all
+from tests.helpers.metrics import scrape
 from tests.helpers.pipeline import wait_drained
 from tests.helpers.waiting import eventually
 
@@ -65,3 +66,10 @@ def test_review_verdicts_become_items_with_text_only_where_the_policy_keeps_it(w
             assert item["conversation"] is None and item["text_until"] is None
     bare = [v for v in verdicts.values() if v["tenant"] == "review-bare" or v["action"] != "review"]
     assert all(v.get("conversation") is None for v in bare)  # text travels only where the policy keeps it
+
+    def depth() -> dict:
+        series = scrape(settings.metrics_port, "guardstream_review_queue_items")
+        return {tenant: series.get((("tenant", tenant),)) for tenant in POLICIES}
+
+    eventually(lambda: depth() == {"review-text": 3, "review-bare": 3, "review-observed": None}, 30, "the queue's gauges")
+    assert scrape(settings.metrics_port, "guardstream_review_oldest_seconds")[(("tenant", "review-text"),)] > 0

@@ -2,8 +2,8 @@
 
 Like audit, a reader in its own group (`Settings.review_group`): a database outage, retried while
 its offsets are held, holds back the queue alone. It settles each batch (an item, or a dead letter
-for a row the database refuses) and commits only then; now and then it purges the text of items
-past their tenant's retention.
+for a row the database refuses) and commits only then. Every 10 s it sets the queue's gauges from
+the database, and every minute it purges the text of items past their tenant's retention.
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ from guardstream.schemas.intake import RawRecord
 from guardstream.topology.outcomes import Outcomes
 from guardstream.topology.own_group import VerdictSink, bound
 from guardstream.topology.wiring import Wiring
+from guardstream.wire import metrics
 from guardstream.workers.sinks.audit import tls
 from guardstream.workers.sinks.review import Queued, ReviewStore
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 60.0
+MEASURE_EVERY_S = 10.0
 
 
 class Review(VerdictSink):
     label = "review"
     queue: ReviewStore  # bound by `register`
-    purged_at = 0.0
+    purged_at = measured_at = 0.0
+    shown: frozenset[str] = frozenset()  # the tenant labels the gauges have
 
     def group(self) -> str:
         return self.wiring.settings.review_group
@@ -36,10 +39,28 @@ class Review(VerdictSink):
     async def step(self, consumer: AIOKafkaConsumer) -> None:
         """A batch settled and committed, then the text purge when it is due."""
         await super().step(consumer)
+        if time.monotonic() - self.measured_at > MEASURE_EVERY_S:
+            self.measured_at = time.monotonic()
+            self.show_depth(await self.queue.depth())
         if time.monotonic() - self.purged_at > PURGE_EVERY_S:
             self.purged_at = time.monotonic()
             if purged := await self.queue.purge_text():
                 log.info("review: dropped the text of %d items past their retention", purged)
+
+    def show_depth(self, tenants: list[dict]) -> None:
+        """The queue's gauges: items and the oldest's age per tenant label (tenants no policy names
+        summed as `other`); a label whose queue emptied reads 0."""
+        depth: dict[str, tuple[int, float]] = {}
+        for row in tenants:
+            label = self.wiring.policies.metric_tenant(row["tenant"])
+            items, oldest = depth.get(label, (0, 0.0))
+            depth[label] = (items + row["items"], max(oldest, float(row["oldest_s"])))
+        for label in self.shown - depth.keys():
+            depth[label] = (0, 0.0)
+        for label, (items, oldest) in depth.items():
+            metrics.REVIEW_QUEUE.labels(label).set(items)
+            metrics.REVIEW_OLDEST.labels(label).set(oldest)
+        self.shown = frozenset(depth)
 
     async def store(self, records: list[RawRecord]) -> None:
         found, _ = self.wiring.read_verdicts(records)  # enforcement dead-letters bad verdict records
