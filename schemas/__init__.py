@@ -12,6 +12,7 @@ from guardstream.schemas.events import (
     Message,
     Moderate,
     PolicyRecord,
+    ReviewDecision,
     RiskLevel,
     Role,
     StreamPosition,
@@ -26,6 +27,6 @@ from guardstream.schemas.events import (
 
 __all__ = [
     "FOR_HEADER", "SCHEMA_VERSION", "Action", "ActionEvent", "CanaryJudgement", "CanaryRecord", "ConversationEvent",
-    "DeadLetter", "Message", "Moderate", "PolicyRecord", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
+    "DeadLetter", "Message", "Moderate", "PolicyRecord", "ReviewDecision", "RiskLevel", "Role", "StreamPosition", "TokenChunkEvent", "VerdictEvent", "WindowCount",
     "answer_key", "content_digest", "derive_id", "verdict_id",
 ]

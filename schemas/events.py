@@ -238,7 +238,31 @@ class ActionEvent(Decided):
     tenant: Tenant
     action: Action
     reason: str
+    decision_id: Id | None = Field(default=None, description=(
+        "on an action after review: the reviewer's decision it follows (block or allow after review)"))
     produced_at: datetime = Field(default_factory=utc_now)
+
+
+class ReviewDecision(Wire):
+    """A reviewer's decision on a review item (topic `review-decisions`), keyed by conversation id."""
+
+    decision_id: Id
+    item_id: Id
+    verdict_id: Id
+    source_event_id: Id
+    conversation_id: Id
+    tenant: Tenant
+    reviewer: Id
+    decision: Literal["uphold", "overturn"]
+    risk_level: RiskLevel = Field(description="the model's, on the verdict reviewed")
+    categories: list[Label] = Field(default_factory=list, max_length=16, description="as the reviewer corrected them")
+    note: str | None = Field(default=None, max_length=2000)
+    decided_at: datetime = Field(default_factory=utc_now)
+
+    def unsafe(self) -> bool:
+        """What the reviewer found: unsafe where the model flagged the content (an Error counts as
+        flagged, as failing closed does) and they upheld it, or it did not and they overturned it."""
+        return (self.risk_level is not RiskLevel.safe) == (self.decision == "uphold")
 
 
 class WindowCount(Wire):

@@ -44,7 +44,7 @@ def acl_set(settings: Settings) -> list[Acl]:
         return [Acl(role, "topic", spec.name, "literal", operation) for spec in specs]
 
     worker = [
-        *topics("worker", "Read", t.conversations, t.chunks, t.verdicts, t.policies),
+        *topics("worker", "Read", t.conversations, t.chunks, t.verdicts, t.policies, t.review_decisions),
         *topics("worker", "Write", t.verdicts, t.actions, t.analytics, t.dlq, t.replies, t.canary),
         *topics("worker", "Describe", *t.all()),
         *topics("worker", "DescribeConfigs", t.policies),  # checked at start: one partition, compacted

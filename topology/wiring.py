@@ -61,7 +61,7 @@ class Wiring:
         self.analytics, self.chunks = self._raw(names.analytics.name), self._raw(names.chunks.name)
         self.by_count_key = self._raw(names.analytics_by_key.name, internal=True)
         self.replies = self._raw(names.replies.name, partitions=names.replies.partitions)
-        self.canary = self._raw(names.canary.name)
+        self.canary, self.review_decisions = self._raw(names.canary.name), self._raw(names.review_decisions.name)
         self.tables: dict[str, PartitionedTable] = {}
         self.outcomes: dict[str, Outcomes] = {}  # each agent's, for the health report
 

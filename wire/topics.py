@@ -43,10 +43,11 @@ class Topics:
     replies: TopicSpec  # verdicts again, each in the partition its request named (`reply_to`): one per gateway
     policies: TopicSpec  # one partition: every reader sees the changes in one order
     canary: TopicSpec  # main and canary verdicts side by side, off the enforcement path
+    review_decisions: TopicSpec  # reviewers' decisions: enforcement follows each with an action
 
     def all(self) -> list[TopicSpec]:
         return [self.conversations, self.chunks, self.verdicts, self.actions, self.analytics, self.dlq,
-                self.analytics_by_key, self.replies, self.policies, self.canary]
+                self.analytics_by_key, self.replies, self.policies, self.canary, self.review_decisions]
 
 
 def topics_for(kafka: KafkaSettings) -> Topics:
@@ -64,6 +65,8 @@ def topics_for(kafka: KafkaSettings) -> Topics:
                           retention_ms=DAY_MS),
         policies=TopicSpec("policies", f"{p}policies", 1, "tenant", "PolicyRecord", compacted=True),
         canary=TopicSpec("canary", f"{p}canary", n, "conversation_id", "CanaryRecord", retention_ms=30 * DAY_MS),
+        review_decisions=TopicSpec("review_decisions", f"{p}review-decisions", n, "conversation_id", "ReviewDecision",
+                                   retention_ms=30 * DAY_MS),
     )
 
 

@@ -9,7 +9,7 @@ from guardstream.topology.settings import Settings
 
 def test_a_worker_registers_the_agents_it_runs_and_keeps_no_standby_tables():
     sinks = create_app(Settings.load({}, agents="enforcement,audit,analytics"), "127.0.0.1:1", None, None)
-    assert sorted(sinks.agents) == ["analytics-count", "analytics-route", "enforcement"]
+    assert sorted(sinks.agents) == ["analytics-count", "analytics-route", "enforcement", "review-follow-up"]
     # audit reads the verdicts in a consumer group of its own, so a database outage holds back no agent
     assert [s.__name__ for s in sinks._extra_services] == ["Audit"]
     assert sorted(sinks.tables) == ["analytics-counted", "analytics-routed"]

@@ -13,6 +13,7 @@ import pytest
 
 from guardstream.kafka_io import set_policy
 from guardstream.schemas import derive_id
+from guardstream.workers.sinks.review import ReviewStore, decision_event
 
 from tests.helpers.kafka_helpers import produce, read_all
 from tests.helpers.metrics import scrape
@@ -73,3 +74,37 @@ def test_review_verdicts_become_items_with_text_only_where_the_policy_keeps_it(w
 
     eventually(lambda: depth() == {"review-text": 3, "review-bare": 3, "review-observed": None}, 30, "the queue's gauges")
     assert scrape(settings.metrics_port, "guardstream_review_oldest_seconds")[(("tenant", "review-text"),)] > 0
+
+
+def test_a_decision_is_followed_by_the_action_after_review(worker, pg_url):
+    """Upheld, a Controversial item is blocked after review; overturned, allowed; each action names
+    its decision and the verdict it follows."""
+    settings, bootstrap = worker.settings, worker.bootstrap
+    asyncio.run(set_policy(settings, bootstrap, "review-decided", TO_REVIEW, "test"))
+    time.sleep(5)
+    produce(settings, bootstrap, [{"event_id": f"review-decided-{i}", "conversation_id": f"review-decided-{i}",
+                                   "tenant": "review-decided", "messages": [{"role": "user", "content": QUESTION}]}
+                                  for i in range(2)])
+    eventually(lambda: len([e for e in items(pg_url) if e.startswith("review-decided-")]) == 2, 120, "two items")
+
+    async def decide() -> list[dict]:
+        store, decisions = ReviewStore(pg_url), []
+        try:
+            for decision in ("uphold", "overturn"):
+                item = await store.claim(["review-decided"], "ann", timedelta(minutes=5))
+                decided = await store.decide(item["item_id"], "ann", decision, [], "checked")
+                decisions.append(decision_event(item, decided).model_dump(mode="json"))
+        finally:
+            await store.close()
+        return decisions
+
+    decisions = asyncio.run(decide())
+    produce(settings, bootstrap, decisions, role="review_decisions")
+    after = eventually(lambda: (a := {x["decision_id"]: x for x in read_all(
+        settings, bootstrap, "actions", lambda x: x.get("decision_id") is not None)}) and len(a) >= 2 and a, 60,
+        "an action after each decision")
+    for decision in decisions:
+        action = after[decision["decision_id"]]
+        assert action["action"] == {"uphold": "block", "overturn": "allow"}[decision["decision"]]
+        assert (action["verdict_id"], action["source_event_id"]) == (decision["verdict_id"], decision["source_event_id"])
+        assert f"after review by ann: {decision['decision']} of Controversial" in action["reason"]

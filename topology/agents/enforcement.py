@@ -1,11 +1,13 @@
-"""Enforcement: every verdict → one action event a gateway can act on; the one agent that dead-letters bad verdict records."""
+"""Enforcement: every verdict → one action event a gateway can act on; the one agent that dead-letters bad verdict records.
+Every reviewer's decision → the action after review (block or allow), on the same actions topic."""
 
 from __future__ import annotations
 
-from guardstream.schemas.intake import RawRecord
+from guardstream.schemas import DeadLetter, ReviewDecision
+from guardstream.schemas.intake import RawRecord, decode
 from guardstream.wire import metrics
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring
-from guardstream.workers.sinks.enforcement import action_for
+from guardstream.workers.sinks.enforcement import action_for, follow_up
 
 
 class Enforcement:
@@ -25,6 +27,12 @@ class Enforcement:
             sends.append((self.w.actions, action.conversation_id, action.model_dump_json().encode()))
         await self.w.deliver(sends + [self.w.dead(d) for d in letters])  # the one agent that reports bad verdict records
 
+    async def follow(self, records: list[RawRecord]) -> None:
+        decoded = [decode(r, ReviewDecision, self.w.settings.max_event_bytes) for r in records]
+        actions = [follow_up(d) for d in decoded if isinstance(d, ReviewDecision)]
+        await self.w.deliver([(self.w.actions, a.conversation_id, a.model_dump_json().encode()) for a in actions] +
+                             [self.w.dead(d) for d in decoded if isinstance(d, DeadLetter)])
+
 
 def register(w: Wiring) -> None:
     enforcement = Enforcement(w)
@@ -32,3 +40,7 @@ def register(w: Wiring) -> None:
     @w.app.agent(w.verdicts, name="enforcement")
     async def enforcement_agent(stream):
         await w.settled("enforcement", stream, VERDICT_BATCH, 0.05, enforcement.enforce)
+
+    @w.app.agent(w.review_decisions, name="review-follow-up")
+    async def follow_up_agent(stream):
+        await w.settled("review-follow-up", stream, VERDICT_BATCH, 0.05, enforcement.follow)

@@ -1,6 +1,7 @@
-"""Enforcement: every verdict becomes one action event that a gateway can act on."""
+"""Enforcement: every verdict becomes one action event that a gateway can act on, and every
+review decision one more, the block or allow after review."""
 
-from guardstream.schemas import Action, ActionEvent, VerdictEvent, derive_id
+from guardstream.schemas import Action, ActionEvent, ReviewDecision, VerdictEvent, derive_id
 
 
 def action_for(verdict: VerdictEvent) -> ActionEvent:
@@ -17,4 +18,15 @@ def action_for(verdict: VerdictEvent) -> ActionEvent:
         source_event_id=verdict.source_event_id, conversation_id=verdict.conversation_id, tenant=verdict.tenant,
         action=verdict.action, reason=reason, policy_version=verdict.policy_version, observed=verdict.observed,
         would_action=verdict.would_action,
+    )
+
+
+def follow_up(decision: ReviewDecision) -> ActionEvent:
+    """The action after review: block where the reviewer found the content unsafe, else allow."""
+    found = ", ".join(decision.categories) or "no unsafe category"
+    return ActionEvent(
+        action_id=derive_id("review-action", decision.decision_id), verdict_id=decision.verdict_id,
+        source_event_id=decision.source_event_id, conversation_id=decision.conversation_id, tenant=decision.tenant,
+        action=Action.block if decision.unsafe() else Action.allow, decision_id=decision.decision_id,
+        reason=f"after review by {decision.reviewer}: {decision.decision} of {decision.risk_level.value} ({found})",
     )

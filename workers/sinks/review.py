@@ -18,7 +18,7 @@ from typing import Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from guardstream.schemas import RiskLevel, VerdictEvent, derive_id
+from guardstream.schemas import ReviewDecision, RiskLevel, VerdictEvent, derive_id
 from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable, redact, scrub
 from guardstream.workers.sinks.enforcement import action_for
 
@@ -66,6 +66,15 @@ def _no_nul(text: str) -> str:
     """The text as PostgreSQL's jsonb takes it: it refuses the NUL character, which a user's text
     may hold, so a NUL is kept as U+FFFD and the item still reaches its reviewers."""
     return text.replace("\x00", "\ufffd")
+
+
+def decision_event(item: dict, decided: dict) -> ReviewDecision:
+    """The decision as it goes on the review-decisions topic, from the item and the decision stored."""
+    return ReviewDecision(
+        decision_id=decided["decision_id"], item_id=item["item_id"], verdict_id=item["verdict_id"],
+        source_event_id=item["source_event_id"], conversation_id=item["conversation_id"], tenant=item["tenant"],
+        reviewer=decided["reviewer"], decision=decided["decision"], risk_level=RiskLevel(item["risk_level"]),
+        categories=decided["categories"] or item["categories"], note=decided["note"], decided_at=decided["decided_at"])
 
 
 class LeaseLost(Exception):
