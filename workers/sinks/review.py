@@ -69,12 +69,14 @@ def _no_nul(text: str) -> str:
 
 
 def decision_event(item: dict, decided: dict) -> ReviewDecision:
-    """The decision as it goes on the review-decisions topic, from the item and the decision stored."""
-    return ReviewDecision(
+    """The decision as it goes on the review-decisions topic, from the item and the decision stored:
+    the reviewer's categories, else the model's where the reviewer found the content unsafe."""
+    event = ReviewDecision(
         decision_id=decided["decision_id"], item_id=item["item_id"], verdict_id=item["verdict_id"],
         source_event_id=item["source_event_id"], conversation_id=item["conversation_id"], tenant=item["tenant"],
         reviewer=decided["reviewer"], decision=decided["decision"], risk_level=RiskLevel(item["risk_level"]),
-        categories=decided["categories"] or item["categories"], note=decided["note"], decided_at=decided["decided_at"])
+        categories=decided["categories"], note=decided["note"], decided_at=decided["decided_at"])
+    return event.model_copy(update={"categories": item["categories"]}) if event.unsafe() and not event.categories else event
 
 
 class LeaseLost(Exception):

@@ -1,8 +1,10 @@
 from datetime import datetime, timezone
 
-from guardstream.schemas import Action, Moderate, RiskLevel, VerdictEvent
+import pytest
+
+from guardstream.schemas import Action, Moderate, ReviewDecision, RiskLevel, VerdictEvent
 from guardstream.workers.sinks.analytics import CountKey, StreamTime, count_keys
-from guardstream.workers.sinks.enforcement import action_for
+from guardstream.workers.sinks.enforcement import action_for, follow_up
 
 
 def verdict(**overrides) -> VerdictEvent:
@@ -51,3 +53,15 @@ def test_stream_time_expires_windows_by_the_data_per_partition_not_by_the_clock(
     assert not clock.expired(1, 0), "another partition keeps its own time"
     clock.advance(0, 100)  # data out of order does not move stream time back
     assert clock.latest[0] == 1260
+
+
+@pytest.mark.parametrize("risk, decision, after", [
+    ("Unsafe", "uphold", "block"), ("Unsafe", "overturn", "allow"), ("Controversial", "uphold", "block"),
+    ("Safe", "uphold", "allow"), ("Safe", "overturn", "block"), ("Error", "uphold", "block")])
+def test_the_action_after_review_blocks_what_the_reviewer_found_unsafe(risk, decision, after):
+    made = ReviewDecision(decision_id="d1", item_id="i1", verdict_id="v1", source_event_id="e1", conversation_id="c1",
+                          tenant="acme", reviewer="ann", decision=decision, risk_level=risk, categories=["PII"])
+    action = follow_up(made)
+    assert (action.action.value, action.decision_id, action.verdict_id) == (after, "d1", "v1")
+    assert action.action_id != follow_up(made.model_copy(update={"decision_id": "d2"})).action_id
+    assert action.reason.startswith(f"after review by ann: {decision} of {risk} (PII)")

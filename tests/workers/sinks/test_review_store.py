@@ -14,7 +14,7 @@ from guardstream.cli import main
 from guardstream.evaluation.dataset import load
 from guardstream.schemas import Action, Message, Moderate, RiskLevel, VerdictEvent, derive_id
 from guardstream.workers.sinks.audit import AuditRejected
-from guardstream.workers.sinks.review import LeaseLost, Queued, ReviewStore
+from guardstream.workers.sinks.review import LeaseLost, Queued, ReviewStore, decision_event
 
 pytestmark = pytest.mark.integration
 LEASE = timedelta(minutes=5)
@@ -158,3 +158,14 @@ async def test_decisions_export_as_a_labelled_set_that_eval_reads(store, tmp_pat
 def test_export_needs_the_postgresql_queue(tmp_path):
     out = CliRunner().invoke(main, ["review", "export", str(tmp_path / "x.jsonl"), "--audit-url", "sqlite:///a.db"])
     assert out.exit_code != 0 and "the review queue is in PostgreSQL" in out.output
+
+
+async def test_a_decision_event_names_the_reviewers_categories_else_the_models_where_it_is_unsafe(store):
+    await store.add([Queued(verdict(i), None) for i in (1, 2, 3)])
+    made = {}
+    for verdict_id, decision, categories in (("v1", "uphold", []), ("v2", "overturn", []), ("v3", "uphold", ["PII"])):
+        item = await store.claim(["acme"], "ann", LEASE, item_id=derive_id("action", verdict_id))
+        made[verdict_id] = decision_event(item, await store.decide(item["item_id"], "ann", decision, categories, "n"))
+    assert {k: (e.unsafe(), e.categories) for k, e in made.items()} == {
+        "v1": (True, ["Politically Sensitive Topics"]), "v2": (False, []), "v3": (True, ["PII"])}
+    assert made["v1"].item_id == derive_id("action", "v1") and made["v1"].reviewer == "ann" and made["v1"].note == "n"
