@@ -7,7 +7,7 @@ PYTEST ?= -q
 # out of the application's lock
 CHECKOV := .venv-checkov/bin/checkov
 
-.PHONY: install run test unit kcat postgres clean
+.PHONY: install run test unit kcat chromium postgres clean
 
 $(STAMP): requirements.lock requirements-torch.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,12 @@ kcat:
 	@command -v kcat >/dev/null || { echo "installing kcat (Debian) for the bad-input tests"; \
 	  apt-get update -qq >/dev/null && apt-get install -y -qq kcat >/dev/null; }
 
+# the review console's browser tests drive Debian's chromium through Playwright (whose own browser
+# download does not work here)
+chromium:
+	@command -v chromium >/dev/null || { echo "installing chromium (Debian) for the review console's browser tests"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # the integration tests' PostgreSQL: started (and installed from Debian's packages) when nothing
 # answers on 127.0.0.1:5432, with the `test` database and the login tests/helpers/pipeline.py uses
 postgres:
@@ -55,7 +61,7 @@ postgres:
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
-test: $(STAMP) $(CHECKOV) kcat postgres
+test: $(STAMP) $(CHECKOV) kcat chromium postgres
 	$(PY) -m pytest $(PYTEST) $(XDIST)
 
 # the inner loop: everything but the tests marked integration (real broker, Ray, PostgreSQL)

@@ -32,6 +32,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from guardstream.schemas.events import Tenant
 
 KEY_PREFIX = "gsk-"
+REVIEW_KEY_PREFIX = "gsr-"  # a reviewer key (GUARDSTREAM_REVIEW_KEYS), told apart from a caller's at a glance
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class ApiKeys(BaseModel):
         return found
 
 
-def new_key(name: str, tenants: list[str]) -> tuple[str, ApiKey]:
+def new_key(name: str, tenants: list[str], prefix: str | None = None) -> tuple[str, ApiKey]:
     """A fresh random key (shown once) and the entry that stores its hash."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = (prefix or KEY_PREFIX) + secrets.token_urlsafe(32)
     return key, ApiKey(name=name, sha256=hashlib.sha256(key.encode()).hexdigest(), tenants=tenants)
 
 

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 
+from guardstream.console.settings import ConsoleSettings
 from guardstream.serve_settings import ServeSettings
 from guardstream.topology.settings import Settings
 from guardstream.wire.settings import flat_names
@@ -25,6 +26,7 @@ SPECIAL = {  # settings whose values are documents or secrets: (environment valu
     "faults": ("deliver=1", lambda v: v == "deliver=1"),
     "topic_prefix": ("probe.", lambda v: v == "probe."),
     "serve_rate": ("7/minute", lambda v: v == "7/minute"),
+    "review_session_secret": ("probe-secret", lambda v: v.get_secret_value() == "probe-secret"),
 }
 
 
@@ -65,7 +67,7 @@ def documented_settings() -> list[str]:
 
 
 # each flat name → the settings that read it, and the path of its field there (`gen_actors` → gen, actors)
-OWNER = {flat: owner for owner in (ServeSettings, Settings) for flat in flat_names(owner)}
+OWNER = {flat: owner for owner in (ServeSettings, ConsoleSettings, Settings) for flat in flat_names(owner)}
 FLAT = {flat: flat_names(owner)[flat] for flat, owner in OWNER.items()}
 
 

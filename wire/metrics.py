@@ -73,6 +73,10 @@ CANARY_UNPAIRED = Counter("guardstream_canary_unpaired_total", "Sampled events o
 REVIEW_QUEUE = Gauge("guardstream_review_queue_items", "Review items waiting for a decision, per tenant", ["tenant"])
 REVIEW_OLDEST = Gauge("guardstream_review_oldest_seconds", "Age of each tenant's oldest review item waiting for a "
                       "decision (0: none waits)", ["tenant"])
+REVIEW_DECIDED = Gauge("guardstream_review_decisions_last_hour", "Review decisions made in the last hour, per tenant",
+                       ["tenant"])
+REVIEW_OVERTURNED = Gauge("guardstream_review_overturn_ratio", "Share of the last day's review decisions that overturned "
+                          "the model, per category it named (None: it named none)", ["category"])
 CANARY_WAITING = Gauge("guardstream_canary_waiting", "Canary verdicts waiting for their other side")
 
 

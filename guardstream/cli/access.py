@@ -33,25 +33,31 @@ def acls(form: str, users: tuple[str, ...], cluster: str) -> None:
 
 @click.group()
 def keys() -> None:
-    """API keys for `guardstream serve`."""
+    """API keys for `guardstream serve`, and reviewer keys for `guardstream review serve`."""
 
 
 @keys.command("new")
 @click.option("--tenant", "tenants", multiple=True, required=True, help="a tenant the key may act for (repeat for more; "
               "the first is its default)")
-@click.option("--name", default=None, help="the key's name in logs and limits (default: the first tenant)")
-def keys_new(tenants: tuple[str, ...], name: str | None) -> None:
-    """Print a fresh key (shown only now) and the entry for GUARDSTREAM_API_KEYS, which keeps its hash only."""
+@click.option("--name", default=None, help="the key's name in logs and limits, and a reviewer's in decisions "
+              "(default: the first tenant)")
+@click.option("--review", is_flag=True, help="a reviewer key for the review console (GUARDSTREAM_REVIEW_KEYS), "
+              "which may review the tenants given")
+def keys_new(tenants: tuple[str, ...], name: str | None, review: bool) -> None:
+    """Print a fresh key (shown only now) and the entry for GUARDSTREAM_API_KEYS (or, with --review,
+    GUARDSTREAM_REVIEW_KEYS), which keeps its hash only."""
     from pydantic import ValidationError
 
-    from guardstream.callers import new_key
+    from guardstream.callers import REVIEW_KEY_PREFIX, new_key
 
+    if review and name is None:
+        raise click.UsageError("a reviewer key needs --name: the reviewer's name, which their decisions carry")
     try:
-        key, entry = new_key(name or tenants[0], list(tenants))
+        key, entry = new_key(name or tenants[0], list(tenants), REVIEW_KEY_PREFIX if review else None)
     except ValidationError as exc:
         raise click.UsageError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    console.print(f"key (give it to the caller; it is not stored anywhere): [bold]{key}[/bold]")
-    console.print('add this entry to the "keys" list of GUARDSTREAM_API_KEYS:')
+    console.print(f"key (give it to the {'reviewer' if review else 'caller'}; it is not stored anywhere): [bold]{key}[/bold]")
+    console.print(f'add this entry to the "keys" list of {"GUARDSTREAM_REVIEW_KEYS" if review else "GUARDSTREAM_API_KEYS"}:')
     click.echo(entry.model_dump_json(exclude_none=True))
 
 

@@ -93,7 +93,7 @@ def test_a_decision_is_followed_by_the_action_after_review(worker, pg_url):
             for decision in ("uphold", "overturn"):
                 item = await store.claim(["review-decided"], "ann", timedelta(minutes=5))
                 decided = await store.decide(item["item_id"], "ann", decision, [], "checked")
-                decisions.append(decision_event(item, decided).model_dump(mode="json"))
+                decisions.append(decision_event(decided).model_dump(mode="json"))
         finally:
             await store.close()
         return decisions

@@ -2,8 +2,9 @@
 
 Like audit, a reader in its own group (`Settings.review_group`): a database outage, retried while
 its offsets are held, holds back the queue alone. It settles each batch (an item, or a dead letter
-for a row the database refuses) and commits only then. Every 10 s it sets the queue's gauges from
-the database, and every minute it purges the text of items past their tenant's retention.
+for a row the database refuses) and commits only then. Every 10 s it sets the queue's and the
+decisions' gauges from the database, and every minute it purges the text of items past their
+tenant's retention.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Review(VerdictSink):
     label = "review"
     queue: ReviewStore  # bound by `register`
     purged_at = measured_at = 0.0
-    shown: frozenset[str] = frozenset()  # the tenant labels the gauges have
+    shown: dict = {}  # each gauge → the labels it has
 
     def group(self) -> str:
         return self.wiring.settings.review_group
@@ -42,6 +43,7 @@ class Review(VerdictSink):
         if time.monotonic() - self.measured_at > MEASURE_EVERY_S:
             self.measured_at = time.monotonic()
             self.show_depth(await self.queue.depth())
+            self.show_rates(*await self.queue.decision_rates())
         if time.monotonic() - self.purged_at > PURGE_EVERY_S:
             self.purged_at = time.monotonic()
             if purged := await self.queue.purge_text():
@@ -49,18 +51,37 @@ class Review(VerdictSink):
 
     def show_depth(self, tenants: list[dict]) -> None:
         """The queue's gauges: items and the oldest's age per tenant label (tenants no policy names
-        summed as `other`); a label whose queue emptied reads 0."""
-        depth: dict[str, tuple[int, float]] = {}
+        summed as `other`)."""
+        items: dict[str, float] = {}
+        oldest: dict[str, float] = {}
         for row in tenants:
             label = self.wiring.policies.metric_tenant(row["tenant"])
-            items, oldest = depth.get(label, (0, 0.0))
-            depth[label] = (items + row["items"], max(oldest, float(row["oldest_s"])))
-        for label in self.shown - depth.keys():
-            depth[label] = (0, 0.0)
-        for label, (items, oldest) in depth.items():
-            metrics.REVIEW_QUEUE.labels(label).set(items)
-            metrics.REVIEW_OLDEST.labels(label).set(oldest)
-        self.shown = frozenset(depth)
+            items[label] = items.get(label, 0) + row["items"]
+            oldest[label] = max(oldest.get(label, 0.0), float(row["oldest_s"]))
+        self.show(metrics.REVIEW_QUEUE, items)
+        self.show(metrics.REVIEW_OLDEST, oldest)
+
+    def show_rates(self, hourly: list[dict], by_category: list[dict]) -> None:
+        """Decisions in the last hour per tenant label, and the last day's overturn ratio per category."""
+        decided: dict[str, float] = {}
+        for row in hourly:
+            label = self.wiring.policies.metric_tenant(row["tenant"])
+            decided[label] = decided.get(label, 0) + row["decided"]
+        counts: dict[str, tuple[int, int]] = {}
+        for row in by_category:
+            label = metrics.category(row["category"])
+            total, overturned = counts.get(label, (0, 0))
+            counts[label] = (total + row["decided"], overturned + row["overturned"])
+        self.show(metrics.REVIEW_DECIDED, decided)
+        self.show(metrics.REVIEW_OVERTURNED, {label: overturned / total for label, (total, overturned) in counts.items()})
+
+    def show(self, gauge, values: dict[str, float]) -> None:
+        """`values` on `gauge`, by label; a label shown before and absent now reads 0."""
+        for label in self.shown.get(gauge, frozenset()) - values.keys():
+            gauge.labels(label).set(0)
+        for label, value in values.items():
+            gauge.labels(label).set(value)
+        self.shown = {**self.shown, gauge: self.shown.get(gauge, frozenset()) | values.keys()}
 
     async def store(self, records: list[RawRecord]) -> None:
         found, _ = self.wiring.read_verdicts(records)  # enforcement dead-letters bad verdict records

@@ -165,7 +165,36 @@ async def test_a_decision_event_names_the_reviewers_categories_else_the_models_w
     made = {}
     for verdict_id, decision, categories in (("v1", "uphold", []), ("v2", "overturn", []), ("v3", "uphold", ["PII"])):
         item = await store.claim(["acme"], "ann", LEASE, item_id=derive_id("action", verdict_id))
-        made[verdict_id] = decision_event(item, await store.decide(item["item_id"], "ann", decision, categories, "n"))
+        made[verdict_id] = decision_event(await store.decide(item["item_id"], "ann", decision, categories, "n"))
     assert {k: (e.unsafe(), e.categories) for k, e in made.items()} == {
         "v1": (True, ["Politically Sensitive Topics"]), "v2": (False, []), "v3": (True, ["PII"])}
     assert made["v1"].item_id == derive_id("action", "v1") and made["v1"].reviewer == "ann" and made["v1"].note == "n"
+
+
+async def test_decisions_wait_for_publishing_until_marked_published(store):
+    """The console's outbox: a decision stored is unpublished until its event is on the topic."""
+    await store.add([Queued(verdict(i), None) for i in (1, 2)])
+    for verdict_id in ("v1", "v2"):
+        item = await store.claim(["acme"], "ann", LEASE, item_id=derive_id("action", verdict_id))
+        await store.decide(item["item_id"], "ann", "uphold", [], None)
+    waiting = await store.unpublished()
+    assert [row["verdict_id"] for row in waiting] == ["v1", "v2"]
+    await store.mark_published([waiting[0]["decision_id"]])
+    assert [decision_event(row).verdict_id for row in await store.unpublished()] == ["v2"]
+    await store.mark_published([waiting[1]["decision_id"]])
+    assert await store.unpublished() == []
+
+
+async def test_decision_rates_count_the_last_hour_per_tenant_and_overturns_per_category(store):
+    await store.add([Queued(verdict(1), None), Queued(verdict(2), None), Queued(verdict(3, risk=RiskLevel.safe, categories=[]), None),
+                     Queued(verdict(4, tenant="globex", risk=RiskLevel.unsafe, categories=["Violent", "PII"]), None)])
+    for verdict_id, decision in (("v1", "uphold"), ("v2", "overturn"), ("v3", "overturn"), ("v4", "overturn")):
+        tenant = "globex" if verdict_id == "v4" else "acme"
+        item = await store.claim([tenant], "ann", LEASE, item_id=derive_id("action", verdict_id))
+        await store.decide(item["item_id"], "ann", decision, [], None)
+    async with await psycopg.AsyncConnection.connect(store.url, autocommit=True) as db:  # one decided two hours ago
+        await db.execute("UPDATE review_decisions SET decided_at = now() - interval '2 hours' WHERE verdict_id = 'v1'")
+    hourly, by_category = await store.decision_rates()
+    assert {r["tenant"]: r["decided"] for r in hourly} == {"acme": 2, "globex": 1}
+    assert {r["category"]: (r["decided"], r["overturned"]) for r in by_category} == {
+        "Politically Sensitive Topics": (2, 1), "None": (1, 1), "Violent": (1, 1), "PII": (1, 1)}
