@@ -2,7 +2,8 @@
 
 `guardstream acls` prints it as `kafka-acls` lines or Strimzi `KafkaUser` resources, and the ACL
 test applies the same set to a real broker. Only the workers write verdicts, actions and replies;
-only the policy admin writes policies; gateways write intake and read their replies; sinks read.
+only the policy admin writes policies; only the review console writes reviewers' decisions;
+gateways write intake and read their replies; sinks read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 from guardstream.topology.settings import Settings
 from guardstream.wire.topics import topics_for
 
-ROLES = ("worker", "gateway", "sink", "policy-admin")
+ROLES = ("worker", "gateway", "sink", "policy-admin", "reviewer")
 Operation = Literal["Read", "Write", "Create", "Describe", "DescribeConfigs"]
 
 
@@ -59,7 +60,8 @@ def acl_set(settings: Settings) -> list[Acl]:
     sink = [*topics("sink", "Read", t.verdicts), *topics("sink", "Describe", t.verdicts),
             Acl("sink", "group", f"{settings.kafka.topic_prefix}sink", "prefixed", "Read")]
     admin = [acl for op in ("Read", "Write", "Describe", "DescribeConfigs") for acl in topics("policy-admin", op, t.policies)]
-    return worker + gateway + sink + admin
+    console = [*topics("reviewer", "Write", t.review_decisions), *topics("reviewer", "Describe", t.review_decisions)]
+    return worker + gateway + sink + admin + console
 
 
 def kafka_acls_lines(settings: Settings, principals: dict[str, str]) -> list[str]:

@@ -10,7 +10,7 @@ from guardstream.cli.common import console, load_settings
 @click.command()
 @click.option("--format", "form", type=click.Choice(["kafka-acls", "strimzi"]), default="kafka-acls", show_default=True)
 @click.option("--user", "users", multiple=True, metavar="ROLE=NAME",
-              help="the user name of a role (worker, gateway, sink, policy-admin); default: guardstream-ROLE")
+              help="the user name of a role (worker, gateway, sink, policy-admin, reviewer); default: guardstream-ROLE")
 @click.option("--cluster", default="my-cluster", show_default=True, help="the Strimzi Kafka cluster's name")
 def acls(form: str, users: tuple[str, ...], cluster: str) -> None:
     """The Kafka ACLs of each role, for the topic prefix and app id in the settings: `kafka-acls.sh`

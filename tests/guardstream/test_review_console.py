@@ -25,6 +25,7 @@ from guardstream.kafka_io import set_policy
 from guardstream.workers.sinks.review import ReviewStore
 
 from tests.helpers.kafka_helpers import produce, read_all
+from tests.helpers.metrics import scrape
 
 from tests.helpers.waiting import eventually
 
@@ -178,6 +179,14 @@ def test_two_reviewers_work_the_queue_with_the_keyboard_and_each_decision_flows_
         assert action["verdict_id"] == joined[item_id]["verdict_id"] and f"after review by {event['reviewer']}" in action["reason"]
         flagged = joined[item_id]["risk_level"] != "Safe"
         assert action["action"] == ("block" if flagged == (event["decision"] == "uphold") else "allow")
+
+    def decision_gauges():  # the worker's review agent sets them from the database every 10 s
+        hourly = scrape(settings.metrics_port, "guardstream_review_decisions_last_hour").get((("tenant", "console-a"),))
+        return hourly == len(everyone) and scrape(settings.metrics_port, "guardstream_review_overturn_ratio")
+
+    ratios = eventually(decision_gauges, 60, "the decisions' gauges")
+    assert {(("category", "Politically Sensitive Topics"),), (("category", "None"),)} <= set(ratios)
+    assert all(0 <= r <= 1 for r in ratios.values()) and ratios[(("category", "Politically Sensitive Topics"),)] > 0
 
 
 def test_a_reviewer_sees_and_decides_only_their_tenants_items(browser, console, queued, pg_url):

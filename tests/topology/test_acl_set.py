@@ -17,6 +17,8 @@ def test_only_the_policy_admin_writes_policies_and_only_workers_write_what_is_en
     assert writers(settings, "p.policies") == {"policy-admin"}
     assert writers(settings, "p.verdicts") == writers(settings, "p.actions") == writers(settings, "p.replies") == {"worker"}
     assert writers(settings, "p.conversations") == writers(settings, "p.chunks") == {"gateway"}
+    assert writers(settings, "p.review-decisions") == {"reviewer"}  # the console: enforcement follows what it writes
+    assert {a.operation for a in acl_set(settings) if a.role == "reviewer"} == {"Write", "Describe"}
     assert not [a for a in acl_set(settings) if a.role == "sink" and a.operation != "Read" and a.operation != "Describe"]
     prefixed = {a.name for a in acl_set(settings) if a.pattern == "prefixed" and a.role == "worker"}
     assert prefixed == {settings.kafka.group_id}  # its changelogs, groups and re-keyed topic: nothing else by prefix

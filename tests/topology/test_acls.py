@@ -13,6 +13,7 @@ from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, 
                                    ResourceType)
 
 from guardstream.client import Guard, conversation
+from guardstream.console.outbox import DecisionOutbox
 from guardstream.dev.kafka import SUPER_USER, KafkaCluster
 from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import produce_lines, records, set_policy
@@ -29,8 +30,10 @@ from tests.helpers.waiting import eventually
 pytestmark = pytest.mark.integration
 
 USERS = {SUPER_USER: "admin-secret", "gs-worker": "worker-secret", "gs-gateway": "gateway-secret",
-         "gs-sink": "sink-secret", "gs-policy": "policy-secret", "gs-reader": "reader-secret"}
-ROLE_USERS = {"worker": "gs-worker", "gateway": "gs-gateway", "sink": "gs-sink", "policy-admin": "gs-policy"}
+         "gs-sink": "sink-secret", "gs-policy": "policy-secret", "gs-reader": "reader-secret",
+         "gs-reviewer": "reviewer-secret"}
+ROLE_USERS = {"worker": "gs-worker", "gateway": "gs-gateway", "sink": "gs-sink", "policy-admin": "gs-policy",
+              "reviewer": "gs-reviewer"}
 BASE = Settings.load({}, topic_prefix="acl.", app_id="gs-acl", policy=Policy.model_validate(POLICY))
 
 
@@ -72,7 +75,8 @@ def test_each_role_may_do_what_it_needs_and_every_refusal_is_named(tiny, tmp_pat
     with KafkaCluster(users=USERS, directory=tmp_path / "kafka") as cluster:
         asyncio.run(ensure_topics(as_user(cluster, SUPER_USER).kafka, cluster.bootstrap))
         applied = apply_acls(cluster)
-        admin, gateway, sink, reader = (as_user(cluster, u) for u in ("gs-policy", "gs-gateway", "gs-sink", "gs-reader"))
+        admin, gateway, sink, reader, reviewer = (as_user(cluster, u) for u in ("gs-policy", "gs-gateway", "gs-sink",
+                                                                                "gs-reader", "gs-reviewer"))
 
         # only the policy admin writes policies
         assert asyncio.run(set_policy(admin, cluster.bootstrap, "acme", {"mode": "strict"}, "alice")) == 1
@@ -93,7 +97,8 @@ def test_each_role_may_do_what_it_needs_and_every_refusal_is_named(tiny, tmp_pat
                 # a gateway writing a verdict, a sink writing anything: refused, named
                 refusals = []
                 for settings, role in ((gateway, "verdicts"), (gateway, "actions"), (sink, "verdicts"),
-                                       (sink, "conversations"), (sink, "policies")):
+                                       (sink, "conversations"), (sink, "policies"), (gateway, "review_decisions"),
+                                       (sink, "review_decisions"), (reviewer, "verdicts"), (reviewer, "actions")):
                     with pytest.raises(NotAuthorized) as refused:
                         await produce_lines(settings, cluster.bootstrap, role, [json.dumps({"forged": True})])
                     refusals.append(str(refused.value))
@@ -102,14 +107,22 @@ def test_each_role_may_do_what_it_needs_and_every_refusal_is_named(tiny, tmp_pat
                     silenced = await guard.moderate(conversation("acl-2", "acme", "hello"))
                 # the sink reads verdicts
                 read = [m async for m in records(sink, cluster.bootstrap, "verdicts", idle_timeout_s=2)]
-                return judged, refusals, silenced, read
+                # the review console's producer (idempotent, acks=all) writes decisions
+                console = DecisionOutbox(None, reviewer, cluster.bootstrap)
+                await console.start()
+                try:
+                    decided = await console.producer.send_and_wait(console.topic, b"{}")
+                finally:
+                    await console.stop()
+                return judged, refusals, silenced, read, decided
 
-            judged, refusals, silenced, read = asyncio.run(scenario())
+            judged, refusals, silenced, read, decided = asyncio.run(scenario())
             assert "Traceback" not in worker.log()
         finally:
             worker.stop()
     assert judged.verdict is not None and judged.action is Action.block and judged.verdict.policy_version == "acme@1"
     assert all("not authorized: the broker's ACLs refuse Write on topic acl." in r for r in refusals), refusals
+    assert decided.topic == "acl.review-decisions"
     assert silenced.verdict is None and silenced.action is Action.block  # acme fails closed
     assert "not authorized" in silenced.reason and "acl.conversations" in silenced.reason, silenced.reason
     assert any(json.loads(m.value)["source_event_id"] == judged.verdict.source_event_id for m in read)
