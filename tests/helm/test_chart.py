@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from guardstream.console.settings import ConsoleSettings
 from guardstream.runtime import pool_spec
 from guardstream.topology.settings import Settings
 from guardstream.wire.settings import flat_names
@@ -153,7 +154,7 @@ def test_every_pod_can_be_placed_and_pulled_as_the_operator_says():
     assert default["ray-models"]["tolerations"] == [gpu_taint]  # tainted GPU nodes take the Ray GPU workers
     assert not [name for name, spec in default.items() if name != "ray-models" and "tolerations" in spec]
     production = pod_specs(render(PRODUCTION))
-    assert len(production) == 5
+    assert len(production) == 6
     for name, spec in production.items():
         assert spec["serviceAccountName"] == "guardstream" and spec["automountServiceAccountToken"] is False, name
         assert spec["imagePullSecrets"] == [{"name": "registry-example-com"}], name
@@ -189,6 +190,32 @@ def mounted_secret(pod_spec: dict, path: str) -> str:
     (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
     (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
     return volume["secret"]["secretName"]
+
+
+def test_the_review_console_is_optional_and_gets_what_it_needs():
+    """Off by default; on, it serves on all addresses behind its Service, with the reviewer keys and
+    session secret from a Secret, the audit database, and the reviewer principal for Kafka."""
+    assert not [d for d in render() if "review" in d["metadata"]["name"]]
+    docs = render(PRODUCTION)
+    env = environment(docs, "review")
+    settings = ConsoleSettings.load({k: v for k, v in env.items() if k.startswith("GUARDSTREAM_")})
+    assert (settings.console.host, settings.console.port) == ("0.0.0.0", 8090)
+    assert env["GUARDSTREAM_REVIEW_KEYS"] == "secret:guardstream-review/keys.json"
+    assert env["GUARDSTREAM_REVIEW_SESSION_SECRET"] == "secret:guardstream-review/session-secret"
+    assert env["GUARDSTREAM_AUDIT_URL"] == "secret:guardstream-audit-db/url"
+    assert env["GUARDSTREAM_KAFKA_SASL_USERNAME"] == "secret:guardstream-kafka-reviewer/username"  # not the workers'
+    pod = one(docs, "Deployment", "guard-guardstream-review")["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["review", "serve"] and container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert mounted_secret(pod["spec"], env["GUARDSTREAM_AUDIT_CA_FILE"]) == PRODUCTION["audit"]["caSecret"]
+    service = one(docs, "Service", "guard-guardstream-review")["spec"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items() and service["ports"][0]["targetPort"] == "http"
+    policy = one(docs, "NetworkPolicy", "guard-guardstream-review")["spec"]
+    assert policy["ingress"][0]["from"] == PRODUCTION["review"]["ingressFrom"]
+    for broken, why in (({"audit": {"sqlite": True}}, "needs the audit database in PostgreSQL"),
+                        ({"review": {"kafkaSaslSecret": ""}}, "review.kafkaSaslSecret")):
+        with pytest.raises(Exception, match=why):
+            render(merged(broken, PRODUCTION))
 
 
 def test_every_setting_reaches_the_pool_and_the_workers():
@@ -254,10 +281,12 @@ def test_every_pod_is_probed_limited_and_unprivileged(rendered):
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
         spec = deployment["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
+        console = deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "review"  # probed on its one port
+        port = "http" if console else "health"
         for container in spec["containers"]:
-            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
-            assert {p["name"] for p in container["ports"]} >= {"metrics", "health"}
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+            assert {p["name"] for p in container["ports"]} >= ({"http"} if console else {"metrics", "health"})
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]) and container["resources"]["requests"]
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -125,3 +125,33 @@ imagePullSecrets: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The audit database (PostgreSQL) of the sinks and the review console: its URL from a Secret,
+and its CA when it is a private one (with the mount and volume below). */}}
+{{- define "guardstream.auditEnv" -}}
+- name: GUARDSTREAM_AUDIT_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "audit.urlSecret (a Secret with the audit database URL) is required unless audit.sqlite is true" .Values.audit.urlSecret }}
+      key: {{ .Values.audit.urlSecretKey }}
+{{- if .Values.audit.caSecret }}
+- {name: GUARDSTREAM_AUDIT_CA_FILE, value: /etc/guardstream/audit-ca/ca.crt}
+{{- end }}
+{{- end -}}
+{{- define "guardstream.auditCaMount" -}}
+- {name: audit-ca, mountPath: /etc/guardstream/audit-ca, readOnly: true}
+{{- end -}}
+{{- define "guardstream.auditCaVolume" -}}
+- name: audit-ca
+  secret: {secretName: {{ .Values.audit.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end -}}
+
+{{/* A Kafka principal's SASL credentials, from a Secret with `username` and `password` (none: no SASL). */}}
+{{- define "guardstream.kafkaSaslEnv" -}}
+{{- if . }}
+- name: GUARDSTREAM_KAFKA_SASL_USERNAME
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: username}}
+- name: GUARDSTREAM_KAFKA_SASL_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: password}}
+{{- end }}
+{{- end -}}

@@ -77,22 +77,10 @@ spec:
             {{- if $root.Values.audit.sqlite }}
             - {name: GUARDSTREAM_AUDIT_URL, value: "sqlite:////var/lib/guardstream/audit.sqlite"}
             {{- else }}
-            - name: GUARDSTREAM_AUDIT_URL
-              valueFrom:
-                secretKeyRef:
-                  name: {{ required "audit.urlSecret (a Secret with the audit database URL) is required unless audit.sqlite is true" $root.Values.audit.urlSecret }}
-                  key: {{ $root.Values.audit.urlSecretKey }}
-            {{- if $root.Values.audit.caSecret }}
-            - {name: GUARDSTREAM_AUDIT_CA_FILE, value: /etc/guardstream/audit-ca/ca.crt}
+            {{- include "guardstream.auditEnv" $root | nindent 12 }}
             {{- end }}
             {{- end }}
-            {{- end }}
-            {{- if $root.Values.kafka.saslSecret }}
-            - name: GUARDSTREAM_KAFKA_SASL_USERNAME
-              valueFrom: {secretKeyRef: {name: {{ $root.Values.kafka.saslSecret }}, key: username}}
-            - name: GUARDSTREAM_KAFKA_SASL_PASSWORD
-              valueFrom: {secretKeyRef: {name: {{ $root.Values.kafka.saslSecret }}, key: password}}
-            {{- end }}
+            {{- include "guardstream.kafkaSaslEnv" $root.Values.kafka.saslSecret | nindent 12 }}
             {{- include "guardstream.commonEnv" $root | nindent 12 }}
           ports:
             - {name: metrics, containerPort: {{ $root.Values.workers.metricsPort }}}
@@ -106,7 +94,7 @@ spec:
             {{- include "guardstream.rayAuthMount" $root | nindent 12 }}
             {{- end }}
             {{- if $audit }}
-            - {name: audit-ca, mountPath: /etc/guardstream/audit-ca, readOnly: true}
+            {{- include "guardstream.auditCaMount" $root | nindent 12 }}
             {{- end }}
       volumes:
         {{- include "guardstream.volumes" $root | nindent 8 }}
@@ -115,7 +103,6 @@ spec:
         {{- include "guardstream.shmVolume" (dict "bytes" $root.Values.ray.driverNode.objectStoreMemory) | nindent 8 }}
         {{- end }}
         {{- if $audit }}
-        - name: audit-ca
-          secret: {secretName: {{ $root.Values.audit.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+        {{- include "guardstream.auditCaVolume" $root | nindent 8 }}
         {{- end }}
 {{- end -}}
