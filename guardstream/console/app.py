@@ -94,7 +94,6 @@ def create_console(store: ReviewStore, outbox: DecisionOutbox | None, keys: ApiK
     async def lifespan(_app: FastAPI):
         republish = None
         if outbox is not None:
-            await outbox.start()
             republish = asyncio.create_task(outbox.run())
         try:
             yield

@@ -29,11 +29,19 @@ class DecisionOutbox:
         self.producer: AIOKafkaProducer | None = None
         self.failing: str | None = None  # why the last publish failed; None once one succeeds
 
-    async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                         enable_idempotence=True, request_timeout_ms=int(self.timeout_s * 1000),
-                                         **self.settings.kafka.client_options())
-        await self.producer.start()
+    async def connected(self) -> AIOKafkaProducer:
+        """The producer, started on first use (and again after a failed start): the console serves,
+        and stores decisions, while the broker is away."""
+        if self.producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                                        request_timeout_ms=int(self.timeout_s * 1000), **self.settings.kafka.client_options())
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self.producer = producer
+        return self.producer
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -46,7 +54,8 @@ class DecisionOutbox:
             return True
         try:
             async with asyncio.timeout(self.timeout_s):
-                sent = [await self.producer.send(self.topic, event.model_dump_json().encode(),
+                producer = await self.connected()
+                sent = [await producer.send(self.topic, event.model_dump_json().encode(),
                                                  key=event.conversation_id.encode())
                         for event in map(decision_event, rows)]
                 await asyncio.gather(*sent)

@@ -55,3 +55,25 @@ def test_keys_new_prints_a_key_once_and_an_entry_that_holds_its_hash_only():
     assert ApiKeys.model_validate({"keys": [entry]}).find(key).tenants == ["acme", "acme-eu"]
     bad = CliRunner().invoke(main, ["keys", "new", "--tenant", "not a tenant"])
     assert bad.exit_code == 2 and "tenants" in bad.output
+
+
+def test_a_reviewer_key_has_a_name_and_the_console_says_what_it_lacks(monkeypatch):
+    from guardstream.callers import ApiKeys
+
+    result = CliRunner().invoke(main, ["keys", "new", "--review", "--tenant", "acme", "--name", "ann"])
+    assert result.exit_code == 0, result.output
+    key = next(word for word in result.stderr.split() if word.startswith("gsr-"))
+    assert "GUARDSTREAM_REVIEW_KEYS" in result.stderr
+    assert ApiKeys.model_validate({"keys": [json.loads(result.stdout)]}).find(key).name == "ann"
+    unnamed = CliRunner().invoke(main, ["keys", "new", "--review", "--tenant", "acme"])
+    assert unnamed.exit_code == 2 and "--name" in unnamed.output
+
+    for name in ("GUARDSTREAM_REVIEW_KEYS", "GUARDSTREAM_AUDIT_URL", "GUARDSTREAM_KAFKA_BOOTSTRAP"):
+        monkeypatch.delenv(name, raising=False)
+    serve = ["review", "serve", "--bootstrap", "x:1"]
+    result = CliRunner().invoke(main, [*serve, "--audit-url", "sqlite:///a.db"])
+    assert result.exit_code == 2 and "PostgreSQL" in result.output
+    result = CliRunner().invoke(main, [*serve, "--audit-url", "postgresql://h/db"])
+    assert result.exit_code == 2 and "keys new --review" in result.output
+    result = CliRunner().invoke(main, [*serve, "--audit-url", "postgresql://h/db", "--keys", '{"keys": []}'])
+    assert result.exit_code == 2 and "--keys" in result.output

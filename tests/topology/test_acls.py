@@ -109,9 +109,8 @@ def test_each_role_may_do_what_it_needs_and_every_refusal_is_named(tiny, tmp_pat
                 read = [m async for m in records(sink, cluster.bootstrap, "verdicts", idle_timeout_s=2)]
                 # the review console's producer (idempotent, acks=all) writes decisions
                 console = DecisionOutbox(None, reviewer, cluster.bootstrap)
-                await console.start()
                 try:
-                    decided = await console.producer.send_and_wait(console.topic, b"{}")
+                    decided = await (await console.connected()).send_and_wait(console.topic, b"{}")
                 finally:
                     await console.stop()
                 return judged, refusals, silenced, read, decided

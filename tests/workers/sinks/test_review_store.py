@@ -2,7 +2,6 @@
 that expire, decisions only under a held lease, and text purged after its retention."""
 
 import asyncio
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -15,6 +14,8 @@ from guardstream.evaluation.dataset import load
 from guardstream.schemas import Action, Message, Moderate, RiskLevel, VerdictEvent, derive_id
 from guardstream.workers.sinks.audit import AuditRejected
 from guardstream.workers.sinks.review import LeaseLost, Queued, ReviewStore, decision_event
+
+from tests.helpers.review_store import fresh_store
 
 pytestmark = pytest.mark.integration
 LEASE = timedelta(minutes=5)
@@ -32,11 +33,7 @@ def verdict(i: int, tenant: str = "acme", risk: RiskLevel = RiskLevel.controvers
 
 @pytest.fixture
 async def store(pg_url):
-    """A store on fresh tables (each test's own schema, so tests never see each other's items)."""
-    schema = f"review_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as db:
-        db.execute(f"CREATE SCHEMA {schema}")
-    s = ReviewStore(f"{pg_url}?options=-csearch_path%3D{schema}")
+    s = fresh_store(pg_url)
     yield s
     await s.close()
 

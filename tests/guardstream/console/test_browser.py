@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "img"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "img"
 QUESTION = "is the government right about gun control"  # the corpus: Controversial, Politically Sensitive Topics
 HOSTILE = '<script>window.pwned = 1</script>"><img src=x onerror="window.pwned = 2">'
 # everything the model does not block goes to review, with its text
