@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+import psycopg
 from aiokafka import AIOKafkaConsumer
 
 from guardstream.schemas import Action, Moderate, VerdictEvent
@@ -38,8 +39,14 @@ class Review(VerdictSink):
         return self.wiring.settings.review_group
 
     async def step(self, consumer: AIOKafkaConsumer) -> None:
-        """A batch settled and committed, then the text purge when it is due."""
+        """A batch settled and committed, then the gauges and the text purge when they are due."""
         await super().step(consumer)
+        try:
+            await self.upkeep()
+        except (psycopg.Error, OSError) as exc:  # the database away: the batches wait on it, the upkeep is retried when due
+            log.warning("review: the queue's gauges or purge: %s: %s", type(exc).__name__, exc)
+
+    async def upkeep(self) -> None:
         if time.monotonic() - self.measured_at > MEASURE_EVERY_S:
             self.measured_at = time.monotonic()
             self.show_depth(await self.queue.depth())

@@ -16,8 +16,8 @@ Pure: no model, no store; it reads and updates only the stream's `StreamState`.
 
 from __future__ import annotations
 
-from guardstream.schemas import (Action, Moderate, RiskLevel, StreamPosition, TokenChunkEvent, VerdictEvent, content_digest,
-                                 derive_id, verdict_id)
+from guardstream.schemas import (Action, Message, Moderate, RiskLevel, Role, StreamPosition, TokenChunkEvent, VerdictEvent,
+                                 content_digest, derive_id, verdict_id)
 from guardstream.workers.engines.messages import StreamAnswer, TokenVerdict
 from guardstream.wire.policy import TenantPolicy, most_severe
 from guardstream.workers.moderation.rules import StreamRules
@@ -113,11 +113,13 @@ class StreamJudge:
         risk = RiskLevel(query.label)
         categories = [query.category] if risk is not RiskLevel.safe and query.category != "None" else []
         decision = policy.decide(risk, categories, query.probabilities)
+        reviewed = decision.action is Action.review and policy.review.store_text  # its text for the reviewers
         return VerdictEvent(verdict_id=verdict_id(r.state.tenant, r.ref.conversation, r.chunks[0].event_id, self.model_id,
                                                   Moderate.prompt, _digest(r.chunks[0]), common["policy_version"]),
                             source_event_id=r.chunks[0].event_id, moderate=Moderate.prompt, risk_level=risk,
                             categories=categories, probabilities=query.probabilities, action=decision.action,
                             observed=decision.observed, would_action=decision.would_action,
+                            conversation=[Message(role=Role.user, content=r.chunks[0].prompt)] if reviewed else None,
                             stream=StreamPosition(stream_id=r.ref.stream, seq=r.chunks[0].seq, token_offset=0,
                                                   token_count=0), **common)
 

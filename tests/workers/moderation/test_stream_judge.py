@@ -69,6 +69,18 @@ def test_review_marks_the_chunk_and_the_whole_stream_and_too_long_decides_the_fi
     assert verdicts[-1].stream.final and verdicts[-1].source_event_id == "e-9" and verdicts[-1].stream.stop_token is None
 
 
+def test_a_prompt_sent_to_review_carries_its_text_only_where_the_policy_keeps_it():
+    review = {"category_actions": {"Jailbreak": "review"}}
+    policy = Policy.model_validate({"tenants": {"kept": {**review, "review": {"store_text": True}}, "bare": review}})
+    judge = StreamJudge(StreamRules(policies=PoliciesInForce(policy)), "m")
+    for tenant, text in (("kept", [{"role": "user", "content": "p"}]), ("bare", None)):
+        opened = judge.verdicts(ready(StreamState(tenant=tenant), 1), StreamAnswer(
+            "s", query=token("Unsafe", "Jailbreak"), tokens=[token("Safe")]), None, 1.0)
+        prompt, reply = opened
+        assert prompt.action is Action.review and reply.conversation is None
+        assert (prompt.model_dump(mode="json")["conversation"]) == text, tenant
+
+
 OBSERVING = Policy.model_validate({"tenants": {"watched": {"mode": "observe"},
                                                "partly": {"category_actions": {"Violent": "observe"}}}})
 UNSAFE_RUN = [token("Safe"), token("Unsafe", "Violent"), token("Unsafe", "Violent"), token("Safe")]
