@@ -129,6 +129,7 @@ def test_two_reviewers_work_the_queue_with_the_keyboard_and_each_decision_flows_
 
     decided: dict[str, list[str]] = {"ann": [], "bob": []}
     choice = {"ann": "u", "bob": "o"}
+    corrected = None
     while True:
         held = {}
         for name, page in (("ann", ann), ("bob", bob)):  # both claim before either decides
@@ -147,6 +148,10 @@ def test_two_reviewers_work_the_queue_with_the_keyboard_and_each_decision_flows_
                 assert page.locator(".conversation img, .conversation script").count() == 0
                 assert page.evaluate("window.pwned") is None
                 page.screenshot(path=str(shots / "review-item.png"), full_page=True)
+            elif name == "ann" and corrected is None:  # a category corrected on the way
+                page.check("input[name=category][value='PII']")
+                page.keyboard.press("Escape")  # out of the form's field: the keys are the page's again
+                corrected = item_id
             page.keyboard.press(choice[name])
             page.wait_for_url(f"{url}/queue?decided={item_id}")
             decided[name].append(item_id)
@@ -170,6 +175,7 @@ def test_two_reviewers_work_the_queue_with_the_keyboard_and_each_decision_flows_
     published = {d["item_id"]: d for d in off_loop(read_all, settings, bootstrap, "review_decisions",
                                                      lambda d: d["tenant"] == "console-a")}
     assert set(published) == set(everyone)
+    assert sorted(published[corrected]["categories"]) == ["PII", "Politically Sensitive Topics"]
     ids = {d["decision_id"] for d in published.values()}
     follow = eventually(lambda: (a := {x["decision_id"]: x for x in off_loop(
         read_all, settings, bootstrap, "actions", lambda x: x.get("decision_id") in ids)}) and len(a) == len(ids) and a,
