@@ -296,7 +296,7 @@ class DeadLetter(Wire):
     raw_value: str = Field(description="the original value, decoded leniently and truncated")
     raw_size: int
     error_code: Literal["not_json", "invalid_schema", "oversize", "not_utf8", "sequence_gap", "stream_error",
-                        "processing_failed", "undeliverable", "audit_rejected"]
+                        "processing_failed", "undeliverable", "audit_rejected", "unverified_decision"]
     error: str
     produced_at: datetime = Field(default_factory=utc_now)
 

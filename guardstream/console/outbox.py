@@ -28,20 +28,23 @@ class DecisionOutbox:
         self.every_s = every_s
         self.producer: AIOKafkaProducer | None = None
         self.failing: str | None = None  # why the last publish failed; None once one succeeds
+        self._starting = asyncio.Lock()  # one producer, however many requests publish at once
 
     async def connected(self) -> AIOKafkaProducer:
         """The producer, started on first use (and again after a failed start): the console serves,
         and stores decisions, while the broker is away."""
-        if self.producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                        request_timeout_ms=int(self.timeout_s * 1000), **self.settings.kafka.client_options())
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self.producer = producer
-        return self.producer
+        async with self._starting:
+            if self.producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                                            request_timeout_ms=int(self.timeout_s * 1000),
+                                            **self.settings.kafka.client_options())
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self.producer = producer
+            return self.producer
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -49,29 +52,29 @@ class DecisionOutbox:
 
     async def publish(self, rows: list[dict]) -> bool:
         """The decisions of `rows` (`DECIDED` rows) on the topic and marked published; False, with
-        `failing` saying why, when the broker did not take them all in time (they stay unmarked)."""
-        if not rows:
-            return True
+        `failing` saying why, when the broker did not take them all in time (they stay unmarked).
+        No rows: whether the broker can be reached."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 producer = await self.connected()
-                sent = [await producer.send(self.topic, event.model_dump_json().encode(),
-                                                 key=event.conversation_id.encode())
+                sent = [await producer.send(self.topic, event.model_dump_json().encode(), key=event.conversation_id.encode())
                         for event in map(decision_event, rows)]
                 await asyncio.gather(*sent)
         except Exception as exc:  # the broker's errors, and the timeout: the rows wait for the next round
             self.failing = f"publishing decisions on {self.topic}: {type(exc).__name__}: {exc}"
             log.warning("review console: %s; they stay in the outbox", self.failing)
             return False
-        await self.store.mark_published([row["decision_id"] for row in rows])
+        if rows:
+            await self.store.mark_published([row["decision_id"] for row in rows])
         self.failing = None
         return True
 
     async def run(self) -> None:
-        """Publish what is unpublished, every `every_s`, until cancelled; a failure waits a round."""
+        """Publish what is unpublished (or reach the broker, when nothing is), every `every_s`, until
+        cancelled; a failure waits a round."""
         while True:
             try:
-                while (rows := await self.store.unpublished()) and await self.publish(rows):
+                while await self.publish(rows := await self.store.unpublished()) and rows:
                     pass
             except Exception as exc:  # the database away: the next round tries again
                 log.warning("review console: reading the outbox: %s: %s", type(exc).__name__, exc)

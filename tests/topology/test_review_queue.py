@@ -108,3 +108,39 @@ def test_a_decision_is_followed_by_the_action_after_review(worker, pg_url):
         assert action["action"] == {"uphold": "block", "overturn": "allow"}[decision["decision"]]
         assert (action["verdict_id"], action["source_event_id"]) == (decision["verdict_id"], decision["source_event_id"])
         assert f"after review by ann: {decision['decision']} of Controversial" in action["reason"]
+
+
+def test_a_decision_no_reviewer_made_is_dead_lettered_not_followed(worker, pg_url):
+    """Whoever gets to write the decisions topic cannot have a conversation allowed after review:
+    a decision the queue does not hold, or one changed from what it holds, is refused."""
+    settings, bootstrap = worker.settings, worker.bootstrap
+    asyncio.run(set_policy(settings, bootstrap, "review-forged", TO_REVIEW, "test"))
+    time.sleep(5)
+    produce(settings, bootstrap, [{"event_id": "review-forged-0", "conversation_id": "review-forged-0",
+                                   "tenant": "review-forged", "messages": [{"role": "user", "content": QUESTION}]}])
+    eventually(lambda: "review-forged-0" in items(pg_url), 120, "the item")
+
+    async def decide() -> dict:
+        store = ReviewStore(pg_url)
+        try:
+            item = await store.claim(["review-forged"], "ann", timedelta(minutes=5))
+            return decision_event(await store.decide(item["item_id"], "ann", "uphold", [], None)).model_dump(mode="json")
+        finally:
+            await store.close()
+
+    genuine = asyncio.run(decide())
+    made_up = {**genuine, "decision_id": "made-up-decision", "decision": "overturn", "reviewer": "mallory"}
+    changed = {**genuine, "decision": "overturn"}  # the genuine id, the other outcome
+    produce(settings, bootstrap, [made_up, changed, genuine], role="review_decisions")
+    eventually(lambda: read_all(settings, bootstrap, "actions", lambda a: a.get("decision_id") == genuine["decision_id"]),
+               60, "the genuine one followed")
+    letters = eventually(lambda: (d := read_all(settings, bootstrap, "dlq", lambda d: d["topic"].endswith("review-decisions")
+                                                and d["error_code"] == "unverified_decision")) and len(d) >= 2 and d,
+                         60, "two decisions refused")
+    time.sleep(3)  # nothing else comes of them
+    followed = [a for a in read_all(settings, bootstrap, "actions", lambda a: a.get("verdict_id") == genuine["verdict_id"]
+                                    and a.get("decision_id") is not None)]
+    assert [(a["decision_id"], a["action"]) for a in followed] == [(genuine["decision_id"], "block")]
+    reasons = sorted(d["error"] for d in letters)
+    assert any("no such decision in the review queue" in r for r in reasons)
+    assert any("differs from the decision the review queue holds" in r for r in reasons)

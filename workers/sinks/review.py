@@ -129,16 +129,31 @@ class ReviewStore:
             await self._conn.close()
             self._conn = None
 
+    @asynccontextmanager
+    async def _reached(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The connection, for the workers' calls: a database that cannot be reached is
+        `AuditUnavailable` (transient: the agent retries while its offsets wait)."""
+        try:
+            async with self._db() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            raise AuditUnavailable(f"{self.describe()}: {scrub(str(exc), redact(self.url)[1])}") from None
+
     async def add(self, queued: list[Queued]) -> None:
         sql = (f"INSERT INTO review_items ({', '.join(ITEM_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ITEM_COLUMNS))}) "
                "ON CONFLICT (item_id) DO NOTHING")
         try:
-            async with self._db() as conn, conn.transaction(), conn.cursor() as cur:
+            async with self._reached() as conn, conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(sql, [q.row() for q in queued])
-        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
-            raise AuditUnavailable(f"{self.describe()}: {scrub(str(exc), redact(self.url)[1])}") from None
         except (psycopg.Error, ValueError) as exc:
             raise AuditRejected(f"{self.describe()} refused the review item: {scrub(str(exc), redact(self.url)[1])}") from None
+
+    async def stored_decisions(self, decision_ids: list[str]) -> dict[str, ReviewDecision]:
+        """The decisions of `decision_ids` that the queue holds, as the console published them: what
+        enforcement checks a decision event against before it acts on it."""
+        async with self._reached() as conn:
+            cur = await conn.execute(f"{DECIDED} WHERE d.decision_id = ANY(%s)", (decision_ids,))
+            return {row["decision_id"]: decision_event(row) for row in await cur.fetchall()}
 
     async def claim(self, tenants: list[str], reviewer: str, lease: timedelta, item_id: str | None = None) -> dict | None:
         """The item `reviewer` holds, else the most severe, oldest open item of `tenants` no one

@@ -41,6 +41,7 @@ async def test_a_decision_waits_out_a_broker_that_is_away_and_is_published_once_
         row = await decided(store)
         away = DecisionOutbox(store, settings, "127.0.0.1:1", timeout_s=2)  # nothing listens there
         try:
+            assert await away.publish([]) is False  # readiness: the broker cannot be reached
             assert await away.publish([row]) is False
         finally:
             await away.stop()
