@@ -28,8 +28,9 @@ from guardstream.bench.shapes import QWEN3GUARD_SHAPES
 
 PATHS = {  # name → GenEngine options
     "generate() batched": dict(mode="generate"),
-    "label scoring": dict(mode="score", reuse_prefix=False),
-    "label scoring + prefix reuse": dict(mode="score", reuse_prefix=True),
+    "label scoring": dict(mode="score", reuse_prefix=False, speculative=False),
+    "label scoring + prefix reuse": dict(mode="score", reuse_prefix=True, speculative=False),
+    "label scoring + prefix reuse + answer drafts": dict(mode="score", reuse_prefix=True, speculative=True),
 }
 
 
@@ -41,12 +42,16 @@ def bench_requests(count: int) -> list[GenRequest]:
 def _measure(engine: GenEngine, name: str, batch: int, requests: list[GenRequest], reference: list | None) -> Measurement:
     engine.max_batch_size = batch
     engine.classify(requests[: min(len(requests), batch)])  # warm-up (and the prefix KV)
+    scorer = getattr(engine, "scorer", None)
+    counted = (scorer.batches, scorer.decode_forwards) if scorer else (0, 0)
     began = time.perf_counter()
     results = engine.classify(requests)
     seconds = time.perf_counter() - began
     labels = [r.judgement.risk_level if r.judgement else None for r in results]
     agree = 1.0 if reference is None else sum(a == b for a, b in zip(labels, reference)) / len(labels)
-    return Measurement(name, batch, len(requests), seconds, [r.latency_ms for r in results], agree=agree), labels
+    forwards = 1 + (scorer.decode_forwards - counted[1]) / (scorer.batches - counted[0]) if scorer else None
+    return Measurement(name, batch, len(requests), seconds, [r.latency_ms for r in results], agree=agree,
+                       forwards=forwards), labels
 
 
 def run_gen_bench(model: str, batches: list[int], count: int, device: str, dtype: str,
@@ -134,14 +139,22 @@ def run_gen_shape_bench(config_name: str, batches: list[int], count: int, device
     scorer = GenScorer(model.config.to_dict(), dict(model.state_dict()), device=device, dtype=dtype,
                        max_batch_size=max(batches))
     label_ids = rows[0][-3:]  # any three ids: random weights have no label words
-    for name, shared in (("label scoring", []), ("label scoring + prefix reuse", prefix)):
+    # Random weights answer off the grammar, so drafts from it would all be wrong; the drafts row
+    # drafts greedy's own answers instead, as a trained model's grammar drafts mostly are.
+    greedy = {tuple(s.answer_ids[:k]): s.answer_ids for s in scorer.score(prefix, rows, label_ids, set(), answer)
+              for k in range(1, answer)}
+    right = lambda so_far: greedy.get(tuple(so_far), [])[len(so_far):]  # noqa: E731
+    for name, shared, draft in (("label scoring", [], None), ("label scoring + prefix reuse", prefix, None),
+                                ("label scoring + prefix reuse + answer drafts (right)", prefix, right)):
         own = [r if shared else prefix + r for r in rows]
         for batch in batches:
-            scorer.score(shared, own[:batch], label_ids, set(), answer)  # warm-up (and the prefix KV)
+            scorer.score(shared, own[:batch], label_ids, set(), answer, draft)  # warm-up (and the prefix KV)
             sync()
+            counted = (scorer.batches, scorer.decode_forwards)
             seconds, latencies = time_batches(own, batch, lambda chosen: scorer.score(shared, chosen, label_ids, set(),
-                                                                                     answer), sync)
-            results.append(Measurement(name, batch, count, seconds, latencies, useful_flops=useful))
+                                                                                     answer, draft), sync)
+            forwards = 1 + (scorer.decode_forwards - counted[1]) / (scorer.batches - counted[0])
+            results.append(Measurement(name, batch, count, seconds, latencies, useful_flops=useful, forwards=forwards))
             report(results[-1])
     return results
 
@@ -152,6 +165,8 @@ def gen_table(results: list[Measurement], title: str):
     base = results[0].per_second
     last = "label agreement" if results[0].agree is not None else "useful TFLOP/s"
     rows = [(m.label, str(m.batch), f"{m.per_second:,.1f}" if m.per_second >= 1 else f"{m.per_second:.3f}",
-             f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", f"{m.per_second / base:.1f}",
-             f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}") for m in results]
-    return results_table(title, ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "× reference", last), rows)
+             f"{m.percentile(0.5):.1f}", f"{m.percentile(0.99):.1f}", "" if m.forwards is None else f"{m.forwards:.1f}",
+             f"{m.per_second / base:.1f}", f"{m.agree:.0%}" if m.agree is not None else f"{m.useful_tflops:.3f}")
+            for m in results]
+    return results_table(title, ("path", "batch", "classifications/s", "p50 ms", "p99 ms", "forwards per batch",
+                                 "× reference", last), rows)

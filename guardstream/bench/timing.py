@@ -51,6 +51,7 @@ class Measurement:
     chunk: int | None = None  # Stream: tokens per chunk
     agree: float | None = None  # Gen: share of labels equal to the reference's (None: random weights)
     useful_flops: float = 0.0  # Gen: matmul FLOPs of the tokens after the shared prefix, the same for every path
+    forwards: float | None = None  # Gen's scoring: sequential forwards per batch (the label's and the answer's)
     profile: tuple[tuple[str, float], ...] = ()  # py-spy's top functions by self samples, when profiled
 
     @property

@@ -4,10 +4,12 @@ block parsed, in one of two modes.
 - `generate`: the model card's way, batched greedy `generate()` of the whole answer; the reference.
 - `score` (default): the templated input plus the forced `Safety:` prefix in one forward, whose
   next-token distribution over the three label words gives label and probabilities; then the few
-  tokens of `Categories:`/`Refusal:` are decoded greedily from the KV cache. The part of the template
-  before the conversation (the policy text) is the same for every request of a kind: its KV is
-  computed once per engine and reused, so each request only prefills its own conversation. This
-  runs on the plain-PyTorch Qwen3 (`workers/gen_scorer.py`) with the checkpoint's own weights.
+  tokens of `Categories:`/`Refusal:` are decoded greedily from the KV cache, several a forward
+  from drafts of the answer's grammar (`gen_drafts.py`), with greedy decoding's result. The part
+  of the template before the conversation (the policy text) is the same for every request of a
+  kind: its KV is computed once per engine and reused, so each request only prefills its own
+  conversation. This runs on the plain-PyTorch Qwen3 (`workers/gen_scorer.py`) with the
+  checkpoint's own weights.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guardstream.schemas import Moderate, RiskLevel
 from guardstream.workers.engines.framing import render_ids
+from guardstream.workers.engines.gen_drafts import AnswerDrafts
 from guardstream.workers.engines.gen_output import GenJudgement
 from guardstream.workers.engines.gen_scorer import GenScorer
 from guardstream.schemas.labels import RISK_LABELS as LABELS
@@ -84,9 +87,10 @@ def checkpoint_dtype(config: dict, dtype: str) -> torch.dtype:
 class GenEngine:
     def __init__(self, model: str, device: str = "cpu", dtype: str = "auto", max_batch_size: int = 16,
                  max_new_tokens: int = 64, mode: str = "score", reuse_prefix: bool = True,
-                 kv_cache_mb: int | None = None):
+                 kv_cache_mb: int | None = None, speculative: bool = True):
         """kv_cache_mb: what the KV cache of a batch may take (score mode); a batch is split to stay
-        within it, and a conversation that alone would not fit is `too_long`."""
+        within it, and a conversation that alone would not fit is `too_long`. speculative: the
+        answer's tail decoded from the grammar's drafts (`gen_drafts.py`), else one token a step."""
         if mode not in ("score", "generate"):
             raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         try:
@@ -110,12 +114,14 @@ class GenEngine:
         self.device = device
         self.max_batch_size = max_batch_size
         self.max_new_tokens = max_new_tokens
-        self.mode, self.reuse_prefix = mode, reuse_prefix
+        self.mode, self.reuse_prefix, self.speculative = mode, reuse_prefix, speculative
         self.forced_ids = self.tokenizer(FORCED_PREFIX, add_special_tokens=False)["input_ids"]
         self.label_ids = [label_token(self.tokenizer, label) for label in LABELS]
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                          if i is not None}
         self._prefixes: dict[Moderate, list[int]] = {}
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._drafts = {kind: AnswerDrafts(self.tokenizer, FORCED_PREFIX, end, kind) for kind in Moderate}
 
     def input_ids(self, request: GenRequest) -> list[int]:
         return input_ids(self.tokenizer, request)
@@ -171,7 +177,8 @@ class GenEngine:
         # a request that does not start with the prefix (its text merged into it) makes the batch prefill everything
         prefix = shared if all(ids[: len(shared)] == shared for ids in prompts) else []
         scored = self.scorer.score(prefix, [ids[len(prefix):] + self.forced_ids for ids in prompts], self.label_ids,
-                                   self.stop_ids, self.max_new_tokens)
+                                   self.stop_ids, self.max_new_tokens,
+                                   self._drafts[kind].draft if self.speculative else None)
         texts = self.tokenizer.batch_decode([s.answer_ids for s in scored], skip_special_tokens=True)
         return [(FORCED_PREFIX + text, dict(zip(LABELS, s.label_probabilities))) for text, s in zip(texts, scored)]
 

@@ -3,11 +3,13 @@
 Each request is its token ids after a shared prefix (the policy text of the chat template). The
 prefix's KV is computed once and copied into each request's KV slot, so a request prefills only
 its own tokens. One padded forward over the batch gives every row's next-token logits after the
-forced `Safety:`; then the few answer tokens are decoded greedily, one batched step per token.
+forced `Safety:`; then the few answer tokens are decoded greedily, a batched step checking each
+row's guess of the rest of its answer (`gen_drafts.py`) and keeping what greedy would produce.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +52,7 @@ class GenScorer:
         self.pool = KVPool(self.shape, dtype, device, slots=self.rows_within(MIN_CAPACITY), capacity=MIN_CAPACITY)
         self.device = device
         self._prefix_cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+        self.batches = self.decode_forwards = 0  # batches scored, forwards after their labels' (`bench gen` reads them)
 
     def rows_within(self, span: int) -> int:
         """How many requests of up to `span` tokens (prefix and answer included) a batch may hold
@@ -99,10 +102,15 @@ class GenScorer:
 
     @torch.inference_mode()
     def score(self, prefix: list[int], rows: list[list[int]], label_ids: list[int], stop_ids: set[int],
-              max_new_tokens: int) -> list[Scored]:
-        """rows: each request's ids after `prefix`, ending with the forced prefix's tokens."""
+              max_new_tokens: int, draft: Callable[[list[int]], list[int]] | None = None) -> list[Scored]:
+        """rows: each request's ids after `prefix`, ending with the forced prefix's tokens. draft:
+        a guess of the rest of an answer from its tokens so far (`gen_drafts.AnswerDrafts.draft`);
+        each step checks every row's guess in one forward and keeps the part greedy decoding
+        would have produced, plus greedy's next token, so the answer is greedy's whatever the guess
+        (None: no guesses, one token a step)."""
         keys, values = self._prefix_kv(tuple(prefix)) if prefix else (None, None)
         self._fit(len(rows), len(prefix) + max(map(len, rows)) + max_new_tokens)
+        self.batches += 1
         # a fresh pool hands out 0, 1, 2, ... and gets them back in reverse order, so a batch's slots
         # are consecutive and attention reads their KV in place
         slots = [self.pool.alloc() for _ in rows]
@@ -113,23 +121,43 @@ class GenScorer:
                 self.pool.v[:, into, :, : len(prefix)] = values[:, None]
             starts = torch.full((len(rows),), len(prefix), device=self.device)
             logits = (self._forward(rows, starts, slots) @ self.lm_head.T).float()
-            positions = starts + torch.tensor([len(r) for r in rows], device=self.device)  # of each next token
+            positions = (starts + torch.tensor([len(r) for r in rows], device=self.device)).tolist()  # of each next token
             label_probabilities = torch.softmax(logits[:, label_ids], -1).tolist()
             answers: list[list[int]] = [[] for _ in rows]
-            done = [False] * len(rows)
-            next_ids = logits.argmax(-1)
-            for step in range(max_new_tokens):
-                for row, token in enumerate(next_ids.tolist()):
-                    done[row] = done[row] or token in stop_ids
-                    if not done[row]:
-                        answers[row].append(token)
-                if all(done) or step == max_new_tokens - 1:
-                    break
-                # finished rows ride along (their KV stays in their own slots) so the batch stays in place
-                hidden = self._forward(next_ids[:, None].tolist(), positions, slots)
-                positions += 1
-                next_ids = (hidden @ self.lm_head.T).argmax(-1)
+            pending = logits.argmax(-1).tolist()  # each row's next answer token, not yet in its KV
+            done = [_took(answers[row], token, stop_ids, max_new_tokens) for row, token in enumerate(pending)]
+            while not all(done):
+                # a finished row rides along on its last token (its KV stays in its own slot), so the batch stays in place
+                feeds = [[pending[row]] + ([] if done[row] or draft is None else
+                                           draft(answers[row])[: max_new_tokens - len(answers[row])])
+                         for row in range(len(rows))]
+                width = max(map(len, feeds))
+                hidden = self.backbone.forward(torch.tensor([f + [0] * (width - len(f)) for f in feeds], device=self.device),
+                                               torch.tensor(positions, device=self.device),
+                                               torch.tensor([len(f) for f in feeds], device=self.device), slots, self.pool)
+                greedy = (hidden @ self.lm_head.T).argmax(-1).tolist()  # [B, width]: greedy's token after each fed one
+                self.decode_forwards += 1
+                for row, feed in enumerate(feeds):
+                    if done[row]:
+                        continue
+                    kept = 0  # the guessed tokens greedy agrees with
+                    while kept < len(feed) - 1 and feed[kept + 1] == greedy[row][kept]:
+                        kept += 1
+                    for token in feed[1: kept + 1] + [greedy[row][kept]]:
+                        done[row] = _took(answers[row], token, stop_ids, max_new_tokens)
+                        if done[row]:
+                            break
+                    positions[row] += kept + 1
+                    pending[row] = greedy[row][kept]
         finally:
             for slot in reversed(slots):
                 self.pool.release(slot)
         return [Scored(p, a) for p, a in zip(label_probabilities, answers)]
+
+
+def _took(answer: list[int], token: int, stop_ids: set[int], max_new_tokens: int) -> bool:
+    """`token` added to `answer` unless it ends it; whether the answer is now done."""
+    if token in stop_ids:
+        return True
+    answer.append(token)
+    return len(answer) >= max_new_tokens

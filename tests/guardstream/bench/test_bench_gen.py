@@ -11,6 +11,8 @@ def test_every_path_and_batch_is_measured_against_the_reference(tiny):
     assert seen == results and results[0].label.startswith("reference") and results[0].batch == 1
     assert [(m.label, m.batch) for m in results[1:]] == [(p, b) for p in PATHS for b in (1, 4)]
     assert all(m.count == 8 and len(m.latencies_ms) == 8 and m.agree == 1.0 for m in results)
+    forwards = {(m.label, m.batch): m.forwards for m in results}
+    assert forwards[("label scoring + prefix reuse + answer drafts", 4)] < forwards[("label scoring + prefix reuse", 4)]
 
 
 def test_random_shape_bench_measures_each_path_against_generate():
@@ -26,10 +28,14 @@ def test_random_shape_bench_measures_each_path_against_generate():
     results = run_gen_shape_bench("0.6b", [1, 2], 4, "cpu", torch.float32, seen.append, workload, num_hidden_layers=1,
                                   hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
                                   head_dim=32, vocab_size=512)
+    drafted = "label scoring + prefix reuse + answer drafts (right)"
     assert seen == results and [(m.label, m.batch) for m in results] == [
         ("reference: generate(), one at a time", 1), ("label scoring", 1), ("label scoring", 2),
-        ("label scoring + prefix reuse", 1), ("label scoring + prefix reuse", 2)]
+        ("label scoring + prefix reuse", 1), ("label scoring + prefix reuse", 2), (drafted, 1), (drafted, 2)]
     assert all(m.count == 4 and len(m.latencies_ms) == 4 and m.agree is None and m.useful_tflops > 0 for m in results)
+    forwards = {(m.label, m.batch): m.forwards for m in results}
+    assert forwards[("label scoring + prefix reuse", 1)] == 3  # the label's, then one per answer token after its first
+    assert forwards[(drafted, 1)] == 2  # the label's, then the whole drafted answer checked at once
 
 
 @pytest.mark.parametrize("config_name", ["0.6b", "8b"])  # tied and untied output projection

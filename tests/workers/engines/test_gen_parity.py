@@ -1,5 +1,7 @@
 """Fast Gen paths against the model card's way (`generate()` + parse) on the same weights: the same
-label for every input, and probabilities within 1e-3 between the transformers scoring paths.
+label for every input, and probabilities within 1e-3 between the transformers scoring paths. The
+scoring paths decode the answer's tail from the grammar's drafts (speculative, the default) except
+"one token a step", greedy decoding as it was before drafts.
 
 Batch size 1 runs on every third input: it decodes each answer alone (seven times the batched
 path's time), and what it checks, that batch-mates and padding change nothing, needs no more."""
@@ -19,6 +21,7 @@ def paths(tiny):
     engines = {
         "generate": (GenEngine(str(tiny.gen), mode="generate"), ALL),
         "score+prefix, batched": (GenEngine(str(tiny.gen)), ALL),
+        "score+prefix, one token a step": (GenEngine(str(tiny.gen), speculative=False), ALL),
         "score, no prefix reuse": (GenEngine(str(tiny.gen), reuse_prefix=False), ALL),
         "score+prefix, one at a time": (GenEngine(str(tiny.gen), max_batch_size=1), EVERY_THIRD),
     }
@@ -46,7 +49,7 @@ def test_every_fast_path_gives_the_reference_answer_on_every_input(paths):
 def test_scoring_paths_agree_on_probabilities(paths):
     _, results = paths
     _, base = results["score+prefix, batched"]
-    for name in ("score, no prefix reuse", "score+prefix, one at a time"):
+    for name in ("score, no prefix reuse", "score+prefix, one at a time", "score+prefix, one token a step"):
         rows, answers = results[name]
         worst = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(base[rows], answers, strict=True) for k in a.probabilities)
         assert worst <= 1e-3, (name, worst)
