@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardstream.schemas import Message
 from guardstream.schemas.events import LanguageTag
 from guardstream.schemas.labels import QUERY_CATEGORIES
-from guardstream.workers.moderation.language import LanguageDetector, event_language
+from guardstream.workers.moderation.language import LanguageDetector, event_languages
 
 Category = Literal[QUERY_CATEGORIES]  # type: ignore[valid-type]
 OPENAI_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -89,4 +89,4 @@ def load(path: Path, split: str | None = None) -> list[LabelledItem]:
 def languages(items: list[LabelledItem], detector: LanguageDetector | None) -> list[str | None]:
     """Each item's language as a worker tells it: the item's own, else the detector's on its last
     message (None: neither says)."""
-    return [event_language(i.language, i.messages[-1].content, detector) for i in items]
+    return event_languages([(i.language, i.messages[-1].content) for i in items], detector)

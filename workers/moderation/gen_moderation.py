@@ -9,7 +9,7 @@ import time
 from guardstream.schemas import Action, ConversationEvent, DeadLetter, RiskLevel, VerdictEvent, content_digest, verdict_id
 from guardstream.schemas.intake import RawRecord, decode
 from guardstream.workers.engines.messages import GenRequest, GenResult
-from guardstream.workers.moderation.language import event_language
+from guardstream.workers.moderation.language import event_languages
 from guardstream.workers.moderation.rules import GenRules
 from guardstream.workers.pools.unavailable import GenUnavailable
 
@@ -45,7 +45,7 @@ class GenModerator:
         return results, failure, (time.perf_counter() - began) * 1000
 
     def _languages(self, events: list[ConversationEvent]) -> list[str | None]:
-        return [event_language(e.language, e.messages[-1].content, self.rules.detector) for e in events]
+        return event_languages([(e.language, e.messages[-1].content) for e in events], self.rules.detector)
 
     def _error(self, result: GenResult | None) -> str | None:
         """The model's error; what it wrote only where text is stored (it may repeat the moderated text)."""

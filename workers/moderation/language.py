@@ -4,8 +4,9 @@ carries its models; nothing is downloaded), over the start of the judged text.
 
 Its cost, measured on the 2-core development machine with the 20 languages below, in lingua's
 high-accuracy mode: 1.3 to 2.5 s and about 350 MB to load once per process, then about 0.2 to 6 ms a
-text up to 1,000 characters and 5 ms at 10,000, so only the first `MAX_CHARS` are read. A text too
-short or too mixed to tell (\"ok\", \"1234\") has no language: the tenant's own policy applies."""
+text up to 1,000 characters and 5 ms at 10,000, so only the first `MAX_CHARS` are read; a batch's
+texts are told in one call on every core (2 to 2.5 times faster on 2 cores). A text too short or
+too mixed to tell (\"ok\", \"1234\") has no language: the tenant's own policy applies."""
 
 from __future__ import annotations
 
@@ -47,11 +48,17 @@ class LanguageDetector:
 
     def language_of(self, text: str) -> str | None:
         """The ISO 639-1 code of the text's language, or None where it cannot tell."""
+        return self.languages_of([text])[0]
+
+    def languages_of(self, texts: list[str]) -> list[str | None]:
+        """Each text's language, as `language_of` tells it: a batch is told in one call, on every core."""
         if self._detector is None:
             self.load()
         # lingua takes UTF-8 only: a lone surrogate (which a Python str may hold) is replaced, not raised on
-        found = self._detector.detect_language_of(text[:self.max_chars].encode("utf-8", "replace").decode("utf-8"))
-        return found.iso_code_639_1.name.lower() if found is not None else None
+        read = [text[:self.max_chars].encode("utf-8", "replace").decode("utf-8") for text in texts]
+        found = self._detector.detect_languages_in_parallel_of(read) if len(read) > 1 else \
+            [self._detector.detect_language_of(t) for t in read]
+        return [f.iso_code_639_1.name.lower() if f is not None else None for f in found]
 
 
 @functools.lru_cache(maxsize=4)
@@ -63,6 +70,10 @@ def loaded_detector(languages: tuple[str, ...]) -> LanguageDetector | None:
 
 def event_language(given: str | None, text: str, detector: LanguageDetector | None) -> str | None:
     """The producer's language when given, else the detector's (None without a detector)."""
-    if given:
-        return given
-    return detector.language_of(text) if detector is not None else None
+    return event_languages([(given, text)], detector)[0]
+
+
+def event_languages(events: list[tuple[str | None, str]], detector: LanguageDetector | None) -> list[str | None]:
+    """`event_language` of each (given, text), the texts without a given language told in one batch."""
+    told = iter(detector.languages_of([text for given, text in events if not given]) if detector is not None else [])
+    return [given or (next(told) if detector is not None else None) for given, _ in events]

@@ -53,8 +53,8 @@ def test_per_language_scores_group_the_items_by_their_language():
 
 def test_an_items_language_is_its_own_else_the_detectors():
     class Detector:
-        def language_of(self, text):
-            return "es" if text.startswith("¿") else None
+        def languages_of(self, texts):
+            return ["es" if text.startswith("¿") else None for text in texts]
 
     spanish = LabelledItem(id="q", kind="prompt", messages=[{"role": "user", "content": "¿qué?"}], label="Safe")
     named = LabelledItem(id="n", kind="prompt", messages=[{"role": "user", "content": "¿qué?"}], label="Safe",

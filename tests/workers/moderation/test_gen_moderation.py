@@ -112,8 +112,8 @@ async def test_an_unsafe_threshold_decides_by_the_probability_and_the_verdict_ke
 class SpanishOrNot:
     """A detector that knows one language: Spanish, by its opening question mark."""
 
-    def language_of(self, text: str) -> str | None:
-        return "es" if text.startswith("¿") else None
+    def languages_of(self, texts: list[str]) -> list[str | None]:
+        return ["es" if text.startswith("¿") else None for text in texts]
 
 
 async def test_an_events_language_picks_its_policy_entry_and_the_verdict_says_which():

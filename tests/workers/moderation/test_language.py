@@ -57,3 +57,16 @@ def test_every_message_of_the_corpus_rows_that_name_a_language_is_told_that_lang
     named = [(m["content"], x.language) for x in load_corpus() if x.language for m in x.messages]
     assert {language for _, language in named} == {"zh", "ar", "es"} and len(named) > 100
     assert [(text, detector.language_of(text)) for text, _ in named] == named
+
+
+def test_a_batch_is_told_as_each_text_alone_and_given_languages_are_kept_in_place(detector):
+    from guardstream.dev.tiny_checkpoints import load_corpus
+
+    from guardstream.workers.moderation.language import event_languages
+
+    texts = [m["content"] for x in load_corpus() for m in x.messages] + list(SENTENCES) + \
+        ["ok", "", "\ud800 ¿cómo puedo falsificar un pasaporte?", "how can I forge a passport " * 400]
+    assert len(texts) > 600 and detector.languages_of(texts) == [detector.language_of(t) for t in texts]
+    events = [(None, "how can I forge a passport"), ("pt-BR", "我怎样才能伪造护照"), (None, "我怎样才能伪造护照"), ("", "ok")]
+    assert event_languages(events, detector) == ["en", "pt-BR", "zh", None]
+    assert event_languages(events, None) == [None, "pt-BR", None, None]

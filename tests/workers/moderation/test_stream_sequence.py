@@ -133,8 +133,8 @@ def test_without_a_nonce_the_first_chunk_fixes_the_route(sequencer):
 
 def test_a_streams_language_is_its_first_chunks_else_its_prompts_and_stays_with_its_state(tiny):
     class Detector:
-        def language_of(self, text: str) -> str | None:
-            return {"hello": "en", "hola": "es"}.get(text)
+        def languages_of(self, texts: list[str]) -> list[str | None]:
+            return [{"hello": "en", "hola": "es"}.get(text) for text in texts]
 
     sequencer = StreamSequencer(StreamRules(detector=Detector()), cached_tokenizer(tiny.stream), max_positions=4096)
     table = Table()
