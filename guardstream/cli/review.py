@@ -16,6 +16,17 @@ def review() -> None:
     """The review queue (docs/review.md): what reviewers decided."""
 
 
+def review_store(url: str | None, ca_file):
+    """The queue in the audit database, or a usage error saying where it is."""
+    from guardstream.workers.sinks.review import open_review_store
+
+    store = open_review_store(url, ca_file)
+    if store is None:
+        raise click.UsageError("the review queue is in PostgreSQL: give --audit-url postgresql://... "
+                               "(or GUARDSTREAM_AUDIT_URL), the workers' audit database")
+    return store
+
+
 @review.command("export")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--tenant", "tenants", multiple=True, help="only this tenant's decisions (repeatable)  [default: all]")
@@ -29,17 +40,13 @@ def review_export(out: Path, tenants: tuple[str, ...], audit_url: str | None) ->
     import psycopg
 
     from guardstream.evaluation.dataset import from_decision
-    from guardstream.workers.sinks.audit import redact, scrub, tls
-    from guardstream.workers.sinks.review import ReviewStore
+    from guardstream.workers.sinks.audit import redact, scrub
 
     settings = load_settings()
     url = audit_url or settings.sinks.audit_url
-    if not url or not url.startswith(("postgresql://", "postgres://")):
-        raise click.ClickException("the review queue is in PostgreSQL: give --audit-url postgresql://... "
-                                   "(or GUARDSTREAM_AUDIT_URL), the workers' audit database")
+    store = review_store(url, settings.sinks.audit_ca_file)
 
     async def decided() -> list[dict]:
-        store = ReviewStore(url, **tls(url, settings.sinks.audit_ca_file))
         try:
             return await store.decided(list(tenants) or None)
         finally:
@@ -77,16 +84,11 @@ def review_serve(kafka_bootstrap: str | None, host: str | None, port: int | None
     from guardstream.console.app import create_console
     from guardstream.console.outbox import DecisionOutbox
     from guardstream.console.settings import ConsoleSettings
-    from guardstream.workers.sinks.audit import tls
-    from guardstream.workers.sinks.review import ReviewStore
-
     settings = load_settings(ConsoleSettings, kafka_bootstrap=kafka_bootstrap, review_host=host, review_port=port,
                              review_keys=keys, audit_url=audit_url)
     c, url = settings.console, settings.sinks.audit_url
     bootstrap = bootstrap_or_fail(settings)
-    if not url or not url.startswith(("postgresql://", "postgres://")):
-        raise click.UsageError("the review queue is in PostgreSQL: give --audit-url postgresql://... "
-                               "(or GUARDSTREAM_AUDIT_URL), the workers' audit database")
+    store = review_store(url, settings.sinks.audit_ca_file)
     if not c.keys:
         raise click.UsageError("no reviewer keys: make one with `guardstream keys new --review --tenant T --name NAME` "
                                "and pass the file with --keys (or GUARDSTREAM_REVIEW_KEYS)")
@@ -101,7 +103,6 @@ def review_serve(kafka_bootstrap: str | None, host: str | None, port: int | None
         loopback = ipaddress.ip_address(c.host).is_loopback
     except ValueError:
         loopback = c.host == "localhost"
-    store = ReviewStore(url, **tls(url, settings.sinks.audit_ca_file))
     app = create_console(store, DecisionOutbox(store, settings, bootstrap), reviewer_keys,
                          (c.session_secret.get_secret_value().encode() if c.session_secret else secrets.token_bytes(32)),
                          session_hours=c.session_hours, lease_s=c.lease_s,

@@ -9,9 +9,8 @@ from guardstream.schemas import DeadLetter, ReviewDecision
 from guardstream.schemas.intake import RawRecord, dead_letter, decode
 from guardstream.wire import metrics
 from guardstream.topology.wiring import VERDICT_BATCH, Wiring
-from guardstream.workers.sinks.audit import tls
 from guardstream.workers.sinks.enforcement import action_for, follow_up
-from guardstream.workers.sinks.review import ReviewStore
+from guardstream.workers.sinks.review import ReviewStore, open_review_store
 
 NO_QUEUE = ("no review queue to check it against: the worker that follows decisions needs the queue's database "
             "(GUARDSTREAM_AUDIT_URL=postgresql://...)")
@@ -55,10 +54,7 @@ class Enforcement:
 
 
 def register(w: Wiring) -> None:
-    target = w.settings.audit_target()
-    queue = ReviewStore(target, **tls(target, w.settings.sinks.audit_ca_file)) \
-        if target.startswith(("postgresql://", "postgres://")) else None
-    enforcement = Enforcement(w, queue)
+    enforcement = Enforcement(w, open_review_store(w.settings.audit_target(), w.settings.sinks.audit_ca_file))
 
     @w.app.agent(w.verdicts, name="enforcement")
     async def enforcement_agent(stream):

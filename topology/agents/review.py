@@ -21,8 +21,7 @@ from guardstream.topology.outcomes import Outcomes
 from guardstream.topology.own_group import VerdictSink, bound
 from guardstream.topology.wiring import Wiring
 from guardstream.wire import metrics
-from guardstream.workers.sinks.audit import tls
-from guardstream.workers.sinks.review import Queued, ReviewStore
+from guardstream.workers.sinks.review import Queued, ReviewStore, open_review_store
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 60.0
@@ -111,10 +110,10 @@ def queued_for_review(verdict: VerdictEvent) -> bool:
 
 
 def register(w: Wiring) -> None:
-    target = w.settings.audit_target()
-    if not target.startswith(("postgresql://", "postgres://")):
+    queue = open_review_store(w.settings.audit_target(), w.settings.sinks.audit_ca_file)
+    if queue is None:
         log.warning("review: no review queue, since it needs PostgreSQL (GUARDSTREAM_AUDIT_URL=postgresql://...); "
                     "review actions still reach the actions topic")
         return
     outcomes = w.outcomes["review"] = Outcomes("review", w.send_letters)
-    w.app.service(bound(Review, wiring=w, queue=ReviewStore(target, **tls(target, w.settings.sinks.audit_ca_file)), outcomes=outcomes))
+    w.app.service(bound(Review, wiring=w, queue=queue, outcomes=outcomes))

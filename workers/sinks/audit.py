@@ -172,8 +172,12 @@ class SqliteAudit(AuditStore):
             self._db = None
 
 
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and url.startswith(("postgresql://", "postgres://"))
+
+
 def open_audit_store(target: str, ca_file: Path | None = None) -> AuditStore:
-    if target.startswith(("postgresql://", "postgres://")):
+    if is_postgres(target):
         return PostgresAudit(target, ca_file)
     if target.startswith("sqlite:///"):
         return SqliteAudit(Path(target.removeprefix("sqlite:///")))

@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import psycopg
 from psycopg.rows import dict_row
 
 from guardstream.schemas import ReviewDecision, RiskLevel, VerdictEvent, derive_id
-from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable, redact, scrub
+from guardstream.workers.sinks.audit import AuditRejected, AuditUnavailable, is_postgres, redact, scrub, tls
 from guardstream.workers.sinks.enforcement import action_for
 
 SEVERITY = {RiskLevel.error: 3, RiskLevel.unsafe: 2, RiskLevel.controversial: 1, RiskLevel.safe: 0}
@@ -85,6 +86,11 @@ def decision_event(row: dict) -> ReviewDecision:
         reviewer=row["reviewer"], decision=row["decision"], risk_level=RiskLevel(row["risk_level"]),
         categories=row["decided_categories"], note=row["note"], decided_at=row["decision_at"])
     return event.model_copy(update={"categories": row["categories"]}) if event.unsafe() and not event.categories else event
+
+
+def open_review_store(url: str | None, ca_file: Path | None) -> ReviewStore | None:
+    """The queue in the audit database at `url`, with its TLS; None where that is not PostgreSQL (no queue)."""
+    return ReviewStore(url, **tls(url, ca_file)) if is_postgres(url) else None
 
 
 class LeaseLost(Exception):
