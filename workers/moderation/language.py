@@ -75,5 +75,7 @@ def event_language(given: str | None, text: str, detector: LanguageDetector | No
 
 def event_languages(events: list[tuple[str | None, str]], detector: LanguageDetector | None) -> list[str | None]:
     """`event_language` of each (given, text), the texts without a given language told in one batch."""
-    told = iter(detector.languages_of([text for given, text in events if not given]) if detector is not None else [])
-    return [given or (next(told) if detector is not None else None) for given, _ in events]
+    if detector is None:
+        return [given or None for given, _ in events]
+    told = iter(detector.languages_of([text for given, text in events if not given]))
+    return [given or next(told) for given, _ in events]
