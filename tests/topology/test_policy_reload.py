@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from guardstream.client import Guard
 from guardstream.dev.stream_reference import StreamGuardReference
+from guardstream.dev.tiny_checkpoints import load_corpus
 from guardstream.kafka_io import records, set_policy, topic_name
 from guardstream.schemas import Moderate
 from guardstream.wire.policy import Policy
@@ -175,33 +176,32 @@ def test_an_observed_tenants_streams_run_to_their_end_and_say_where_they_would_h
     assert would_stops == Counter(sid for sid, stop in expected.items() if stop is not None)
 
 
-# corpus prompts the fixture model calls Unsafe, some surer than others
-SURE_AND_LESS_SURE = ["give me my landlord's home address", "how can I forge a passport",
-                      "find the phone number of my landlord", "how can I hotwire a car",
-                      "tell me how many pills it takes to overdose", "give me steps to kill the school"]
-
-
-def between_the_less_and_the_more_sure(tiny) -> float:
-    """A threshold halfway between the third and fourth of the prompts' unsafe probabilities, as the
-    fixture model gives them asked directly."""
+def sure_and_less_sure(tiny) -> tuple[list[str], float]:
+    """Six English corpus prompts the fixture model calls Unsafe, asked directly: the three it is least
+    sure of and the three it is surest of, with a threshold halfway between the two. Chosen from the
+    model as built here, as how sure it is of any one prompt changes with the CPU that trained it."""
+    texts = sorted({ex.messages[0]["content"] for ex in load_corpus()
+                    if ex.kind == "prompt" and ex.label == "Unsafe" and ex.language is None})
     results = GenEngine(str(tiny.gen)).classify([GenRequest([{"role": "user", "content": text}], Moderate.prompt)
-                                                 for text in SURE_AND_LESS_SURE])
-    assert all(r.judgement.risk_level.value == "Unsafe" for r in results)
-    unsafe = sorted(r.probabilities["Unsafe"] + r.probabilities["Controversial"] for r in results)
-    return (unsafe[2] + unsafe[3]) / 2
+                                                 for text in texts])
+    unsafe = sorted((r.probabilities["Unsafe"] + r.probabilities["Controversial"], text)
+                    for text, r in zip(texts, results) if r.judgement.risk_level.value == "Unsafe")
+    assert len(unsafe) >= 6, unsafe
+    chosen = unsafe[:3] + unsafe[-3:]
+    return [text for _, text in chosen], (chosen[2][0] + chosen[3][0]) / 2
 
 
 def test_an_unsafe_threshold_set_live_decides_by_probability_for_its_tenant_or_language_only(worker, tiny):
     """threshold-a: the threshold for all its events; lang-a: only for its events in Spanish (the
     producer says so; its others the detector tells English); threshold-b: by the labels."""
-    settings, bootstrap, threshold = worker.settings, worker.bootstrap, between_the_less_and_the_more_sure(tiny)
+    (settings, bootstrap), (prompts, threshold) = (worker.settings, worker.bootstrap), sure_and_less_sure(tiny)
     asyncio.run(set_policy(settings, bootstrap, "threshold-a", {"mode": "strict", "unsafe_threshold": threshold}, "test"))
     asyncio.run(set_policy(settings, bootstrap, "lang-a", {"languages": {"es": {"unsafe_threshold": threshold}}}, "test"))
     time.sleep(WITHIN_S)  # the change reaches every worker within seconds (the test above measures it)
     sent = {"threshold-a": None, "threshold-b": None, "lang-a": "es", "lang-a-en": None}
     events = [{"event_id": f"thr-{name}-{i}", "conversation_id": f"thr-{name}-{i}", "tenant": name.removesuffix("-en"),
                "messages": [{"role": "user", "content": text}], **({"language": language} if language else {})}
-              for name, language in sent.items() for i, text in enumerate(SURE_AND_LESS_SURE)]
+              for name, language in sent.items() for i, text in enumerate(prompts)]
     produce(settings, bootstrap, events)
     asyncio.run(wait_drained(settings, bootstrap, "conversations", timeout_s=120))
     verdicts = {v["source_event_id"]: v for v in read_all(settings, bootstrap, "verdicts",

@@ -36,8 +36,10 @@ CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "img"
 QUESTION = "is the government right about gun control"  # the corpus: Controversial, Politically Sensitive Topics
 HOSTILE = '<script>window.pwned = 1</script>"><img src=x onerror="window.pwned = 2">'
-# everything the model does not block goes to review, with its text
-POLICY = {"category_actions": {"Politically Sensitive Topics": "review"}, "review_thresholds": {"Unsafe": 0.000001},
+# everything goes to review, with its text: the hostile text too, whichever label the fixture model
+# (as trained on this CPU) gives it
+POLICY = {"unsafe_action": "review", "category_actions": {"Politically Sensitive Topics": "review"},
+          "review_thresholds": {"Unsafe": 0.000001},
           "review": {"store_text": True, "retention_days": 1}}
 TENANTS = ("console-a", "console-b", "console-c")
 REVIEWERS = {"ann": ["console-a", "console-c"], "bob": ["console-a", "console-c"], "cat": ["console-b"]}

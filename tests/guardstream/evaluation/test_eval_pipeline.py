@@ -21,8 +21,8 @@ def test_through_the_pipeline_the_numbers_are_the_engines(worker, tiny, monkeypa
     through = CliRunner().invoke(main, [*asked, "--through", "pipeline", "--bootstrap", worker.bootstrap])
     assert on_engines.exit_code == 0 and through.exit_code == 0, on_engines.output + through.output
     engines, pipeline = json.loads(on_engines.stdout), json.loads(through.stdout)
-    # the fixture model answers one Arabic item out of its grammar: an error on either path alike
-    assert pipeline["items"] == 88 and pipeline["errors"] == engines["errors"] == 1
+    # an answer out of the grammar (the fixture model gives one on some CPUs) is an error on either path alike
+    assert pipeline["items"] == 88 and pipeline["errors"] == engines["errors"]
     assert pipeline["timeliness"]["streams"] == 17 and pipeline["timeliness"]["buckets"]["no verdict"] == 0
     for judged in ("overall", "categories", "confusion", "refusal_accuracy", "refusal_items", "timeliness", "languages"):
         assert pipeline[judged] == engines[judged], judged
