@@ -70,3 +70,54 @@ def test_a_batch_is_told_as_each_text_alone_and_given_languages_are_kept_in_plac
     events = [(None, "how can I forge a passport"), ("pt-BR", "我怎样才能伪造护照"), (None, "我怎样才能伪造护照"), ("", "ok")]
     assert event_languages(events, detector) == ["en", "pt-BR", "zh", None]
     assert event_languages(events, None) == [None, "pt-BR", None, None]
+
+
+def test_a_detector_process_that_died_is_replaced_and_the_batch_still_told():
+    detector = LanguageDetector(("en", "es")).load()
+    try:
+        first = detector._process
+        first.kill()
+        first.wait()
+        assert detector.languages_of(["how can I forge a passport", "¿cómo puedo falsificar un pasaporte?"]) == ["en", "es"]
+        assert detector._process is not first and detector._process.poll() is None
+    finally:
+        detector.close()
+
+
+def test_the_detector_process_ends_with_the_process_that_started_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from guardstream.workers.moderation.language import LanguageDetector\n"
+                               "d = LanguageDetector(('en', 'es')).load()\n"
+                               "print(d._process.pid, flush=True)\n"
+                               "time.sleep(600)"], stdout=subprocess.PIPE)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}") and \
+            open(f"/proc/{child}/stat").read().split()[2] != "Z":
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+
+
+def test_a_detector_that_fails_twice_on_a_batch_is_unavailable_which_is_retried_with_offsets_held(monkeypatch):
+    from guardstream.topology.outcomes import is_transient
+    from guardstream.workers.moderation.language import DetectorUnavailable
+
+    detector = LanguageDetector(("en", "es")).load()
+    try:
+        def dies(texts):
+            raise EOFError("it exited (-9)")
+
+        monkeypatch.setattr(detector, "_ask", dies)
+        with pytest.raises(DetectorUnavailable, match="failed twice") as failed:
+            detector.languages_of(["how can I forge a passport"])
+        assert is_transient(failed.value)
+    finally:
+        detector.close()
