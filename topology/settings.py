@@ -69,6 +69,8 @@ class GenSettings(Section, GenSpec):
 
     model_config = ConfigDict(alias_generator=lambda name: name if name in ("device", "dtype") else f"gen_{name}")
     batch_wait_ms: int = Field(default=50, ge=0)  # the agent's micro-batch window
+    # batches the agent settles at once: the next is judged while one waits on its engine or its acks
+    batches_in_flight: int = Field(default=2, ge=1, le=8)
     max_inflight: int = Field(default=4, ge=1)  # calls admitted per actor before callers wait
     call_timeout_s: float = Field(default=120, gt=0)
 

@@ -29,4 +29,4 @@ def register(w: Wiring, moderator: GenModerator) -> None:
     async def gen_agent(stream):
         # sized by the pool the worker joined (its actors and their batch), not by this worker's settings
         await w.settled("gen", stream, moderator.pool.records_per_batch, w.settings.gen.batch_wait_ms / 1000,
-                        gen.moderate)
+                        gen.moderate, w.settings.gen.batches_in_flight)
