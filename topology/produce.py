@@ -24,7 +24,7 @@ Record = tuple[str, int | None, bytes | None, bytes, Headers | None]  # topic, p
 
 async def produce(producer: AIOKafkaProducer, records: Iterable[Record]) -> None:
     """Send every record and wait until the broker acked all of them; the first failure is raised
-    (after every batch's outcome is known, so none is left unobserved)."""
+    once every batch's outcome is known."""
     timestamp_ms = int(time.time() * 1000)  # one clock read for the whole batch
     batches: dict[tuple[str, int], list] = {}
     known: set[str] = set()
@@ -43,8 +43,15 @@ async def produce(producer: AIOKafkaProducer, records: Iterable[Record]) -> None
         for (topic, partition), chain in batches.items():
             for batch in chain:
                 acked.append(await producer.send_batch(batch, topic, partition=partition))
-    finally:
         outcomes = await asyncio.gather(*acked, return_exceptions=True)
+    finally:
+        for future in acked:  # a batch left unawaited (a failure before it, a cancellation) is still observed
+            future.add_done_callback(_observed)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _observed(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
