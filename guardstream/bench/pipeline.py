@@ -6,7 +6,8 @@ its GenGuard Ray actor → the engine → verdicts, measured from outside like a
 - pipeline: a real `guardstream worker` process. Throughput is measured on a burst (every event
   produced at once, until the last verdict arrives); latency, produce to verdict, on a second run
   paced at half that throughput, since under a burst it would only measure the backlog.
-- plumbing ceiling: the same worker with `gen_backend=noop`, which answers without a model.
+- plumbing ceiling: the same worker with `gen_backend=noop`, which answers without a model; and
+  again with events that name their language, so the worker detects none (the detector's cost).
 
 The workers run the Gen agent only (`agents=gen`) unless told otherwise: the verdict sinks
 (enforcement, audit, analytics) are consumers of the verdict topic that scale on their own.
@@ -32,12 +33,13 @@ from guardstream.kafka_io import topic_name
 from guardstream.topology.settings import Settings
 
 
-def bench_events(count: int, run: str) -> list[dict]:
-    """Conversation events from the fixture corpus, with ids unique to this run, over three tenants."""
+def bench_events(count: int, run: str, language: str | None = None) -> list[dict]:
+    """Conversation events from the fixture corpus, with ids unique to this run, over three tenants;
+    with `language`, each names it (so the worker detects none)."""
     corpus = load_corpus()
     return [{"event_id": f"{run}-{i}", "conversation_id": f"{run}-c{i}", "tenant": ("acme", "globex", "initech")[i % 3],
-             "moderate": corpus[i % len(corpus)].kind, "messages": corpus[i % len(corpus)].messages}
-            for i in range(count)]
+             "moderate": corpus[i % len(corpus)].kind, "messages": corpus[i % len(corpus)].messages,
+             **({"language": language} if language else {})} for i in range(count)]
 
 
 def measure_engine_alone(model: str, events: list[dict], batch: int, threads: int) -> Measurement:
@@ -118,23 +120,24 @@ async def _run_events(settings: Settings, bootstrap: str, clock: VerdictClock, e
 
 
 async def _measure(settings: Settings, bootstrap: str, run: str, events: int, batch: int,
-                   timeout_s: float) -> tuple[float, list[float]]:
+                   timeout_s: float, language: str | None) -> tuple[float, list[float]]:
     async with VerdictClock(settings, bootstrap) as clock:
         # the consumer group's first join and the prefix KV happen here, not in the timed runs
-        await _run_events(settings, bootstrap, clock, bench_events(batch, f"{run}-warm"), None, timeout_s)
-        seconds, _ = await _run_events(settings, bootstrap, clock, bench_events(events, f"{run}-burst"), None, timeout_s)
+        await _run_events(settings, bootstrap, clock, bench_events(batch, f"{run}-warm", language), None, timeout_s)
+        seconds, _ = await _run_events(settings, bootstrap, clock, bench_events(events, f"{run}-burst", language), None,
+                                       timeout_s)
         paced = min(events, max(batch * 4, events // 2))
-        _, latencies = await _run_events(settings, bootstrap, clock, bench_events(paced, f"{run}-paced"),
+        _, latencies = await _run_events(settings, bootstrap, clock, bench_events(paced, f"{run}-paced", language),
                                          events / seconds / 2, timeout_s)
     return seconds, latencies
 
 
 def measure_pipeline(label: str, bootstrap: str, log_path: Path, model: str, events: int, batch: int, threads: int,
                      timeout_s: float, run: str | None = None, workers: int = 1, profile: Path | None = None,
-                     **worker_settings: object) -> Measurement:
+                     language: str | None = None, **worker_settings: object) -> Measurement:
     """`workers` workers of one app on topics of their own (`bench-<run>.`), started, measured and
     stopped; each has its own local Ray and model pool. With `profile`, py-spy samples the first
-    worker's process while it is measured."""
+    worker's process while it is measured; with `language`, every event names it."""
     run = run or uuid.uuid4().hex[:6]
     started = []
     try:
@@ -144,7 +147,7 @@ def measure_pipeline(label: str, bootstrap: str, log_path: Path, model: str, eve
                                          gen_batch_size=batch, gen_actor_cpus=threads, metrics_port=free_port(),
                                          **worker_settings).wait_ready())
         spy = Profile(started[0].process.pid, profile) if profile else None
-        seconds, latencies = asyncio.run(_measure(started[0].settings, bootstrap, run, events, batch, timeout_s))
+        seconds, latencies = asyncio.run(_measure(started[0].settings, bootstrap, run, events, batch, timeout_s, language))
         top = spy.stop() if spy else []
     finally:
         for worker in started:
@@ -182,6 +185,11 @@ def run_pipeline_bench(model: str, events: int, batch: int, noop_events: int, no
                                             noop_batch, threads, timeout_s, workers=count, agents=agents,
                                             gen_backend="noop", profile=profile if count == 1 else None))
             report(results[-1])
+            if count == 1:  # what the language detector costs: the same events, each naming its language
+                results.append(measure_pipeline(f"{label}, events that name their language", broker.bootstrap,
+                                                home / "bench-worker-noop-named.log", model, noop_events, noop_batch,
+                                                threads, timeout_s, agents=agents, gen_backend="noop", language="en"))
+                report(results[-1])
             if canary and count == 1:
                 results.append(measure_pipeline(f"plumbing with a {canary:.0%} canary", broker.bootstrap,
                                                 home / "bench-worker-noop-canary.log", model, noop_events, noop_batch,
