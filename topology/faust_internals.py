@@ -105,17 +105,6 @@ class HookedConsumer(aiokafka_driver.Consumer):
         return await self._thread.position(tp)
 
 
-def kafka_producer(producer: aiokafka_driver.Producer):
-    """The aiokafka producer under the app's Faust producer (made when Faust's is started)."""
-    return producer._ensure_producer()
-
-
-def partition_of(producer, topic: str, key: bytes | None, value: bytes) -> int:
-    """The partition aiokafka's own `send` picks for this record (the producer's partitioner, over
-    the topic's partitions: its metadata must be loaded, as `partitions_for` does)."""
-    return producer._partition(topic, None, key, value, key, value)
-
-
 class HookedProducer(aiokafka_driver.Producer):
     def _settings_extra(self) -> dict:
         return self.client_settings(super()._settings_extra())

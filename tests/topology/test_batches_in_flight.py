@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import faust
 
-from guardstream.topology import wiring
 from guardstream.topology.settings import Settings
 from guardstream.topology.wiring import Wiring
 from guardstream.wire.policy import PoliciesInForce
@@ -33,13 +32,19 @@ class FakeStream:
             self.done.set()
 
 
-async def run(monkeypatch, in_flight: int, slow_first: float, poison: int | None = None) -> tuple[list, list, FakeStream]:
+async def run(in_flight: int, slow_first: float, poison: int | None = None) -> tuple[list, list, FakeStream]:
     w = Wiring(faust.App("in-flight-test", broker="kafka://127.0.0.1:1", store="memory://"), Settings(), "x",
                PoliciesInForce())
     log, sent = [], []
 
-    async def produced(producer, records) -> None:
-        sent.extend(value for _, _, _, value, _ in records)
+    class Producer:
+        async def send(self, topic, key, value, partition, timestamp, headers):
+            sent.append(value)
+            acked = asyncio.get_running_loop().create_future()
+            acked.set_result(None)
+            return acked
+
+    w.app.producer = Producer()
 
     async def step(records) -> None:
         first = records[0].offset
@@ -52,8 +57,6 @@ async def run(monkeypatch, in_flight: int, slow_first: float, poison: int | None
         await w.deliver([(w.verdicts, "k", str(r.offset).encode()) for r in records])
 
     stream = FakeStream([[0, 1, 2], [3, 4], [5]])
-    monkeypatch.setattr(wiring, "produce", produced)
-    monkeypatch.setattr(wiring, "kafka_producer", lambda producer: None)
     loop = asyncio.create_task(w.settled("gen", stream, 3, 0.01, step, in_flight))
     await asyncio.wait_for(stream.done.wait(), 10)
     loop.cancel()
@@ -61,21 +64,21 @@ async def run(monkeypatch, in_flight: int, slow_first: float, poison: int | None
     return log, sent, stream
 
 
-async def test_two_in_flight_overlap_their_judging_yet_send_and_ack_in_order(monkeypatch):
-    log, sent, stream = await run(monkeypatch, 2, slow_first=0.3)
+async def test_two_in_flight_overlap_their_judging_yet_send_and_ack_in_order():
+    log, sent, stream = await run(2, slow_first=0.3)
     assert log.index(("judging", 3)) < log.index(("judged", 0))  # the second was judged while the first was
     assert sent[:3] == [b"0", b"1", b"2"] and sent[3:] == [b"3", b"4", b"5"]  # ...yet sent after it
     assert stream.acked == [0, 1, 2, 3, 4, 5]
 
 
-async def test_one_in_flight_judges_a_batch_only_after_the_last_one_acked(monkeypatch):
-    log, sent, stream = await run(monkeypatch, 1, slow_first=0.3)
+async def test_one_in_flight_judges_a_batch_only_after_the_last_one_acked():
+    log, sent, stream = await run(1, slow_first=0.3)
     assert log == [("judging", 0), ("judged", 0), ("judging", 3), ("judged", 3), ("judging", 5), ("judged", 5)]
     assert sent == [b"0", b"1", b"2", b"3", b"4", b"5"] and stream.acked == [0, 1, 2, 3, 4, 5]
 
 
-async def test_a_narrowed_batch_keeps_its_successor_waiting_for_every_outcome(monkeypatch):
-    log, sent, stream = await run(monkeypatch, 2, slow_first=0.2, poison=1)
+async def test_a_narrowed_batch_keeps_its_successor_waiting_for_every_outcome():
+    log, sent, stream = await run(2, slow_first=0.2, poison=1)
     letters = [v for v in sent if v.startswith(b"{")]
     assert len(letters) == 1 and b'"offset":1' in letters[0] and b"poison" in letters[0]
     verdicts = [v for v in sent if not v.startswith(b"{")]

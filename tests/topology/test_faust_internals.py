@@ -165,11 +165,3 @@ def test_mode_s_signal_handlers_are_the_hooks_the_worker_overrides():
     # where a worker starts: the signal a start remembered is acted on once these handlers are in
     assert "self.default_on_first_start()" in source(faust.Worker.on_first_start)
     assert "self.install_signal_handlers()" in source(mode.Worker.default_on_first_start)
-
-
-def test_the_kafka_producer_is_aiokafka_s_under_faust_s_and_partitions_as_its_send_does():
-    assert "self._producer" in source(aiokafka_driver.Producer._ensure_producer)
-    assert "self._partition(" in source(aiokafka.AIOKafkaProducer.send)  # what `partition_of` calls, as send does
-    producer, started = an_app().producer, object()
-    producer._producer = started  # what Faust's producer holds once started
-    assert faust_internals.kafka_producer(producer) is started
