@@ -24,6 +24,7 @@ from guardstream.wire.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 TENANTS = [f"tenant-{i}" for i in range(10)]
+SETS = 400  # about 40 per tenant, 80 records of other writers, 8 races and 4 processes started mid-way
 MODES = ["strict", "loose", "observe"]
 # the cleaner may compact a segment as soon as it rolls (every 100 ms), and drop tombstones at once
 # (AlterConfigs replaces every setting of the topic, so its cleanup policy is named again)
@@ -96,14 +97,14 @@ async def scenario(settings: Settings, bootstrap: str, sets: int) -> dict:
 
 def test_restarted_processes_put_the_same_versions_in_force_before_and_after_the_cleaner(broker):
     settings = Settings.load({}, topic_prefix="pcompact.")
-    result = asyncio.run(scenario(settings, broker.bootstrap, sets=1000))
+    result = asyncio.run(scenario(settings, broker.bootstrap, sets=SETS))
     expected = result["expected"]
     assert set(expected) == set(TENANTS) | {"racer"}
     assert result["snapshots"] and all(result["snapshots"])
     assert all(agrees for agrees, _ in result["final"]), result["final"]
     read = result["final"][-1][1]
     assert read <= 4 * len(expected), f"catching up still reads {read} records for {len(expected)} tenants"
-    print(f"\npolicies compaction: 1000 sets over {len(TENANTS)} tenants and {result['conflicts']} races; "
+    print(f"\npolicies compaction: {SETS} sets over {len(TENANTS)} tenants and {result['conflicts']} races; "
           f"catching up read {[r for _, r in result['final']]} records until the cleaner ran")
 
 
