@@ -1,6 +1,7 @@
 """Decoding Gen's answer from drafts of its grammar gives greedy decoding's answer token for token,
-whatever the draft: right, wrong at its first, middle or last token, too long, or none; and a
-right draft takes a few forwards where one token a step takes one per token."""
+whatever the draft: right, wrong at its first, middle or last token, too long, or none. (That
+right drafts take a few forwards where one token a step takes one per token, test_gen_parity
+counts on the corpus its engines decode anyway.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def engine(tiny):
     return GenEngine(str(tiny.gen))
 
 
-def batch(engine: GenEngine, kind: Moderate, n: int = 24) -> tuple[list[int], list[list[int]]]:
+def batch(engine: GenEngine, kind: Moderate, n: int = 12) -> tuple[list[int], list[list[int]]]:
     """n corpus requests of one kind as the scorer takes them: the shared prefix, and each row after it."""
     prompts = [engine.input_ids(GenRequest(x.messages, kind)) for x in load_corpus() if x.kind == kind.value][:n]
     prefix = engine._prefix(kind)
@@ -64,15 +65,6 @@ def test_any_draft_gives_greedys_answer(engine, kind):
     assert decoded(engine, prefix, rows, lambda so_far: [end] * 200) == greedy  # longer than any answer may be
     assert decoded(engine, prefix, rows, lambda so_far: [0, 1, 2]) == greedy
     assert decoded(engine, prefix, rows, engine._drafts[kind].draft, max_new_tokens=3) == [a[:3] for a in greedy]
-
-
-def test_drafts_decode_the_corpus_in_a_few_forwards(engine):
-    steps = {}
-    for speculative in (False, True):
-        counting = GenEngine(engine.model_id, speculative=speculative)
-        counting.classify([GenRequest(x.messages, Moderate(x.kind)) for x in load_corpus()])
-        steps[speculative] = counting.scorer.decode_forwards
-    assert steps[True] * 3 <= steps[False], steps
 
 
 def test_random_weights_of_a_real_shape_decode_alike_with_and_without_drafts(engine):

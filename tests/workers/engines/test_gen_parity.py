@@ -25,7 +25,9 @@ def paths(tiny):
         "score, no prefix reuse": (GenEngine(str(tiny.gen), reuse_prefix=False), ALL),
         "score+prefix, one at a time": (GenEngine(str(tiny.gen), max_batch_size=1), EVERY_THIRD),
     }
-    return requests, {name: (rows, engine.classify(requests[rows])) for name, (engine, rows) in engines.items()}
+    results = {name: (rows, engine.classify(requests[rows])) for name, (engine, rows) in engines.items()}
+    forwards = {name: engine.scorer.decode_forwards for name, (engine, _) in engines.items() if engine.mode == "score"}
+    return requests, results, forwards
 
 
 ALL, EVERY_THIRD = slice(None), slice(None, None, 3)
@@ -36,7 +38,7 @@ def judged(result):
 
 
 def test_every_fast_path_gives_the_reference_answer_on_every_input(paths):
-    requests, results = paths
+    requests, results, _ = paths
     assert len(requests) >= 400
     _, reference = results["generate"]
     assert sum(judged(r) is not None for r in reference) >= len(requests) - 2  # the fixture answers in format
@@ -46,8 +48,14 @@ def test_every_fast_path_gives_the_reference_answer_on_every_input(paths):
         assert [r.raw_output for r in answers] == [r.raw_output for r in reference[rows]], name
 
 
+def test_drafts_decode_the_corpus_in_a_third_of_the_forwards_or_fewer(paths):
+    _, _, forwards = paths
+    drafted, stepped = forwards["score+prefix, batched"], forwards["score+prefix, one token a step"]
+    assert drafted * 3 <= stepped, forwards
+
+
 def test_scoring_paths_agree_on_probabilities(paths):
-    _, results = paths
+    _, results, _ = paths
     _, base = results["score+prefix, batched"]
     for name in ("score, no prefix reuse", "score+prefix, one at a time", "score+prefix, one token a step"):
         rows, answers = results[name]
@@ -105,7 +113,7 @@ def test_a_conversation_past_the_models_positions_is_too_long_and_its_batch_mate
 
 
 def test_a_kv_budget_splits_batches_keeps_the_answers_and_is_never_exceeded(tiny, paths):
-    requests, results = paths
+    requests, results, _ = paths
     requests, expected = requests[:64], results["score+prefix, batched"][1][:64]
     unbounded = GenEngine(str(tiny.gen))
     token_bytes = unbounded.scorer.token_bytes
