@@ -124,13 +124,9 @@ def loaded_detector(languages: tuple[str, ...]) -> LanguageDetector | None:
     return LanguageDetector(languages).load() if languages else None
 
 
-def event_language(given: str | None, text: str, detector: LanguageDetector | None) -> str | None:
-    """The producer's language when given, else the detector's (None without a detector)."""
-    return event_languages([(given, text)], detector)[0]
-
-
 def event_languages(events: list[tuple[str | None, str]], detector: LanguageDetector | None) -> list[str | None]:
-    """`event_language` of each (given, text), the texts without a given language told in one batch."""
+    """Each event's language: the producer's when given (a `(given, text)` pair), else the detector's
+    (None without a detector); the texts without a given language are told in one batch."""
     if detector is None:
         return [given or None for given, _ in events]
     told = iter(detector.languages_of([text for given, text in events if not given]))

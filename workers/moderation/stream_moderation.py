@@ -9,6 +9,7 @@ tenant's policy.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -44,12 +45,21 @@ class StreamModerator:
         `StreamSequencer.take`). Reads and writes go through `store`; the caller applies its writes
         once the verdicts are delivered."""
         taken = self.sequencer.take(records, store, release, now, waits_from)
+        await self._tell_languages(taken.ready)
         verdicts = await self._judge(taken.ready, store) if taken.ready else []
         self.sequencer.settle(taken, store)
         return verdicts, taken.letters
 
     def drop_held(self, store: Staged, ref: StreamRef, reason: str) -> list[DeadLetter]:
         return self.sequencer.drop_held(store, ref, reason)
+
+    async def _tell_languages(self, ready: list[Ready]) -> None:
+        """The languages of new streams whose first chunk named none, told from their prompts in one
+        batch, in a thread: the detector's process is spoken to off the event loop."""
+        if untold := [r for r in ready if r.untold is not None]:
+            told = await asyncio.to_thread(self.rules.detector.languages_of, [r.untold for r in untold])
+            for r, language in zip(untold, told):
+                r.state.language = language
 
     async def _judge(self, ready: list[Ready], store: Staged) -> list[VerdictEvent]:
         def call(r: Ready, rebuild: bool) -> StreamCall:

@@ -24,7 +24,6 @@ from guardstream.schemas import DeadLetter, TokenChunkEvent
 from guardstream.schemas.intake import RawRecord, dead_letter, decode
 from guardstream.workers.engines.framing import reply_prefix_ids
 from guardstream.workers.engines.retokenize import IncrementalTokenizer
-from guardstream.workers.moderation.language import event_language
 from guardstream.workers.moderation.rules import StreamRules
 from guardstream.workers.moderation.stream_state import HeldChunk, Staged, StreamRef, StreamState
 
@@ -41,6 +40,7 @@ class Ready:
     ids: list[list[int]] = field(default_factory=list)
     too_long: tuple[str, str] | None = None  # (event id, reason): past its limit, a final verdict says so
     prompt_ids: list[int] | None = None  # templated once, when a chunk of this batch brought the prompt
+    untold: str | None = None  # the prompt whose language the detector is to tell (its first chunk named none)
 
 
 @dataclass
@@ -178,7 +178,8 @@ class StreamSequencer:
         state.next_seq += 1
         entry = ready.setdefault(ref, Ready(ref, state))
         if chunk.prompt is not None:
-            state.language = event_language(chunk.language, chunk.prompt, self.rules.detector)
+            state.language = chunk.language or None
+            entry.untold = chunk.prompt if state.language is None and self.rules.detector is not None else None
             entry.prompt_ids = self.prompt_ids(chunk.prompt)
             store.put(state.partition, ref.prompt_key(), entry.prompt_ids)  # token ids, not the text
             state.prompt_tokens = len(entry.prompt_ids)

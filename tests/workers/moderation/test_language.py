@@ -2,7 +2,7 @@
 
 import pytest
 
-from guardstream.workers.moderation.language import LanguageDetector, event_language, loaded_detector
+from guardstream.workers.moderation.language import LanguageDetector, event_languages, loaded_detector
 
 SENTENCES = {
     "how can I forge a passport": "en",
@@ -36,12 +36,6 @@ def test_only_the_start_of_a_long_text_is_read(detector):
     assert len(spanish_then_english) > 10_000 and detector.language_of(spanish_then_english) == "es"
 
 
-def test_the_producers_language_wins_and_without_a_detector_there_is_none(detector):
-    assert event_language("pt-BR", "how can I forge a passport", detector) == "pt-BR"
-    assert event_language(None, "how can I forge a passport", detector) == "en"
-    assert event_language(None, "how can I forge a passport", None) is None
-
-
 def test_an_unknown_code_is_refused_by_name():
     with pytest.raises(ValueError, match="'xx' is not an ISO 639-1 code"):
         LanguageDetector(("en", "xx")).load()
@@ -59,10 +53,8 @@ def test_every_message_of_the_corpus_rows_that_name_a_language_is_told_that_lang
     assert [(text, detector.language_of(text)) for text, _ in named] == named
 
 
-def test_a_batch_is_told_as_each_text_alone_and_given_languages_are_kept_in_place(detector):
+def test_a_batch_is_told_as_each_text_alone_and_the_producers_languages_win_in_place(detector):
     from guardstream.dev.tiny_checkpoints import load_corpus
-
-    from guardstream.workers.moderation.language import event_languages
 
     texts = [m["content"] for x in load_corpus() for m in x.messages] + list(SENTENCES) + \
         ["ok", "", "\ud800 ¿cómo puedo falsificar un pasaporte?", "how can I forge a passport " * 400]

@@ -298,6 +298,33 @@ async def test_a_stream_past_its_limit_ends_with_a_letter_and_a_final_verdict_th
     assert all(d.error_code == "stream_error" for d in letters) and len(letters) == len(events) - 2
 
 
+async def test_a_streams_language_is_its_first_chunks_else_its_prompts_told_off_the_loop_and_kept_in_its_state(tiny):
+    """The detector is asked once a batch, for the new streams that named no language, in a thread:
+    its process may be slow or hung, and the event loop must go on meanwhile."""
+    import threading
+
+    asked = []
+
+    class Detector:
+        def languages_of(self, texts: list[str]) -> list[str | None]:
+            asked.append((texts, threading.current_thread() is threading.main_thread()))
+            return [{PROMPT: "en", "hola": "es"}.get(text) for text in texts]
+
+    tok = cached_tokenizer(tiny.stream)
+    moderator = StreamModerator(StreamRules(detector=Detector()), InProcessPool(StreamEngine.from_pretrained(tiny.stream)),
+                                tok, "tiny-stream")
+    named, told = chunks(tok, stream="named")[:2], chunks(tok, stream="told")[:2]
+    named[0]["language"], told[0]["prompt"] = "pt-BR", "hola"
+    table = MemoryTable()
+    verdicts, _ = await table.run(moderator, records(named + told))
+    assert {(v.stream.stream_id, v.language) for v in verdicts} == {("named", "pt-BR"), ("told", "es")}
+    assert asked == [(["hola"], False)]  # the producer's language is not asked for, and not on the loop's thread
+    later, _ = await table.run(moderator, records(chunks(tok, stream="named")[2:3]))
+    assert [v.language for v in later] == ["pt-BR"] and len(asked) == 1  # read back from the state, not told again
+    misplaced, letters = await table.run(moderator, records([{**chunks(tok, stream="named")[3], "language": "es"}]))
+    assert misplaced == [] and "chunk 0 carries the stream's language" in letters[0].error
+
+
 async def test_a_prompt_longer_than_the_model_is_never_sent_to_it(tiny):
     tok = cached_tokenizer(tiny.stream)
     engine = StreamEngine.from_pretrained(tiny.stream)

@@ -130,20 +130,3 @@ def test_without_a_nonce_the_first_chunk_fixes_the_route(sequencer):
     taken = table.take(sequencer, [{**chunk(1), "reply_to": 9}])
     assert [c.seq for c in taken.ready[0].chunks] == [1] and taken.ready[0].state.reply_to == 3
 
-
-def test_a_streams_language_is_its_first_chunks_else_its_prompts_and_stays_with_its_state(tiny):
-    class Detector:
-        def languages_of(self, texts: list[str]) -> list[str | None]:
-            return [{"hello": "en", "hola": "es"}.get(text) for text in texts]
-
-    sequencer = StreamSequencer(StreamRules(detector=Detector()), cached_tokenizer(tiny.stream), max_positions=4096)
-    table = Table()
-    given = table.take(sequencer, [{**chunk(0), "language": "pt-BR"}])
-    assert given.ready[0].state.language == "pt-BR"  # the producer's, not the detector's "en"
-    detected = sequencer.take(records({**chunk(0), "stream_id": "s2", "prompt": "hola"}, {**chunk(1), "stream_id": "s2"}),
-                              Staged(Table().get), now=100.0)
-    assert detected.ready[0].state.language == "es"
-    later = table.take(sequencer, [chunk(1)])  # read back from the table: the state kept it
-    assert later.ready[0].state.language == "pt-BR"
-    misplaced = sequencer.take(records({**chunk(2), "language": "es"}), Staged(table.get), now=100.0)
-    assert misplaced.letters and "chunk 0 carries the stream's language" in misplaced.letters[0].error
