@@ -138,21 +138,34 @@ class Wiring:
         events only after the batch before it acked (Faust commits a consecutive run of acks)."""
         handler = self.outcomes[name] = Outcomes(name, self.send_letters)
         slots = asyncio.Semaphore(in_flight)
-        last: Turn | None = None
+        failed = asyncio.get_running_loop().create_future()  # what the first batch's acks raised
         running: set[asyncio.Task] = set()
-        try:
+
+        def ended(task: asyncio.Task) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None and not failed.done():
+                failed.set_exception(task.exception())
+
+        async def take() -> None:
+            last: Turn | None = None
             async for events in stream.noack_take(size, wait_s):
                 await slots.acquire()
-                if last is not None and last.failed():
-                    raise last.task.exception()  # what a batch's acks raised stops the agent, as it did inline
                 last = Turn(last)
                 last.task = asyncio.create_task(self._settle(handler, stream, events, step, last, slots))
                 running.add(last.task)
-                last.task.add_done_callback(running.discard)
+                last.task.add_done_callback(ended)
+
+        taking = asyncio.create_task(take())
+        try:
+            # a batch's failure stops the agent at once, as it did inline, not when the next batch comes
+            await asyncio.wait([taking, failed], return_when=asyncio.FIRST_COMPLETED)
+            (failed if failed.done() else taking).result()
         finally:
-            for task in running:
+            for task in (taking, *running):
                 task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(taking, *running, return_exceptions=True)
+            if failed.done() and not failed.cancelled():
+                failed.exception()  # retrieved: a failure raised above, or one that came with the stop
 
     @staticmethod
     async def _settle(handler: Outcomes, stream, events: list, step: Step, turn: Turn, slots: asyncio.Semaphore) -> None:
@@ -180,9 +193,6 @@ class Turn:
     async def wait(self) -> None:
         if self.before is not None:
             await self.before.settled.wait()
-
-    def failed(self) -> bool:
-        return self.task.done() and not self.task.cancelled() and self.task.exception() is not None
 
 
 TURN: ContextVar[Turn | None] = ContextVar("turn", default=None)

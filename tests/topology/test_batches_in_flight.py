@@ -84,3 +84,22 @@ async def test_a_narrowed_batch_keeps_its_successor_waiting_for_every_outcome():
     verdicts = [v for v in sent if not v.startswith(b"{")]
     assert verdicts == [b"0", b"2", b"3", b"4", b"5"] and sent.index(letters[0]) < sent.index(b"3")
     assert stream.acked == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_batch_whose_acks_fail_stops_the_agent_at_once_though_no_batch_follows():
+    """As it did when batches settled inline: the failure is raised, not held until the next batch."""
+    w = Wiring(faust.App("in-flight-test", broker="kafka://127.0.0.1:1", store="memory://"), Settings(), "x",
+               PoliciesInForce())
+
+    class Refusing(FakeStream):
+        async def ack(self, event) -> None:
+            raise RuntimeError("the consumer was closed under this batch")
+
+    async def step(records) -> None:
+        await asyncio.sleep(0.05)
+
+    stream = Refusing([[0, 1, 2]])  # and then nothing, ever
+    agent = asyncio.create_task(w.settled("gen", stream, 3, 0.01, step, in_flight=2))
+    done, _ = await asyncio.wait([agent], timeout=5)
+    assert done, "the agent went on waiting for a batch after its last one failed"
+    assert "consumer was closed" in str(agent.exception())
