@@ -20,7 +20,6 @@ Weights load by the checkpoint's own names (`model.layers.N.self_attn.q_proj.wei
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,30 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
-
-def checkpoint_dir(path: str | Path) -> Path:
-    """A local checkpoint directory, or the local snapshot of a hub id (downloaded on first use)."""
-    path = Path(path)
-    if not path.is_dir():
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
-    return path
-
-
-def special_token_id(path: str | Path, token: str) -> int:
-    """The id of one of the tokenizer's added (special) tokens, read from its files: loading the
-    whole BPE vocabulary to look up one marker costs seconds."""
-    path = checkpoint_dir(path)
-    config = path / "tokenizer_config.json"
-    if config.exists():
-        for token_id, added in json.loads(config.read_text()).get("added_tokens_decoder", {}).items():
-            if added.get("content") == token:
-                return int(token_id)
-    for added in json.loads((path / "tokenizer.json").read_text()).get("added_tokens", []):
-        if added.get("content") == token:
-            return int(added["id"])
-    raise KeyError(f"{token} is not an added token of the tokenizer in {path}")
+from guardstream.workers.engines.checkpoint_files import checkpoint_config, checkpoint_dir
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
@@ -63,7 +39,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
         weights.update(load_file(str(file)))
     if not weights:
         raise FileNotFoundError(f"no *.safetensors weights in {path}")
-    return json.loads((path / "config.json").read_text()), weights
+    return checkpoint_config(path), weights
 
 
 @dataclass(frozen=True)

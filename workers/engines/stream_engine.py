@@ -22,7 +22,8 @@ from torch import Tensor
 from guardstream.workers.engines.labels import StreamLabels
 from guardstream.workers.engines.messages import StreamAnswer, StreamCall, TokenVerdict
 from guardstream.workers.engines.narrowing import one_at_a_time
-from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm, special_token_id
+from guardstream.workers.engines.checkpoint_files import special_token_id
+from guardstream.workers.engines.qwen3 import PagedKV, Qwen3, Qwen3Shape, load_checkpoint, rms_norm
 
 
 class SessionLimit(RuntimeError):

@@ -21,7 +21,6 @@ import ray
 
 from guardstream.workers import faults
 from guardstream.workers.pools import actors
-from guardstream.workers.engines.gen_engine import GenEngine, NoopGenEngine
 from guardstream.workers.engines.messages import GenRequest, GenResult
 from guardstream.workers.engines.narrowing import one_at_a_time
 from guardstream.workers.pools.batching import MicroBatcher
@@ -42,7 +41,9 @@ def isolate_failures(classify: Callable[[list[GenRequest]], list[GenResult]]) ->
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class GenGuard:
     def __init__(self, spec: GenSpec, threads: int):
-        import torch
+        import torch  # the engines (torch, transformers) are imported in the actor's process only
+
+        from guardstream.workers.engines.gen_engine import GenEngine, NoopGenEngine
 
         torch.set_num_threads(threads)
         if spec.backend == "vllm":

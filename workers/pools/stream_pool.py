@@ -11,15 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from typing import TYPE_CHECKING
 
 import ray
 
 from guardstream.workers import faults
+from guardstream.workers.engines.checkpoint_files import checkpoint_config
 from guardstream.workers.engines.messages import StreamAnswer, StreamCall
-from guardstream.workers.engines.stream_engine import DeviceLost, StreamEngine
 from guardstream.workers.pools import actors
 from guardstream.workers.pools.specs import StreamSpec
 from guardstream.workers.pools.unavailable import StreamUnavailable
+
+if TYPE_CHECKING:
+    from guardstream.workers.engines.stream_engine import StreamEngine
 
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 def run_or_exit(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAnswer]:
     """The engine's answers; on a CUDA error, which only a new process clears, the process exits
     and Ray restarts the actor (its sessions are rebuilt by their callers)."""
+    from guardstream.workers.engines.stream_engine import DeviceLost
+
     try:
         return engine.run(calls)
     except DeviceLost as exc:
@@ -38,7 +44,9 @@ def run_or_exit(engine: StreamEngine, calls: list[StreamCall]) -> list[StreamAns
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class StreamGuard:
     def __init__(self, spec: StreamSpec, threads: int):
-        import torch
+        import torch  # the engine (torch) is imported in the actor's process only
+
+        from guardstream.workers.engines.stream_engine import StreamEngine
 
         torch.set_num_threads(threads)
         self.model = spec.model
@@ -62,10 +70,8 @@ class StreamPool:
     kind = "stream"  # the label of its actors in metrics
 
     def __init__(self, handles: list, model: str, *, call_timeout_s: float = 120):
-        from transformers import AutoConfig
-
         self.actors, self.model, self.call_timeout_s = handles, model, call_timeout_s
-        self.max_positions = AutoConfig.from_pretrained(model).max_position_embeddings  # what a session may hold
+        self.max_positions = checkpoint_config(model)["max_position_embeddings"]  # what a session may hold
 
     def owner(self, session: str) -> int:
         """The same actor in every worker (the same hash over the same named actors), so a rebalance

@@ -3,7 +3,7 @@ loading the BPE vocabulary, and must equal what the tokenizer itself says."""
 
 import pytest
 
-from guardstream.workers.engines.qwen3 import special_token_id
+from guardstream.workers.engines.checkpoint_files import special_token_id
 
 from tests.helpers.models import cached_tokenizer
 
