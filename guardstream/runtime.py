@@ -19,7 +19,6 @@ from concurrent.futures import Future
 
 import faust
 import ray
-from transformers import AutoTokenizer
 
 from guardstream.topology.agents.canary import CanaryModels
 from guardstream.signals import leave_if_signalled, signalled
@@ -31,6 +30,7 @@ from guardstream.topology.settings import Settings
 from guardstream.wire.settings import SettingsError
 from guardstream.wire.topics import cluster_id, ensure_topics
 from guardstream.workers import faults
+from guardstream.workers.engines.chat_tokenizer import ChatTokenizer
 from guardstream.workers.moderation.gen_moderation import GenModerator
 from guardstream.workers.moderation.language import loaded_detector
 from guardstream.workers.moderation.rules import GenRules, StreamRules
@@ -151,7 +151,7 @@ def moderators(settings: Settings, spec: PoolSpec,
                             gap_timeout_s=s.gap_timeout_s, max_held_chunks=s.max_held_chunks, max_tokens=s.max_tokens,
                             detector=detector)
         stream_moderator = StreamModerator(rules, stream_pool,
-                                           AutoTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
+                                           ChatTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
                                            on_rebuild=STREAM_REBUILDS.inc)
     return moderator, stream_moderator
 
