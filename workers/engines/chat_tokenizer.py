@@ -1,12 +1,15 @@
-"""A checkpoint's tokenizer without transformers, for the worker's Stream path: its tokenizer.json
-through `tokenizers` (which transformers' fast tokenizers wrap) and its chat template rendered as
-transformers renders it (a sandboxed Jinja environment with the same options, filters and
-variables). Importing transformers, and torch with it, cost the worker's process about 10 s of CPU
-at each start for this alone; this imports in about 0.1 s. Its lengths, markers and templated ids
-equal transformers' (tests/workers/engines/test_chat_tokenizer.py)."""
+"""A checkpoint's tokenizer without transformers: its tokenizer.json through `tokenizers` (which
+transformers' fast tokenizers wrap) and its chat template rendered as transformers renders it (a
+sandboxed Jinja environment with the same options, filters and variables). Importing transformers,
+and torch with it, cost the worker's process about 10 s of CPU at each start, for this alone, and a
+Gen actor about 5 s more than torch; this imports in about 0.1 s. Its lengths, markers, templates,
+ids and decoded text equal transformers' (tests/workers/engines/test_chat_tokenizer.py). What it
+leaves out: the clean-up of spaces in decoded text, which transformers skips for BPE tokenizers
+such as Qwen's, and padding (Gen's `generate` mode, transformers' own, uses transformers')."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +23,11 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 
 
 class ChatTokenizer:
-    """What `framing.py` and `retokenize.py` read of a tokenizer, under transformers' names."""
+    """What the engines, `framing.py` and `retokenize.py` read of a tokenizer, under transformers' names."""
 
     def __init__(self, backend: Tokenizer, chat_template: str | None, special_tokens: dict[str, str]):
         self.backend_tokenizer, self.chat_template, self.special_tokens = backend, chat_template, special_tokens
         self.added_tokens_decoder = backend.get_added_tokens_decoder()
-        self._template = None
 
     @classmethod
     def from_pretrained(cls, model: str | Path) -> ChatTokenizer:
@@ -47,6 +49,20 @@ class ChatTokenizer:
         """The vocabulary with the added tokens: ids at or past it are not the checkpoint's."""
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
 
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        """The ids of `text`, its added tokens (`<|im_end|>`...) matched: for the engines' own strings."""
+        return {"input_ids": self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def batch_decode(self, sequences: list[list[int]], skip_special_tokens: bool = False) -> list[str]:
+        return self.backend_tokenizer.decode_batch(sequences, skip_special_tokens=skip_special_tokens)
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self.backend_tokenizer.token_to_id(token)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.convert_tokens_to_ids(self.special_tokens["eos_token"]) if "eos_token" in self.special_tokens else None
+
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False,
                             **options) -> str:
         """The rendered template, as text (`framing.py` encodes it, keeping message text as text)."""
@@ -54,15 +70,15 @@ class ChatTokenizer:
             raise ValueError("ChatTokenizer renders the template as text only; encode it with framing.render_ids")
         if self.chat_template is None:
             raise ValueError("the checkpoint has no chat template; Qwen3Guard checkpoints carry one")
-        if self._template is None:
-            self._template = _environment().from_string(self.chat_template)
-        return self._template.render(messages=messages, tools=None, documents=None,
-                                     add_generation_prompt=add_generation_prompt, **{**self.special_tokens, **options})
+        return _compiled(self.chat_template).render(messages=messages, tools=None, documents=None,
+                                                    add_generation_prompt=add_generation_prompt,
+                                                    **{**self.special_tokens, **options})
 
 
-def _environment():
-    """transformers' environment for chat templates: sandboxed, trimmed blocks, loop controls, its
-    `tojson` (no HTML escaping), `raise_exception` and `strftime_now`."""
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str):
+    """The template in transformers' environment for chat templates: sandboxed, trimmed blocks, loop
+    controls, its `tojson` (no HTML escaping), `raise_exception` and `strftime_now`."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -77,4 +93,4 @@ def _environment():
     environment.filters["tojson"] = tojson
     environment.globals.update(raise_exception=raise_exception,
                                strftime_now=lambda format: datetime.now().strftime(format))
-    return environment
+    return environment.from_string(template)

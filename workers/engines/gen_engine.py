@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from guardstream.schemas import Moderate, RiskLevel
+from guardstream.workers.engines.chat_tokenizer import ChatTokenizer
 from guardstream.workers.engines.framing import render_ids
 from guardstream.workers.engines.gen_drafts import AnswerDrafts
 from guardstream.workers.engines.gen_output import GenJudgement
@@ -94,11 +94,16 @@ class GenEngine:
         if mode not in ("score", "generate"):
             raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-            if mode == "generate":
+            if mode == "generate":  # transformers' own model and tokenizer, imported only here
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+                if self.tokenizer.pad_token_id is None:
+                    self.tokenizer.pad_token = self.tokenizer.eos_token
                 self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
                 self.max_positions = self.model.config.max_position_embeddings
             else:
+                self.tokenizer = ChatTokenizer.from_pretrained(model)
                 config, weights = load_checkpoint(model)
                 self.max_positions = config["max_position_embeddings"]
                 self.scorer = GenScorer(config, weights, device=device, dtype=checkpoint_dtype(config, dtype),
@@ -108,8 +113,6 @@ class GenEngine:
             raise load_checkpoint_error(model, exc) from exc
         if self.tokenizer.chat_template is None:
             raise RuntimeError(f"{model!r} has no chat template; Qwen3Guard-Gen checkpoints carry one")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_id = model
         self.device = device
         self.max_batch_size = max_batch_size

@@ -21,10 +21,10 @@ def test_gen_checkpoint_format(tiny):
     config = json.loads((tiny.gen / "config.json").read_text())
     assert config["architectures"] == ["Qwen3ForCausalLM"] and config["model_type"] == "qwen3"
     assert config["head_dim"] == 64 and "NOT a safety model" in config["guardstream_fixture"]
-    engine = GenEngine(str(tiny.gen))
+    engine, tok = GenEngine(str(tiny.gen)), cached_tokenizer(tiny.gen)  # the checkpoint as transformers reads it
     for token in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
-        assert engine.tokenizer.convert_ids_to_tokens(engine.tokenizer.convert_tokens_to_ids(token)) == token
-    render = lambda messages, kind: engine.tokenizer.decode(engine.input_ids(GenRequest(messages, kind)))  # noqa: E731
+        assert tok.convert_ids_to_tokens(tok.convert_tokens_to_ids(token)) == token
+    render = lambda messages, kind: tok.decode(engine.input_ids(GenRequest(messages, kind)))  # noqa: E731
     prompt = render([{"role": "user", "content": "hi"}], Moderate.prompt)
     assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
     assert "<BEGIN SAFETY POLICY>" in prompt and "Jailbreak." in prompt and "Refusal" not in prompt

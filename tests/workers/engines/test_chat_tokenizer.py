@@ -68,6 +68,20 @@ def test_lengths_markers_and_special_tokens_are_transformers(pairs):
         assert ours.special_tokens == theirs.special_tokens_map
 
 
+def test_the_engines_strings_encode_and_their_answers_decode_as_transformers_do(pairs):
+    texts = [m["content"] for x in load_corpus() for m in x.messages] + EDGES + \
+        ["Safety: Unsafe\nCategories: Violent\nRefusal: No", "Safety:", "Safety: Controversial"]
+    for theirs, ours in pairs.values():
+        for text in texts:
+            assert ours(text)["input_ids"] == theirs(text, add_special_tokens=False)["input_ids"]
+        ids = [theirs(text, add_special_tokens=False)["input_ids"] for text in texts]
+        for skip in (True, False):
+            assert ours.batch_decode(ids, skip_special_tokens=skip) == theirs.batch_decode(ids, skip_special_tokens=skip)
+        for token in ("<|im_end|>", "<|im_start|>", "<think>", "Safety", "not a token"):
+            assert ours.convert_tokens_to_ids(token) == theirs.convert_tokens_to_ids(token)
+        assert ours.eos_token_id == theirs.eos_token_id is not None
+
+
 def test_every_corpus_conversation_renders_and_encodes_as_transformers_does(pairs):
     corpus = load_corpus()
     for theirs, ours in pairs.values():
@@ -113,9 +127,11 @@ def test_a_template_with_qwen3s_features_renders_as_transformers_does(tiny, tmp_
         ours.apply_chat_template([{"role": "tool", "content": "x"}])
 
 
-def test_the_workers_process_imports_neither_torch_nor_transformers():
-    """What the tokenizer is for: the worker's process only routes; its engines live in the actors."""
-    code = ("import sys, guardstream.runtime; "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+def test_the_workers_process_imports_neither_torch_nor_transformers_and_the_engines_no_transformers():
+    """What the tokenizer is for: the worker's process only routes (its engines live in the actors),
+    and the engines' actors need transformers only for Gen's `generate` mode."""
+    for module, heavy in (("guardstream.runtime", "[]"), ("guardstream.workers.engines.gen_engine", "['torch']"),
+                          ("guardstream.workers.engines.stream_engine", "['torch']")):
+        code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == heavy, module

@@ -133,10 +133,9 @@ GEN_WITH_FLAG = """{%- for m in messages -%}
 
 @pytest.mark.parametrize("template", ["fixture", "honours add_generation_prompt"])
 def test_gen_ids_equal_the_model_cards_rendering(tiny, template):
-    engine = GenEngine(str(tiny.gen))
+    engine, tok = GenEngine(str(tiny.gen)), cached_tokenizer(tiny.gen)  # the card's: transformers'
     if template != "fixture":
-        engine.tokenizer = framed_by(engine.tokenizer, GEN_WITH_FLAG)
-    tok = engine.tokenizer
+        engine.tokenizer, tok = framed_by(engine.tokenizer, GEN_WITH_FLAG), framed_by(tok, GEN_WITH_FLAG)
     for prompt, reply in TURNS:
         for request in (GenRequest([{"role": "user", "content": prompt}], Moderate.prompt),
                         GenRequest([{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],

@@ -13,6 +13,8 @@ from guardstream.schemas import Moderate
 from guardstream.workers.engines.gen_engine import GenEngine
 from guardstream.workers.engines.messages import GenRequest
 
+from tests.helpers.models import cached_tokenizer
+
 
 @pytest.fixture(scope="module")
 def paths(tiny):
@@ -72,7 +74,7 @@ def test_the_shared_prefix_is_the_policy_text(tiny):
     for kind, conversation in ((Moderate.prompt, [{"role": "user", "content": "hi"}]),
                                (Moderate.response, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])):
         ids = engine._prefix(kind)
-        text = engine.tokenizer.decode(ids)
+        text = cached_tokenizer(tiny.gen).decode(ids)
         assert "<END SAFETY POLICY>" in text and "<BEGIN CONVERSATION>" in text and "hi" not in text.split("<BEGIN CONVERSATION>")[1]
         assert engine.input_ids(GenRequest(conversation, kind))[: len(ids)] == ids
 
