@@ -133,7 +133,7 @@ def moderators(settings: Settings, spec: PoolSpec,
     handles = pool_handles(spec, settings.kafka.app_id)
     announce_actors(spec, handles)
     moderator = stream_moderator = None
-    detector = loaded_detector(settings.languages) if {"gen", "stream"} & settings.agents else None
+    detector = loaded_detector(settings.languages) if {"gen", "stream"} & settings.agents else None  # loading since the start
     if "gen" in settings.agents:
         pool = GenPool(handles["gen"], spec.gen.model, actor_batch_size=spec.gen.batch_size,
                        call_timeout_s=settings.gen.call_timeout_s, max_inflight=settings.gen.max_inflight)
@@ -154,6 +154,15 @@ def moderators(settings: Settings, spec: PoolSpec,
                                            ChatTokenizer.from_pretrained(spec.stream.model), spec.stream.model,
                                            on_rebuild=STREAM_REBUILDS.inc)
     return moderator, stream_moderator
+
+
+def preload_detector(languages: tuple[str, ...]) -> None:
+    """The detector, loading beside Ray and the pool; a failure here is raised again where the
+    moderators ask for it."""
+    try:
+        loaded_detector(languages)
+    except Exception as exc:  # noqa: BLE001 - `moderators` loads it again and raises what it raises
+        log.warning("the language detector did not load beside the pool (%s); it is tried again", exc)
 
 
 def load_canary_beside(settings: Settings, policies: PoliciesInForce) -> Future:
@@ -273,6 +282,8 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info",
         log.info("agents: %s; opening the model pool of app %s", agents, settings.kafka.app_id)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         with HEALTH.busy(f"opening the model pool of app {settings.kafka.app_id}"):  # alive, not ready, meanwhile
+            if settings.agents & {"gen", "stream"}:  # its process loads while Ray and the pool start (`moderators` waits)
+                threading.Thread(target=preload_detector, args=(settings.languages,), name="detector", daemon=True).start()
             start_ray(settings)
             canary_loading = load_canary_beside(settings, feed.policies) if settings.runs_canary else None  # never waited for
             spec = open_pool(settings) if settings.agents & {"gen", "stream"} else None

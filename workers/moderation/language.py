@@ -117,10 +117,18 @@ def _serve(languages: list[str]) -> None:
         sys.stdout.buffer.flush()
 
 
-@functools.lru_cache(maxsize=4)
+_LOADING = threading.Lock()
+
+
 def loaded_detector(languages: tuple[str, ...]) -> LanguageDetector | None:
     """One loaded detector per process for these languages (a worker's agents and its canary share
-    it); None for none."""
+    it, though they load from different threads); None for none."""
+    with _LOADING:
+        return _loaded(languages)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(languages: tuple[str, ...]) -> LanguageDetector | None:
     return LanguageDetector(languages).load() if languages else None
 
 

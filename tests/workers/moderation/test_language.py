@@ -113,3 +113,15 @@ def test_a_detector_that_fails_twice_on_a_batch_is_unavailable_which_is_retried_
         assert is_transient(failed.value)
     finally:
         detector.close()
+
+
+def test_threads_that_load_the_same_languages_at_once_share_one_detector():
+    """A worker preloads its detector while its pool starts, and its canary loads from a thread of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as threads:
+        found = list(threads.map(lambda _: loaded_detector(("en", "es")), range(3)))
+    try:
+        assert found[0] is found[1] is found[2]
+    finally:
+        found[0].close()
