@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from guardstream.workers.engines.checkpoint_files import checkpoint_dir
+from guardstream.workers.engines.checkpoint_files import TOKENIZER, checkpoint_dir
 
 # the named special tokens a template may read (transformers passes these, and no others, to it)
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -33,7 +33,7 @@ class ChatTokenizer:
     def from_pretrained(cls, model: str | Path) -> ChatTokenizer:
         """From a checkpoint directory or a hub id, as `AutoTokenizer.from_pretrained` reads it: the
         template in chat_template.jinja, else in tokenizer_config.json."""
-        path = checkpoint_dir(model)
+        path = checkpoint_dir(model, TOKENIZER)
         config_file = path / "tokenizer_config.json"
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
         template = config.get("chat_template")
