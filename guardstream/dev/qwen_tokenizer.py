@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
-from transformers.convert_slow_tokenizer import TikTokenConverter
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 # In id order from 151643; the think and tool markers are added tokens but not special ones, as in Qwen3.
@@ -37,6 +37,11 @@ def qwen_bpe_file() -> Path:
 
 
 def qwen3_tokenizer(model_max_length: int = 4096) -> PreTrainedTokenizerFast:
+    """Imports transformers here: the fixtures' cache key reads `qwen_bpe_file` without it."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
     vocab, merges = TikTokenConverter(str(qwen_bpe_file()), pattern=PATTERN).extract_vocab_merges_from_model(str(qwen_bpe_file()))
     tok = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()

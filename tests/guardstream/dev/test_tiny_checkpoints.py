@@ -1,6 +1,8 @@
 """The fixture checkpoints are in the exact Qwen3Guard formats and mean something on their corpus."""
 
 import json
+import subprocess
+import sys
 
 import torch
 from safetensors.torch import load_file
@@ -83,3 +85,12 @@ def test_builds_are_deterministic(tmp_path, monkeypatch):
         built = build_tiny_checkpoints(gen_steps=2, stream_steps=2)
         weights.append([(built.gen / "model.safetensors").read_bytes(), (built.stream / "model.safetensors").read_bytes()])
     assert weights[0] == weights[1]
+
+
+def test_a_worker_given_no_models_finds_the_cached_fixtures_without_torch_or_transformers(tiny):
+    """Each test worker and the demo start this way: importing torch and transformers only to find the
+    cache cost ten seconds of CPU a start."""
+    code = ("import sys\nfrom guardstream.cli.run import worker_settings\ns = worker_settings(None)\n"
+            "print(s.gen.model, s.stream.model, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(tiny.gen), str(tiny.stream), "[]"]
